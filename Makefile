@@ -1,0 +1,42 @@
+# Two entry points that work on a fresh machine with Python 3.11, git and make:
+#   make demo   -> install into .venv and run the showcase scenario, ending in a report
+#   make test   -> install into .venv, lint, type-check and run the test suite
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and exactly: the CPU wheel on local disk, never a CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/swarm-tune sim run scenarios/quickstart.yaml --out runs_out/quickstart
+
+lint: $(STAMP)
+	$(BIN)/ruff check runtime sim analysis tests benchmarks
+	$(BIN)/ruff format --check runtime sim analysis tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy -p swarm_tune
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_wire.py
+	$(BIN)/python benchmarks/bench_sim.py
+	$(BIN)/python benchmarks/bench_net.py
+
+clean:
+	rm -rf $(VENV) runs_out .mypy_cache .pytest_cache .ruff_cache

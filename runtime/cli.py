@@ -1,0 +1,37 @@
+"""The ``swarm-tune`` command line.
+
+One typer app; each area of the project contributes a sub-app from its own module so that
+this file stays a table of contents rather than a second home for logic.
+"""
+
+from __future__ import annotations
+
+import typer
+
+import swarm_tune
+
+app = typer.Typer(
+    name="swarm-tune",
+    help="Decentralised fine-tuning over libp2p, proven first in simulation.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Decentralised fine-tuning over libp2p, proven first in simulation."""
+
+
+@app.command()
+def version() -> None:
+    """Print the installed swarm-tune version."""
+    typer.echo(swarm_tune.__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
