@@ -29,6 +29,11 @@ def version() -> None:
     typer.echo(swarm_tune.__version__)
 
 
+# --- sub-apps: each area registers its commands here, one line each ---------------------
+# (keep imports inside this block; one area per line so parallel edits do not collide)
+# --- end of sub-apps -------------------------------------------------------------------
+
+
 def main() -> None:
     app()
 
