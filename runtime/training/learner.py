@@ -1,0 +1,65 @@
+"""The one interface between the protocol's drivers and whatever does the learning.
+
+Why an interface here: the SimPy driver and the trio/libp2p driver execute the same protocol
+effects, and the only thing that differs in how they *learn* is the model behind it (a batched
+surrogate across thousands of virtual nodes, or a Hugging Face causal LM on a GPU). Both
+drivers talk to a ``Learner`` and never to torch optimisers directly, so the code that turns
+``TrainLocal`` / ``ApplyAverage`` / ``LoadState`` effects into learning is written once.
+
+Update kinds:
+
+* ``"grad"``   — the update is a gradient (from ``param.grad``, averaged over the local
+  micro-batches). The averaged gradient is applied through the learner's optimizer, so a
+  swarm that always reaches everyone is exactly synchronous data-parallel training.
+* ``"params"`` — the update is the node's full parameter set *after* it took its own local
+  step. The average replaces the parameters (optimizer state is kept). The protocol uses
+  these rounds periodically to pull replicas that drifted apart back together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+TensorDict = dict[str, torch.Tensor]
+UpdateKind = Literal["grad", "params"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalResult:
+    """What one local training step produced."""
+
+    update: TensorDict
+    loss: float
+    samples: int
+
+
+class Learner(Protocol):
+    """A node's model, data shard and optimizer, as the drivers see them."""
+
+    @property
+    def dataset_size(self) -> int:
+        """Number of training examples in this node's shard (its averaging weight)."""
+        ...
+
+    def parameters(self) -> TensorDict:
+        """Current trainable parameters by name (no copy; callers must not mutate)."""
+        ...
+
+    def compute_update(self, kind: UpdateKind) -> LocalResult:
+        """Run local training and return the update of the requested kind."""
+        ...
+
+    def apply_average(self, kind: UpdateKind, averaged: TensorDict) -> None:
+        """Apply an averaged update: step the optimizer (grad) or load it (params)."""
+        ...
+
+    def load_state(self, params: TensorDict) -> None:
+        """Replace the parameters wholesale (state sync after a join or a drift alarm)."""
+        ...
+
+    def evaluate(self) -> float:
+        """Loss on the held-out split."""
+        ...
