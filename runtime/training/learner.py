@@ -19,12 +19,11 @@ Update kinds:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-import torch
+from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
 
-TensorDict = dict[str, torch.Tensor]
-UpdateKind = Literal["grad", "params"]
+__all__ = ["Learner", "LocalResult", "TensorDict", "UpdateKind"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,59 @@
+"""Typed protocol messages, as the core sees them after the wire layer verified them.
+
+Why separate from the wire format: the core reasons about *what* was said (a contribution for
+round r, a heartbeat from a peer at round r with this digest), never about bytes. The wire
+layer (runtime/wire) turns these into signed, versioned, chunked SWRM frames and back; the
+simulator passes them as objects and charges their ``wire_size`` to its links.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swarm_tune.runtime.protocol.tensors import Sketch, TensorDict, UpdateKind
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Liveness plus the facts peers need to judge drift and lag."""
+
+    round: int
+    dataset_size: int
+    digest: str
+    sketch: Sketch
+    # Partial views only: a few (peer_id, address) pairs for peer exchange.
+    known_peers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One node's update for one round: a gradient, or its parameters on sync rounds."""
+
+    round: int
+    kind: UpdateKind
+    dataset_size: int
+    tensors: TensorDict = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StateRequest:
+    """Ask a peer for its current round and parameters (late join, rejoin, drift)."""
+
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateResponse:
+    nonce: int
+    round: int
+    digest: str
+    sketch: Sketch
+    tensors: TensorDict = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """Graceful leave: peers drop us now instead of waiting for the eviction timeout."""
+
+
+Message = Heartbeat | Contribution | StateRequest | StateResponse | Goodbye

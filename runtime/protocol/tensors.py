@@ -1,0 +1,142 @@
+"""Tensor facts the protocol needs: shape specs, norms, digests and sketches.
+
+Why sketches: partial aggregation lets replicas drift apart, and the protocol has to *see*
+that drift to bound it. Exchanging parameters to compare them costs a full model per peer;
+a digest (SHA-256) only says "equal or not". A sketch — the values at a fixed, seeded set of
+coordinates — costs a few hundred bytes, rides along with every heartbeat, and its distance
+between two replicas is an unbiased (scaled) estimate of their parameter distance. The digest
+stays for exact agreement (state sync, checkpoints); the sketch measures how far apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import torch
+
+TensorDict = dict[str, torch.Tensor]
+UpdateKind = Literal["grad", "params"]
+Sketch = tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Names, shapes and dtypes every contribution must match exactly."""
+
+    tensors: tuple[tuple[str, TensorSpec], ...]
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> ModelSpec:
+        return cls(
+            tuple(
+                (name, TensorSpec(tuple(t.shape), t.dtype)) for name, t in sorted(tensors.items())
+            )
+        )
+
+    @property
+    def numel(self) -> int:
+        return sum(math.prod(s.shape) for _, s in self.tensors)
+
+    def mismatch(self, tensors: Mapping[str, torch.Tensor]) -> str | None:
+        """Why ``tensors`` does not fit this spec ("shape"/"dtype"), or None if it does."""
+        if len(tensors) != len(self.tensors):
+            return "shape"
+        for name, spec in self.tensors:
+            t = tensors.get(name)
+            if t is None or tuple(t.shape) != spec.shape:
+                return "shape"
+            if t.dtype != spec.dtype:
+                return "dtype"
+        return None
+
+
+def all_finite(tensors: Mapping[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+
+
+def rms_norm(tensors: Mapping[str, torch.Tensor]) -> float:
+    """Root-mean-square of all entries: a size-independent magnitude of an update."""
+    total = 0.0
+    count = 0
+    for t in tensors.values():
+        f = t.detach().float()
+        total += float(torch.dot(f.reshape(-1), f.reshape(-1)))
+        count += f.numel()
+    return math.sqrt(total / count) if count else 0.0
+
+
+def param_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and raw bytes in name order (hex)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=32)
+def _sketch_coordinates(
+    sizes: tuple[tuple[str, int], ...], k: int, seed: int
+) -> tuple[tuple[str, int], ...]:
+    total = sum(n for _, n in sizes)
+    if total == 0:
+        return ()
+    rng = random.Random(seed)
+    picks = sorted(rng.randrange(total) for _ in range(k))
+    coords: list[tuple[str, int]] = []
+    offset = 0
+    it = iter(picks)
+    nxt = next(it, None)
+    for name, n in sizes:
+        while nxt is not None and nxt < offset + n:
+            coords.append((name, nxt - offset))
+            nxt = next(it, None)
+        offset += n
+    return tuple(coords)
+
+
+def param_sketch(tensors: Mapping[str, torch.Tensor], size: int, seed: int) -> Sketch:
+    """Values at ``size`` seeded coordinates of the flattened parameters (name order)."""
+    sizes = tuple((name, tensors[name].numel()) for name in sorted(tensors))
+    coords = _sketch_coordinates(sizes, size, seed)
+    flat = {name: t.detach().reshape(-1) for name, t in tensors.items()}
+    return tuple(float(flat[name][i]) for name, i in coords)
+
+
+def sketch_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    """Distance between two sketches relative to the magnitude of ``b`` (inf if unusable)."""
+    if len(a) != len(b) or not a:
+        return math.inf
+    diff = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
+    scale = math.sqrt(sum(y * y for y in b))
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def median_sketch(sketches: Sequence[Sequence[float]]) -> Sketch:
+    """Coordinate-wise median: a reference point a minority of liars cannot drag far."""
+    if not sketches:
+        return ()
+    width = len(sketches[0])
+    usable = [s for s in sketches if len(s) == width]
+    cols = zip(*usable, strict=True)
+    return tuple(_median(list(c)) for c in cols)
+
+
+def _median(values: list[float]) -> float:
+    values.sort()
+    n = len(values)
+    mid = n // 2
+    return values[mid] if n % 2 else 0.5 * (values[mid - 1] + values[mid])
