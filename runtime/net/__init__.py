@@ -1,0 +1,69 @@
+"""The libp2p + trio driver of the real runtime: host, discovery, data and control planes.
+
+Public API (everything else in this package is internal)::
+
+    from swarm_tune.runtime.net import NetConfig, open_net_node
+
+    async with open_net_node(
+        seed: bytes,                                  # 32 bytes -> stable Ed25519 peer id
+        listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
+        bootstrap: Sequence[str] = (),                # full multiaddrs with /p2p/<id>
+        config: NetConfig | None = None,              # limits, timeouts, feature flags
+    ) as net:                                         # -> NetNode
+        net.peer_id: str                              # base58 peer id
+        net.multiaddrs: list[str]                     # dialable, each ending /p2p/<id>
+        await net.connect(multiaddr: str) -> str      # returns the remote peer id
+        await net.disconnect(peer_id: str) -> None
+        net.connected_peers() -> list[str]
+        await net.send_bulk(peer_id, data) -> None    # large message, returns when the
+                                                      # receiver confirmed; raises
+                                                      # SendRejected/SendTimeout/SendError
+        await net.send_small(peer_id, data) -> None   # <= max_small_size, acked
+        net.incoming: trio.MemoryReceiveChannel[Incoming]      # (peer_id, remote_ip, data)
+        net.peer_events: trio.MemoryReceiveChannel[PeerConnected | PeerDisconnected]
+        await net.subscribe(topic) -> trio.MemoryReceiveChannel[Incoming]   # pubsub
+        await net.publish(topic, data) -> None        # best effort, control only
+        net.bootstrap_done: trio.Event                # all bootstrap dials finished
+        net.bootstrapped: list[str]                   # peer ids reached by bootstrap
+        net.host                                      # the py-libp2p IHost (escape hatch)
+        net.services: dict[str, Any]                  # "dht" / "relay" / "dcutr" if enabled
+
+    peer_id_from_seed(seed: bytes) -> str
+
+``peer_id`` in every ``Incoming`` is the peer proven by the Noise handshake of the
+connection (pubsub: the verified signer), never a field of the payload. Bulk messages
+arrive whole (bounded by ``NetConfig.max_message_size``) in the same ``incoming`` channel
+as small ones; the SWRM decoder (``swarm_tune.runtime.wire``) tells them apart.
+
+Why the bulk plane leaves libp2p for the bytes: see ``bulk.py`` (measured ~15x).
+"""
+
+from swarm_tune.runtime.net.config import NetConfig
+from swarm_tune.runtime.net.errors import (
+    ConfigError,
+    FrameError,
+    NetError,
+    SendError,
+    SendRejected,
+    SendTimeout,
+)
+from swarm_tune.runtime.net.events import Incoming, PeerConnected, PeerDisconnected, PeerEvent
+from swarm_tune.runtime.net.host import peer_id_from_seed
+from swarm_tune.runtime.net.node import NetNode, open_net_node
+
+__all__ = [
+    "ConfigError",
+    "FrameError",
+    "Incoming",
+    "NetConfig",
+    "NetError",
+    "NetNode",
+    "PeerConnected",
+    "PeerDisconnected",
+    "PeerEvent",
+    "SendError",
+    "SendRejected",
+    "SendTimeout",
+    "open_net_node",
+    "peer_id_from_seed",
+]

@@ -1,0 +1,32 @@
+"""Values the driver hands to the node loop: received messages and peer lifecycle events.
+
+Why plain NamedTuples: they unpack like the ``(peer_id, remote_ip, data)`` tuples the
+protocol driver expects, are immutable, and carry no libp2p types — the protocol core and
+the simulator must never import py-libp2p. ``peer_id`` is always the base58 id proven by
+the Noise handshake of the connection the bytes came in on (or, for pubsub, by the
+origin's signature under strict signing) — never a value read from the payload.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Incoming(NamedTuple):
+    """One whole message from an authenticated peer."""
+
+    peer_id: str
+    remote_ip: str
+    data: bytes
+
+
+class PeerConnected(NamedTuple):
+    peer_id: str
+    remote_ip: str
+
+
+class PeerDisconnected(NamedTuple):
+    peer_id: str
+
+
+PeerEvent = PeerConnected | PeerDisconnected

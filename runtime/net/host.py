@@ -1,0 +1,151 @@
+"""Building the libp2p host: identity from a seed, Noise only, yamux, bootstrap dialling.
+
+Why these choices:
+
+* **Identity from a 32-byte seed.** A node's peer id must survive restarts (reputation,
+  run manifests and bootstrap lists refer to it), so the Ed25519 key is derived from a
+  seed the operator keeps, not generated per launch.
+* **Noise only.** ``libp2p.new_host`` by default also offers TLS, SECIO and *plaintext*
+  security; a peer could negotiate down to plaintext and then no peer id would be
+  authenticated. We pass an explicit ``sec_opt`` containing only Noise, so every
+  connection's remote peer id is proven by the handshake.
+* **yamux** is py-libp2p's default muxer and the one go/rust peers prefer.
+* **Bootstrap never blocks start-up.** Each bootstrap address is dialled concurrently under
+  its own ``trio.move_on_after(timeout)``; failures are logged and counted, not raised. A
+  node whose bootstrap list is entirely dead still starts and can be dialled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from swarm_tune.runtime.net.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SEED_LEN = 32
+
+
+def keypair_from_seed(seed: bytes) -> KeyPair:
+    """Deterministic Ed25519 key pair from a 32-byte seed."""
+    if len(seed) != SEED_LEN:
+        raise ConfigError(f"identity seed must be {SEED_LEN} bytes, got {len(seed)}")
+    try:
+        return create_new_key_pair(seed)
+    except ValueError as exc:
+        raise ConfigError(f"unusable identity seed: {exc}") from exc
+
+
+def peer_id_from_seed(seed: bytes) -> str:
+    """The base58 peer id a node started with ``seed`` will have."""
+    return str(ID.from_pubkey(keypair_from_seed(seed).public_key))
+
+
+def parse_multiaddr(addr: str | multiaddr.Multiaddr) -> multiaddr.Multiaddr:
+    try:
+        return addr if isinstance(addr, multiaddr.Multiaddr) else multiaddr.Multiaddr(addr)
+    except Exception as exc:  # the multiaddr package raises several unrelated types
+        raise ConfigError(f"invalid multiaddr {addr!r}: {exc}") from exc
+
+
+def build_host(seed: bytes, *, enable_mdns: bool = False) -> IHost:
+    """A libp2p host with a seed-derived identity, Noise-only security and yamux."""
+    key_pair = keypair_from_seed(seed)
+    # The Noise static key is ephemeral by design: it is bound to the Ed25519 identity
+    # by the handshake payload signature, so it need not be stable.
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+        muxer_preference="YAMUX",
+        enable_mDNS=enable_mdns,
+    )
+
+
+def full_multiaddrs(host: IHost) -> list[str]:
+    """Listen addresses with ``/p2p/<peer id>`` appended (what others dial)."""
+    peer_id = str(host.get_id())
+    out = []
+    for addr in host.get_addrs():
+        text = str(addr)
+        out.append(text if "/p2p/" in text else f"{text}/p2p/{peer_id}")
+    return out
+
+
+async def dial(host: IHost, addr: str | multiaddr.Multiaddr) -> str:
+    """Connect to a full multiaddr (with ``/p2p/``); returns the remote peer id."""
+    maddr = parse_multiaddr(addr)
+    try:
+        info = info_from_p2p_addr(maddr)
+    except Exception as exc:
+        raise ConfigError(f"multiaddr lacks a valid /p2p/ peer id: {addr}") from exc
+    await host.connect(info)
+    return str(info.peer_id)
+
+
+async def dial_bootstrap(
+    host: IHost, addrs: Sequence[str | multiaddr.Multiaddr], timeout: float = 10.0
+) -> list[str]:
+    """Dial every bootstrap address concurrently, each under its own ``timeout``.
+
+    Returns the peer ids reached. Never raises for unreachable, slow or malformed
+    bootstrap entries: they are logged and skipped.
+    """
+    reached: list[str] = []
+
+    async def one(addr: str | multiaddr.Multiaddr) -> None:
+        with trio.move_on_after(timeout) as scope:
+            try:
+                reached.append(await dial(host, addr))
+                return
+            except Exception as exc:  # any dial failure is non-fatal by design
+                log.warning("bootstrap %s failed: %s", addr, exc)
+                return
+        if scope.cancelled_caught:
+            log.warning("bootstrap %s timed out after %.1fs", addr, timeout)
+
+    async with trio.open_nursery() as nursery:
+        for addr in addrs:
+            nursery.start_soon(one, addr)
+    return reached
+
+
+def conn_ip(conn: object) -> str:
+    """Remote IP of a libp2p connection ('' if unknown or relayed)."""
+    try:
+        addrs = conn.get_transport_addresses()  # type: ignore[attr-defined]
+    except Exception:
+        return ""
+    for addr in addrs:
+        if "p2p-circuit" in str(addr):
+            return ""
+        for proto in ("ip4", "ip6"):
+            try:
+                value = addr.value_for_protocol(proto)
+            except Exception:
+                value = None
+            if value:
+                return str(value)
+    return ""
+
+
+def peer_ip(host: IHost, peer: ID) -> str:
+    """Remote IP of the first live connection to ``peer`` ('' if none/relayed)."""
+    try:
+        conns = host.get_network().get_connections(peer)
+    except Exception:
+        return ""
+    return conn_ip(conns[0]) if conns else ""

@@ -1,0 +1,264 @@
+"""``NetNode``: one running libp2p host plus the data and control planes, as one scope.
+
+Why an async context manager that owns a nursery: every background task (libp2p
+services, the direct-data listener, bootstrap dialling, pubsub pumps, optional DHT /
+relay / DCUtR services) lives inside ``open_net_node``'s scope and is cancelled when it
+exits — no orphan tasks, no global state, and a test can open three nodes in one trio
+run. Start-up is event-driven (``nursery.start`` returns once the listener is bound);
+nothing waits on a bare sleep.
+
+Peer lifecycle: a libp2p notifee sees every connection open/close. A peer may hold
+several connections (simultaneous dials), so we count them and emit ``PeerConnected``
+on the first and ``PeerDisconnected`` when the last one closes. Notifee callbacks run on
+py-libp2p's event path, so they only ``send_nowait`` into a generously sized channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+from swarm_tune.runtime.net.bulk import BULK_PROTOCOL, BulkPlane
+from swarm_tune.runtime.net.config import NetConfig
+from swarm_tune.runtime.net.errors import ConfigError, NetError, SendError
+from swarm_tune.runtime.net.events import Incoming, PeerConnected, PeerDisconnected, PeerEvent
+from swarm_tune.runtime.net.host import (
+    build_host,
+    conn_ip,
+    dial,
+    dial_bootstrap,
+    full_multiaddrs,
+    parse_multiaddr,
+)
+from swarm_tune.runtime.net.pubsub import make_pubsub, make_router, pump_subscription
+from swarm_tune.runtime.net.small import SMALL_PROTOCOL, SmallPlane
+
+log = logging.getLogger(__name__)
+
+EVENT_CAPACITY = 4096
+
+
+class _PeerNotifee(INotifee):
+    def __init__(self, node: NetNode) -> None:
+        self._node = node
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._node._on_connected(conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._node._on_disconnected(conn)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+class NetNode:
+    """A started node. Obtain one with :func:`open_net_node`."""
+
+    def __init__(self, host: IHost, config: NetConfig, nursery: trio.Nursery) -> None:
+        self.host = host
+        self.config = config
+        self._nursery = nursery
+        self._in_send, self.incoming = trio.open_memory_channel[Incoming](config.incoming_capacity)
+        self._ev_send, self.peer_events = trio.open_memory_channel[PeerEvent](EVENT_CAPACITY)
+        self.bulk = BulkPlane(host, config, self._in_send.send)
+        self.small = SmallPlane(host, config, self._in_send.send)
+        self.pubsub: Pubsub | None = None
+        self.services: dict[str, Any] = {}
+        self._conn_counts: dict[str, int] = {}
+        #: Set once bootstrap dialling has finished (successfully or not).
+        self.bootstrap_done = trio.Event()
+        self.bootstrapped: list[str] = []
+
+    # ----------------------------------------------------------------- identity/peers
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.host.get_id())
+
+    @property
+    def multiaddrs(self) -> list[str]:
+        """Full dialable addresses, each ending in ``/p2p/<peer id>``."""
+        return full_multiaddrs(self.host)
+
+    def connected_peers(self) -> list[str]:
+        return sorted(self._conn_counts)
+
+    async def connect(self, addr: str) -> str:
+        """Dial a full multiaddr; returns the peer id. Raises :class:`SendError`."""
+        try:
+            with trio.fail_after(self.config.bootstrap_timeout):
+                return await dial(self.host, addr)
+        except ConfigError:
+            raise
+        except trio.TooSlowError:
+            raise SendError(f"dial {addr} timed out") from None
+        except Exception as exc:
+            raise SendError(f"dial {addr} failed: {exc}") from exc
+
+    async def disconnect(self, peer_id: str) -> None:
+        from libp2p.peer.id import ID
+
+        await self.host.disconnect(ID.from_base58(peer_id))
+
+    # --------------------------------------------------------------------- data plane
+
+    async def send_bulk(self, peer_id: str, data: bytes | bytearray | memoryview) -> None:
+        """Deliver one large message; returns after the receiver confirmed it.
+
+        Raises :class:`SendRejected` (refused), :class:`SendTimeout`, :class:`SendError`.
+        """
+        await self.bulk.send(peer_id, data)
+
+    async def send_small(self, peer_id: str, data: bytes) -> None:
+        """Deliver one control message (``<= max_small_size``) with an ack."""
+        await self.small.send(peer_id, data)
+
+    # ------------------------------------------------------------------------- pubsub
+
+    async def subscribe(self, topic: str) -> trio.MemoryReceiveChannel[Incoming]:
+        """Subscribe to ``topic``; messages from other peers arrive on the channel."""
+        if self.pubsub is None:
+            raise NetError("pubsub is disabled (NetConfig.pubsub=None)")
+        sub = await self.pubsub.subscribe(topic)
+        send, recv = trio.open_memory_channel[Incoming](self.config.incoming_capacity * 16)
+        self._nursery.start_soon(
+            pump_subscription, self.host, sub, send, self.config.max_small_size
+        )
+        return recv
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Best-effort broadcast of a small control message (may be dropped en route)."""
+        if self.pubsub is None:
+            raise NetError("pubsub is disabled (NetConfig.pubsub=None)")
+        if len(data) > self.config.max_small_size:
+            raise SendError(f"pubsub message of {len(data)} bytes exceeds max_small_size")
+        await self.pubsub.publish(topic, data)
+
+    # ------------------------------------------------------------- notifee callbacks
+
+    def _on_connected(self, conn: INetConn) -> None:
+        peer = str(conn.muxed_conn.peer_id)
+        n = self._conn_counts.get(peer, 0)
+        self._conn_counts[peer] = n + 1
+        if n == 0:
+            self._emit(PeerConnected(peer, conn_ip(conn)))
+
+    def _on_disconnected(self, conn: INetConn) -> None:
+        peer = str(conn.muxed_conn.peer_id)
+        n = self._conn_counts.get(peer, 0)
+        if n <= 1:
+            if self._conn_counts.pop(peer, None) is not None:
+                self._emit(PeerDisconnected(peer))
+        else:
+            self._conn_counts[peer] = n - 1
+
+    def _emit(self, event: PeerEvent) -> None:
+        try:
+            self._ev_send.send_nowait(event)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            log.warning("peer event dropped (consumer lagging or closed): %s", event)
+
+    async def _bootstrap(self, addrs: Sequence[str]) -> None:
+        try:
+            self.bootstrapped = await dial_bootstrap(
+                self.host, addrs, self.config.bootstrap_timeout
+            )
+        finally:
+            self.bootstrap_done.set()
+
+
+def _data_bind_host(config: NetConfig, listen: Sequence[multiaddr.Multiaddr]) -> str:
+    if config.data_host is not None:
+        return config.data_host
+    for addr in listen:
+        for proto in ("ip4", "ip6"):
+            try:
+                value = addr.value_for_protocol(proto)
+            except Exception:
+                value = None
+            if value:
+                return str(value)
+    return "0.0.0.0"
+
+
+@asynccontextmanager
+async def open_net_node(
+    seed: bytes,
+    listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
+    bootstrap: Sequence[str] = (),
+    config: NetConfig | None = None,
+) -> AsyncIterator[NetNode]:
+    """Start a node, yield it, and tear everything down on exit.
+
+    Bootstrap peers are dialled in the background (``node.bootstrap_done`` fires when all
+    attempts ended); start-up never waits for them.
+    """
+    cfg = config or NetConfig()
+    listen_addrs = [parse_multiaddr(a) for a in listen]
+    host = build_host(seed, enable_mdns=cfg.enable_mdns)
+    async with host.run(listen_addrs), trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        node = NetNode(host, cfg, nursery)
+        host.get_network().register_notifee(_PeerNotifee(node))
+        host.set_stream_handler(BULK_PROTOCOL, node.bulk.handle_offer)
+        host.set_stream_handler(SMALL_PROTOCOL, node.small.handle)
+        if cfg.direct_tcp:
+            await nursery.start(
+                node.bulk.serve_data, _data_bind_host(cfg, listen_addrs), cfg.data_port
+            )
+        if cfg.pubsub is not None:
+            router = make_router(cfg.pubsub)
+            node.pubsub = make_pubsub(host, router)
+            await stack.enter_async_context(background_trio_service(node.pubsub))
+            if hasattr(router, "manager") or hasattr(router, "run"):
+                from libp2p.pubsub.gossipsub import GossipSub
+
+                if isinstance(router, GossipSub):
+                    await stack.enter_async_context(background_trio_service(router))
+            await node.pubsub.wait_until_ready()
+        await _start_optional_services(node, cfg, stack)
+        nursery.start_soon(node._bootstrap, list(bootstrap))
+        try:
+            yield node
+        finally:
+            nursery.cancel_scope.cancel()
+            node._ev_send.close()
+            node._in_send.close()
+
+
+async def _start_optional_services(node: NetNode, cfg: NetConfig, stack: AsyncExitStack) -> None:
+    """DHT / relay / DCUtR, each a py-libp2p ``Service`` run for the node's lifetime."""
+    if cfg.enable_dht:
+        from libp2p.kad_dht import DHTMode, KadDHT
+
+        dht = KadDHT(node.host, DHTMode.SERVER)
+        await stack.enter_async_context(background_trio_service(dht))
+        node.services["dht"] = dht
+    if cfg.enable_relay:
+        from libp2p.relay.circuit_v2 import CircuitV2Protocol
+
+        relay = CircuitV2Protocol(node.host, allow_hop=cfg.relay_hop)
+        await stack.enter_async_context(background_trio_service(relay))
+        node.services["relay"] = relay
+    if cfg.enable_dcutr:
+        from libp2p.relay.circuit_v2 import DCUtRProtocol
+
+        dcutr = DCUtRProtocol(node.host)
+        await stack.enter_async_context(background_trio_service(dcutr))
+        node.services["dcutr"] = dcutr
