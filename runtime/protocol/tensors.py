@@ -87,33 +87,46 @@ def param_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=64)
 def _sketch_coordinates(
     sizes: tuple[tuple[str, int], ...], k: int, seed: int
-) -> tuple[tuple[str, int], ...]:
+) -> tuple[tuple[str, torch.Tensor], ...]:
+    """Seeded coordinates of the flattened parameter vector, grouped per tensor."""
     total = sum(n for _, n in sizes)
     if total == 0:
         return ()
     rng = random.Random(seed)
     picks = sorted(rng.randrange(total) for _ in range(k))
-    coords: list[tuple[str, int]] = []
+    grouped: list[tuple[str, torch.Tensor]] = []
     offset = 0
-    it = iter(picks)
-    nxt = next(it, None)
+    i = 0
     for name, n in sizes:
-        while nxt is not None and nxt < offset + n:
-            coords.append((name, nxt - offset))
-            nxt = next(it, None)
+        local: list[int] = []
+        while i < len(picks) and picks[i] < offset + n:
+            local.append(picks[i] - offset)
+            i += 1
+        if local:
+            grouped.append((name, torch.tensor(local, dtype=torch.long)))
         offset += n
-    return tuple(coords)
+    return tuple(grouped)
+
+
+def sample_coordinates(tensors: Mapping[str, torch.Tensor], size: int, seed: int) -> torch.Tensor:
+    """Values (float64) at ``size`` seeded coordinates of the flattened tensors, name order."""
+    sizes = tuple((name, tensors[name].numel()) for name in sorted(tensors))
+    coords = _sketch_coordinates(sizes, size, seed)
+    if not coords:
+        return torch.zeros(0, dtype=torch.float64)
+    parts = [
+        tensors[name].detach().reshape(-1).index_select(0, idx.to(tensors[name].device))
+        for name, idx in coords
+    ]
+    return torch.cat([p.to("cpu", torch.float64) for p in parts])
 
 
 def param_sketch(tensors: Mapping[str, torch.Tensor], size: int, seed: int) -> Sketch:
-    """Values at ``size`` seeded coordinates of the flattened parameters (name order)."""
-    sizes = tuple((name, tensors[name].numel()) for name in sorted(tensors))
-    coords = _sketch_coordinates(sizes, size, seed)
-    flat = {name: t.detach().reshape(-1) for name, t in tensors.items()}
-    return tuple(float(flat[name][i]) for name, i in coords)
+    """A small, comparable summary of a parameter set (see module docstring)."""
+    return tuple(sample_coordinates(tensors, size, seed).tolist())
 
 
 def sketch_distance(a: Sequence[float], b: Sequence[float]) -> float:

@@ -1,0 +1,73 @@
+"""Weighted averaging (FedAvg) with a per-subnet cap on influence.
+
+Why weight by dataset size: a node with twice the data contributes a gradient estimate from
+twice the samples, so FedAvg weights are the unbiased choice. Why cap subnets: dataset size is
+self-declared and identities are free, so one operator could spin up 50 nodes on one /24 and
+own the average. The cap bounds the share of the *total* weight any one subnet can hold.
+
+Water-filling: with subnet totals S_g and cap c, find the level T such that every subnet above
+T is cut to T and T = c * sum_g min(S_g, T). Subnets below T keep their weight untouched;
+within a subnet relative weights are preserved. If there are fewer than 1/c subnets no level
+can satisfy the cap, and the best possible is equal shares, which is what we return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from swarm_tune.runtime.protocol.tensors import TensorDict
+
+
+def subnet_capped_weights(
+    weights: Sequence[float], subnets: Sequence[str], cap: float
+) -> list[float]:
+    """Scale ``weights`` so no subnet holds more than ``cap`` of the total."""
+    if len(weights) != len(subnets):
+        raise ValueError("weights and subnets differ in length")
+    totals: dict[str, float] = {}
+    for w, g in zip(weights, subnets, strict=True):
+        if w < 0:
+            raise ValueError("weights must be non-negative")
+        totals[g] = totals.get(g, 0.0) + w
+    level = _cap_level(sorted(totals.values(), reverse=True), cap)
+    if level is None:
+        return list(weights)
+    return [
+        w * min(1.0, level / totals[g]) if totals[g] > 0 else 0.0
+        for w, g in zip(weights, subnets, strict=True)
+    ]
+
+
+def _cap_level(totals_desc: list[float], cap: float) -> float | None:
+    """The water level T, or None when no subnet exceeds the cap."""
+    grand = sum(totals_desc)
+    if grand <= 0 or totals_desc[0] <= cap * grand:
+        return None
+    rest = grand
+    for k in range(1, len(totals_desc)):
+        top = totals_desc[k - 1]
+        rest -= top  # weight of the subnets that stay uncapped
+        if k * cap >= 1.0:
+            break
+        level = cap * rest / (1.0 - k * cap)
+        if totals_desc[k] <= level <= top:
+            return level
+    # Too few subnets for the cap (or the level sits at the smallest one): equal shares.
+    return totals_desc[-1]
+
+
+def weighted_average(updates: Sequence[TensorDict], weights: Sequence[float]) -> TensorDict:
+    """sum_i w_i * u_i / sum_i w_i, accumulated in float32, returned in each tensor's dtype."""
+    if not updates or len(updates) != len(weights):
+        raise ValueError("need one weight per update and at least one update")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError("weights must sum to a positive number")
+    out: TensorDict = {}
+    for name, first in updates[0].items():
+        acc = first.detach().to(torch.float32) * (weights[0] / total)
+        for u, w in zip(updates[1:], weights[1:], strict=True):
+            acc.add_(u[name].detach().to(torch.float32), alpha=w / total)
+        out[name] = acc.to(first.dtype)
+    return out

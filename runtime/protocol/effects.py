@@ -1,0 +1,149 @@
+"""Effects: everything a node asks its driver to do, as small immutable values.
+
+The driver executes them in order. Sending never blocks the core: a driver that cannot reach
+a peer just drops the send (the round timeout and the eviction timer cover the loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swarm_tune.runtime.protocol.events import TimerKey
+from swarm_tune.runtime.protocol.messages import Message
+from swarm_tune.runtime.protocol.reasons import RejectReason
+from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Deliver one message to each of ``peers`` (encode once, send many)."""
+
+    peers: tuple[str, ...]
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    key: TimerKey
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    key: TimerKey
+
+
+@dataclass(frozen=True, slots=True)
+class TrainLocal:
+    """Compute this node's update of ``kind`` for ``round``; answer with LocalUpdateReady."""
+
+    round: int
+    kind: UpdateKind
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyAverage:
+    """Apply the round's result: an average (``fallback`` False) or own update (True)."""
+
+    round: int
+    kind: UpdateKind
+    update: TensorDict = field(repr=False)
+    contributors: tuple[str, ...]
+    fallback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoadState:
+    """Replace parameters with a state agreed on by peers; continue at ``round``."""
+
+    round: int
+    tensors: TensorDict = field(repr=False)
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServeState:
+    """A peer asked for our state: answer ``peer`` with a StateResponse(nonce)."""
+
+    peer: str
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Evict:
+    peer: str
+    reason: str  # "silent" | "goodbye" | "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    peer: str
+    until: float
+
+
+# --- observations: for metrics, logs and the simulator's recorder --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContributionAccepted:
+    round: int
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContributionRejected:
+    round: int
+    peer: str
+    reason: RejectReason
+
+
+@dataclass(frozen=True, slots=True)
+class RoundClosed:
+    round: int
+    trigger: str  # "quorum" | "timeout"
+    outcome: str  # "average" | "fallback" | "skipped"
+    contributors: int
+    opened_at: float
+    closed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DriftObserved:
+    """Our sketch distance to the peers' median sketch, measured at a heartbeat."""
+
+    round: int
+    distance: float
+    peers: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStarted:
+    reason: str  # "join" | "lag" | "drift"
+    asked: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFinished:
+    ok: bool
+    round: int
+    responders: int
+    agreeing: int
+
+
+Effect = (
+    Send
+    | SetTimer
+    | CancelTimer
+    | TrainLocal
+    | ApplyAverage
+    | LoadState
+    | ServeState
+    | Evict
+    | Ban
+    | ContributionAccepted
+    | ContributionRejected
+    | RoundClosed
+    | DriftObserved
+    | SyncStarted
+    | SyncFinished
+)

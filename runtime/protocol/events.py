@@ -1,0 +1,77 @@
+"""Events: everything that can happen *to* a node, as small immutable values.
+
+Drivers translate the world into these (a decoded message from an authenticated peer, a timer
+they were asked to set, the learner finishing a step). ``now`` is never part of an event; it is
+passed alongside to ``ProtocolNode.handle`` so the core never reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swarm_tune.runtime.protocol.messages import Message
+from swarm_tune.runtime.protocol.reasons import RejectReason
+from swarm_tune.runtime.protocol.tensors import Sketch, TensorDict, UpdateKind
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConnected:
+    peer: str
+    address: str  # remote IP, for the subnet cap
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDisconnected:
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A decoded message; ``peer`` is the *authenticated* sender, never a self-declared name."""
+
+    peer: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class WireRejected:
+    """The driver's wire layer refused bytes from ``peer``: counts against its reputation."""
+
+    peer: str
+    reason: RejectReason
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    key: TimerKey
+
+
+@dataclass(frozen=True, slots=True)
+class LocalUpdateReady:
+    """The learner finished the work a ``TrainLocal`` effect asked for."""
+
+    round: int
+    kind: UpdateKind
+    update: TensorDict = field(repr=False)
+    loss: float
+    # Facts about the parameters *now*, for heartbeats and drift checks.
+    digest: str
+    sketch: Sketch
+
+
+@dataclass(frozen=True, slots=True)
+class TimerKey:
+    """Timers are named; setting a name again replaces the earlier deadline."""
+
+    name: str  # "round", "heartbeat", "sync"
+    round: int = 0
+
+
+Event = (
+    PeerConnected
+    | PeerDisconnected
+    | MessageReceived
+    | WireRejected
+    | TimerFired
+    | LocalUpdateReady
+)

@@ -1,0 +1,159 @@
+"""Who is out there: the peer table, heartbeats' bookkeeping, eviction and rejoin.
+
+Why eviction by silence and not by disconnect alone: over the internet a connection can stay
+"open" to a peer whose process hung, and a peer can drop its connection and redial a second
+later. Silence for ``eviction_timeout`` is the one signal both worlds share. An evicted peer
+keeps its record (reputation, last round) so that when it speaks again it is welcomed back
+instead of being treated as a stranger.
+
+Partial views: with ``view_size > 0`` a node knows at most that many peers, refreshed by peer
+exchange in heartbeats (a CYCLON-like random view). That keeps per-node state and heartbeat
+traffic O(view) instead of O(N), which is what lets 10,000 nodes exist at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass, field
+
+from swarm_tune.runtime.protocol.config import ProtocolConfig
+from swarm_tune.runtime.protocol.messages import Heartbeat
+from swarm_tune.runtime.protocol.tensors import Sketch
+
+UNKNOWN_SUBNET = "unknown"
+
+
+def subnet_of(address: str, ipv4_prefix: int = 24, ipv6_prefix: int = 48) -> str:
+    """The network a peer's address belongs to, as the key of the subnet cap.
+
+    Unparseable or missing addresses all share one bucket: an attacker must not be able to
+    escape the cap by hiding its address.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return UNKNOWN_SUBNET
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    peer: str
+    address: str
+    subnet: str
+    last_seen: float
+    live: bool = True
+    round: int = -1
+    dataset_size: int = 0
+    digest: str = ""
+    sketch: Sketch = field(default=(), repr=False)
+
+
+class PeerTable:
+    """Peer records keyed by verified peer id; iteration order is always sorted by id."""
+
+    def __init__(self, config: ProtocolConfig, self_id: str) -> None:
+        self._cfg = config
+        self._self = self_id
+        self._peers: dict[str, PeerRecord] = {}
+        self._live_cache: list[str] | None = None
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self._peers
+
+    def get(self, peer: str) -> PeerRecord | None:
+        return self._peers.get(peer)
+
+    def records(self) -> list[PeerRecord]:
+        return [self._peers[p] for p in sorted(self._peers)]
+
+    def live_peers(self) -> list[str]:
+        if self._live_cache is None:
+            self._live_cache = sorted(p for p, r in self._peers.items() if r.live)
+        return self._live_cache
+
+    def connect(self, peer: str, address: str, now: float, rng: random.Random) -> bool:
+        """Record a peer we can reach; True if it is new or coming back (a rejoin)."""
+        if peer == self._self:
+            return False
+        rec = self._peers.get(peer)
+        subnet = subnet_of(address, self._cfg.ipv4_prefix, self._cfg.ipv6_prefix)
+        if rec is None:
+            if not self._make_room(rng):
+                return False
+            self._peers[peer] = PeerRecord(peer, address, subnet, now)
+            self._live_cache = None
+            return True
+        if address:
+            rec.address, rec.subnet = address, subnet
+        return self._mark_alive(rec, now)
+
+    def heard_from(self, peer: str, now: float, rng: random.Random) -> bool:
+        """Any message proves liveness; True if this brought an evicted peer back."""
+        rec = self._peers.get(peer)
+        if rec is None:
+            return self.connect(peer, "", now, rng)
+        return self._mark_alive(rec, now)
+
+    def apply_heartbeat(self, peer: str, hb: Heartbeat) -> None:
+        rec = self._peers.get(peer)
+        if rec is None:
+            return
+        rec.round, rec.dataset_size = hb.round, hb.dataset_size
+        rec.digest, rec.sketch = hb.digest, hb.sketch
+
+    def learn(self, peers: tuple[tuple[str, str], ...], now: float, rng: random.Random) -> None:
+        """Peer exchange: add advertised peers we do not know yet (partial views only)."""
+        for peer, address in peers:
+            if peer != self._self and peer not in self._peers and self._make_room(rng):
+                # Unconfirmed: it must speak before its eviction timer expires.
+                self._peers[peer] = PeerRecord(peer, address, UNKNOWN_SUBNET, now)
+                self._peers[peer].subnet = subnet_of(
+                    address, self._cfg.ipv4_prefix, self._cfg.ipv6_prefix
+                )
+                self._live_cache = None
+
+    def mark_gone(self, peer: str) -> bool:
+        rec = self._peers.get(peer)
+        if rec is None or not rec.live:
+            return False
+        rec.live = False
+        self._live_cache = None
+        return True
+
+    def expire(self, now: float) -> list[str]:
+        """Evict live peers silent for longer than the eviction timeout."""
+        cutoff = now - self._cfg.eviction_timeout
+        gone = [p for p in self.live_peers() if self._peers[p].last_seen < cutoff]
+        for p in gone:
+            self.mark_gone(p)
+        return gone
+
+    def sample_known(self, k: int, rng: random.Random) -> tuple[tuple[str, str], ...]:
+        live = self.live_peers()
+        picked = rng.sample(live, min(k, len(live)))
+        return tuple((p, self._peers[p].address) for p in picked)
+
+    def _mark_alive(self, rec: PeerRecord, now: float) -> bool:
+        rec.last_seen = max(rec.last_seen, now)
+        if rec.live:
+            return False
+        rec.live = True
+        self._live_cache = None
+        return True
+
+    def _make_room(self, rng: random.Random) -> bool:
+        limit = self._cfg.view_size
+        if limit == 0 or len(self._peers) < limit:
+            return True
+        # Forget a dead record first; otherwise replace a random live one (random views mix
+        # well and cannot be steered by whoever talks most).
+        dead = [p for p, r in self._peers.items() if not r.live]
+        victim = min(dead) if dead else rng.choice(self.live_peers())
+        del self._peers[victim]
+        self._live_cache = None
+        return True

@@ -1,0 +1,414 @@
+"""ProtocolNode: one swarm member's whole protocol, as a sans-I/O state machine.
+
+Rules of this module (they are what lets the same code run in SimPy and on libp2p):
+
+1. No I/O, no clocks, no event loops. ``handle(event, now)`` and ``start(now)`` are the only
+   entry points; they return the effects the driver must execute, in order.
+2. All randomness comes from the ``random.Random`` passed in, and nothing iterates over an
+   unordered container: the same seed and the same event sequence give the same effects.
+3. Every peer-facing decision is keyed on the verified peer id carried by the event.
+4. Bad peer input never raises: it becomes a ContributionRejected effect and a reputation
+   verdict. Exceptions out of this class are bugs (ProtocolStateError) or driver misuse.
+
+See rounds.py for the theory of operation of a round, membership.py for liveness and views,
+validation.py for what is accepted, sync.py for catching up, docs/drift.md for why replicas
+stay close.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from swarm_tune.runtime.aggregation.strategy import make_strategy
+from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights, weighted_average
+from swarm_tune.runtime.protocol import effects as fx
+from swarm_tune.runtime.protocol.config import ProtocolConfig
+from swarm_tune.runtime.protocol.events import (
+    Event,
+    LocalUpdateReady,
+    MessageReceived,
+    PeerConnected,
+    PeerDisconnected,
+    TimerFired,
+    TimerKey,
+    WireRejected,
+)
+from swarm_tune.runtime.protocol.membership import PeerTable
+from swarm_tune.runtime.protocol.messages import (
+    Contribution,
+    Goodbye,
+    Heartbeat,
+    StateRequest,
+    StateResponse,
+)
+from swarm_tune.runtime.protocol.reasons import RejectReason
+from swarm_tune.runtime.protocol.reputation import Reputation
+from swarm_tune.runtime.protocol.rounds import (
+    Admitted,
+    OpenRound,
+    Phase,
+    Trigger,
+    next_phase,
+    update_kind,
+)
+from swarm_tune.runtime.protocol.sync import decide
+from swarm_tune.runtime.protocol.tensors import (
+    ModelSpec,
+    Sketch,
+    median_sketch,
+    sketch_distance,
+)
+from swarm_tune.runtime.protocol.validation import CloseTimeJudge, check_structure
+
+ROUND_TIMER = "round"
+HEARTBEAT_TIMER = "heartbeat"
+SYNC_TIMER = "sync"
+SELF_SUBNET = "self"
+
+Effects = list[fx.Effect]
+
+
+@dataclass(slots=True)
+class _PendingSync:
+    nonce: int
+    reason: str
+    asked: tuple[str, ...]
+    responses: dict[str, StateResponse]
+
+
+class ProtocolNode:
+    """A node's protocol state. Drivers own one per (virtual or real) node."""
+
+    def __init__(
+        self,
+        node_id: str,
+        config: ProtocolConfig,
+        spec: ModelSpec,
+        dataset_size: int,
+        rng: random.Random,
+        start_round: int = 0,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.spec = spec
+        self.dataset_size = dataset_size
+        self._rng = rng
+        self.peers = PeerTable(config, node_id)
+        self.reputation = Reputation(config)
+        self._judge = CloseTimeJudge(config)
+        self._strategy = make_strategy(config.strategy, config.gossip_fanout)
+        self.phase = Phase.IDLE
+        self.round = start_round
+        self._open: OpenRound | None = None
+        self._buffer: dict[int, dict[str, Contribution]] = {}
+        self._sync: _PendingSync | None = None
+        self.digest = ""
+        self.sketch: Sketch = ()
+        self.closed_rounds = 0
+        self._handlers: dict[type[Any], Callable[[Any, float], Effects]] = {
+            PeerConnected: self._on_connected,
+            PeerDisconnected: self._on_disconnected,
+            MessageReceived: self._on_message,
+            WireRejected: self._on_wire_rejected,
+            TimerFired: self._on_timer,
+            LocalUpdateReady: self._on_local_update,
+        }
+
+    # -- entry points ---------------------------------------------------------------
+
+    def start(self, now: float, catch_up: bool = False) -> Effects:
+        """Begin participating; with ``catch_up`` first ask peers for the swarm's state."""
+        out: Effects = [
+            fx.SetTimer(TimerKey(HEARTBEAT_TIMER), now + self.config.heartbeat_interval)
+        ]
+        if catch_up and self.peers.live_peers():
+            out += self._begin_sync("join", now)
+        else:
+            self._transition(Trigger.START)
+            out += self._open_round(self.round, now)
+        return out
+
+    def stop(self, now: float) -> Effects:
+        """Graceful leave: tell peers, abandon the open round."""
+        if self.phase is Phase.STOPPED:
+            return []
+        self._transition(Trigger.STOP)
+        self._open = None
+        live = tuple(self.peers.live_peers())
+        return [fx.Send(live, Goodbye())] if live else []
+
+    def handle(self, event: Event, now: float) -> Effects:
+        if self.phase is Phase.STOPPED:
+            return []
+        return self._handlers[type(event)](event, now)
+
+    # -- membership -----------------------------------------------------------------
+
+    def _on_connected(self, ev: PeerConnected, now: float) -> Effects:
+        self.peers.connect(ev.peer, ev.address, now, self._rng)
+        return []
+
+    def _on_disconnected(self, ev: PeerDisconnected, now: float) -> Effects:
+        return [fx.Evict(ev.peer, "disconnected")] if self.peers.mark_gone(ev.peer) else []
+
+    def _on_wire_rejected(self, ev: WireRejected, now: float) -> Effects:
+        return self._verdict(ev.peer, self.round, ev.reason, now)
+
+    def _send_heartbeat(self, now: float) -> Effects:
+        live = self.peers.live_peers()
+        if not live:
+            return []
+        partial = self.config.view_size > 0
+        known = self.peers.sample_known(self.config.peer_exchange, self._rng) if partial else ()
+        hb = Heartbeat(self.round, self.dataset_size, self.digest, self.sketch, known)
+        targets = self._strategy.targets(live, self._rng) if partial else tuple(live)
+        return [fx.Send(tuple(targets), hb)]
+
+    def _on_heartbeat(self, peer: str, hb: Heartbeat, now: float) -> Effects:
+        self.peers.apply_heartbeat(peer, hb)
+        if hb.known_peers and self.config.view_size > 0:
+            self.peers.learn(hb.known_peers[: self.config.peer_exchange], now, self._rng)
+        return []
+
+    # -- messages ---------------------------------------------------------------------
+
+    def _on_message(self, ev: MessageReceived, now: float) -> Effects:
+        peer, msg = ev.peer, ev.message
+        if peer == self.node_id:
+            return []
+        if self.reputation.is_banned(peer, now):
+            if isinstance(msg, Contribution):
+                return [fx.ContributionRejected(msg.round, peer, RejectReason.BANNED)]
+            return []
+        self.peers.heard_from(peer, now, self._rng)
+        if isinstance(msg, Heartbeat):
+            return self._on_heartbeat(peer, msg, now)
+        if isinstance(msg, Contribution):
+            return self._on_contribution(peer, msg, now)
+        if isinstance(msg, StateRequest):
+            return [fx.ServeState(peer, msg.nonce)]
+        if isinstance(msg, StateResponse):
+            return self._on_state_response(peer, msg, now)
+        if isinstance(msg, Goodbye):
+            return [fx.Evict(peer, "goodbye")] if self.peers.mark_gone(peer) else []
+        return []
+
+    def _on_contribution(self, peer: str, c: Contribution, now: float) -> Effects:
+        if c.round < self.round:
+            return self._verdict(peer, c.round, RejectReason.STALE, now)
+        if c.round > self.round + self.config.future_window:
+            return self._verdict(peer, c.round, RejectReason.TOO_FAR_FUTURE, now)
+        if self._open is None or c.round > self._open.number:
+            return self._buffer_contribution(peer, c, now)
+        return self._admit(peer, c, self._open, now)
+
+    def _buffer_contribution(self, peer: str, c: Contribution, now: float) -> Effects:
+        slot = self._buffer.setdefault(c.round, {})
+        if peer in slot:
+            return self._verdict(peer, c.round, RejectReason.DUPLICATE, now)
+        if len(slot) >= self.config.max_buffered_per_round:
+            return self._verdict(peer, c.round, RejectReason.BUFFER_FULL, now)
+        slot[peer] = c
+        return []
+
+    def _admit(self, peer: str, c: Contribution, rnd: OpenRound, now: float) -> Effects:
+        if peer in rnd.submitted:
+            return self._verdict(peer, c.round, RejectReason.DUPLICATE, now)
+        rnd.submitted.add(peer)
+        reason = check_structure(c, self.spec, rnd.kind)
+        if reason is not None:
+            return self._verdict(peer, c.round, reason, now)
+        rec = self.peers.get(peer)
+        rnd.admitted[peer] = Admitted(c, rec.subnet if rec is not None else "unknown")
+        return self._maybe_close_on_quorum(now)
+
+    def _verdict(self, peer: str, rnd: int, reason: RejectReason | None, now: float) -> Effects:
+        out: Effects = []
+        if reason is None:
+            out.append(fx.ContributionAccepted(rnd, peer))
+        else:
+            out.append(fx.ContributionRejected(rnd, peer, reason))
+        until = self.reputation.record(peer, reason, now)
+        if until is not None:
+            out.append(fx.Ban(peer, until))
+        return out
+
+    # -- rounds -----------------------------------------------------------------------
+
+    def _open_round(self, number: int, now: float) -> Effects:
+        kind = update_kind(number, self.config.param_sync_every)
+        self.round = number
+        self._open = OpenRound(number, kind, now)
+        out: Effects = [
+            fx.TrainLocal(number, kind),
+            fx.SetTimer(TimerKey(ROUND_TIMER, number), now + self.config.round_timeout),
+        ]
+        # Drop buffers that fell behind; admit the ones for this round. Quorum cannot close
+        # the round here: our own update is not in yet.
+        for r in [r for r in self._buffer if r <= number]:
+            waiting = self._buffer.pop(r)
+            if r == number:
+                for peer, c in waiting.items():
+                    out += self._admit(peer, c, self._open, now)
+        return out
+
+    def _on_local_update(self, ev: LocalUpdateReady, now: float) -> Effects:
+        rnd = self._open
+        self.digest, self.sketch = ev.digest, ev.sketch
+        if rnd is None or self.phase is not Phase.TRAINING or ev.round != rnd.number:
+            return []  # a straggling result for a round that already closed here
+        if ev.kind != rnd.kind or self.spec.mismatch(ev.update) is not None:
+            raise ValueError("learner returned an update that does not match the round")
+        rnd.own, rnd.own_weight = ev.update, self.dataset_size
+        self._transition(Trigger.OWN_READY)
+        contribution = Contribution(rnd.number, rnd.kind, self.dataset_size, ev.update)
+        out: Effects = []
+        targets = self._strategy.targets(self.peers.live_peers(), self._rng)
+        if targets:
+            out.append(fx.Send(targets, contribution))
+        return out + self._maybe_close_on_quorum(now)
+
+    def _maybe_close_on_quorum(self, now: float) -> Effects:
+        rnd = self._open
+        if rnd is None or rnd.own is None:
+            return []
+        expected = self._strategy.expected_contributions(len(self.peers.live_peers()))
+        if rnd.count() >= self.config.quorum_count(expected):
+            return self._close(now, "quorum")
+        return []
+
+    def _close(self, now: float, trigger: str) -> Effects:
+        rnd = self._open
+        assert rnd is not None  # callers check; a second close of one round is impossible
+        self._open = None
+        self._transition(Trigger.CLOSE)
+        self.closed_rounds += 1
+        out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number))]
+        candidates = [(p, a.contribution.tensors) for p, a in sorted(rnd.admitted.items())]
+        rejected = self._judge.judge(rnd.kind, rnd.own, candidates)
+        accepted: list[tuple[str, Admitted]] = []
+        for peer, adm in sorted(rnd.admitted.items()):
+            reason = rejected.get(peer)
+            out += self._verdict(peer, rnd.number, reason, now)
+            if reason is None:
+                accepted.append((peer, adm))
+        count = len(accepted) + (1 if rnd.own is not None else 0)
+        outcome = "skipped"
+        if count >= self.config.min_peers and count > 0:
+            updates = [a.contribution.tensors for _, a in accepted]
+            weights = [float(a.contribution.dataset_size) for _, a in accepted]
+            subnets = [a.subnet for _, a in accepted]
+            contributors = [p for p, _ in accepted]
+            if rnd.own is not None:
+                updates.append(rnd.own)
+                weights.append(float(rnd.own_weight))
+                subnets.append(SELF_SUBNET)
+                contributors.append(self.node_id)
+            capped = subnet_capped_weights(weights, subnets, self.config.subnet_cap)
+            avg = weighted_average(updates, capped)
+            out.append(fx.ApplyAverage(rnd.number, rnd.kind, avg, tuple(contributors), False))
+            outcome = "average"
+        elif rnd.own is not None:
+            out.append(fx.ApplyAverage(rnd.number, rnd.kind, rnd.own, (self.node_id,), True))
+            outcome = "fallback"
+        out.append(fx.RoundClosed(rnd.number, trigger, outcome, count, rnd.opened_at, now))
+        return out + self._open_round(rnd.number + 1, now)
+
+    # -- timers -----------------------------------------------------------------------
+
+    def _on_timer(self, ev: TimerFired, now: float) -> Effects:
+        key = ev.key
+        if key.name == ROUND_TIMER:
+            if self._open is not None and self._open.number == key.round:
+                return self._close(now, "timeout")
+            return []
+        if key.name == HEARTBEAT_TIMER:
+            return self._on_heartbeat_tick(now)
+        if key.name == SYNC_TIMER and self._sync is not None and self._sync.nonce == key.round:
+            return self._finish_sync(now)
+        return []
+
+    def _on_heartbeat_tick(self, now: float) -> Effects:
+        out: Effects = [
+            fx.SetTimer(TimerKey(HEARTBEAT_TIMER), now + self.config.heartbeat_interval)
+        ]
+        out += [fx.Evict(p, "silent") for p in self.peers.expire(now)]
+        out += self._send_heartbeat(now)
+        if self.phase in (Phase.TRAINING, Phase.COLLECTING):
+            out += self._check_lag_and_drift(now)
+        return out
+
+    def _check_lag_and_drift(self, now: float) -> Effects:
+        records = [r for r in self.peers.records() if r.live and r.round >= 0]
+        if not records:
+            return []
+        rounds = sorted(r.round for r in records)
+        if rounds[len(rounds) // 2] >= self.round + self.config.lag_rounds:
+            return self._begin_sync("lag", now)
+        peers_here = [r.sketch for r in records if r.round == self.round and r.sketch]
+        if len(peers_here) < 2 or not self.sketch:
+            return []
+        distance = sketch_distance(self.sketch, median_sketch(peers_here))
+        out: Effects = [fx.DriftObserved(self.round, distance, len(peers_here))]
+        if distance > self.config.drift_bound:
+            out += self._begin_sync("drift", now)
+        return out
+
+    # -- state sync -------------------------------------------------------------------
+
+    def _begin_sync(self, reason: str, now: float) -> Effects:
+        live = self.peers.live_peers()
+        if not live:
+            return []
+        asked = tuple(sorted(self._rng.sample(live, min(self.config.sync_fanout, len(live)))))
+        nonce = self._rng.getrandbits(62)
+        self._sync = _PendingSync(nonce, reason, asked, {})
+        if self._open is not None:
+            out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, self._open.number))]
+            self._open = None
+        else:
+            out = []
+        self._transition(Trigger.SYNC_BEGIN)
+        return out + [
+            fx.SyncStarted(reason, asked),
+            fx.Send(asked, StateRequest(nonce)),
+            fx.SetTimer(TimerKey(SYNC_TIMER, nonce), now + self.config.sync_timeout),
+        ]
+
+    def _on_state_response(self, peer: str, resp: StateResponse, now: float) -> Effects:
+        sync = self._sync
+        if sync is None or resp.nonce != sync.nonce or peer not in sync.asked:
+            return []  # unsolicited: ignore, costs nothing
+        sync.responses.setdefault(peer, resp)
+        if len(sync.responses) == len(sync.asked):
+            return [fx.CancelTimer(TimerKey(SYNC_TIMER, sync.nonce)), *self._finish_sync(now)]
+        return []
+
+    def _finish_sync(self, now: float) -> Effects:
+        sync = self._sync
+        assert sync is not None
+        self._sync = None
+        c = self.config
+        decision = decide(sync.responses, self.spec, c.drift_bound, c.sketch_size, c.sketch_seed)
+        self._transition(Trigger.SYNC_END)
+        if decision is None:
+            return [
+                fx.SyncFinished(False, self.round, len(sync.responses), 0),
+                *self._open_round(self.round, now),
+            ]
+        resume = max(decision.round, self.round)
+        return [
+            fx.LoadState(resume, decision.tensors, decision.digest),
+            fx.SyncFinished(True, decision.round, decision.responders, decision.agreeing),
+            *self._open_round(
+                max(decision.round, self.round if sync.reason == "drift" else 0), now
+            ),
+        ]
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _transition(self, trigger: Trigger) -> None:
+        self.phase = next_phase(self.phase, trigger)

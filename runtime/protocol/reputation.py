@@ -1,0 +1,72 @@
+"""Per-peer reputation: a sliding window of verdicts and temporary bans.
+
+Why a window and a temporary ban: one bad update can be an honest bug (a NaN from an fp16
+overflow), so a single rejection must not exile a peer. A high rejection *rate* over the last
+``ban_window`` verdicts is a pattern, and earns a ban for ``ban_duration``. Bans expire because
+identities are cheap to replace anyway; the point is to stop paying for a misbehaving peer's
+traffic now, not to keep a permanent blacklist. Keys are verified peer ids only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from swarm_tune.runtime.protocol.config import ProtocolConfig
+from swarm_tune.runtime.protocol.reasons import RejectReason
+
+# Verdicts about the round bookkeeping can hit honest but slow peers: they do not count.
+NEUTRAL_REASONS = frozenset(
+    {
+        RejectReason.STALE,
+        RejectReason.TOO_FAR_FUTURE,
+        RejectReason.BUFFER_FULL,
+        RejectReason.BANNED,
+    }
+)
+
+
+class Reputation:
+    def __init__(self, config: ProtocolConfig) -> None:
+        self._cfg = config
+        self._verdicts: dict[str, deque[bool]] = {}
+        self._banned_until: dict[str, float] = {}
+
+    def is_banned(self, peer: str, now: float) -> bool:
+        until = self._banned_until.get(peer)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        # Served its time: a clean slate, or it would be re-banned on its first verdict.
+        del self._banned_until[peer]
+        self._verdicts.pop(peer, None)
+        return False
+
+    def banned_until(self, peer: str) -> float | None:
+        return self._banned_until.get(peer)
+
+    def record(self, peer: str, reason: RejectReason | None, now: float) -> float | None:
+        """Record a verdict (None = accepted); return the ban deadline if this earns a ban."""
+        if reason in NEUTRAL_REASONS or self.is_banned(peer, now):
+            return None
+        window = self._verdicts.get(peer)
+        if window is None:
+            window = self._verdicts[peer] = deque(maxlen=self._cfg.ban_window)
+        window.append(reason is None)
+        if len(window) < self._cfg.ban_window:
+            return None
+        if self.rejection_rate(peer) >= self._cfg.ban_threshold:
+            until = now + self._cfg.ban_duration
+            self._banned_until[peer] = until
+            return until
+        return None
+
+    def rejection_rate(self, peer: str) -> float:
+        window = self._verdicts.get(peer)
+        if not window:
+            return 0.0
+        return 1.0 - sum(window) / len(window)
+
+    def score(self, peer: str) -> float:
+        """1.0 for a spotless peer, 0.0 for one whose every recent contribution failed."""
+        return 1.0 - self.rejection_rate(peer)

@@ -1,0 +1,103 @@
+"""The round state machine: phases, the transition table, and per-round bookkeeping.
+
+Theory of operation (read this before changing anything in node.py):
+
+A node is always in exactly one phase. Rounds are local: round r begins when round r-1 closed
+here, and the node asks its learner for an update (TRAINING). Contributions from peers for r
+are admitted while TRAINING or COLLECTING; once the node's own update arrives it is
+COLLECTING. Round r closes exactly once, on the first of
+
+* QUORUM  — own update present and at least ``quorum_count(expected)`` contributions, or
+* TIMEOUT — the hard deadline ``opened_at + round_timeout`` (why a timeout beats waiting:
+  over the internet some peer is always slow or gone, and waiting for it stalls everyone;
+  a round that closes on time with most of the swarm loses little, a stalled one loses all).
+
+On close the node averages (>= min_peers valid contributions), falls back to its own update
+(fewer), or skips (no own update either, e.g. a straggler whose deadline passed), and the next
+round begins immediately. Contributions for up to ``future_window`` rounds ahead are buffered
+(peers are never perfectly in step); anything further ahead or already closed is refused.
+State sync (SYNCING) suspends rounds: the node is about to jump to the swarm's round.
+
+Transitions live in ``TRANSITIONS``; anything else is a bug in the core and raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from swarm_tune.runtime.protocol.messages import Contribution
+from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
+
+
+class Phase(Enum):
+    IDLE = "idle"
+    TRAINING = "training"
+    COLLECTING = "collecting"
+    SYNCING = "syncing"
+    STOPPED = "stopped"
+
+
+class Trigger(Enum):
+    START = "start"
+    OWN_READY = "own_ready"
+    CLOSE = "close"  # quorum or timeout; the next round starts in TRAINING
+    SYNC_BEGIN = "sync_begin"
+    SYNC_END = "sync_end"
+    STOP = "stop"
+
+
+TRANSITIONS: dict[tuple[Phase, Trigger], Phase] = {
+    (Phase.IDLE, Trigger.START): Phase.TRAINING,
+    (Phase.IDLE, Trigger.SYNC_BEGIN): Phase.SYNCING,
+    (Phase.TRAINING, Trigger.OWN_READY): Phase.COLLECTING,
+    (Phase.TRAINING, Trigger.CLOSE): Phase.TRAINING,
+    (Phase.COLLECTING, Trigger.CLOSE): Phase.TRAINING,
+    (Phase.TRAINING, Trigger.SYNC_BEGIN): Phase.SYNCING,
+    (Phase.COLLECTING, Trigger.SYNC_BEGIN): Phase.SYNCING,
+    (Phase.SYNCING, Trigger.SYNC_END): Phase.TRAINING,
+    (Phase.IDLE, Trigger.STOP): Phase.STOPPED,
+    (Phase.TRAINING, Trigger.STOP): Phase.STOPPED,
+    (Phase.COLLECTING, Trigger.STOP): Phase.STOPPED,
+    (Phase.SYNCING, Trigger.STOP): Phase.STOPPED,
+}
+
+
+class ProtocolStateError(RuntimeError):
+    """The core tried a transition its table does not allow: a bug, not bad input."""
+
+
+def next_phase(phase: Phase, trigger: Trigger) -> Phase:
+    try:
+        return TRANSITIONS[(phase, trigger)]
+    except KeyError:
+        raise ProtocolStateError(f"no transition from {phase.value} on {trigger.value}") from None
+
+
+@dataclass(slots=True)
+class Admitted:
+    contribution: Contribution
+    subnet: str
+
+
+@dataclass(slots=True)
+class OpenRound:
+    """Everything known about the round in progress."""
+
+    number: int
+    kind: UpdateKind
+    opened_at: float
+    own: TensorDict | None = None
+    own_weight: int = 0
+    admitted: dict[str, Admitted] = field(default_factory=dict)
+    submitted: set[str] = field(default_factory=set)  # one submission per peer per round
+
+    def count(self) -> int:
+        return len(self.admitted) + (1 if self.own is not None else 0)
+
+
+def update_kind(round_number: int, param_sync_every: int) -> UpdateKind:
+    """Every ``param_sync_every``-th round exchanges parameters instead of gradients."""
+    if param_sync_every and round_number > 0 and round_number % param_sync_every == 0:
+        return "params"
+    return "grad"
