@@ -1,0 +1,93 @@
+"""SWRM wire format: versioned, signed, bounded binary messages carrying tensors.
+
+The layers, bottom up (each module's docstring explains its design):
+
+* `envelope` — `Envelope` / `MsgType`: the only message shape the wire knows; the protocol
+  core converts its typed messages to and from it.
+* `codec` — `encode` / `decode`: fixed header + JSON tensor table + raw little-endian
+  buffers (safetensors-style, never pickle), Ed25519 signature over a BLAKE3 header digest
+  that commits to a BLAKE3 payload digest; zero-copy decode into ``torch.frombuffer`` views.
+* `identity` / `peer_id` — `Identity`: the node's Ed25519 key, which is also its libp2p
+  identity, so signer, claimed sender and transport peer are all the same id.
+* `framing` / `reassembly` — `split_frames` / `Reassembler`: 60 KiB frames for Noise's
+  65,535-byte limit and memory-capped, time-bounded reassembly keyed on the authenticated
+  transport peer.
+* `replay` — `ReplayGuard`: bounded duplicate/stale-round rejection.
+* `errors` / `limits` — `WireError` hierarchy (metric-ready ``reason``) and `WireLimits`.
+
+Receiving, in full::
+
+    env = reassembler.push(transport_peer_id, frame, now)   # None until complete
+    if env is not None:
+        replay_guard.admit(env)                               # raises Replay
+        protocol.on_message(env, now)
+"""
+
+from swarm_tune.runtime.wire.codec import (
+    DTYPES,
+    FORMAT_VERSION,
+    MAGIC,
+    decode,
+    encode,
+    message_id,
+)
+from swarm_tune.runtime.wire.envelope import Envelope, MetaScalar, MetaValue, MsgType
+from swarm_tune.runtime.wire.errors import (
+    BadMagic,
+    BadSignature,
+    Expired,
+    InconsistentChunks,
+    Malformed,
+    Oversized,
+    ReassemblyLimit,
+    Replay,
+    SenderMismatch,
+    Truncated,
+    UnsupportedVersion,
+    WireError,
+    WrongRun,
+)
+from swarm_tune.runtime.wire.framing import FRAME_HEADER_BYTES, split_frames
+from swarm_tune.runtime.wire.identity import SEED_ENV_VAR, Identity, InsecureKeyFile, KeyFileError
+from swarm_tune.runtime.wire.limits import DEFAULT_FRAME_BYTES, WireLimits
+from swarm_tune.runtime.wire.peer_id import peer_id_from_public_key, public_key_from_peer_id
+from swarm_tune.runtime.wire.reassembly import Reassembler
+from swarm_tune.runtime.wire.replay import ReplayGuard
+
+__all__ = [
+    "DEFAULT_FRAME_BYTES",
+    "DTYPES",
+    "FORMAT_VERSION",
+    "FRAME_HEADER_BYTES",
+    "MAGIC",
+    "SEED_ENV_VAR",
+    "BadMagic",
+    "BadSignature",
+    "Envelope",
+    "Expired",
+    "Identity",
+    "InconsistentChunks",
+    "InsecureKeyFile",
+    "KeyFileError",
+    "Malformed",
+    "MetaScalar",
+    "MetaValue",
+    "MsgType",
+    "Oversized",
+    "Reassembler",
+    "ReassemblyLimit",
+    "Replay",
+    "ReplayGuard",
+    "SenderMismatch",
+    "Truncated",
+    "UnsupportedVersion",
+    "WireError",
+    "WireLimits",
+    "WrongRun",
+    "decode",
+    "encode",
+    "message_id",
+    "peer_id_from_public_key",
+    "public_key_from_peer_id",
+    "split_frames",
+]
