@@ -1,0 +1,129 @@
+"""Hostile peers: garbage, oversized lengths and stalling senders on both the direct
+data port (raw TCP) and the libp2p protocols. The node must stay up, answer honest
+peers afterwards, and release every reservation."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+
+import multiaddr
+import pytest
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from swarm_tune.runtime.net import NetConfig, NetNode, open_net_node
+from swarm_tune.runtime.net.bulk import BULK_PROTOCOL
+from swarm_tune.runtime.net.framing import REPLY_LEN, Mode, Offer, Reply, Status
+from swarm_tune.runtime.net.host import build_host
+from swarm_tune.runtime.net.small import SMALL_PROTOCOL
+
+MiB = 1 << 20
+FAST = NetConfig(
+    control_timeout=0.5,
+    idle_timeout=0.5,
+    direct_connect_timeout=0.5,
+    min_rate=64 * MiB,
+    max_message_size=64 * MiB,
+)
+
+
+def seed(i: int) -> bytes:
+    return bytes([i]) * 32
+
+
+async def still_serves(victim: NetNode, honest: NetNode) -> None:
+    data = bytes(range(256)) * 4096
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(honest.send_bulk, victim.peer_id, data)
+        with trio.fail_after(10):
+            msg = await victim.incoming.receive()
+    assert msg.data == data and msg.peer_id == honest.peer_id
+    assert victim.bulk._reserved == 0 and not victim.bulk._pending
+
+
+async def read_until_closed(stream: trio.SocketStream, limit: float) -> int:
+    """Bytes the victim sent before closing; fails if it keeps the socket open."""
+    total = 0
+    with trio.fail_after(limit):
+        while chunk := await stream.receive_some(65536):
+            total += len(chunk)
+    return total
+
+
+@pytest.mark.trio
+async def test_raw_tcp_garbage_on_data_port_is_dropped_without_buffering() -> None:
+    async with open_net_node(seed(1), config=FAST) as victim, open_net_node(seed(2)) as honest:
+        await honest.connect(victim.multiaddrs[0])
+        port = victim.bulk.data_port
+        assert port is not None
+        tracemalloc.start()
+        try:
+            # 1) a wrong token followed by a flood: closed after 32 bytes, nothing kept.
+            flood = await trio.open_tcp_stream("127.0.0.1", port)
+            async with flood:
+                try:
+                    with trio.move_on_after(5):
+                        for _ in range(64):
+                            await flood.send_all(b"\xff" * MiB)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the victim hung up: that is the point
+            # 2) a slowloris that never finishes its token: cut at control_timeout.
+            slow = await trio.open_tcp_stream("127.0.0.1", port)
+            async with slow:
+                await slow.send_all(b"x")
+                assert await read_until_closed(slow, 5) == 0
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * MiB, f"victim buffered {peak / MiB:.1f} MiB of garbage"
+        await still_serves(victim, honest)
+
+
+async def _raw_stream(attacker: IHost, victim: NetNode, proto: TProtocol) -> INetStream:
+    await attacker.connect(info_from_p2p_addr(multiaddr.Multiaddr(victim.multiaddrs[0])))
+    return await attacker.new_stream(ID.from_base58(victim.peer_id), [proto])
+
+
+@pytest.mark.trio
+async def test_hostile_libp2p_peer_offers_are_rejected() -> None:
+    attacker = build_host(seed(3))
+    async with (
+        open_net_node(seed(4), config=FAST) as victim,
+        open_net_node(seed(5)) as honest,
+        attacker.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+    ):
+        await honest.connect(victim.multiaddrs[0])
+        # Absurd size: refused before allocation.
+        s = await _raw_stream(attacker, victim, BULK_PROTOCOL)
+        await s.write(Offer(Mode.STREAM, 2**63).encode())
+        reply = Reply.decode(await s.read(REPLY_LEN))
+        assert reply.status is Status.TOO_LARGE
+        # Bad magic / garbage: the stream is reset, nothing delivered.
+        s = await _raw_stream(attacker, victim, BULK_PROTOCOL)
+        await s.write(b"GARBAGE-GARBAGE")
+        with trio.fail_after(5), pytest.raises(Exception):  # noqa: B017 reset or EOF
+            data = await s.read(REPLY_LEN)
+            if not data:
+                raise EOFError
+        # Accepted offer, then the sender stalls: reservation released after idle_timeout.
+        s = await _raw_stream(attacker, victim, BULK_PROTOCOL)
+        await s.write(Offer(Mode.STREAM, 32 * MiB).encode())
+        assert Reply.decode(await s.read(REPLY_LEN)).status is Status.OK
+        await s.write(b"only a few bytes")
+        assert victim.bulk._reserved == 32 * MiB
+        # DIRECT offer whose TCP leg never comes: the token expires with the offer.
+        d = await _raw_stream(attacker, victim, BULK_PROTOCOL)
+        await d.write(Offer(Mode.DIRECT, MiB).encode())
+        assert Reply.decode(await d.read(REPLY_LEN)).status is Status.OK
+        # Small-message protocol: a 4 GiB length prefix is refused without reading on.
+        m = await _raw_stream(attacker, victim, SMALL_PROTOCOL)
+        await m.write(struct.pack(">I", 2**32 - 1))
+        assert await m.read(1) == b"\x01"
+        with trio.fail_after(10):
+            while victim.bulk._reserved or victim.bulk._pending:
+                await trio.sleep(0.05)  # bounded poll of the victim's own bookkeeping
+        await still_serves(victim, honest)
+        assert victim.incoming.statistics().current_buffer_used == 0
