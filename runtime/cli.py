@@ -31,6 +31,11 @@ def version() -> None:
 
 # --- sub-apps: each area registers its commands here, one line each ---------------------
 # (keep imports inside this block; one area per line so parallel edits do not collide)
+from swarm_tune.runtime.ops import cli as ops_cli  # noqa: E402
+
+app.add_typer(ops_cli.config_app, name="config")
+app.add_typer(ops_cli.manifest_app, name="manifest")
+app.command("join")(ops_cli.join)
 # --- end of sub-apps -------------------------------------------------------------------
 
 

@@ -1,0 +1,568 @@
+"""Every knob of a node, validated once, before anything touches the network or a GPU.
+
+Why pydantic-settings: the same object is filled from ``SWARM_*`` environment variables, a
+``.env`` file (what ``swarm-tune join`` writes and what ``docker run --env-file`` reads) or
+keyword arguments (tests, other commands), with one set of rules. A node that starts with a
+bad value wastes a GPU slot and confuses its peers, so every rule here answers "what is
+wrong and what would be right" in the user's vocabulary: the *environment variable name*,
+not the Python attribute. :func:`load_settings` turns pydantic's error list into exactly one
+line per bad field, and secret values are never echoed back, not even in error messages.
+
+All values that arrive as text (env, ``.env``, or string kwargs written by ``join``) go
+through the same ``before`` validators, so ``NodeSettings(**strings)`` and the env path
+cannot disagree. Lists and mappings use shell-safe plain text (comma lists, ``k=v`` pairs)
+rather than JSON: a ``.env`` file must work with ``set -a; . .env`` *and* with
+``docker --env-file``, which handle quotes differently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from swarm_tune.runtime.ops.addresses import validate_multiaddr
+from swarm_tune.runtime.ops.peer_id import parse_seed_hex
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "ENV_PREFIX",
+    "SECRET_FIELDS",
+    "NodeSettings",
+    "SettingsError",
+    "env_name",
+    "load_settings",
+    "unknown_env_vars",
+]
+
+ENV_PREFIX = "SWARM_"
+BUILTIN_MODELS = ("tiny-gpt2", "tiny-llama")
+SECRET_FIELDS = frozenset({"node_key_seed", "hf_token"})
+_MASK = "********"
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+_DEVICE_RE = re.compile(r"^(cpu|mps|cuda|cuda:\d{1,2})$")
+_OVERRIDE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+# A checkpoint dir equal to or below these would write into the OS itself.
+_SYSTEM_TREES = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
+    "/run", "/sbin", "/sys", "/usr", "/var/lib", "/var/run",
+)  # fmt: skip
+# These are fine as parents but not as the directory itself (we would litter them).
+_SYSTEM_EXACT = ("/", "/var", "/home", "/root", "/opt", "/srv", "/mnt", "/media")
+
+OverrideValue = int | float | bool | str
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field`` (``listen_port`` -> ``SWARM_LISTEN_PORT``)."""
+    return ENV_PREFIX + field.upper()
+
+
+def _err(message: str) -> PydanticCustomError:
+    # A custom error type keeps pydantic from prefixing "Value error, " to our text.
+    return PydanticCustomError("swarm_setting", message)
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~")) or text.endswith("/") or os.sep in text[1:]
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _parse_scalar(text: str) -> OverrideValue:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_overrides(text: str) -> dict[str, OverrideValue]:
+    """Parse ``n_layer=2,n_embd=64`` (or a JSON object) into a dict of scalars."""
+    stripped = text.strip()
+    if not stripped:
+        return {}
+    if stripped.startswith("{"):
+        loaded = json.loads(stripped)
+        if not isinstance(loaded, dict):
+            raise ValueError("JSON overrides must be an object")
+        return loaded
+    out: dict[str, OverrideValue] = {}
+    for item in stripped.split(","):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
+        out[key.strip()] = _parse_scalar(raw.strip())
+    return out
+
+
+def format_overrides(overrides: dict[str, OverrideValue]) -> str:
+    """Inverse of :func:`parse_overrides` for the shell-safe ``k=v,k=v`` form."""
+    parts = []
+    for key, value in overrides.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        parts.append(f"{key}={text}")
+    return ",".join(parts)
+
+
+class SettingsError(Exception):
+    """Configuration is invalid; ``str(err)`` is one human-readable line per bad field."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{name}: {msg}" for name, msg in problems))
+
+
+class NodeSettings(BaseSettings):
+    """Validated configuration of one node. Field ``x`` is set by env var ``SWARM_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+        frozen=True,
+        protected_namespaces=(),
+    )
+
+    # identity -------------------------------------------------------------------------
+    node_id: str = Field("node-0", description="Name of this node in logs and metrics.")
+    run_id: str = Field("default", description="Training run; only peers with the same id talk.")
+    node_key_seed: SecretStr | None = Field(None, description="Ed25519 seed, 64 hex digits.")
+    node_key_file: Path | None = Field(None, description="File holding the node identity key.")
+
+    # network --------------------------------------------------------------------------
+    listen_host: str = Field("0.0.0.0", description="IP address to listen on.")
+    listen_port: int = Field(4001, description="TCP port; 0 picks a free one.")
+    bootstrap_peers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated peer multiaddrs to dial first."
+    )
+    relay_mode: bool = Field(False, description="Serve as a circuit relay for other peers.")
+    enable_mdns: bool = Field(True, description="Find peers on the local network via mDNS.")
+    enable_dht: bool = Field(True, description="Find peers via the Kademlia DHT.")
+
+    # model and data ---------------------------------------------------------------------
+    model_name: str = Field("tiny-gpt2", description="HF repo id, local dir, or a built-in.")
+    model_overrides: Annotated[dict[str, OverrideValue], NoDecode] = Field(
+        default_factory=dict, description="Model config overrides, e.g. n_layer=2,n_embd=64."
+    )
+    dataset: str | None = Field(None, description="HF dataset id or local path.")
+    dataset_text_field: str = Field("text", description="Column holding the text.")
+    dataset_eval_split: str | None = Field(None, description="Held-out split for evaluation.")
+    num_shards: int = Field(1, description="Number of data shards in this run.")
+    shard_index: int = Field(0, description="Which shard this node trains on.")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or mps.")
+    hf_token: SecretStr | None = Field(None, description="Hugging Face token for gated models.")
+
+    # training -------------------------------------------------------------------------
+    batch_size: int = Field(8, description="Sequences per local step.")
+    learning_rate: float = Field(5e-5, description="Optimizer learning rate.")
+    local_steps: int = Field(1, description="Local steps between exchanges.")
+    max_rounds: int = Field(0, description="Stop after this many rounds; 0 = unbounded.")
+
+    # protocol -------------------------------------------------------------------------
+    round_timeout_s: float = Field(30.0, description="Close a round after this many seconds.")
+    heartbeat_interval_s: float = Field(5.0, description="Seconds between heartbeats.")
+    eviction_timeout_s: float = Field(60.0, description="Evict peers silent this long.")
+    min_peers: int = Field(1, description="Contributions needed to apply an average.")
+    quorum: int | float = Field(
+        1.0, description="Close a round early at this many peers (int) or fraction (0,1]."
+    )
+    subnet_cap: float = Field(0.5, description="Max fraction of a round from one subnet.")
+    ipv4_prefix: int = Field(24, description="IPv4 prefix length that defines a subnet.")
+    ipv6_prefix: int = Field(48, description="IPv6 prefix length that defines a subnet.")
+    aggregation: Literal["flat", "gossip"] = Field("flat", description="flat or gossip.")
+    gossip_fanout: int = Field(4, description="Peers each update is forwarded to (gossip).")
+
+    # test-only misbehaviour, used by the adversarial compose node ----------------------
+    adversary: Literal["none", "noise", "sign_flip", "scale"] = Field(
+        "none", description="Make this node send bad updates (demos of robust aggregation)."
+    )
+    adversary_scale: float = Field(10.0, description="Noise std / scale factor of adversary.")
+
+    # ops ------------------------------------------------------------------------------
+    checkpoint_dir: Path = Field(Path("checkpoints"), description="Where checkpoints go.")
+    checkpoint_every_rounds: int = Field(10, description="Checkpoint period; 0 = never.")
+    metrics_port: int = Field(0, description="Prometheus /metrics port; 0 disables.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Least severe log level printed."
+    )
+    log_format: Literal["json", "console", "auto"] = Field(
+        "auto", description="json, console, or auto (json when not a terminal)."
+    )
+
+    # ---- per-field rules ---------------------------------------------------------------
+
+    @field_validator("node_id", "run_id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _ID_RE.match(value):
+            raise _err("must be 1-64 characters of letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("listen_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise _err("must be an IP address such as 0.0.0.0, 127.0.0.1 or ::") from None
+
+    @field_validator("listen_port", "metrics_port")
+    @classmethod
+    def _check_port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise _err("must be between 0 and 65535")
+        return value
+
+    @field_validator("bootstrap_peers", mode="before")
+    @classmethod
+    def _split_peers(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("bootstrap_peers")
+    @classmethod
+    def _check_peers(cls, value: list[str]) -> list[str]:
+        out = []
+        for i, addr in enumerate(value):
+            try:
+                out.append(validate_multiaddr(addr))
+            except ValueError as exc:
+                raise _err(f"entry {i + 1}: {exc}") from None
+        return out
+
+    @field_validator("node_key_seed")
+    @classmethod
+    def _check_seed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            parse_seed_hex(value.get_secret_value())
+        except ValueError as exc:
+            raise _err(str(exc)) from None
+        return value
+
+    @field_validator("node_key_seed", "hf_token", "dataset", "dataset_eval_split", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # `SWARM_HF_TOKEN=` in a .env means "not set", not "the empty token".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("node_key_file", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        name = value.strip()
+        if name in BUILTIN_MODELS or _looks_like_path(name) or _HUB_ID_RE.match(name):
+            return name
+        raise _err(
+            f"must be a built-in ({', '.join(BUILTIN_MODELS)}), a local directory, "
+            "or a Hugging Face repo id like 'gpt2' or 'org/name'"
+        )
+
+    @field_validator("model_overrides", mode="before")
+    @classmethod
+    def _parse_overrides(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return parse_overrides(value)
+            except ValueError as exc:
+                raise _err(str(exc)) from None
+        return value
+
+    @field_validator("model_overrides")
+    @classmethod
+    def _check_override_keys(cls, value: dict[str, OverrideValue]) -> dict[str, OverrideValue]:
+        for key in value:
+            if not _OVERRIDE_KEY_RE.match(key):
+                raise _err(f"override key {key!r} is not a valid config attribute name")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _check_dataset(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.strip()
+        if _looks_like_path(name) or _HUB_ID_RE.match(name):
+            return name
+        raise _err("must be a local path or a Hugging Face dataset id like 'org/name'")
+
+    @field_validator("dataset_text_field")
+    @classmethod
+    def _check_text_field(cls, value: str) -> str:
+        if not value.strip():
+            raise _err("must name the dataset column that holds the text")
+        return value.strip()
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        device = value.strip().lower()
+        if not _DEVICE_RE.match(device):
+            raise _err("must be cpu, cuda, cuda:N (e.g. cuda:0) or mps")
+        return device
+
+    @field_validator("num_shards", "batch_size", "local_steps", "min_peers", "gossip_fanout")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise _err("must be at least 1")
+        return value
+
+    @field_validator("shard_index", "max_rounds", "checkpoint_every_rounds")
+    @classmethod
+    def _non_negative(cls, value: int) -> int:
+        if value < 0:
+            raise _err("must be 0 or more")
+        return value
+
+    @field_validator(
+        "learning_rate",
+        "round_timeout_s",
+        "heartbeat_interval_s",
+        "eviction_timeout_s",
+        "adversary_scale",
+    )
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise _err("must be a number greater than 0")
+        return value
+
+    @field_validator("quorum", mode="before")
+    @classmethod
+    def _parse_quorum(cls, value: Any) -> Any:
+        # "3" is a count of peers, "0.5" or "1.0" a fraction: decide on the text, not on
+        # pydantic's union order.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.isdigit():
+                return int(text)
+            try:
+                return float(text)
+            except ValueError:
+                raise _err("must be a peer count (e.g. 4) or a fraction in (0, 1]") from None
+        return value
+
+    @field_validator("quorum")
+    @classmethod
+    def _check_quorum(cls, value: int | float) -> int | float:
+        if isinstance(value, int):
+            if value < 1:
+                raise _err("a peer count must be at least 1")
+        elif not (0 < value <= 1):
+            raise _err("a fraction must be in (0, 1]; use a whole number for a peer count")
+        return value
+
+    @field_validator("subnet_cap")
+    @classmethod
+    def _check_fraction(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise _err("must be a fraction in (0, 1]")
+        return value
+
+    @field_validator("ipv4_prefix")
+    @classmethod
+    def _check_v4_prefix(cls, value: int) -> int:
+        if not 8 <= value <= 32:
+            raise _err("must be between 8 and 32")
+        return value
+
+    @field_validator("ipv6_prefix")
+    @classmethod
+    def _check_v6_prefix(cls, value: int) -> int:
+        if not 16 <= value <= 128:
+            raise _err("must be between 16 and 128")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", "aggregation", "adversary", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _check_checkpoint_dir(cls, value: Path) -> Path:
+        resolved = value.expanduser().resolve(strict=False)
+        for tree in _SYSTEM_TREES:
+            root = Path(tree)
+            if resolved == root or root in resolved.parents:
+                raise _err(f"refusing to write checkpoints under system directory {tree}")
+        if str(resolved) in _SYSTEM_EXACT:
+            raise _err(f"refusing to write checkpoints directly into {resolved}; use a subfolder")
+        return value
+
+    # ---- cross-field rules -------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> NodeSettings:
+        problems: list[tuple[str, str]] = []
+        if self.shard_index >= self.num_shards:
+            problems.append(
+                (
+                    "shard_index",
+                    f"must be less than SWARM_NUM_SHARDS={self.num_shards} "
+                    f"(got {self.shard_index}; shards are numbered from 0)",
+                )
+            )
+        if self.eviction_timeout_s <= self.heartbeat_interval_s:
+            problems.append(
+                (
+                    "eviction_timeout_s",
+                    f"must be greater than SWARM_HEARTBEAT_INTERVAL_S="
+                    f"{self.heartbeat_interval_s:g} (got {self.eviction_timeout_s:g}), "
+                    "or every peer is evicted between two heartbeats",
+                )
+            )
+        if isinstance(self.quorum, int) and self.quorum < self.min_peers:
+            problems.append(
+                (
+                    "quorum",
+                    f"a peer count below SWARM_MIN_PEERS={self.min_peers} (got {self.quorum}) "
+                    "closes rounds before enough updates arrive",
+                )
+            )
+        if self.node_key_seed is not None and self.node_key_file is not None:
+            problems.append(
+                ("node_key_file", "set either SWARM_NODE_KEY_SEED or SWARM_NODE_KEY_FILE, not both")
+            )
+        if self.metrics_port and self.metrics_port == self.listen_port:
+            problems.append(
+                ("metrics_port", f"must differ from SWARM_LISTEN_PORT (both {self.metrics_port})")
+            )
+        if problems:
+            raise PydanticCustomError(
+                "swarm_cross_field",
+                "; ".join(f"{env_name(f)}: {m}" for f, m in problems),
+                {"problems": problems},
+            )
+        return self
+
+    # ---- display -----------------------------------------------------------------------
+
+    def masked_dict(self) -> dict[str, Any]:
+        """All settings as JSON-friendly values, secrets replaced by a fixed mask."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if name in SECRET_FIELDS and value is not None:
+                out[name] = _MASK
+            else:
+                out[name] = value
+        return out
+
+    def env_lines(self) -> list[str]:
+        """``SWARM_X=value`` lines (secrets masked), the form a user would put in ``.env``."""
+        lines = []
+        for name, value in self.masked_dict().items():
+            if value is None:
+                text = ""
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, list):
+                text = ",".join(str(v) for v in value)
+            elif isinstance(value, dict):
+                text = format_overrides(value)
+            else:
+                text = str(value)
+            lines.append(f"{env_name(name)}={text}")
+        return lines
+
+
+_FRIENDLY = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "literal_error": "must be one of {expected}",
+    "string_type": "must be text",
+    "list_type": "must be a comma-separated list",
+    "dict_type": "must be key=value pairs separated by commas",
+    "path_type": "must be a file system path",
+}
+
+
+def _describe(error: Any) -> list[tuple[str, str]]:
+    """Turn one pydantic error dict into (ENV_NAME, message) lines."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "swarm_cross_field":
+        return [(env_name(field), msg) for field, msg in ctx["problems"]]
+    loc = error.get("loc") or ()
+    field = str(loc[0]) if loc else ""
+    name = env_name(field) if field else "settings"
+    template = _FRIENDLY.get(error["type"])
+    message = template.format(**ctx) if template else str(error["msg"])
+    if field in SECRET_FIELDS:
+        return [(name, message)]  # never echo a secret back
+    value = error.get("input")
+    if isinstance(value, (str, int, float, bool)) and "(got " not in message:
+        shown = value if value != "" else "''"
+        message = f"{message} (got {shown})"
+    return [(name, message)]
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for error in exc.errors():
+        for name, message in _describe(error):
+            seen.setdefault(name, message)  # one line per field
+    return list(seen.items())
+
+
+def load_settings(*, env_file: str | Path | None = None, **overrides: Any) -> NodeSettings:
+    """Build settings from env vars, a ``.env`` file and ``overrides`` (highest priority).
+
+    ``env_file`` defaults to ``./.env`` (silently skipped if absent); an explicitly given
+    file that does not exist is an error. Raises :class:`SettingsError` with one line per
+    bad field, e.g. ``SWARM_LISTEN_PORT: must be between 0 and 65535 (got 70000)``.
+    """
+    kwargs: dict[str, Any] = dict(overrides)
+    if env_file is not None:
+        path = Path(env_file)
+        if not path.is_file():
+            raise SettingsError([("env file", f"{path} does not exist or is not a file")])
+        kwargs["_env_file"] = path
+    try:
+        return NodeSettings(**kwargs)
+    except ValidationError as exc:
+        raise SettingsError(_problems(exc)) from None
+
+
+def unknown_env_vars(env_file: str | Path | None = ".env") -> list[str]:
+    """``SWARM_*`` names in the environment or ``env_file`` that match no setting (typos)."""
+    from dotenv import dotenv_values
+
+    known = {env_name(f) for f in NodeSettings.model_fields}
+    names = {k.upper() for k in os.environ if k.upper().startswith(ENV_PREFIX)}
+    if env_file is not None and Path(env_file).is_file():
+        names |= {k.upper() for k in dotenv_values(env_file) if k.upper().startswith(ENV_PREFIX)}
+    return sorted(names - known)
