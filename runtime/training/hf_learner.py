@@ -98,6 +98,8 @@ class HFLearner:
         self._cursor = 0
         self.epoch = 0
         self.steps_taken = 0  # optimizer steps applied (own or averaged)
+        # Row indices of the micro-batches of the last compute_update (for replay/debugging).
+        self.last_batch_indices: list[torch.Tensor] = []
 
     # ----------------------------------------------------------------- Learner protocol
     @property
@@ -171,11 +173,13 @@ class HFLearner:
             self.epoch += 1
         idx = self._order[self._cursor : self._cursor + bs]
         self._cursor += bs
+        self.last_batch_indices.append(idx.clone())
         return self.train_data.input_ids[idx].to(self.device)
 
     def _accumulate_grads(self) -> float:
         """Mean loss over ``local_steps`` micro-batches; ``param.grad`` = mean gradient."""
         self.optimizer.zero_grad(set_to_none=True)
+        self.last_batch_indices = []
         k = self.config.local_steps
         total = 0.0
         for _ in range(k):

@@ -1,0 +1,190 @@
+"""HFLearner with real tiny transformers models on the shipped corpus."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import torch
+from swarm_tune.runtime.ops.checkpoint import param_digest
+from swarm_tune.runtime.training import (
+    DeviceUnavailableError,
+    HFLearner,
+    Learner,
+    LearnerStateError,
+    ModelLoadError,
+    build_learner,
+    load_model,
+    resolve_device,
+)
+
+
+def _sgd(shard: int, *, num_shards: int = 2, lr: float = 0.1, **kw: object) -> HFLearner:
+    return build_learner(
+        "tiny-gpt2",
+        "tinytales",
+        num_shards,
+        shard,
+        seed=7,
+        batch_size=4,
+        seq_len=32,
+        lr=lr,
+        optimizer="sgd",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_tiny_models_build_offline_and_deterministically(name: str) -> None:
+    a = load_model(name, seed=3, vocab_size=700)
+    b = load_model(name, seed=3, vocab_size=700)
+    c = load_model(name, seed=4, vocab_size=700)
+    pa = dict(a.named_parameters())
+    assert param_digest(pa) == param_digest(dict(b.named_parameters()))
+    assert param_digest(pa) != param_digest(dict(c.named_parameters()))
+    assert 50_000 < sum(p.numel() for p in pa.values()) < 1_000_000
+    assert a.training
+
+
+def test_load_model_does_not_disturb_global_rng() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load_model("tiny-llama", seed=9, vocab_size=300)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_device_and_model_errors_are_typed() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(DeviceUnavailableError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+    else:
+        with pytest.raises(DeviceUnavailableError):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    with pytest.raises(ModelLoadError):
+        load_model("tiny-gpt2", dtype="float8")
+    with pytest.raises(ModelLoadError):
+        load_model("/nonexistent/local/model/folder")
+
+
+def test_bfloat16_tiny_model() -> None:
+    m = load_model("tiny-gpt2", dtype="bf16", vocab_size=300)
+    assert all(p.dtype == torch.bfloat16 for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_loss_falls_over_thirty_local_steps(name: str) -> None:
+    learner: Learner = build_learner(
+        name, "tinytales", 2, 0, seed=1, batch_size=8, seq_len=64, lr=3e-3
+    )
+    before = learner.evaluate()
+    t0 = time.perf_counter()
+    losses = [learner.compute_update("params").loss for _ in range(30)]
+    per_step = (time.perf_counter() - t0) / 30
+    after = learner.evaluate()
+    print(f"{name}: held-out {before:.3f} -> {after:.3f}, {per_step * 1e3:.1f} ms/step")
+    assert before > 6.0  # about ln(vocab) at init
+    assert after < before - 1.5
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.5
+
+
+def test_same_seed_same_shard_is_bit_reproducible() -> None:
+    a, b = _sgd(0), _sgd(0)
+    la = [a.compute_update("params").loss for _ in range(3)]
+    lb = [b.compute_update("params").loss for _ in range(3)]
+    assert la == lb
+    assert param_digest(a.parameters()) == param_digest(b.parameters())
+    # A different shard walks different data.
+    assert _sgd(1).compute_update("grad").loss != la[0]
+
+
+def test_grad_average_of_two_learners_is_one_step_on_the_average() -> None:
+    a, b = _sgd(0, lr=0.05), _sgd(1, lr=0.05)
+    before = {n: p.detach().clone() for n, p in a.parameters().items()}
+    assert param_digest(before) == param_digest(b.parameters())  # same init on every node
+    ra, rb = a.compute_update("grad"), b.compute_update("grad")
+    for t in ra.update.values():
+        assert t.device.type == "cpu" and t.is_contiguous() and not t.requires_grad
+    assert ra.samples == 4
+    avg = {n: (ra.update[n] + rb.update[n]) / 2 for n in ra.update}
+    a.apply_average("grad", avg)
+    b.apply_average("grad", avg)
+    for n, p in a.parameters().items():
+        torch.testing.assert_close(p.detach(), before[n] - 0.05 * avg[n])
+    assert param_digest(a.parameters()) == param_digest(b.parameters())  # replicas agree
+
+
+def test_averaged_grads_equal_the_pooled_batch_gradient() -> None:
+    """Data parallelism: mean of per-node gradients == gradient of the union batch."""
+    a, b = _sgd(0), _sgd(1)
+    ra, rb = a.compute_update("grad"), b.compute_update("grad")
+    pooled = torch.cat(
+        [
+            a.train_data.input_ids[a.last_batch_indices[0]],
+            b.train_data.input_ids[b.last_batch_indices[0]],
+        ]
+    )
+    ref = _sgd(0).model  # same config as the learners (vocab, positions), same seed
+    ref.zero_grad()
+    ref(input_ids=pooled, labels=pooled).loss.backward()
+    for n, p in ref.named_parameters():
+        assert p.grad is not None
+        torch.testing.assert_close(p.grad, (ra.update[n] + rb.update[n]) / 2, rtol=1e-4, atol=1e-6)
+
+
+def test_local_steps_accumulate_micro_batches() -> None:
+    a = _sgd(0, local_steps=3)
+    r = a.compute_update("grad")
+    assert r.samples == 12 and len(a.last_batch_indices) == 3
+    rows = torch.cat(a.last_batch_indices)
+    assert len(set(rows.tolist())) == 12  # no row twice within an epoch
+
+
+def test_params_kind_round_trip_keeps_optimizer_state() -> None:
+    a = build_learner("tiny-gpt2", "tinytales", 2, 0, seed=2, batch_size=4, seq_len=32)
+    b = build_learner("tiny-gpt2", "tinytales", 2, 1, seed=2, batch_size=4, seq_len=32)
+    start = {n: p.detach().clone() for n, p in a.parameters().items()}
+    ra, rb = a.compute_update("params"), b.compute_update("params")
+    assert a.steps_taken == 1
+    # The returned params are a snapshot, already past the node's own step.
+    assert any(not torch.equal(ra.update[n], start[n]) for n in start)
+    wte = "transformer.wte.weight"
+    assert torch.equal(ra.update[wte], a.parameters()[wte])
+    avg = {n: (ra.update[n] + rb.update[n]) / 2 for n in ra.update}
+    a.apply_average("params", avg)
+    b.apply_average("params", avg)
+    assert param_digest(a.parameters()) == param_digest(avg) == param_digest(b.parameters())
+    state = a.optimizer.state[a.parameters()["transformer.wte.weight"]]
+    assert int(state["step"]) == 1  # Adam moments survive the sync
+
+
+def test_load_state_replaces_parameters_and_rejects_bad_state() -> None:
+    a, b = _sgd(0), _sgd(1)
+    for _ in range(2):
+        b.compute_update("params")
+    assert param_digest(a.parameters()) != param_digest(b.parameters())
+    snap = {n: t.detach().clone() for n, t in b.parameters().items()}
+    a.load_state(snap)
+    assert param_digest(a.parameters()) == param_digest(b.parameters())
+    # Tied output embedding follows the loaded input embedding.
+    model: Any = a.model
+    assert model.get_output_embeddings().weight.data_ptr() == (
+        a.parameters()["transformer.wte.weight"].data_ptr()
+    )
+    missing = dict(snap)
+    missing.pop(next(iter(missing)))
+    with pytest.raises(LearnerStateError, match="names differ"):
+        a.load_state(missing)
+    wrong = dict(snap)
+    wrong["transformer.wpe.weight"] = torch.zeros(3, 3)
+    with pytest.raises(LearnerStateError, match="shape"):
+        a.apply_average("params", wrong)
+    nan = dict(snap)
+    nan["transformer.wpe.weight"] = torch.full_like(snap["transformer.wpe.weight"], float("nan"))
+    with pytest.raises(LearnerStateError, match="non-finite"):
+        a.apply_average("grad", nan)
+    assert param_digest(a.parameters()) == param_digest(snap)  # rejected input changed nothing
