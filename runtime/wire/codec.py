@@ -268,6 +268,7 @@ def encode(
                 del dst
                 hasher.update(mv[hashed : payload_offset + end])  # hash while cache-warm
                 hashed = payload_offset + end
+        hasher.update(mv[hashed:total])  # trailing gap before an empty last tensor
         payload_digest: bytes = hasher.digest()
 
         _PRE.pack_into(
