@@ -1,11 +1,13 @@
 """Bulk data plane: one large message from A to B, fast, bounded, with confirmed delivery.
 
-Why a direct TCP data channel (measured, see ``benchmarks/bench_net.py``): on loopback a
-trio socket moves ~2-2.7 GB/s, while one py-libp2p yamux stream over Noise moves
-~0.15 GB/s (1 MiB writes) and *parallel* yamux streams do not help (~0.15 GB/s for 4):
-the cost is per-byte Python work in Noise framing (64 KiB frames, ChaCha20-Poly1305 via
-small calls) and yamux window bookkeeping, all on one event loop. No window size or write
-size fixes that, so the bytes must leave the libp2p pipeline.
+Why a direct TCP data channel (measured with ``benchmarks/bench_net.py``, 256 MB, one
+run, loopback, 2-core VM): raw trio TCP ~1.1 GB/s; one py-libp2p yamux stream over Noise
+~0.155 GB/s (ratio 0.145, 1 MiB writes); parallel yamux streams do not help (4 streams
+~0.15 GB/s): the cost is per-byte Python work in Noise framing (64 KiB frames) and yamux
+window bookkeeping on one event loop, which no window or write size removes. This module's
+direct path measured ~1.04 GB/s (ratio 0.955), timed until the sender holds the ack.
+The remaining overhead is the receiver's ``bytearray(size)`` allocation (zero-fill and
+page faults); the received buffer is handed over without a further copy.
 
 The protocol (``/swarm-tune/bulk/1.0.0``), always opened by the sender:
 
@@ -212,7 +214,7 @@ class BulkPlane:
                 await stream.write(encode_done(Status.FAILED))
                 await stream.close()
                 return
-            await self._deliver(Incoming(peer_id, ip, bytes(data)))
+            await self._deliver(Incoming(peer_id, ip, data))
             del data
         finally:
             self._reserved -= offer.size
