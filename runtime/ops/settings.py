@@ -51,6 +51,8 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda|cuda:\d{1,2})$")
 _OVERRIDE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 
 # A checkpoint dir equal to or below these would write into the OS itself.
 _SYSTEM_TREES = (
@@ -87,11 +89,11 @@ def _parse_scalar(text: str) -> OverrideValue:
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
+    # Only plain numerals become numbers: "inf", "nan" or "1_000" stay text.
+    if _INT_RE.match(text):
+        return int(text)
+    if _FLOAT_RE.match(text):
+        return float(text)
     return text
 
 
