@@ -30,6 +30,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
+
 from swarm_tune.runtime.net import NetConfig, NetNode, open_net_node
 from swarm_tune.runtime.net.host import build_host
 

@@ -52,6 +52,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
+
 from swarm_tune.runtime.net.config import NetConfig
 from swarm_tune.runtime.net.errors import FrameError, SendError, SendRejected, SendTimeout
 from swarm_tune.runtime.net.events import Incoming

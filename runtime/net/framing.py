@@ -19,6 +19,7 @@ from enum import IntEnum
 from typing import Protocol
 
 import trio
+
 from swarm_tune.runtime.net.errors import FrameError
 
 OFFER_MAGIC = b"SWB1"

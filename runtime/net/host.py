@@ -32,6 +32,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+
 from swarm_tune.runtime.net.errors import ConfigError
 
 log = logging.getLogger(__name__)

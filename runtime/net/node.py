@@ -25,6 +25,7 @@ import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
+
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL, BulkPlane
 from swarm_tune.runtime.net.config import NetConfig
 from swarm_tune.runtime.net.errors import ConfigError, NetError, SendError

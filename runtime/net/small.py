@@ -19,6 +19,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
+
 from swarm_tune.runtime.net.bulk import Deliver, remote_ip_of
 from swarm_tune.runtime.net.config import NetConfig
 from swarm_tune.runtime.net.errors import FrameError, SendError, SendRejected, SendTimeout

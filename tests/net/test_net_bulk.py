@@ -8,6 +8,7 @@ import random
 
 import pytest
 import trio
+
 from swarm_tune.runtime.net import Incoming, NetConfig, SendRejected, open_net_node
 
 MiB = 1 << 20

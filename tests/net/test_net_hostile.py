@@ -14,6 +14,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+
 from swarm_tune.runtime.net import NetConfig, NetNode, open_net_node
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL
 from swarm_tune.runtime.net.framing import REPLY_LEN, Mode, Offer, Reply, Status

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 import trio
+
 from swarm_tune.runtime.net import (
     ConfigError,
     NetConfig,
@@ -132,3 +133,28 @@ async def test_pubsub_delivers_with_verified_origin(router: str) -> None:
                     msg = await sub_b.receive()
         assert msg.peer_id == a.peer_id and msg.data == b"beat"
         assert msg.remote_ip == "127.0.0.1"
+
+
+@pytest.mark.trio
+async def test_dht_finds_a_peer_through_a_third_and_optional_services_start() -> None:
+    """Kademlia: A and C only know B; A locates C via the DHT. Relay (hop on B) and
+    DCUtR services are started and torn down with the node (not exercised further)."""
+    from libp2p.peer.id import ID
+
+    cfg = NetConfig(enable_dht=True, enable_relay=True, enable_dcutr=True, pubsub=None)
+    hop = NetConfig(enable_dht=True, enable_relay=True, relay_hop=True, pubsub=None)
+    async with (
+        open_net_node(seed(11), config=cfg) as a,
+        open_net_node(seed(12), config=hop) as b,
+        open_net_node(seed(13), config=cfg) as c,
+    ):
+        await a.connect(b.multiaddrs[0])
+        await c.connect(b.multiaddrs[0])
+        assert c.peer_id not in a.connected_peers()
+        for node in (a, b, c):
+            for peer in node.connected_peers():
+                await node.services["dht"].add_peer(ID.from_base58(peer))
+        with trio.fail_after(15):
+            info = await a.services["dht"].find_peer(ID.from_base58(c.peer_id))
+        assert info is not None and str(info.peer_id) == c.peer_id
+        assert {"relay", "dcutr"} <= set(a.services)
