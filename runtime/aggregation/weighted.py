@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from swarm_tune.runtime.protocol.tensors import TensorDict
+
+# Spelled out rather than imported: aggregation sits below the protocol package.
+TensorDict = dict[str, torch.Tensor]
 
 
 def subnet_capped_weights(
@@ -44,14 +46,15 @@ def _cap_level(totals_desc: list[float], cap: float) -> float | None:
     grand = sum(totals_desc)
     if grand <= 0 or totals_desc[0] <= cap * grand:
         return None
-    rest = grand
+    # Suffix sums from the small end: subtracting from the grand total loses tiny subnets.
+    suffix = [0.0] * (len(totals_desc) + 1)
+    for i in range(len(totals_desc) - 1, -1, -1):
+        suffix[i] = suffix[i + 1] + totals_desc[i]
     for k in range(1, len(totals_desc)):
-        top = totals_desc[k - 1]
-        rest -= top  # weight of the subnets that stay uncapped
         if k * cap >= 1.0:
             break
-        level = cap * rest / (1.0 - k * cap)
-        if totals_desc[k] <= level <= top:
+        level = cap * suffix[k] / (1.0 - k * cap)  # top k capped, the rest untouched
+        if totals_desc[k] <= level <= totals_desc[k - 1]:
             return level
     # Too few subnets for the cap (or the level sits at the smallest one): equal shares.
     return totals_desc[-1]

@@ -47,7 +47,7 @@ class ApplyAverage:
 
     round: int
     kind: UpdateKind
-    update: TensorDict = field(repr=False)
+    update: TensorDict = field(repr=False, compare=False)
     contributors: tuple[str, ...]
     fallback: bool
 
@@ -57,7 +57,7 @@ class LoadState:
     """Replace parameters with a state agreed on by peers; continue at ``round``."""
 
     round: int
-    tensors: TensorDict = field(repr=False)
+    tensors: TensorDict = field(repr=False, compare=False)
     digest: str
 
 

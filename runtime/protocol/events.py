@@ -52,7 +52,7 @@ class LocalUpdateReady:
 
     round: int
     kind: UpdateKind
-    update: TensorDict = field(repr=False)
+    update: TensorDict = field(repr=False, compare=False)
     loss: float
     # Facts about the parameters *now*, for heartbeats and drift checks.
     digest: str

@@ -32,7 +32,7 @@ class Contribution:
     round: int
     kind: UpdateKind
     dataset_size: int
-    tensors: TensorDict = field(repr=False)
+    tensors: TensorDict = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class StateResponse:
     round: int
     digest: str
     sketch: Sketch
-    tensors: TensorDict = field(repr=False)
+    tensors: TensorDict = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 
 import torch
+
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Contribution
 from swarm_tune.runtime.protocol.reasons import RejectReason

@@ -1,0 +1,99 @@
+"""Membership, reputation and bans: eviction after silence, rejoin, ban threshold and expiry."""
+
+from __future__ import annotations
+
+import random
+
+from harness import SPEC, World, grad_like
+
+from swarm_tune.runtime.protocol import (
+    Contribution,
+    MessageReceived,
+    PeerConnected,
+    ProtocolConfig,
+    ProtocolNode,
+    RejectReason,
+    TimerFired,
+    TimerKey,
+    WireRejected,
+    effects,
+)
+from swarm_tune.runtime.protocol.membership import subnet_of
+from swarm_tune.runtime.protocol.reputation import Reputation
+
+
+def test_silent_peer_is_evicted_after_the_timeout_and_welcomed_back() -> None:
+    cfg = ProtocolConfig(heartbeat_interval=5.0, eviction_timeout=60.0, min_peers=2, quorum=2)
+    w = World(cfg)
+    for n in ("a", "b", "c"):
+        w.add(n)
+    w.connect_all()
+    for n in ("a", "b", "c"):
+        w.start(n)
+    w.run_until(20.0)
+    assert "c" in w.nodes["a"].peers.live_peers()
+    w.down.add("c")  # c crashes: no more messages to or from it
+    w.run_until(20.0 + 59.0)
+    assert "c" in w.nodes["a"].peers.live_peers(), "not evicted before the timeout"
+    w.run_until(20.0 + 70.0)
+    assert "c" not in w.nodes["a"].peers.live_peers()
+    evictions = [e for e in w.effects_of(effects.Evict, "a") if e.peer == "c"]
+    assert [e.reason for e in evictions] == ["silent"]
+    # c comes back: its first message makes it live again, its record (reputation) kept.
+    w.down.discard("c")
+    w.start("c", catch_up=True)
+    w.run_until(130.0)
+    assert "c" in w.nodes["a"].peers.live_peers()
+    assert w.nodes["c"].round >= w.nodes["a"].round - 1
+
+
+def test_goodbye_evicts_at_once() -> None:
+    n = ProtocolNode("me", ProtocolConfig(), SPEC, 10, random.Random(0))
+    n.handle(PeerConnected("p", "10.0.0.1"), 0.0)
+    from swarm_tune.runtime.protocol import Goodbye
+
+    assert n.handle(MessageReceived("p", Goodbye()), 1.0) == [effects.Evict("p", "goodbye")]
+    assert n.peers.live_peers() == []
+
+
+def test_ban_after_threshold_then_expiry_gives_a_clean_slate() -> None:
+    cfg = ProtocolConfig(ban_window=4, ban_threshold=0.5, ban_duration=100.0)
+    rep = Reputation(cfg)
+    assert rep.record("p", None, 0.0) is None
+    assert rep.record("p", RejectReason.NON_FINITE, 1.0) is None
+    assert rep.record("p", None, 2.0) is None
+    # Fourth verdict fills the window at 2/4 = 0.5 rejections: banned.
+    assert rep.record("p", RejectReason.NORM, 3.0) == 103.0
+    assert rep.is_banned("p", 50.0)
+    assert not rep.is_banned("p", 103.0)
+    assert rep.rejection_rate("p") == 0.0
+    # Neutral reasons (slow but honest peers) never count.
+    for t in range(10):
+        assert rep.record("q", RejectReason.STALE, float(t)) is None
+    assert rep.rejection_rate("q") == 0.0
+
+
+def test_banned_peer_contributions_are_refused_and_wire_errors_count() -> None:
+    cfg = ProtocolConfig(ban_window=3, ban_threshold=1.0, ban_duration=10.0, quorum=5)
+    n = ProtocolNode("me", cfg, SPEC, 10, random.Random(0))
+    n.handle(PeerConnected("evil", "10.0.0.9"), 0.0)
+    n.start(0.0)
+    out = []
+    for _ in range(3):
+        out += n.handle(WireRejected("evil", RejectReason.BAD_SIGNATURE), 1.0)
+    assert effects.Ban("evil", 11.0) in out
+    refused = n.handle(MessageReceived("evil", Contribution(0, "grad", 10, grad_like(1.0))), 2.0)
+    assert refused == [effects.ContributionRejected(0, "evil", RejectReason.BANNED)]
+    # After expiry it may contribute again.
+    n.handle(TimerFired(TimerKey("round", 0)), 30.0)
+    assert (
+        n.handle(MessageReceived("evil", Contribution(1, "grad", 10, grad_like(1.0))), 31.0) == []
+    )
+
+
+def test_subnet_keys() -> None:
+    assert subnet_of("192.0.2.77") == "192.0.2.0/24"
+    assert subnet_of("192.0.2.77", ipv4_prefix=16) == "192.0.0.0/16"
+    assert subnet_of("2001:db8:1234:5678::1") == "2001:db8:1234::/48"
+    assert subnet_of("::ffff:192.0.2.1") == "192.0.2.0/24"
+    assert subnet_of("not-an-ip") == subnet_of("") == "unknown"
