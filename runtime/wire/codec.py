@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from nacl.exceptions import CryptoError
 from nacl.signing import VerifyKey
+
 from swarm_tune.runtime.wire.envelope import Envelope, MsgType, check_meta, valid_name
 from swarm_tune.runtime.wire.errors import (
     BadMagic,

@@ -27,6 +27,7 @@ from typing import Final
 
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 from nacl.signing import SigningKey
+
 from swarm_tune.runtime.wire.peer_id import peer_id_bytes_from_public_key, peer_id_from_public_key
 
 __all__ = ["SEED_ENV_VAR", "Identity", "InsecureKeyFile", "KeyFileError"]

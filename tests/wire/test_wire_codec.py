@@ -8,6 +8,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire_helpers import ALICE, BOB, RUN, build_raw, same_tensor, small_envelope
+
 from swarm_tune.runtime.wire import (
     BadMagic,
     BadSignature,
@@ -23,7 +25,6 @@ from swarm_tune.runtime.wire import (
     decode,
     encode,
 )
-from wire_helpers import ALICE, BOB, RUN, build_raw, same_tensor, small_envelope
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int8]
 

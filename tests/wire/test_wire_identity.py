@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.peer.id import ID
+
 from swarm_tune.runtime.wire import (
     Identity,
     InsecureKeyFile,

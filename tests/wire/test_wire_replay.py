@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from swarm_tune.runtime.wire import Envelope, MsgType, Replay, ReplayGuard, decode, encode
 from wire_helpers import ALICE, BOB, RUN, small_envelope
+
+from swarm_tune.runtime.wire import Envelope, MsgType, Replay, ReplayGuard, decode, encode
 
 
 def test_duplicate_decoded_message_rejected() -> None:

@@ -7,6 +7,7 @@ import struct
 
 import blake3
 import torch
+
 from swarm_tune.runtime.wire import Envelope, Identity, MsgType
 from swarm_tune.runtime.wire.peer_id import peer_id_bytes_from_public_key
 
