@@ -102,7 +102,8 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer(default=str)
     else:
         isatty = getattr(out, "isatty", None)
-        renderer = structlog.dev.ConsoleRenderer(colors=bool(callable(isatty) and isatty()))
+        colors = bool(callable(isatty) and isatty()) and "NO_COLOR" not in os.environ
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
