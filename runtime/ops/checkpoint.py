@@ -273,7 +273,7 @@ def save_checkpoint(
             superseded.unlink()
     log.info("checkpoint.saved", path=str(tensor_path), run_id=run_id, round=round)
     if keep is not None:
-        _retain(d, run_id, keep)
+        _retain(d, run_id, keep, protect=round)
     return tensor_path
 
 
@@ -357,8 +357,11 @@ def latest_checkpoint(directory: str | Path, run_id: str | None = None) -> Check
     return None
 
 
-def _retain(d: Path, run_id: str, keep: int) -> None:
-    for info in list_checkpoints(d, run_id, verify=False)[keep:]:
+def _retain(d: Path, run_id: str, keep: int, protect: int) -> None:
+    # ``protect``: the round just written is never the one retention removes, even when a
+    # restarted run re-uses lower round numbers than what is already on disk.
+    old = [i for i in list_checkpoints(d, run_id, verify=False) if i.round != protect]
+    for info in old[keep - 1 :]:
         # Manifest first: if we die in between, an orphan tensor file is ignored, never trusted.
         for p in (info.meta_path, info.tensor_path):
             with contextlib.suppress(FileNotFoundError):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from swarm_tune.runtime.training import (
     DataError,
     MissingHubDependencyError,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from swarm_tune.runtime.ops.checkpoint import param_digest
 from swarm_tune.runtime.training import (
     DeviceUnavailableError,
