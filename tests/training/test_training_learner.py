@@ -189,3 +189,20 @@ def test_load_state_replaces_parameters_and_rejects_bad_state() -> None:
     with pytest.raises(LearnerStateError, match="non-finite"):
         a.apply_average("grad", nan)
     assert param_digest(a.parameters()) == param_digest(snap)  # rejected input changed nothing
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_learner_returns_cpu_updates_and_matches_cpu() -> None:
+    gpu = _sgd(0, device="cuda")
+    cpu = _sgd(0)
+    assert all(p.device.type == "cuda" for p in gpu.parameters().values())
+    rg, rc = gpu.compute_update("grad"), cpu.compute_update("grad")
+    assert all(t.device.type == "cpu" and t.is_contiguous() for t in rg.update.values())
+    assert abs(rg.loss - rc.loss) < 1e-3
+    gpu.apply_average("grad", rc.update)  # CPU tensors in, moved to the device
+    cpu.apply_average("grad", rc.update)
+    for n, p in gpu.parameters().items():
+        torch.testing.assert_close(p.detach().cpu(), cpu.parameters()[n], rtol=1e-3, atol=1e-4)
+    rp = gpu.compute_update("params")
+    assert all(t.device.type == "cpu" for t in rp.update.values())
+    assert gpu.evaluate() == pytest.approx(cpu.evaluate(), abs=0.05)
