@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from swarm_tune.runtime.ops.join import (
     DEFAULT_IMAGE,
     JoinError,

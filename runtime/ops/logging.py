@@ -24,6 +24,7 @@ from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
 from swarm_tune.runtime.ops.settings import NodeSettings
 
 __all__ = ["configure_logging", "get_logger", "resolve_format"]

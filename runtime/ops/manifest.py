@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
 from swarm_tune.runtime.ops.addresses import validate_multiaddr
 from swarm_tune.runtime.ops.atomic_io import atomic_write_text
 from swarm_tune.runtime.ops.settings import (
@@ -74,8 +75,8 @@ class ModelSpec(_Strict):
 
 class DatasetSpec(_Strict):
     name: str = Field(min_length=1, description="HF dataset id or local path.")
-    text_field: str = Field("text", min_length=1)
-    held_out_split: str | None = Field(None, description="Split used for evaluation.")
+    text_field: str = Field(default="text", min_length=1)
+    held_out_split: str | None = Field(default=None, description="Split used for evaluation.")
 
 
 class ShardSpec(_Strict):
@@ -85,11 +86,11 @@ class ShardSpec(_Strict):
 class HyperParams(_Strict):
     learning_rate: float = Field(gt=0, allow_inf_nan=False)
     batch_size: int = Field(ge=1)
-    local_steps: int = Field(1, ge=1)
+    local_steps: int = Field(default=1, ge=1)
     rounds: int = Field(ge=0, description="0 = until stopped.")
-    round_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
-    min_peers: int = Field(1, ge=1)
-    quorum: int | float = Field(1.0, description="Peer count (int) or fraction in (0, 1].")
+    round_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    min_peers: int = Field(default=1, ge=1)
+    quorum: int | float = Field(default=1.0, description="Peer count (int) or fraction in (0, 1].")
     aggregation: Literal["flat", "gossip"] = "flat"
 
 

@@ -10,6 +10,7 @@ the running node will have. Only PyNaCl is needed, which the base install alread
 from __future__ import annotations
 
 from nacl.signing import SigningKey
+
 from swarm_tune.runtime.ops.addresses import BASE58_ALPHABET
 
 __all__ = ["parse_seed_hex", "peer_id_from_seed"]

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
 from swarm_tune.runtime.ops.addresses import validate_multiaddr
 from swarm_tune.runtime.ops.peer_id import parse_seed_hex
 
@@ -148,69 +149,85 @@ class NodeSettings(BaseSettings):
     )
 
     # identity -------------------------------------------------------------------------
-    node_id: str = Field("node-0", description="Name of this node in logs and metrics.")
-    run_id: str = Field("default", description="Training run; only peers with the same id talk.")
-    node_key_seed: SecretStr | None = Field(None, description="Ed25519 seed, 64 hex digits.")
-    node_key_file: Path | None = Field(None, description="File holding the node identity key.")
+    node_id: str = Field(default="node-0", description="Name of this node in logs and metrics.")
+    run_id: str = Field(
+        default="default", description="Training run; only peers with the same id talk."
+    )
+    node_key_seed: SecretStr | None = Field(
+        default=None, description="Ed25519 seed, 64 hex digits."
+    )
+    node_key_file: Path | None = Field(
+        default=None, description="File holding the node identity key."
+    )
 
     # network --------------------------------------------------------------------------
-    listen_host: str = Field("0.0.0.0", description="IP address to listen on.")
-    listen_port: int = Field(4001, description="TCP port; 0 picks a free one.")
+    listen_host: str = Field(default="0.0.0.0", description="IP address to listen on.")
+    listen_port: int = Field(default=4001, description="TCP port; 0 picks a free one.")
     bootstrap_peers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated peer multiaddrs to dial first."
     )
-    relay_mode: bool = Field(False, description="Serve as a circuit relay for other peers.")
-    enable_mdns: bool = Field(True, description="Find peers on the local network via mDNS.")
-    enable_dht: bool = Field(True, description="Find peers via the Kademlia DHT.")
+    relay_mode: bool = Field(default=False, description="Serve as a circuit relay for other peers.")
+    enable_mdns: bool = Field(default=True, description="Find peers on the local network via mDNS.")
+    enable_dht: bool = Field(default=True, description="Find peers via the Kademlia DHT.")
 
     # model and data ---------------------------------------------------------------------
-    model_name: str = Field("tiny-gpt2", description="HF repo id, local dir, or a built-in.")
+    model_name: str = Field(
+        default="tiny-gpt2", description="HF repo id, local dir, or a built-in."
+    )
     model_overrides: Annotated[dict[str, OverrideValue], NoDecode] = Field(
         default_factory=dict, description="Model config overrides, e.g. n_layer=2,n_embd=64."
     )
-    dataset: str | None = Field(None, description="HF dataset id or local path.")
-    dataset_text_field: str = Field("text", description="Column holding the text.")
-    dataset_eval_split: str | None = Field(None, description="Held-out split for evaluation.")
-    num_shards: int = Field(1, description="Number of data shards in this run.")
-    shard_index: int = Field(0, description="Which shard this node trains on.")
-    device: str = Field("cpu", description="cpu, cuda, cuda:N or mps.")
-    hf_token: SecretStr | None = Field(None, description="Hugging Face token for gated models.")
+    dataset: str | None = Field(default=None, description="HF dataset id or local path.")
+    dataset_text_field: str = Field(default="text", description="Column holding the text.")
+    dataset_eval_split: str | None = Field(
+        default=None, description="Held-out split for evaluation."
+    )
+    num_shards: int = Field(default=1, description="Number of data shards in this run.")
+    shard_index: int = Field(default=0, description="Which shard this node trains on.")
+    device: str = Field(default="cpu", description="cpu, cuda, cuda:N or mps.")
+    hf_token: SecretStr | None = Field(
+        default=None, description="Hugging Face token for gated models."
+    )
 
     # training -------------------------------------------------------------------------
-    batch_size: int = Field(8, description="Sequences per local step.")
-    learning_rate: float = Field(5e-5, description="Optimizer learning rate.")
-    local_steps: int = Field(1, description="Local steps between exchanges.")
-    max_rounds: int = Field(0, description="Stop after this many rounds; 0 = unbounded.")
+    batch_size: int = Field(default=8, description="Sequences per local step.")
+    learning_rate: float = Field(default=5e-5, description="Optimizer learning rate.")
+    local_steps: int = Field(default=1, description="Local steps between exchanges.")
+    max_rounds: int = Field(default=0, description="Stop after this many rounds; 0 = unbounded.")
 
     # protocol -------------------------------------------------------------------------
-    round_timeout_s: float = Field(30.0, description="Close a round after this many seconds.")
-    heartbeat_interval_s: float = Field(5.0, description="Seconds between heartbeats.")
-    eviction_timeout_s: float = Field(60.0, description="Evict peers silent this long.")
-    min_peers: int = Field(1, description="Contributions needed to apply an average.")
-    quorum: int | float = Field(
-        1.0, description="Close a round early at this many peers (int) or fraction (0,1]."
+    round_timeout_s: float = Field(
+        default=30.0, description="Close a round after this many seconds."
     )
-    subnet_cap: float = Field(0.5, description="Max fraction of a round from one subnet.")
-    ipv4_prefix: int = Field(24, description="IPv4 prefix length that defines a subnet.")
-    ipv6_prefix: int = Field(48, description="IPv6 prefix length that defines a subnet.")
-    aggregation: Literal["flat", "gossip"] = Field("flat", description="flat or gossip.")
-    gossip_fanout: int = Field(4, description="Peers each update is forwarded to (gossip).")
+    heartbeat_interval_s: float = Field(default=5.0, description="Seconds between heartbeats.")
+    eviction_timeout_s: float = Field(default=60.0, description="Evict peers silent this long.")
+    min_peers: int = Field(default=1, description="Contributions needed to apply an average.")
+    quorum: int | float = Field(
+        default=1.0, description="Close a round early at this many peers (int) or fraction (0,1]."
+    )
+    subnet_cap: float = Field(default=0.5, description="Max fraction of a round from one subnet.")
+    ipv4_prefix: int = Field(default=24, description="IPv4 prefix length that defines a subnet.")
+    ipv6_prefix: int = Field(default=48, description="IPv6 prefix length that defines a subnet.")
+    aggregation: Literal["flat", "gossip"] = Field(default="flat", description="flat or gossip.")
+    gossip_fanout: int = Field(default=4, description="Peers each update is forwarded to (gossip).")
 
     # test-only misbehaviour, used by the adversarial compose node ----------------------
     adversary: Literal["none", "noise", "sign_flip", "scale"] = Field(
-        "none", description="Make this node send bad updates (demos of robust aggregation)."
+        default="none", description="Make this node send bad updates (demos of robust aggregation)."
     )
-    adversary_scale: float = Field(10.0, description="Noise std / scale factor of adversary.")
+    adversary_scale: float = Field(
+        default=10.0, description="Noise std / scale factor of adversary."
+    )
 
     # ops ------------------------------------------------------------------------------
-    checkpoint_dir: Path = Field(Path("checkpoints"), description="Where checkpoints go.")
-    checkpoint_every_rounds: int = Field(10, description="Checkpoint period; 0 = never.")
-    metrics_port: int = Field(0, description="Prometheus /metrics port; 0 disables.")
+    checkpoint_dir: Path = Field(default=Path("checkpoints"), description="Where checkpoints go.")
+    checkpoint_every_rounds: int = Field(default=10, description="Checkpoint period; 0 = never.")
+    metrics_port: int = Field(default=0, description="Prometheus /metrics port; 0 disables.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        "INFO", description="Least severe log level printed."
+        default="INFO", description="Least severe log level printed."
     )
     log_format: Literal["json", "console", "auto"] = Field(
-        "auto", description="json, console, or auto (json when not a terminal)."
+        default="auto", description="json, console, or auto (json when not a terminal)."
     )
 
     # ---- per-field rules ---------------------------------------------------------------

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from swarm_tune.runtime.ops.join import JoinError, plan_join, start_commands, write_env_file
 from swarm_tune.runtime.ops.manifest import (
     ManifestError,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from swarm_tune.runtime.ops.peer_id import peer_id_from_seed
 from swarm_tune.runtime.ops.settings import NodeSettings, SettingsError, load_settings
 
@@ -24,7 +26,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def errors_for(**overrides: object) -> dict[str, str]:
+def errors_for(**overrides: Any) -> dict[str, str]:
     with pytest.raises(SettingsError) as info:
         load_settings(**overrides)
     lines = str(info.value).splitlines()
