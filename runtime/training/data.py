@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from swarm_tune.runtime.training.corpus import CORPUS_TRAIN, CORPUS_VALID
 from swarm_tune.runtime.training.tokenizer import TextTokenizer
 

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
 from swarm_tune.runtime.training.data import (
     SHIPPED_CORPUS,
+    DataError,
     TokenShard,
     load_dataset_shard,
 )
@@ -236,9 +238,9 @@ def build_learner(
     ``tokenizer``: default is the shipped tokenizer for tiny models and the model's own
     tokenizer for hub models. ``eval_source``: default is the shipped held-out split for the
     shipped corpus, the ``validation`` split for a hub dataset, and none (training loss) for a
-    local file. The held-out set is not sharded: every node evaluates on the same sequences.
-    ``seed`` fixes model initialisation (same on every node) and, with the shard index, the
-    data order.
+    local file or a hub dataset without that split. The held-out set is not sharded: every
+    node evaluates on the same sequences. ``seed`` fixes model initialisation (same on every
+    node) and, with the shard index, the data order.
     """
     tok: TextTokenizer
     if tokenizer is None:
@@ -252,8 +254,13 @@ def build_learner(
     src = str(data_source)
     if eval_source is not None:
         eval_data = load_dataset_shard(eval_source, 1, 0, tok, seq_len, split="validation")
-    elif src == SHIPPED_CORPUS or not Path(src).exists():
+    elif src == SHIPPED_CORPUS:
         eval_data = load_dataset_shard(src, 1, 0, tok, seq_len, split="validation")
+    elif not Path(src).exists():
+        try:  # many hub datasets have no validation split: evaluate on training data then
+            eval_data = load_dataset_shard(src, 1, 0, tok, seq_len, split="validation")
+        except DataError:
+            eval_data = None
     model = load_model(
         model_name,
         device,

@@ -17,8 +17,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from swarm_tune.runtime.training.corpus import TOKENIZER_PATH
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from swarm_tune.runtime.training.corpus import TOKENIZER_PATH
 
 EOS_TOKEN = "<|endoftext|>"
 DEFAULT_VOCAB_SIZE = 1024
