@@ -74,6 +74,9 @@ def configure_logging(
 ) -> None:
     """Configure structlog and stdlib logging; safe to call again (replaces itself).
 
+    Call it after importing libp2p (which resets its own logger on import) so that
+    libp2p's warnings are rendered in the same format.
+
     ``settings_or_level``: a :class:`NodeSettings` (level, format and node/run ids taken
     from it) or a level name/number. ``fmt``: ``json``/``console``/``auto``; overrides the
     settings. ``stream`` defaults to stderr so command output on stdout stays clean.
@@ -125,6 +128,19 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    _adopt_libp2p(level)
+
+
+def _adopt_libp2p(level: int) -> None:
+    # libp2p, on import, sets its "libp2p" logger to WARNING with propagate=False and no
+    # handler, so its warnings (e.g. pubsub "fail to deliver message") would bypass our
+    # format and go to Python's last-resort stderr handler. Route them to our stream;
+    # below WARNING it is far too chatty for a node's log. Call configure_logging after
+    # the net stack is imported (libp2p resets this at import time).
+    if "libp2p" in sys.modules:
+        lib = logging.getLogger("libp2p")
+        lib.propagate = True
+        lib.setLevel(max(level, logging.WARNING))
 
 
 def get_logger(name: str) -> FilteringBoundLogger:

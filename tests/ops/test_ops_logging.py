@@ -27,11 +27,13 @@ class FakeTTY(io.StringIO):
 @pytest.fixture(autouse=True)
 def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> object:
     monkeypatch.delenv("SWARM_LOG_FORMAT", raising=False)
-    root = logging.getLogger()
+    root, lib = logging.getLogger(), logging.getLogger("libp2p")
     handlers, level = list(root.handlers), root.level
+    lib_state = (lib.propagate, lib.level)
     yield None
     root.handlers[:] = handlers
     root.setLevel(level)
+    lib.propagate, lib.level = lib_state
 
 
 def test_json_lines_parse_and_carry_context(
@@ -44,7 +46,7 @@ def test_json_lines_parse_and_carry_context(
     log = get_logger("swarm_tune.test")
     log.info("round_closed", round=3, peers=5, loss=1.25)
     log.debug("detail", path=Path("/x"))
-    logging.getLogger("libp2p.pubsub").warning("fail to deliver %s", "msg")
+    logging.getLogger("somelib.sub").warning("fail to deliver %s", "msg")
     try:
         raise ValueError("boom")
     except ValueError:
@@ -60,9 +62,22 @@ def test_json_lines_parse_and_carry_context(
     assert records[0]["round"] == 3 and records[0]["loss"] == 1.25
     assert records[0]["level"] == "info" and records[0]["logger"] == "swarm_tune.test"
     assert records[1]["path"] == "/x"  # non-JSON types are stringified, not fatal
-    assert records[2]["logger"] == "libp2p.pubsub" and records[2]["level"] == "warning"
+    assert records[2]["logger"] == "somelib.sub" and records[2]["level"] == "warning"
     assert "ValueError: boom" in records[3]["exception"]
     assert records[0]["timestamp"].endswith("Z")
+
+
+def test_libp2p_warnings_join_the_json_stream() -> None:
+    import libp2p  # noqa: F401 - its import resets the "libp2p" logger (the case under test)
+
+    buf = io.StringIO()
+    configure_logging("DEBUG", "json", stream=buf)
+    logging.getLogger("libp2p.pubsub").info("noise")  # kept at WARNING
+    logging.getLogger("libp2p.pubsub").warning("fail to deliver message to subscription")
+    records = [json.loads(x) for x in buf.getvalue().splitlines()]
+    assert [(r["logger"], r["event"]) for r in records] == [
+        ("libp2p.pubsub", "fail to deliver message to subscription")
+    ]
 
 
 def test_level_filters_both_structlog_and_stdlib() -> None:
