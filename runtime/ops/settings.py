@@ -564,6 +564,10 @@ def load_settings(*, env_file: str | Path | None = None, **overrides: Any) -> No
     file that does not exist is an error. Raises :class:`SettingsError` with one line per
     bad field, e.g. ``SWARM_LISTEN_PORT: must be between 0 and 65535 (got 70000)``.
     """
+    unknown = sorted(set(overrides) - set(NodeSettings.model_fields))
+    if unknown:
+        # extra="ignore" is for stray SWARM_* env vars; a typo in code is a bug, say so.
+        raise SettingsError([(name, "is not a setting") for name in unknown])
     kwargs: dict[str, Any] = dict(overrides)
     if env_file is not None:
         path = Path(env_file)

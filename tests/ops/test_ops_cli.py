@@ -54,6 +54,13 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
         assert SEED not in out.stdout + out.stderr
 
 
+def test_config_show_warns_about_typos(tmp_path: Path) -> None:
+    result = run(["config", "show", "--json"], tmp_path, {"SWARM_LISTEN_PROT": "1"})
+    assert result.returncode == 0
+    assert "SWARM_LISTEN_PROT is not a known setting" in result.stderr
+    assert json.loads(result.stdout)["listen_port"] == 4001
+
+
 def test_config_show_bad_config_one_line_per_field(tmp_path: Path) -> None:
     env = {
         "SWARM_LISTEN_PORT": "70000",

@@ -61,7 +61,9 @@ def compose(name: str) -> dict[str, Any]:
 
 
 def settings_from_env(env: dict[str, Any]) -> NodeSettings:
-    values = {k[len(ENV_PREFIX) :].lower(): str(v) for k, v in env.items()}
+    values = {
+        k[len(ENV_PREFIX) :].lower(): str(v) for k, v in env.items() if k.startswith(ENV_PREFIX)
+    }
     return load_settings(**values)
 
 

@@ -233,3 +233,17 @@ def test_overrides_text_round_trip(overrides: dict[str, int | float | bool | str
         for k, v in overrides.items()
     }
     assert loaded == expected
+
+
+def test_unknown_keyword_is_an_error_not_ignored() -> None:
+    with pytest.raises(SettingsError, match=r"^listen_prot: is not a setting$"):
+        load_settings(listen_prot=4001)
+
+
+def test_unknown_env_vars_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from swarm_tune.runtime.ops.settings import unknown_env_vars
+
+    monkeypatch.setenv("SWARM_LISTEN_PROT", "1")
+    (tmp_path / ".env").write_text("SWARM_DEVISE=cuda\nSWARM_DEVICE=cpu\n")
+    assert unknown_env_vars() == ["SWARM_DEVISE", "SWARM_LISTEN_PROT"]
+    assert load_settings().device == "cpu"  # stray names do not break loading
