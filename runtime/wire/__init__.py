@@ -29,6 +29,7 @@ from swarm_tune.runtime.wire.codec import (
     MAGIC,
     decode,
     encode,
+    encode_buffer,
     message_id,
 )
 from swarm_tune.runtime.wire.envelope import Envelope, MetaScalar, MetaValue, MsgType
@@ -47,7 +48,7 @@ from swarm_tune.runtime.wire.errors import (
     WireError,
     WrongRun,
 )
-from swarm_tune.runtime.wire.framing import FRAME_HEADER_BYTES, split_frames
+from swarm_tune.runtime.wire.framing import FRAME_HEADER_BYTES, iter_frames, split_frames
 from swarm_tune.runtime.wire.identity import SEED_ENV_VAR, Identity, InsecureKeyFile, KeyFileError
 from swarm_tune.runtime.wire.limits import DEFAULT_FRAME_BYTES, WireLimits
 from swarm_tune.runtime.wire.peer_id import peer_id_from_public_key, public_key_from_peer_id
@@ -86,6 +87,8 @@ __all__ = [
     "WrongRun",
     "decode",
     "encode",
+    "encode_buffer",
+    "iter_frames",
     "message_id",
     "peer_id_from_public_key",
     "public_key_from_peer_id",

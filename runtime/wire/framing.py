@@ -24,6 +24,7 @@ the reassembled message is, and its sender must match the authenticated transpor
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,13 +39,21 @@ from swarm_tune.runtime.wire.errors import (
 )
 from swarm_tune.runtime.wire.limits import DEFAULT_FRAME_BYTES, WireLimits
 
-__all__ = ["FRAME_HEADER_BYTES", "FRAME_MAGIC", "Frame", "parse_frame", "split_frames"]
+__all__ = [
+    "FRAME_HEADER_BYTES",
+    "FRAME_MAGIC",
+    "Frame",
+    "iter_frames",
+    "parse_frame",
+    "split_frames",
+]
 
 FRAME_MAGIC: Final = b"SWRF"
 FRAME_VERSION: Final = 1
 _HDR = struct.Struct("<4sHH16sIIQI")
 FRAME_HEADER_BYTES: Final = _HDR.size
 _DEFAULT_LIMITS: Final = WireLimits()
+_NO_SIZE_LIMITS: Final = WireLimits(max_message_bytes=1 << 62, max_header_bytes=1 << 32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,26 +72,38 @@ class Frame:
         return self.index * self.chunk_size
 
 
+def iter_frames(
+    message: bytes | bytearray | memoryview, max_frame_bytes: int = DEFAULT_FRAME_BYTES
+) -> Iterator[bytes]:
+    """Yield the frames of an encoded message one at a time.
+
+    Preferred by senders: only one 60 KiB frame is alive at a time (and its memory is
+    reused for the next), instead of a second full copy of the message.
+    """
+    chunk = max_frame_bytes - FRAME_HEADER_BYTES
+    if chunk <= 0:
+        raise ValueError("max_frame_bytes too small for the frame header")
+    mv = memoryview(message)
+    if mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")
+    # Any well-formed message gets an id; size limits are the receiver's business.
+    mid = message_id(mv, _NO_SIZE_LIMITS)
+    total = len(mv)
+    count = -(-total // chunk)
+    if count >= 1 << 32:
+        raise ValueError("message too large to frame")
+    for i in range(count):
+        yield (
+            _HDR.pack(FRAME_MAGIC, FRAME_VERSION, 0, mid, i, count, total, chunk)
+            + mv[i * chunk : (i + 1) * chunk]
+        )
+
+
 def split_frames(
     message: bytes | bytearray | memoryview, max_frame_bytes: int = DEFAULT_FRAME_BYTES
 ) -> list[bytes]:
     """Cut an encoded message (from `encode`) into frames of at most `max_frame_bytes`."""
-    chunk = max_frame_bytes - FRAME_HEADER_BYTES
-    if chunk <= 0:
-        raise ValueError("max_frame_bytes too small for the frame header")
-    with memoryview(message) as mv:
-        # Any well-formed message gets an id; limits are the receiver's business.
-        unlimited = WireLimits(max_message_bytes=1 << 62, max_header_bytes=1 << 32)
-        mid = message_id(mv, unlimited)
-        total = len(mv)
-        count = -(-total // chunk)
-        if count >= 1 << 32:
-            raise ValueError("message too large to frame")
-        return [
-            _HDR.pack(FRAME_MAGIC, FRAME_VERSION, 0, mid, i, count, total, chunk)
-            + mv[i * chunk : (i + 1) * chunk]
-            for i in range(count)
-        ]
+    return list(iter_frames(message, max_frame_bytes))
 
 
 def parse_frame(

@@ -16,8 +16,9 @@ node's memory (announce a 1 GiB message, send one frame, repeat). So:
   `reassembly_timeout` after their first frame.
 * **Strict consistency.** Every frame of a message must agree on (count, total, chunk
   size); a duplicate frame must carry identical bytes; any inconsistency discards the whole
-  partial message. Frames are written straight into one preallocated bytearray, which is
-  handed to `decode` so tensors are zero-copy views of it.
+  partial message. Frames are written straight into one preallocated buffer (uninitialised
+  numpy memory: no zero-fill pass, huge pages, and pages are only touched as data really
+  arrives), which is handed to `decode` so tensors are zero-copy views of it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
+
+import numpy as np
 
 from swarm_tune.runtime.wire.codec import decode
 from swarm_tune.runtime.wire.envelope import Envelope
@@ -53,7 +56,7 @@ class _Partial:
     chunk_size: int
     deadline: float
     reserved: int
-    buf: bytearray
+    buf: memoryview  # uninitialised numpy-backed; every byte is written before use
     have: bytearray
     received: int = 0
 
@@ -107,7 +110,7 @@ class Reassembler:
 
     def push_bytes(
         self, peer: str, frame: bytes | bytearray | memoryview, now: float
-    ) -> bytearray | None:
+    ) -> bytearray | memoryview | None:
         """Like `push` but return the raw reassembled message (not decoded or verified)."""
         expired = self.expire(now)
         f = parse_frame(frame, self.limits)
@@ -181,7 +184,7 @@ class Reassembler:
             chunk_size=chunk_size,
             deadline=now + lim.reassembly_timeout,
             reserved=reserve,
-            buf=bytearray(total),
+            buf=np.empty(total, dtype=np.uint8).data,
             have=bytearray(count),
         )
         self._partials[key] = part

@@ -286,3 +286,25 @@ def test_bool_int32_int64_uint8_float64_roundtrip() -> None:
     for k, t in tensors.items():
         assert same_tensor(t, env.tensors[k]), k
     assert json.loads('{"x": 1}') == {"x": 1}
+
+
+def test_encode_buffer_matches_encode_and_never_leaks_uninitialised_memory() -> None:
+    from swarm_tune.runtime.wire import encode_buffer
+    from swarm_tune.runtime.wire.codec import _encode
+
+    tensors = {
+        "a": torch.ones(3, dtype=torch.int8),  # 61-byte gap after it
+        "b": torch.arange(5, dtype=torch.float16),
+        "c": torch.zeros(0),  # empty last tensor: trailing gap
+    }
+    env = Envelope(MsgType.CONTRIBUTION, RUN, 1, ALICE.peer_id, {"k": "v"}, tensors)
+    reference = bytes(encode(env, ALICE))
+    buf = encode_buffer(env, ALICE)
+    assert isinstance(buf, memoryview) and not buf.readonly
+    assert bytes(buf) == reference
+    dirty = _encode(env, ALICE, WireLimits(), lambda n: memoryview(bytearray(b"\xaa" * n)))
+    assert bytes(dirty) == reference  # every byte written: gaps are zeros, not garbage
+    got = decode(buf, expected_run_id=RUN)
+    base = torch.frombuffer(buf, dtype=torch.uint8).data_ptr()
+    assert base <= got.tensors["b"].data_ptr() < base + len(buf)  # zero-copy from it too
+    assert same_tensor(got.tensors["b"], tensors["b"])
