@@ -1,0 +1,683 @@
+"""The SimPy driver: the unmodified protocol core, one ProtocolNode per virtual node.
+
+Why a driver and not a simulation *of* the protocol: the point of the sans-I/O core is that
+the code proven here is the code that runs on libp2p. This module only does what the trio
+driver does — turn the world into events and execute effects — with virtual time:
+
+* timers    -> one SimPy timeout each; cancel/replace by a version number (a cancelled
+               timeout still fires and is ignored: cheaper than removing it from the heap);
+* Send      -> ``Network.transmit`` computes queueing analytically; ONE SimPy event per
+               delivered message; adversaries rewrite outgoing Contributions here;
+* TrainLocal-> the node's modelled compute time, then LocalUpdateReady. Learning is batched:
+               requests are collected and run in one ``BatchedLearning.flush`` when the first
+               of them is due (a node's parameters do not change between its TrainLocal and
+               its result, except a straggler whose round timed out — the core discards that
+               result, and its newer request replaces the old one here);
+* Apply/Load/ServeState -> the learning engine (the same meaning as ``LearnerBridge``).
+
+SimPy callbacks on bare timeouts are used instead of one process per node: a process costs a
+generator resume per event, a callback does not, and event throughput is the whole game at
+10,000 nodes. Everything happens in a fixed order (node index order, sorted peers, SimPy's
+FIFO tie-break), and every random draw comes from a generator derived from the scenario
+seed, so a run is exactly reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import simpy
+
+from swarm_tune.runtime.protocol import effects as fx
+from swarm_tune.runtime.protocol.config import ProtocolConfig
+from swarm_tune.runtime.protocol.events import (
+    Event,
+    LocalUpdateReady,
+    MessageReceived,
+    PeerConnected,
+    TimerFired,
+    TimerKey,
+)
+from swarm_tune.runtime.protocol.messages import (
+    Contribution,
+    Heartbeat,
+    Message,
+    StateResponse,
+)
+from swarm_tune.runtime.protocol.node import ProtocolNode
+from swarm_tune.runtime.protocol.tensors import ModelSpec, Sketch, UpdateKind
+from swarm_tune.runtime.training.bridge import LearnerBridge
+from swarm_tune.runtime.training.learner import Learner, LocalResult
+from swarm_tune.sim.adversary import Adversary, assign_adversaries
+from swarm_tune.sim.churn import ChurnModel, ComputeModel, node_rng, weighted_pick
+from swarm_tune.sim.network import Network, graph_latency_s, latency_matrix_ms_to_s
+from swarm_tune.sim.recorder import Recorder
+from swarm_tune.sim.scenario import Scenario
+
+SKETCH_BYTES = 8  # per sketch coordinate on the wire (float64)
+PEER_ENTRY_BYTES = 48  # one (peer id, address) pair in a peer exchange
+
+
+class LearningEngine(Protocol):
+    """The batched learning API the driver needs (``sim.learning.BatchedLearning``)."""
+
+    spec: ModelSpec
+
+    def add_node(self, node_index: int, shard: int) -> Learner: ...
+    def dataset_size(self, node_index: int) -> int: ...
+    def request(self, node_index: int, kind: UpdateKind) -> None: ...
+    def flush(self) -> dict[int, LocalResult]: ...
+    def param_digest(self, node_index: int) -> str: ...
+    def param_sketches(self, node_indices: Sequence[int], size: int, seed: int) -> list[Sketch]: ...
+    def payload_bytes(self) -> int: ...
+    def eval_losses(self, node_indices: Sequence[int]) -> list[float]: ...
+    def mean_eval_loss(self, node_indices: Sequence[int]) -> float: ...
+    def divergence(self, node_indices: Sequence[int]) -> float: ...
+
+
+def make_engine(scenario: Scenario) -> LearningEngine:
+    from swarm_tune.sim.learning import BatchedLearning
+
+    return BatchedLearning(scenario.learning, scenario.total_nodes, scenario.seed)
+
+
+@dataclass(slots=True)
+class SimNode:
+    """Driver-side state of one virtual node (the protocol state lives in ``proto``)."""
+
+    index: int
+    id: str
+    address: str
+    learner: Learner
+    compute_rng: random.Random
+    adversary: Adversary | None
+    proto: ProtocolNode | None = None
+    online: bool = False
+    incarnation: int = -1
+    last_round: int = 0
+    timers: dict[TimerKey, int] = field(default_factory=dict)
+    pending: tuple[int, UpdateKind, int] | None = None  # (round, kind, token)
+    ready: tuple[int, LocalUpdateReady] | None = None  # (token, result)
+    # Per-round accumulators, reset at each RoundClosed.
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    msgs_sent: int = 0
+    msgs_recv: int = 0
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    loss: float = math.nan
+    loss_round: int = -1
+    digest: str = ""
+    drift: float = math.nan
+    last_row: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    recorder: Recorder
+    virtual_s: float
+    wall_s: float
+    events: int
+    stop_reason: str
+    swarm_round: int
+    online: int
+    adversaries: dict[str, str]
+
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+class SimDriver:
+    """Builds the world from a scenario and runs it to the stop condition."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        engine: LearningEngine | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.s = scenario
+        self.seed = scenario.seed
+        self.cfg: ProtocolConfig = scenario.protocol_config()
+        self.env = simpy.Environment()
+        self.engine = engine if engine is not None else make_engine(scenario)
+        self.spec = self.engine.spec
+        self.payload = self.engine.payload_bytes()
+        self.control = scenario.links.control_bytes
+        self.run_id = f"{scenario.name}-s{scenario.seed}"
+        self.rec = Recorder(self.run_id)
+        self.progress = progress
+        self.flat = self.cfg.view_size == 0
+        self.events = 0
+        self._token = 0
+        self._to_compute: dict[int, UpdateKind] = {}
+        self._online: list[int] = []
+        self._online_pos: dict[int, int] = {}
+        self._rng = random.Random(f"{self.seed}:driver")
+        self._eval_rng = random.Random(f"{self.seed}:eval")
+        self._accepted_total = 0
+        self._rejected_total = 0
+        self._stop = self.env.event()
+        self._stop_reason = ""
+        self._milestone = -1
+        self._wall0 = 0.0
+        total = scenario.total_nodes
+        width = max(4, len(str(total - 1)))
+        self.compute = ComputeModel(scenario.compute, total, self.seed)
+        adv = assign_adversaries(scenario.adversaries, list(range(scenario.nodes.count)), self.seed)
+        self.churn = ChurnModel(scenario.churn, scenario.nodes.count, sorted(adv), self.seed)
+        self.network = self._build_network(total)
+        self.nodes: list[SimNode] = []
+        for i in range(total):
+            a = adv.get(i)
+            address = a.address if a is not None and a.address else _honest_address(i)
+            self.nodes.append(
+                SimNode(
+                    index=i,
+                    id=f"n{i:0{width}d}",
+                    address=address,
+                    learner=self.engine.add_node(i, i),
+                    compute_rng=node_rng(self.seed, "compute", i),
+                    adversary=a,
+                )
+            )
+        self._index = {n.id: n.index for n in self.nodes}
+        self._handlers: dict[type[Any], Callable[[SimNode, Any], None]] = {
+            fx.Send: self._fx_send,
+            fx.SetTimer: self._fx_set_timer,
+            fx.CancelTimer: self._fx_cancel_timer,
+            fx.TrainLocal: self._fx_train,
+            fx.ApplyAverage: self._fx_apply,
+            fx.LoadState: self._fx_load,
+            fx.ServeState: self._fx_serve,
+            fx.Evict: self._fx_evict,
+            fx.Ban: self._fx_ban,
+            fx.ContributionAccepted: self._fx_accepted,
+            fx.ContributionRejected: self._fx_rejected,
+            fx.RoundClosed: self._fx_round_closed,
+            fx.DriftObserved: self._fx_drift,
+            fx.SyncStarted: self._fx_sync_started,
+            fx.SyncFinished: self._fx_sync_finished,
+        }
+
+    # -- world construction -----------------------------------------------------------
+
+    def _build_network(self, total: int) -> Network:
+        topo = self.s.topology
+        rng = random.Random(f"{self.seed}:sites")
+        if topo.kind == "full":
+            latency = [[topo.latency_ms / 1000.0]]
+            sites = [0] * total
+        elif topo.kind == "regions":
+            latency = latency_matrix_ms_to_s(topo.region_latency_ms)
+            weights = [r.weight for r in topo.regions]
+            sites = [weighted_pick(weights, rng) for _ in range(total)]
+        else:
+            assert topo.graph is not None
+            graph = _load_graph(topo.graph.generator, topo.graph.params, topo.graph.file)
+            latency, n_sites = graph_latency_s(graph, topo.graph.hop_latency_ms)
+            for k in range(n_sites):  # two nodes at one site still cross a LAN hop
+                latency[k][k] = topo.graph.hop_latency_ms / 2000.0
+            sites = [rng.randrange(n_sites) for _ in range(total)]
+        self.site_of = sites
+        classes = self.s.links.bandwidth
+        weights = [c.weight for c in classes]
+        ups, downs = [], []
+        for i in range(total):
+            c = classes[weighted_pick(weights, node_rng(self.seed, "bandwidth", i))]
+            ups.append(c.uplink_mbps * 1e6)
+            downs.append(c.downlink_mbps * 1e6)
+        return Network(
+            sites,
+            latency,
+            ups,
+            downs,
+            random.Random(f"{self.seed}:network"),
+            self.s.links.jitter_ms,
+            self.s.links.loss,
+        )
+
+    # -- scheduling primitives --------------------------------------------------------
+
+    def _at(self, delay: float, callback: Callable[[simpy.Event], None], value: Any) -> None:
+        ev = simpy.Timeout(self.env, max(0.0, delay), value)
+        ev.callbacks.append(callback)
+
+    def _feed(self, node: SimNode, event: Event) -> None:
+        proto = node.proto
+        if proto is None or not node.online:
+            return
+        self.events += 1
+        out = proto.handle(event, self.env.now)
+        if out:
+            self._execute(node, out)
+
+    def _execute(self, node: SimNode, out: list[fx.Effect]) -> None:
+        handlers = self._handlers
+        for eff in out:
+            handlers[type(eff)](node, eff)
+
+    # -- effects ----------------------------------------------------------------------
+
+    def _wire_size(self, msg: Message) -> int:
+        if isinstance(msg, Contribution):
+            return self.control + self.payload
+        if isinstance(msg, Heartbeat):
+            return (
+                self.control
+                + SKETCH_BYTES * len(msg.sketch)
+                + PEER_ENTRY_BYTES * len(msg.known_peers)
+            )
+        if isinstance(msg, StateResponse):
+            return self.control + self.payload + SKETCH_BYTES * len(msg.sketch)
+        return self.control
+
+    def _fx_send(self, node: SimNode, eff: fx.Send) -> None:
+        msg = eff.message
+        if node.adversary is not None and isinstance(msg, Contribution):
+            msg = node.adversary.rewrite(msg)
+        size = self._wire_size(msg)
+        now = self.env.now
+        net = self.network
+        src = node.index
+        index = self._index
+        for peer in eff.peers:
+            dst = index.get(peer)
+            if dst is None:
+                continue
+            node.msgs_sent += 1
+            node.bytes_sent += size
+            d = net.transmit(src, dst, size, now)
+            if d.arrival is None:
+                continue
+            target = self.nodes[dst]
+            self._at(
+                d.arrival - now,
+                self._on_delivery,
+                (dst, target.incarnation, src, node.id, msg, size),
+            )
+
+    def _on_delivery(self, ev: simpy.Event) -> None:
+        dst, inc, src, src_id, msg, size = _payload(ev)
+        node = self.nodes[dst]
+        if not node.online or node.incarnation != inc or not self.network.reachable(src, dst):
+            return
+        node.msgs_recv += 1
+        node.bytes_recv += size
+        self._feed(node, MessageReceived(src_id, msg))
+
+    def _fx_set_timer(self, node: SimNode, eff: fx.SetTimer) -> None:
+        self._token += 1
+        node.timers[eff.key] = self._token
+        self._at(
+            eff.at - self.env.now,
+            self._on_timer,
+            (node.index, node.incarnation, eff.key, self._token),
+        )
+
+    def _fx_cancel_timer(self, node: SimNode, eff: fx.CancelTimer) -> None:
+        node.timers.pop(eff.key, None)
+
+    def _on_timer(self, ev: simpy.Event) -> None:
+        idx, inc, key, token = _payload(ev)
+        node = self.nodes[idx]
+        if node.incarnation != inc or node.timers.get(key) != token:
+            return  # cancelled, replaced, or from a previous life
+        del node.timers[key]
+        self._feed(node, TimerFired(key))
+
+    def _fx_train(self, node: SimNode, eff: fx.TrainLocal) -> None:
+        self._token += 1
+        node.pending = (eff.round, eff.kind, self._token)
+        node.ready = None
+        self._to_compute[node.index] = eff.kind
+        delay = self.compute.step_time(node.index, node.compute_rng)
+        self._at(delay, self._on_compute_done, (node.index, node.incarnation, self._token))
+
+    def _on_compute_done(self, ev: simpy.Event) -> None:
+        idx, inc, token = _payload(ev)
+        node = self.nodes[idx]
+        if node.incarnation != inc or node.pending is None or node.pending[2] != token:
+            return
+        if node.ready is None or node.ready[0] != token:
+            self._flush()
+        ready = node.ready
+        node.pending = node.ready = None
+        if ready is None or ready[0] != token:
+            return
+        result = ready[1]
+        node.loss, node.loss_round = result.loss, result.round
+        node.digest = result.digest[:16]
+        self._feed(node, result)
+
+    def _flush(self) -> None:
+        """Run every collected local step in one batched call (see module docstring)."""
+        work = sorted(self._to_compute.items())
+        self._to_compute = {}
+        if not work:
+            return
+        nodes = [i for i, _ in work]
+        eng = self.engine
+        digests = [eng.param_digest(i) for i in nodes]
+        sketches = eng.param_sketches(nodes, self.cfg.sketch_size, self.cfg.sketch_seed)
+        for i, kind in work:
+            eng.request(i, kind)
+        results = eng.flush()
+        for pos, (i, kind) in enumerate(work):
+            node = self.nodes[i]
+            if node.pending is None:
+                continue
+            rnd, _, token = node.pending
+            res = results[i]
+            node.ready = (
+                token,
+                LocalUpdateReady(rnd, kind, res.update, res.loss, digests[pos], sketches[pos]),
+            )
+
+    def _fx_apply(self, node: SimNode, eff: fx.ApplyAverage) -> None:
+        node.learner.apply_average(eff.kind, eff.update)
+
+    def _fx_load(self, node: SimNode, eff: fx.LoadState) -> None:
+        node.learner.load_state(eff.tensors)
+        self.rec.event(self.env.now, "load_state", node.id, value=eff.round)
+
+    def _fx_serve(self, node: SimNode, eff: fx.ServeState) -> None:
+        assert node.proto is not None
+        resp = LearnerBridge(node.learner, self.cfg).state_response(eff, node.proto.round)
+        self._fx_send(node, fx.Send((eff.peer,), resp))
+
+    def _fx_evict(self, node: SimNode, eff: fx.Evict) -> None:
+        self.rec.event(self.env.now, "evict", node.id, eff.peer, eff.reason)
+
+    def _fx_ban(self, node: SimNode, eff: fx.Ban) -> None:
+        self.rec.event(self.env.now, "ban", node.id, eff.peer, value=eff.until)
+
+    def _fx_accepted(self, node: SimNode, eff: fx.ContributionAccepted) -> None:
+        node.accepted += 1
+        self._accepted_total += 1
+
+    def _fx_rejected(self, node: SimNode, eff: fx.ContributionRejected) -> None:
+        reason = eff.reason.value
+        node.rejected[reason] = node.rejected.get(reason, 0) + 1
+        self._rejected_total += 1
+        self.rec.rejection(self.env.now, node.id, eff.round, eff.peer, reason)
+
+    def _fx_round_closed(self, node: SimNode, eff: fx.RoundClosed) -> None:
+        row: dict[str, Any] = {
+            "node": node.id,
+            "node_index": node.index,
+            "incarnation": node.incarnation,
+            "round": eff.round,
+            "t_open": eff.opened_at,
+            "t_close": eff.closed_at,
+            "duration": eff.closed_at - eff.opened_at,
+            "trigger": eff.trigger,
+            "outcome": eff.outcome,
+            "contributors": eff.contributors,
+            "accepted": node.accepted,
+            "rejected": sum(node.rejected.values()),
+            "msgs_sent": node.msgs_sent,
+            "msgs_recv": node.msgs_recv,
+            "bytes_sent": node.bytes_sent,
+            "bytes_recv": node.bytes_recv,
+            "loss": node.loss if node.loss_round == eff.round else math.nan,
+            "drift": node.drift,
+            "digest": node.digest,
+            "adversary": node.adversary.behaviour if node.adversary else "",
+        }
+        for reason, count in node.rejected.items():
+            row[f"rej_{reason}"] = count
+        node.last_row = self.rec.round_row(row)
+        node.accepted = 0
+        node.rejected = {}
+        node.msgs_sent = node.msgs_recv = node.bytes_sent = node.bytes_recv = 0
+
+    def _fx_drift(self, node: SimNode, eff: fx.DriftObserved) -> None:
+        node.drift = eff.distance
+
+    def _fx_sync_started(self, node: SimNode, eff: fx.SyncStarted) -> None:
+        self.rec.event(self.env.now, "sync_start", node.id, detail=eff.reason, value=len(eff.asked))
+
+    def _fx_sync_finished(self, node: SimNode, eff: fx.SyncFinished) -> None:
+        detail = "ok" if eff.ok else "failed"
+        self.rec.event(self.env.now, "sync_done", node.id, detail=detail, value=eff.round)
+
+    # -- membership: start, join, leave -------------------------------------------------
+
+    def _set_online(self, idx: int, online: bool) -> None:
+        if online:
+            self._online_pos[idx] = len(self._online)
+            self._online.append(idx)
+        else:
+            pos = self._online_pos.pop(idx)
+            last = self._online.pop()
+            if last != idx:
+                self._online[pos] = last
+                self._online_pos[last] = pos
+
+    def _bring_up(self, node: SimNode, start_round: int) -> None:
+        node.incarnation += 1
+        node.online = True
+        node.timers = {}
+        node.pending = node.ready = None
+        node.proto = ProtocolNode(
+            node.id,
+            self.cfg,
+            self.spec,
+            self.engine.dataset_size(node.index),
+            node_rng(self.seed, f"proto{node.incarnation}", node.index),
+            start_round=start_round,
+        )
+        self._set_online(node.index, True)
+
+    def _connect(self, a: SimNode, b: SimNode) -> None:
+        now = self.env.now
+        assert a.proto is not None and b.proto is not None
+        a.proto.handle(PeerConnected(b.id, b.address), now)
+        b.proto.handle(PeerConnected(a.id, a.address), now)
+
+    def _dial(self, node: SimNode) -> None:
+        """Connect a (re)joining node: to everyone (flat) or to a few random peers."""
+        others = [i for i in self._online if i != node.index]
+        if not self.flat:
+            k = min(len(others), self.s.rounds.bootstrap_peers)
+            others = self._rng.sample(others, k)
+        for i in sorted(others):
+            self._connect(node, self.nodes[i])
+
+    def _join(self, idx: int, kind: str) -> None:
+        node = self.nodes[idx]
+        if node.online:
+            return
+        self._bring_up(node, node.last_round)
+        self._dial(node)
+        self.rec.event(self.env.now, kind, node.id, value=node.last_round)
+        assert node.proto is not None
+        self._execute(node, node.proto.start(self.env.now, catch_up=True))
+
+    def _leave(self, idx: int, crash: bool) -> None:
+        node = self.nodes[idx]
+        if not node.online or node.proto is None:
+            return
+        node.last_round = node.proto.round
+        if not crash:
+            self._execute(node, node.proto.stop(self.env.now))
+        node.online = False
+        node.timers = {}
+        node.pending = node.ready = None
+        self._to_compute.pop(idx, None)
+        self._set_online(idx, False)
+        self.rec.event(self.env.now, "crash" if crash else "leave", node.id, value=node.last_round)
+
+    def _churn_process(self, idx: int) -> Any:
+        ch = self.churn
+        yield self.env.timeout(ch.first_session(idx))
+        while True:
+            self._leave(idx, ch.crashes(idx))
+            yield self.env.timeout(ch.offline(idx))
+            self._join(idx, "rejoin")
+            yield self.env.timeout(ch.session(idx))
+
+    def _joiner(self, idx: int, at: float) -> Any:
+        yield self.env.timeout(at)
+        self._join(idx, "join")
+
+    def _partition_process(self, k: int) -> Any:
+        part = self.s.partitions[k]
+        yield self.env.timeout(part.at)
+        total = len(self.nodes)
+        if part.fraction is not None:
+            rng = random.Random(f"{self.seed}:partition{k}")
+            cut = set(rng.sample(range(total), round(part.fraction * total)))
+            groups = [1 if i in cut else 0 for i in range(total)]
+        else:
+            names = [r.name for r in self.s.topology.regions]
+            label = {names.index(r): g for g, grp in enumerate(part.groups) for r in grp}
+            rest = len(part.groups)
+            groups = [label.get(self.site_of[i], rest) for i in range(total)]
+        self.network.partition(groups)
+        self.rec.event(self.env.now, "partition_open", "", detail=str(k), value=part.heal)
+        yield self.env.timeout(part.heal - part.at)
+        self.network.heal()
+        self.rec.event(self.env.now, "partition_heal", "", detail=str(k))
+
+    # -- monitoring and the stop condition --------------------------------------------
+
+    def _swarm_round(self) -> int:
+        rounds = sorted(p.round for i in self._online if (p := self.nodes[i].proto) is not None)
+        if not rounds:
+            return self._milestone
+        q = self.s.rounds.quantile
+        return rounds[min(len(rounds) - 1, max(0, math.ceil(q * len(rounds)) - 1))]
+
+    def _measure(self, r: int, swarm_round: int) -> None:
+        honest = sorted(i for i in self._online if self.nodes[i].adversary is None)
+        row: dict[str, Any] = {
+            "round": r,
+            "t": self.env.now,
+            "wall_s": time.perf_counter() - self._wall0,
+            "online": len(self._online),
+            "median_round": swarm_round,
+            "messages": self.network.sent_messages,
+            "bytes": self.network.sent_bytes,
+            "dropped": self.network.dropped,
+            "accepted": self._accepted_total,
+            "rejected": self._rejected_total,
+        }
+        final = swarm_round >= self.s.rounds.target
+        if honest and (r % self.s.outputs.eval_every == 0 or final):
+            k = min(len(honest), self.s.outputs.eval_sample)
+            sample = sorted(self._eval_rng.sample(honest, k)) if k < len(honest) else honest
+            losses = self.engine.eval_losses(sample)
+            for i, loss in zip(sample, losses, strict=True):
+                if self.nodes[i].last_row >= 0:
+                    self.rec.set_eval_loss(self.nodes[i].last_row, loss)
+            row["eval_loss_mean_model"] = self.engine.mean_eval_loss(sample)
+            row["eval_loss_median"] = sorted(losses)[len(losses) // 2]
+            row["divergence"] = self.engine.divergence(sample)
+        self.rec.swarm_row(row)
+
+    def _monitor(self) -> Any:
+        interval = self.s.outputs.monitor_interval or min(
+            self.cfg.heartbeat_interval, self.cfg.round_timeout / 4
+        )
+        target = self.s.rounds.target
+        while True:
+            current = self._swarm_round()
+            if current > self._milestone:
+                for r in range(self._milestone + 1, min(current, target) + 1):
+                    self._measure(r, current)
+                self._milestone = current
+                if self.progress is not None:
+                    self.progress(min(current, target), target, self.env.now)
+            if current >= target:
+                self._finish("target_round")
+                return
+            yield self.env.timeout(interval)
+
+    def _deadline(self) -> Any:
+        yield self.env.timeout(self.s.rounds.max_virtual_time)
+        self._measure(max(self._milestone, 0), self._swarm_round())
+        self._finish("max_virtual_time")
+
+    def _finish(self, reason: str) -> None:
+        if not self._stop.triggered:
+            self._stop_reason = reason
+            self._stop.succeed()
+
+    # -- run ----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self._wall0 = time.perf_counter()
+        env = self.env
+        initial = self.s.nodes.count
+        for i in range(initial):
+            self._bring_up(self.nodes[i], 0)
+        self._measure(0, 0)
+        self._milestone = 0
+        self._initial_connections(initial)
+        for i in range(initial):
+            node = self.nodes[i]
+            assert node.proto is not None
+            self._execute(node, node.proto.start(0.0))
+        for i in self.churn.churners:
+            env.process(self._churn_process(i))
+        for at, idx in self.churn.joiner_times(initial):
+            env.process(self._joiner(idx, at))
+        for k in range(len(self.s.partitions)):
+            env.process(self._partition_process(k))
+        env.process(self._monitor())
+        if math.isfinite(self.s.rounds.max_virtual_time):
+            env.process(self._deadline())
+        env.run(until=self._stop)
+        wall = time.perf_counter() - self._wall0
+        advs: dict[str, str] = {
+            n.id: n.adversary.behaviour for n in self.nodes if n.adversary is not None
+        }
+        return RunResult(
+            self.rec,
+            env.now,
+            wall,
+            self.events,
+            self._stop_reason,
+            self._milestone,
+            len(self._online),
+            advs,
+        )
+
+    def _initial_connections(self, initial: int) -> None:
+        if self.flat:
+            for a in range(initial):
+                for b in range(a + 1, initial):
+                    self._connect(self.nodes[a], self.nodes[b])
+            return
+        k = min(initial - 1, self.s.rounds.bootstrap_peers)
+        for a in range(initial):
+            for b in sorted(self._rng.sample(range(initial - 1), k)):
+                self._connect(self.nodes[a], self.nodes[b if b < a else b + 1])
+
+
+def _payload(ev: simpy.Event) -> Any:
+    return ev._value  # set at construction; the public property re-checks state we know
+
+
+def _honest_address(i: int) -> str:
+    """One /24 per honest node (10.x.y.0/24, then 11.x.y.0/24, ...)."""
+    return f"{10 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.{1 + i % 250}"
+
+
+def _load_graph(generator: str | None, params: dict[str, Any], file: str | None) -> Any:
+    import networkx as nx
+
+    if file is not None:
+        return nx.read_graphml(file)
+    assert generator is not None
+    fn = getattr(nx, generator, None)
+    if fn is None or not callable(fn):
+        raise ValueError(f"networkx has no generator {generator!r}")
+    return fn(**params)

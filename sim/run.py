@@ -1,0 +1,98 @@
+"""One simulation run, start to finish: scenario in, self-describing folder out.
+
+Why separate from the CLI: tests, benchmarks and the sweep runner all need "run this
+scenario and give me the tables" without a terminal; the CLI adds only the progress bar and
+the summary screen. Why the seed override rebuilds the scenario: the resolved config.yaml in
+the run folder must show the seed that actually ran.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import simpy
+import torch
+
+import swarm_tune
+from swarm_tune.sim.driver import ProgressFn, RunResult, SimDriver
+from swarm_tune.sim.scenario import Scenario
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutput:
+    result: RunResult
+    out_dir: Path | None
+    manifest: dict[str, Any]
+
+
+def with_seed(scenario: Scenario, seed: int | None) -> Scenario:
+    return scenario if seed is None else scenario.model_copy(update={"seed": seed})
+
+
+def default_out_dir(scenario: Scenario) -> Path:
+    return Path(scenario.outputs.dir or f"runs_out/{scenario.name}-s{scenario.seed}")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run_scenario(
+    scenario: Scenario,
+    out_dir: Path | None = None,
+    *,
+    write: bool = True,
+    progress: ProgressFn | None = None,
+) -> RunOutput:
+    """Run ``scenario``; write the run folder to ``out_dir`` (default from the scenario)."""
+    started = _now()
+    driver = SimDriver(scenario, progress=progress)
+    result = driver.run()
+    ended = _now()
+    manifest: dict[str, Any] = {
+        "run_id": driver.run_id,
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "swarm_tune_version": swarm_tune.__version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "simpy": simpy.__version__,
+        "wall_start": started,
+        "wall_end": ended,
+        "wall_s": round(result.wall_s, 3),
+        "virtual_s": result.virtual_s,
+        "events": result.events,
+        "stop_reason": result.stop_reason,
+        "swarm_round": result.swarm_round,
+        "nodes_total": scenario.total_nodes,
+        "nodes_online_at_end": result.online,
+        "adversaries": result.adversaries,
+        "payload_bytes": driver.payload,
+        "tables": ["rounds", "swarm", "rejections", "events"],
+    }
+    target: Path | None = None
+    if write:
+        target = out_dir if out_dir is not None else default_out_dir(scenario)
+        result.recorder.write(target, scenario.resolved_yaml(), manifest)
+    return RunOutput(result, target, manifest)

@@ -1,0 +1,428 @@
+"""The scenario file: one YAML document that describes a whole simulated world.
+
+Why pydantic with ``extra="forbid"`` everywhere: a scenario is the unit of reproducibility (it
+is written back, resolved, into every run folder), so a typo must be an error, never a knob
+silently left at its default. Why our own error type with YAML line numbers: people edit these
+files by hand, and "nodes.count: Input should be greater than 0 (line 4)" is fixable in
+seconds, where a pydantic traceback is not. Every problem is collected (not just the first),
+and the combinations that cannot possibly run (more adversaries than nodes, a quorum larger
+than the swarm, ...) are rejected here, before a single virtual node is built.
+
+The ``protocol:`` block mirrors ``ProtocolConfig`` field for field (a test keeps them in
+step) and is mapped onto it by ``Scenario.protocol_config()``. ``sweep:`` is accepted and
+ignored by a single run: the sweep runner expands it into several scenarios.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from swarm_tune.runtime.protocol.config import ProtocolConfig
+from swarm_tune.sim.distributions import Constant, Distribution
+from swarm_tune.sim.learning_settings import LearningSettings
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodesSpec(_Strict):
+    count: int = Field(ge=1, le=1_000_000, description="nodes online at t=0")
+    # Honest nodes are spread one per /24 so that the subnet cap means something.
+    address_base: str = "10.0.0.0"
+
+
+class Region(_Strict):
+    name: str
+    weight: float = Field(default=1.0, gt=0)
+
+
+class GraphSpec(_Strict):
+    """A networkx generator (by function name) or a GraphML file; vertices are sites."""
+
+    generator: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    file: str | None = None
+    hop_latency_ms: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GraphSpec:
+        if (self.generator is None) == (self.file is None):
+            raise ValueError("give exactly one of generator or file")
+        return self
+
+
+class TopologySpec(_Strict):
+    kind: Literal["full", "regions", "graph"] = "full"
+    latency_ms: float = Field(default=20.0, ge=0, description="one-way, for kind=full")
+    regions: list[Region] = Field(default_factory=list)
+    region_latency_ms: list[list[float]] = Field(default_factory=list)
+    graph: GraphSpec | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> TopologySpec:
+        if self.kind == "regions":
+            n = len(self.regions)
+            if n == 0:
+                raise ValueError("kind=regions needs at least one region")
+            m = self.region_latency_ms
+            if len(m) != n or any(len(row) != n for row in m):
+                raise ValueError(f"region_latency_ms must be a {n}x{n} matrix")
+            if any(v < 0 for row in m for v in row):
+                raise ValueError("region_latency_ms entries must be >= 0")
+        if self.kind == "graph" and self.graph is None:
+            raise ValueError("kind=graph needs a graph block")
+        return self
+
+
+class BandwidthClass(_Strict):
+    weight: float = Field(default=1.0, gt=0)
+    uplink_mbps: float = Field(gt=0)
+    downlink_mbps: float = Field(gt=0)
+
+
+class LinksSpec(_Strict):
+    jitter_ms: Distribution = Field(default_factory=lambda: Constant(value=0.0))
+    bandwidth: list[BandwidthClass] = Field(
+        default_factory=lambda: [BandwidthClass(uplink_mbps=100.0, downlink_mbps=100.0)],
+        min_length=1,
+    )
+    loss: float = Field(default=0.0, ge=0.0, lt=1.0)
+    control_bytes: int = Field(default=300, ge=1)
+
+
+class PartitionSpec(_Strict):
+    """From ``at`` to ``heal`` messages between groups are dropped.
+
+    Groups are either region names (``groups: [[eu], [us, asia]]``) or, with ``fraction``, a
+    seeded random share of the nodes cut off from the rest.
+    """
+
+    at: float = Field(ge=0)
+    heal: float = Field(gt=0)
+    groups: list[list[str]] = Field(default_factory=list)
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PartitionSpec:
+        if self.heal <= self.at:
+            raise ValueError("heal must be after at")
+        if (self.fraction is None) == (not self.groups):
+            raise ValueError("give exactly one of groups or fraction")
+        return self
+
+
+class ComputeClass(_Strict):
+    name: str = "gpu"
+    weight: float = Field(default=1.0, gt=0)
+    step_time: Distribution = Field(default_factory=lambda: Constant(value=1.0))
+
+
+class StragglerSpec(_Strict):
+    fraction: float = Field(default=0.0, ge=0, le=1)
+    factor: float = Field(default=5.0, ge=1)
+
+
+class ComputeSpec(_Strict):
+    classes: list[ComputeClass] = Field(default_factory=lambda: [ComputeClass()], min_length=1)
+    stragglers: StragglerSpec = Field(default_factory=StragglerSpec)
+
+
+class JoinersSpec(_Strict):
+    count: int = Field(default=0, ge=0)
+    at: Distribution = Field(default_factory=lambda: Constant(value=0.0))
+
+
+class ChurnSpec(_Strict):
+    fraction: float = Field(default=0.0, ge=0, le=1, description="share of nodes that churn")
+    session: Distribution = Field(default_factory=lambda: Constant(value=600.0))
+    offline: Distribution = Field(default_factory=lambda: Constant(value=120.0))
+    crash_probability: float = Field(default=0.5, ge=0, le=1)
+    first_leave_after: float = Field(default=0.0, ge=0)
+    joiners: JoinersSpec = Field(default_factory=JoinersSpec)
+
+
+Behaviour = Literal["nan", "inf", "scaled", "sign_flip", "noise", "stale_replay", "sybil"]
+
+
+class AdversarySpec(_Strict):
+    behaviour: Behaviour
+    count: int | None = Field(default=None, ge=0)
+    fraction: float | None = Field(default=None, ge=0, le=1)
+    factor: float | None = Field(
+        default=None, description="scaled: x factor (100); sign_flip/sybil: x -factor (1)"
+    )
+    std: float = Field(default=10.0, ge=0, description="noise: std relative to update RMS")
+    group_size: int | None = Field(default=None, ge=1, description="sybil: nodes per /24")
+    subnet: str = "203.0.113.0"
+    start_round: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _sized(self) -> AdversarySpec:
+        if (self.count is None) == (self.fraction is None):
+            raise ValueError("give exactly one of count or fraction")
+        return self
+
+    def resolved_count(self, nodes: int) -> int:
+        return self.count if self.count is not None else round((self.fraction or 0.0) * nodes)
+
+
+class ProtocolSpec(_Strict):
+    """Mirror of ``ProtocolConfig`` (same names, same defaults)."""
+
+    round_timeout: float = 30.0
+    quorum: int | float = 1.0
+    min_peers: int = 2
+    future_window: int = 2
+    max_buffered_per_round: int = 256
+    heartbeat_interval: float = 5.0
+    eviction_timeout: float = 60.0
+    view_size: int = 0
+    peer_exchange: int = 4
+    norm_factor: float = 4.0
+    norm_floor: float = 0.0
+    norm_history: int = 64
+    norm_warmup: int = 4
+    ban_window: int = 8
+    ban_threshold: float = 0.5
+    ban_duration: float = 300.0
+    subnet_cap: float = 0.25
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 48
+    strategy: Literal["flat", "gossip"] = "flat"
+    gossip_fanout: int = 4
+    param_sync_every: int = 10
+    drift_bound: float = 0.05
+    lag_rounds: int = 3
+    sync_fanout: int = 3
+    sync_timeout: float = 20.0
+    sketch_size: int = 64
+    sketch_seed: int = 0x5EED
+
+    @model_validator(mode="after")
+    def _core_invariants(self) -> ProtocolSpec:
+        self.to_config()  # the core's own checks, reported at this block
+        return self
+
+    def to_config(self) -> ProtocolConfig:
+        return ProtocolConfig(**self.model_dump())
+
+
+class RoundsSpec(_Strict):
+    target: int = Field(default=20, ge=1, description="stop when the swarm reached this round")
+    quantile: float = Field(default=0.5, gt=0, le=1, description="which node's round counts")
+    max_virtual_time: float = Field(default=math.inf, gt=0)
+    bootstrap_peers: int = Field(default=8, ge=1, description="gossip: peers dialled at join")
+
+
+class OutputsSpec(_Strict):
+    dir: str | None = None  # default runs_out/<name>-s<seed>
+    eval_every: int = Field(default=1, ge=1, description="swarm rounds between evaluations")
+    eval_sample: int = Field(default=256, ge=1, description="nodes evaluated per evaluation")
+    monitor_interval: float | None = Field(default=None, gt=0)
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    nodes: NodesSpec
+    topology: TopologySpec = Field(default_factory=TopologySpec)
+    links: LinksSpec = Field(default_factory=LinksSpec)
+    partitions: list[PartitionSpec] = Field(default_factory=list)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    churn: ChurnSpec = Field(default_factory=ChurnSpec)
+    adversaries: list[AdversarySpec] = Field(default_factory=list)
+    learning: LearningSettings = Field(default_factory=LearningSettings)
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    rounds: RoundsSpec = Field(default_factory=RoundsSpec)
+    outputs: OutputsSpec = Field(default_factory=OutputsSpec)
+    sweep: dict[str, Any] | None = None  # expanded by the sweep runner; ignored by one run
+
+    @property
+    def total_nodes(self) -> int:
+        return self.nodes.count + self.churn.joiners.count
+
+    def protocol_config(self) -> ProtocolConfig:
+        return self.protocol.to_config()
+
+    def resolved_yaml(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True)
+        return yaml.safe_dump(_finite(data), sort_keys=False)
+
+
+def _finite(value: Any) -> Any:
+    """YAML has .inf, but JSON-mode dumps make it a string: keep it a float."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if value == "Infinity":
+        return math.inf
+    return value
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str  # dotted, e.g. "adversaries.0.count"
+    message: str
+    line: int | None = None  # 1-based
+
+    def render(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line is not None else source
+        return f"{where}: {self.path or '<root>'}: {self.message}"
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; ``problems`` lists every reason, one per field."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(p.render(source) for p in problems))
+
+
+def _line_index(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = str(key.value)
+            out[(*path, k)] = key.start_mark.line + 1
+            _line_index(value, (*path, k), out)
+            out[(*path, k)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, str(i)), out)
+
+
+def _line_for(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | None:
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return None
+
+
+# Union members and discriminator tags that pydantic adds to an error's location.
+_LOC_TAGS = frozenset(
+    {"constant", "uniform", "exponential", "lognormal", "weibull", "normal"}
+    | {"int", "float", "str", "bool", "list", "dict", "none"}
+)
+
+
+def _clean_loc(loc: tuple[int | str, ...], lines: dict[tuple[str, ...], int]) -> tuple[str, ...]:
+    kept: list[str] = []
+    for raw in loc:
+        p = str(raw)
+        if (*kept, p) not in lines and (p in _LOC_TAGS or "[" in p):
+            continue
+        kept.append(p)
+    return tuple(kept)
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    """Validate YAML text; raise ScenarioError listing every problem."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ScenarioError(source, [Problem("", f"not valid YAML: {exc}", line)]) from None
+    if not isinstance(data, dict) or root is None:
+        raise ScenarioError(source, [Problem("", "the file must be a YAML mapping", 1)])
+    lines: dict[tuple[str, ...], int] = {}
+    _line_index(root, (), lines)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _clean_loc(err["loc"], lines)
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(Problem(".".join(loc), msg, _line_for(lines, loc)))
+        raise ScenarioError(source, _dedupe(problems)) from None
+    problems = check_feasible(scenario)
+    if problems:
+        raise ScenarioError(
+            source,
+            [
+                Problem(p.path, p.message, _line_for(lines, tuple(p.path.split("."))))
+                for p in problems
+            ],
+        )
+    return scenario
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for p in problems:
+        if (p.path, p.message) not in seen:
+            seen.add((p.path, p.message))
+            out.append(p)
+    return out
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(str(p), [Problem("", f"cannot read: {exc.strerror}")]) from None
+    return parse_scenario(text, str(p))
+
+
+def check_feasible(s: Scenario) -> list[Problem]:
+    """Combinations that pass field validation but cannot possibly run."""
+    out: list[Problem] = []
+    n = s.nodes.count
+    total_adv = 0
+    for i, adv in enumerate(s.adversaries):
+        k = adv.resolved_count(n)
+        total_adv += k
+        if adv.behaviour == "sybil" and adv.group_size is not None and adv.group_size > k:
+            out.append(
+                Problem(
+                    f"adversaries.{i}.group_size",
+                    f"sybil group of {adv.group_size} is larger than this entry's {k} nodes",
+                )
+            )
+    if total_adv > n:
+        out.append(Problem("adversaries", f"{total_adv} adversaries but only {n} nodes"))
+    elif total_adv == n:
+        out.append(Problem("adversaries", "every node is an adversary: nothing to protect"))
+    p = s.protocol
+    if isinstance(p.quorum, int) and not isinstance(p.quorum, bool) and p.quorum > s.total_nodes:
+        out.append(Problem("protocol.quorum", f"quorum {p.quorum} > {s.total_nodes} nodes"))
+    if p.min_peers > s.total_nodes:
+        out.append(
+            Problem("protocol.min_peers", f"min_peers {p.min_peers} > {s.total_nodes} nodes")
+        )
+    if p.strategy == "gossip" and p.view_size == 0 and s.total_nodes > 2000:
+        out.append(
+            Problem("protocol.view_size", "gossip over >2000 nodes needs a bounded view_size > 0")
+        )
+    if p.view_size and p.gossip_fanout > p.view_size:
+        out.append(Problem("protocol.gossip_fanout", "gossip_fanout larger than view_size"))
+    names = {r.name for r in s.topology.regions}
+    for i, part in enumerate(s.partitions):
+        for j, group in enumerate(part.groups):
+            for k, region in enumerate(group):
+                if s.topology.kind != "regions" or region not in names:
+                    out.append(
+                        Problem(f"partitions.{i}.groups.{j}.{k}", f"unknown region {region!r}")
+                    )
+    if s.learning.mode == "real" and s.total_nodes > 64:
+        out.append(Problem("learning.mode", "real mode is limited to 64 nodes"))
+    if s.churn.fraction > 0 and s.churn.fraction * n < 1:
+        out.append(Problem("churn.fraction", f"{s.churn.fraction} of {n} nodes is no node"))
+    return out
