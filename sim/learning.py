@@ -1,0 +1,507 @@
+"""Real learning for thousands of virtual nodes: stacked parameters, batched steps.
+
+Why stacked: the simulator's promise is that every virtual node's update comes from real
+training on real data, and 10,000 separate ``nn.Module``s with their own optimisers would spend
+all their time in Python. Here every parameter of every node lives in ONE tensor of shape
+``[capacity, ...]``; a node is a row. Work is batched in three places:
+
+* ``request`` + ``flush`` — all pending local steps run as one forward/backward over the rows
+  that asked (``learning_model``), chunked to bound memory;
+* ``apply_average`` — averaged updates are queued and applied together (one vectorised SGD or
+  Adam step over all rows that received one) the next time anything reads those rows;
+* ``eval_losses`` / ``divergence`` — vectorised over rows.
+
+Why batching is not a semantic change: a node's micro-batches are a pure function of
+``(seed, node index, its data cursor)`` via a counter-based hash (no shared generator whose
+state depends on who else asked), and rows never interact, so the result of ``flush`` for a
+node is the same whether it is flushed alone, with three others, or with ten thousand
+(tests check bit equality).
+
+Semantics match ``runtime/training/hf_learner.py`` (the ``Learner`` protocol):
+``"grad"`` -> mean gradient over ``local_steps`` micro-batches, parameters unchanged;
+``"params"`` -> the same gradient, one own optimizer step, then the new parameters;
+``apply_average("grad", g)`` steps the node's optimizer with ``g``; ``apply_average("params",
+p)`` and ``load_state(p)`` load ``p`` (optimizer moments kept).
+
+``mode: real`` delegates to per-node Hugging Face learners (``learning_real``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from swarm_tune.runtime.protocol.tensors import (
+    ModelSpec,
+    Sketch,
+    TensorDict,
+    UpdateKind,
+    param_digest,
+    sample_coordinates,
+)
+from swarm_tune.runtime.training.learner import Learner, LocalResult
+from swarm_tune.sim.learning_data import TaskData, mix32, mix_int
+from swarm_tune.sim.learning_model import batched_losses, init_params
+from swarm_tune.sim.learning_settings import LearningSettings
+
+__all__ = [
+    "BatchedLearning",
+    "LearningError",
+    "LearningSettings",
+    "NodeLearner",
+    "centralized_baseline",
+]
+
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
+# Rows per forward/backward: bounds activation memory; results do not depend on it.
+_CHUNK = 2048
+
+
+class LearningError(ValueError):
+    """Bad use of the learning surrogate (unknown node, mismatched tensors, double request)."""
+
+
+class NodeLearner:
+    """One node's view of a ``BatchedLearning``: implements the ``Learner`` protocol."""
+
+    __slots__ = ("_owner", "node_index")
+
+    def __init__(self, owner: BatchedLearning, node_index: int) -> None:
+        self._owner = owner
+        self.node_index = node_index
+
+    @property
+    def dataset_size(self) -> int:
+        return self._owner.dataset_size(self.node_index)
+
+    def parameters(self) -> TensorDict:
+        return self._owner.parameters(self.node_index)
+
+    def compute_update(self, kind: UpdateKind) -> LocalResult:
+        return self._owner.compute_update(self.node_index, kind)
+
+    def apply_average(self, kind: UpdateKind, averaged: TensorDict) -> None:
+        self._owner.apply_average(self.node_index, kind, averaged)
+
+    def load_state(self, params: TensorDict) -> None:
+        self._owner.load_state(self.node_index, params)
+
+    def evaluate(self) -> float:
+        return self._owner.eval_losses([self.node_index])[0]
+
+
+def _check_kind(kind: str) -> UpdateKind:
+    if kind == "grad":
+        return "grad"
+    if kind == "params":
+        return "params"
+    raise LearningError(f"unknown update kind {kind!r} (grad, params)")
+
+
+class BatchedLearning:
+    """All nodes' models, data shards and optimizers, in stacked tensors (see module doc)."""
+
+    def __init__(self, settings: LearningSettings, capacity: int, seed: int) -> None:
+        if capacity < 1:
+            raise LearningError(f"capacity must be >= 1, got {capacity}")
+        self.settings = settings
+        self.capacity = capacity
+        self.seed = seed
+        if settings.mode == "real":
+            from swarm_tune.sim.learning_real import RealLearning
+
+            self._real: RealLearning | None = RealLearning(settings, capacity, seed)
+            self.spec: ModelSpec = self._real.spec
+            return
+        self._real = None
+        self.data = TaskData(settings, capacity, seed)
+        init = init_params(settings, self.data.vocab, self.data.num_outputs, mix_int(seed, 7))
+        self.spec = ModelSpec.from_tensors(init)
+        self._names = [name for name, _ in self.spec.tensors]
+        # One flat row per node; each named parameter is a fixed column range of it, so every
+        # optimizer/averaging/divergence operation is ONE tensor op over all rows.
+        self._layout: list[tuple[str, int, int, tuple[int, ...]]] = []
+        offset = 0
+        for name in self._names:
+            k = init[name].numel()
+            self._layout.append((name, offset, k, tuple(init[name].shape)))
+            offset += k
+        self.numel = offset
+        self._init_row = torch.cat([init[n].reshape(-1) for n in self._names])
+        self._flat = torch.zeros(capacity, offset)
+        self._adam = settings.optimizer == "adam"
+        self._m = torch.zeros(capacity, offset) if self._adam else torch.zeros(0)
+        self._v = torch.zeros(capacity, offset) if self._adam else torch.zeros(0)
+        self._steps = torch.zeros(capacity, dtype=torch.int64)  # optimizer steps per node
+        self._cursor = torch.zeros(capacity, dtype=torch.int64)  # samples drawn per node
+        self._keys = torch.zeros(capacity, dtype=torch.int64)  # per-node data-order key
+        self._sizes = torch.zeros(capacity, dtype=torch.int64)
+        self._shard_rows = torch.zeros(capacity, self.data.max_shard_size, dtype=torch.int32)
+        per_step = settings.batch_size * settings.local_steps
+        self._per_step = per_step
+        self._last_batch = torch.zeros(capacity, per_step, dtype=torch.int64)
+        self._views: dict[int, NodeLearner] = {}
+        self._shard_of: dict[int, int] = {}
+        self._pending: dict[int, UpdateKind] = {}
+        self._applies: dict[int, tuple[UpdateKind, Mapping[str, torch.Tensor]]] = {}
+        self._real_bytes = sum(t.numel() * t.element_size() for t in init.values())
+
+    def _split(self, rows: torch.Tensor) -> TensorDict:
+        """Named views of flat rows [n, numel] -> {name: [n, *shape]}."""
+        n = rows.shape[0]
+        return {name: rows[:, o : o + k].view(n, *shape) for name, o, k, shape in self._layout}
+
+    def _split_row(self, row: torch.Tensor) -> TensorDict:
+        """Named views of one flat row [numel] -> {name: [*shape]}."""
+        return {name: row[o : o + k].view(shape) for name, o, k, shape in self._layout}
+
+    def _flatten(self, tensors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
+        """Stack per-node tensor dicts into flat rows [n, numel] (float32)."""
+        out = torch.empty(len(tensors), self.numel)
+        for name, o, k, _ in self._layout:
+            out[:, o : o + k].copy_(torch.stack([t[name].reshape(k) for t in tensors]))
+        return out
+
+    # ------------------------------------------------------------------------ nodes
+    def add_node(self, node_index: int, shard: int) -> Learner:
+        """Create node ``node_index`` holding data shard ``shard``; returns its Learner view."""
+        if self._real is not None:
+            return self._real.add_node(node_index, shard)
+        if not 0 <= node_index < self.capacity:
+            raise LearningError(f"node index {node_index} outside [0, {self.capacity})")
+        if node_index in self._views:
+            if self._shard_of[node_index] != shard:
+                raise LearningError(
+                    f"node {node_index} already holds shard {self._shard_of[node_index]}"
+                )
+            return self._views[node_index]
+        size = self.data.shard_size(shard)
+        rows = self.data.shard_indices(shard, size)
+        self._shard_rows[node_index, :size] = rows.to(torch.int32)
+        self._sizes[node_index] = size
+        self._keys[node_index] = mix_int(self.seed, 5, node_index)
+        self._flat[node_index] = self._init_row
+        view = NodeLearner(self, node_index)
+        self._views[node_index] = view
+        self._shard_of[node_index] = shard
+        return view
+
+    def _known(self, node_index: int) -> None:
+        if node_index not in self._views:
+            raise LearningError(f"unknown node {node_index} (add_node first)")
+
+    def dataset_size(self, node_index: int) -> int:
+        if self._real is not None:
+            return self._real.dataset_size(node_index)
+        self._known(node_index)
+        return int(self._sizes[node_index])
+
+    def parameters(self, node_index: int) -> TensorDict:
+        """Views into the stacked rows (no copy; callers must not mutate)."""
+        if self._real is not None:
+            return self._real.learner(node_index).parameters()
+        self._known(node_index)
+        self._settle([node_index])
+        return self._split_row(self._flat[node_index])
+
+    def payload_bytes(self) -> int:
+        """Bytes the network model charges per contribution or state transfer."""
+        if self.settings.virtual_payload_bytes is not None:
+            return self.settings.virtual_payload_bytes
+        if self._real is not None:
+            return self._real.real_bytes
+        return self._real_bytes
+
+    def param_digest(self, node_index: int) -> str:
+        return param_digest(self.parameters(node_index))
+
+    def param_sketches(self, node_indices: Sequence[int], size: int, seed: int) -> list[Sketch]:
+        """``tensors.param_sketch`` for many nodes (same coordinates, same values)."""
+        return [
+            tuple(sample_coordinates(self.parameters(i), size, seed).tolist()) for i in node_indices
+        ]
+
+    # ------------------------------------------------------------------ local steps
+    def request(self, node_index: int, kind: UpdateKind) -> None:
+        """Queue a local step for ``flush`` (the batched fast path)."""
+        kind = _check_kind(kind)
+        if self._real is not None:
+            self._real.request(node_index, kind)
+            return
+        self._known(node_index)
+        if node_index in self._pending:
+            raise LearningError(f"node {node_index} already has a pending request")
+        self._pending[node_index] = kind
+
+    def flush(self) -> dict[int, LocalResult]:
+        """Compute ALL pending requests together; node -> its result."""
+        if self._real is not None:
+            return self._real.flush()
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return {}
+        self._settle(None)
+        return self._compute(sorted(pending.items()))
+
+    def compute_update(self, node_index: int, kind: UpdateKind) -> LocalResult:
+        """One node's local step right now (the ``Learner`` path, e.g. via LearnerBridge)."""
+        kind = _check_kind(kind)
+        if self._real is not None:
+            return self._real.learner(node_index).compute_update(kind)
+        self._known(node_index)
+        if node_index in self._pending:
+            raise LearningError(f"node {node_index} has a pending request; flush() it")
+        self._settle([node_index])
+        return self._compute([(node_index, kind)])[node_index]
+
+    def _compute(self, work: list[tuple[int, UpdateKind]]) -> dict[int, LocalResult]:
+        out: dict[int, LocalResult] = {}
+        for start in range(0, len(work), _CHUNK):
+            out.update(self._compute_chunk(work[start : start + _CHUNK]))
+        return out
+
+    def _draw(self, idx: torch.Tensor) -> torch.Tensor:
+        """Pool indices of each row's next ``batch_size * local_steps`` samples; advances."""
+        counters = self._cursor[idx][:, None] + torch.arange(self._per_step)
+        h = mix32(self._keys[idx][:, None] + mix32(counters))
+        slots = h % self._sizes[idx][:, None]
+        rows = self._shard_rows[idx]
+        self._cursor[idx] += self._per_step
+        picked = torch.gather(rows, 1, slots).to(torch.int64)
+        self._last_batch[idx] = picked
+        return picked
+
+    def _compute_chunk(self, work: list[tuple[int, UpdateKind]]) -> dict[int, LocalResult]:
+        idx = torch.tensor([i for i, _ in work], dtype=torch.int64)
+        batch = self.data.batch(self._draw(idx))
+        leaf = self._flat.index_select(0, idx).requires_grad_()
+        with torch.enable_grad():
+            losses = batched_losses(self._split(leaf), batch)
+            (grads,) = torch.autograd.grad(losses.sum(), [leaf])
+        loss_list = losses.detach().tolist()
+        own = [pos for pos, (_, kind) in enumerate(work) if kind == "params"]
+        new_rows = grads
+        if own:
+            pos_t = torch.tensor(own, dtype=torch.int64)
+            self._step(idx[pos_t], grads.index_select(0, pos_t))
+            new_rows = self._flat.index_select(0, idx)
+        samples = self._per_step
+        out: dict[int, LocalResult] = {}
+        # Views of freshly computed rows: nothing the learner later mutates aliases them.
+        for pos, (node, kind) in enumerate(work):
+            src = grads if kind == "grad" else new_rows
+            out[node] = LocalResult(
+                update=self._split_row(src[pos]), loss=loss_list[pos], samples=samples
+            )
+        return out
+
+    # ---------------------------------------------------------------- optimizer
+    @staticmethod
+    def _as_range(idx: torch.Tensor) -> slice | None:
+        """``idx`` as a slice when it is a sorted contiguous run (in-place fast path)."""
+        n = int(idx.numel())
+        if n == 0:
+            return None
+        first, last = int(idx[0]), int(idx[-1])
+        if last - first + 1 == n and (n == 1 or bool((idx[1:] > idx[:-1]).all())):
+            return slice(first, last + 1)
+        return None
+
+    @torch.no_grad()
+    def _step(self, idx: torch.Tensor, grads: torch.Tensor) -> None:
+        """One optimizer step for distinct rows ``idx`` with flat gradients [n, numel]."""
+        lr = self.settings.lr
+        run = self._as_range(idx)
+        if not self._adam:
+            if run is not None:
+                self._flat[run].add_(grads, alpha=-lr)
+            else:
+                self._flat.index_add_(0, idx, grads, alpha=-lr)
+            return
+        b1, b2 = _ADAM_BETAS
+        t = self._steps[idx] + 1
+        self._steps[idx] = t
+        tf = t.to(torch.float64)
+        bc1 = 1.0 - torch.pow(torch.tensor(b1, dtype=torch.float64), tf)
+        bc2 = 1.0 - torch.pow(torch.tensor(b2, dtype=torch.float64), tf)
+        step_size = (lr / bc1).to(torch.float32).unsqueeze(1)
+        inv_bc2_sqrt = (1.0 / torch.sqrt(bc2)).to(torch.float32).unsqueeze(1)
+        if run is not None:
+            m, v = self._m[run], self._v[run]
+        else:
+            m, v = self._m.index_select(0, idx), self._v.index_select(0, idx)
+        m.lerp_(grads, 1 - b1)
+        v.mul_(b2).addcmul_(grads, grads, value=1 - b2)
+        if run is None:
+            self._m.index_copy_(0, idx, m)
+            self._v.index_copy_(0, idx, v)
+        denom = v.sqrt().mul_(inv_bc2_sqrt).add_(_ADAM_EPS)
+        delta = torch.div(m, denom).mul_(step_size)
+        if run is not None:
+            self._flat[run].sub_(delta)
+        else:
+            self._flat.index_add_(0, idx, delta, alpha=-1.0)
+
+    # ---------------------------------------------------------------- averages
+    def _check_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        reason = self.spec.mismatch(tensors)
+        if reason is not None:
+            raise LearningError(f"tensors do not match the model spec ({reason})")
+
+    def apply_average(self, node_index: int, kind: UpdateKind, averaged: TensorDict) -> None:
+        """Queue an averaged update (applied, batched, before anything reads the row).
+
+        The caller hands ``averaged`` over: it must not mutate it afterwards.
+        """
+        kind = _check_kind(kind)
+        if self._real is not None:
+            self._real.learner(node_index).apply_average(kind, averaged)
+            return
+        self._known(node_index)
+        self._check_tensors(averaged)
+        if node_index in self._applies:
+            self._settle([node_index])
+        self._applies[node_index] = (kind, averaged)
+
+    def load_state(self, node_index: int, params: TensorDict) -> None:
+        if self._real is not None:
+            self._real.learner(node_index).load_state(params)
+            return
+        self._known(node_index)
+        self._check_tensors(params)
+        self._settle([node_index])
+        with torch.no_grad():
+            self._flat[node_index].copy_(self._flatten([params])[0])
+
+    def settle(self) -> None:
+        """Apply every queued average now (reads do this implicitly)."""
+        if self._real is None:
+            self._settle(None)
+
+    @torch.no_grad()
+    def _settle(self, nodes: Sequence[int] | None) -> None:
+        if not self._applies:
+            return
+        if nodes is None:
+            todo, self._applies = self._applies, {}
+        else:
+            todo = {i: self._applies.pop(i) for i in nodes if i in self._applies}
+            if not todo:
+                return
+        for kind in ("params", "grad"):
+            group = sorted(i for i, (k, _) in todo.items() if k == kind)
+            if not group:
+                continue
+            idx = torch.tensor(group, dtype=torch.int64)
+            rows = self._flatten([todo[i][1] for i in group])
+            if kind == "params":
+                self._flat.index_copy_(0, idx, rows)
+            else:
+                self._step(idx, rows)
+
+    # ---------------------------------------------------------------- measurement
+    def _rows(self, node_indices: Sequence[int]) -> list[int]:
+        nodes = list(node_indices)
+        for i in nodes:
+            self._known(i)
+        self._settle(nodes)
+        return nodes
+
+    @torch.no_grad()
+    def eval_losses(self, node_indices: Sequence[int]) -> list[float]:
+        """Held-out loss of each node's own parameters."""
+        if self._real is not None:
+            return self._real.eval_losses(node_indices)
+        nodes = self._rows(node_indices)
+        out: list[float] = []
+        chunk = max(1, _CHUNK * self.settings.batch_size // max(1, self.settings.eval_samples))
+        for start in range(0, len(nodes), chunk):
+            idx = torch.tensor(nodes[start : start + chunk], dtype=torch.int64)
+            out.extend(batched_losses(self._split(self._flat[idx]), self.data.eval).tolist())
+        return out
+
+    @torch.no_grad()
+    def mean_params(self, node_indices: Sequence[int]) -> TensorDict:
+        """Unweighted parameter average of the given nodes (fresh float32 tensors)."""
+        if self._real is not None:
+            return self._real.mean_params(node_indices)
+        return self._split_row(self._mean_row(node_indices).to(torch.float32))
+
+    def _mean_row(self, node_indices: Sequence[int]) -> torch.Tensor:
+        """float64 mean of the nodes' flat rows (float64: identical replicas average exactly)."""
+        nodes = self._rows(node_indices)
+        if not nodes:
+            raise LearningError("no nodes given")
+        total = torch.zeros(self.numel, dtype=torch.float64)
+        for start in range(0, len(nodes), _CHUNK):
+            idx = torch.tensor(nodes[start : start + _CHUNK], dtype=torch.int64)
+            total += self._flat[idx].double().sum(dim=0)
+        return total / len(nodes)
+
+    @torch.no_grad()
+    def mean_eval_loss(self, node_indices: Sequence[int]) -> float:
+        """Held-out loss of the parameter-average model of the given nodes."""
+        if self._real is not None:
+            return self._real.eval_params(self._real.mean_params(node_indices))
+        row = self._mean_row(node_indices).to(torch.float32)
+        return float(batched_losses(self._split(row.unsqueeze(0)), self.data.eval)[0])
+
+    @torch.no_grad()
+    def divergence(self, node_indices: Sequence[int]) -> float:
+        """Mean over nodes of ||p_i - mean|| / ||mean|| (true replica divergence; 0 = equal)."""
+        if self._real is not None:
+            return self._real.divergence(node_indices)
+        mean = self._mean_row(node_indices)
+        nodes = list(node_indices)
+        scale = float(mean.norm())
+        total = 0.0
+        for start in range(0, len(nodes), _CHUNK):
+            idx = torch.tensor(nodes[start : start + _CHUNK], dtype=torch.int64)
+            total += float((self._flat[idx].double() - mean).norm(dim=1).sum())
+        dist = total / len(nodes)
+        if scale == 0.0:
+            return 0.0 if dist == 0.0 else math.inf
+        return dist / scale
+
+    def last_batch(self, node_index: int) -> torch.Tensor:
+        """Pool indices of the samples behind the node's last local step (tests, replay)."""
+        self._known(node_index)
+        return self._last_batch[node_index].clone()
+
+
+def centralized_baseline(
+    settings: LearningSettings, num_nodes: int, rounds: int, seed: int
+) -> list[float]:
+    """Held-out loss per round of one model trained on the UNION of the swarm's shards.
+
+    Same model, data, optimizer and initial weights as the swarm; each round takes one
+    optimizer step on ``num_nodes * batch_size * local_steps`` samples drawn from the union —
+    the sample budget of one round of a swarm where every node contributes.
+    """
+    if num_nodes < 1 or rounds < 0:
+        raise LearningError("num_nodes must be >= 1 and rounds >= 0")
+    if settings.mode == "real":
+        raise LearningError("centralized_baseline supports mode: surrogate only")
+    swarm = BatchedLearning(settings, num_nodes, seed)
+    union = swarm.data.union_indices(num_nodes)
+    central = settings.model_copy(
+        update={
+            "batch_size": settings.batch_size * num_nodes,
+            "samples_per_node": int(union.numel()),
+            "size_spread": 0.0,
+        }
+    )
+    model = BatchedLearning(central, 1, seed)
+    model.add_node(0, 0)
+    # Replace its shard by the union (same pool, same held-out set: same TaskData seed).
+    model._shard_rows = union.to(torch.int32)[None, :]
+    model._sizes[0] = int(union.numel())
+    losses: list[float] = []
+    for _ in range(rounds):
+        model.request(0, "params")
+        model.flush()
+        losses.append(model.eval_losses([0])[0])
+    return losses

@@ -1,0 +1,84 @@
+"""What a scenario says about learning: the ``learning:`` block of the scenario YAML.
+
+Why a separate, pydantic-validated block: the learning surrogate is the part of a scenario that
+decides whether a run is *believable* (does the loss fall, do non-IID shards hurt, what does the
+wire cost), so its knobs are spelled out and checked once, with a clear error naming the field,
+before thousands of nodes are built. ``extra="forbid"`` turns a typo into an error instead of a
+silently ignored knob.
+
+Two modes share the block:
+
+* ``surrogate`` — a small model (an embedding MLP) whose parameters for *all* nodes live in
+  stacked tensors, trained for real on real data (the shipped TinyTales text for ``char-lm``, a
+  teacher network's labels for ``classification``), batched across nodes.
+* ``real`` — one Hugging Face causal LM per node through ``runtime.training.build_learner``
+  (``model_name``/``data_source``/``seq_len``), for a few dozen nodes at most.
+
+``virtual_payload_bytes`` lets a tiny model cost the wire time of a big one: the network model
+charges that many bytes per contribution/state transfer instead of the real tensor bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LearningMode = Literal["surrogate", "real"]
+LearningTask = Literal["char-lm", "classification"]
+OptimizerKind = Literal["sgd", "adam"]
+
+# Bytes of GPT-2 124M in fp16: the default "big model" a scenario pretends to ship.
+GPT2_124M_FP16_BYTES = 248_000_000
+MAX_REAL_NODES = 64
+
+
+class LearningSettings(BaseModel):
+    """Validated learning configuration (embedded in the scenario YAML under ``learning:``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: LearningMode = "surrogate"
+    task: LearningTask = "char-lm"
+
+    # Model (surrogate) ------------------------------------------------------------------
+    hidden: int = Field(default=32, ge=1, le=4096)
+    embed: int = Field(default=8, ge=1, le=1024, description="char-lm: embedding width")
+    context: int = Field(default=6, ge=1, le=64, description="char-lm: characters of context")
+    features: int = Field(default=16, ge=1, le=4096, description="classification: input dims")
+    classes: int = Field(default=8, ge=2, le=1024, description="classification: label count")
+
+    # Optimisation -------------------------------------------------------------------------
+    lr: float = Field(default=0.01, gt=0.0, le=100.0)
+    batch_size: int = Field(default=16, ge=1, le=65_536)
+    local_steps: int = Field(default=1, ge=1, le=1024)
+    optimizer: OptimizerKind = "adam"
+
+    # Data -----------------------------------------------------------------------------------
+    samples_per_node: int = Field(default=256, ge=1, le=1_000_000)
+    # Lognormal sigma of per-node dataset sizes (0 = every node holds samples_per_node).
+    size_spread: float = Field(default=0.0, ge=0.0, le=3.0)
+    # Share of a node's samples drawn from its own "home" region (0 = IID, 1 = fully skewed):
+    # a contiguous block of stories (char-lm) or two home classes (classification).
+    non_iid: float = Field(default=0.0, ge=0.0, le=1.0)
+    eval_samples: int = Field(default=512, ge=1, le=1_000_000)
+    # classification: size of the shared sample pool shards index into.
+    pool_size: int = Field(default=50_000, ge=16, le=10_000_000)
+
+    # Wire -----------------------------------------------------------------------------------
+    virtual_payload_bytes: int | None = Field(default=None, ge=1)
+
+    # Real mode (runtime.training.build_learner) ---------------------------------------------
+    model_name: str = "tiny-gpt2"
+    data_source: str = "tinytales"
+    seq_len: int = Field(default=32, ge=2, le=8192)
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> LearningSettings:
+        if self.samples_per_node < self.batch_size and self.mode == "surrogate":
+            # Sampling is with replacement, so this works, but it is almost always a mistake.
+            raise ValueError(
+                f"samples_per_node ({self.samples_per_node}) < batch_size ({self.batch_size})"
+            )
+        return self
