@@ -174,9 +174,7 @@ def main() -> None:
     row("iter_frames (one frame alive at a time)", best(stream_frames, r))
     t_reasm = row("reassemble (frames -> bytearray)", best(reassemble_raw, r))
     row("reassemble + decode + sender check", best(reassemble_decode, r))
-    t_full = row(
-        "full path: encode_buffer+split+reassemble+decode", t_enc + t_split + t_reasm + t_dec
-    )
+    row("full path: encode_buffer+split+reassemble+decode", t_enc + t_split + t_reasm + t_dec)
 
     # -- reference: torch.save / torch.load(weights_only=True) ---------------------------
     def torch_roundtrip() -> None:
@@ -198,12 +196,40 @@ def main() -> None:
     overhead = len(msg) - nbytes
     print(f"message size {len(msg):,} B, overhead {overhead:,} B ({overhead / nbytes:.4%})")
     print()
+    # The headline ratio is measured *paired*: memcpy and encode+decode back to back in each
+    # repeat, so load from other processes on a shared box hits both sides alike.
+    paired = []
+    for _ in range(max(r, 5)):
+        t0 = time.perf_counter()
+        flat.copy()
+        t1 = time.perf_counter()
+        b = encode_buffer(env, ident)
+        decode(b, expected_run_id="bench")
+        t2 = time.perf_counter()
+        del b
+        paired.append((t1 - t0) / (t2 - t1))
+    paired.sort()
+
+    def full_path() -> None:
+        ra = Reassembler(expected_run_id="bench")
+        out = None
+        for frame in iter_frames(encode_buffer(env, ident)):
+            out = ra.push(ident.peer_id, frame, 0.0)
+        assert out is not None
+
+    t_stream = best(full_path, r)
+    print("streamed: encode_buffer -> iter_frames -> Reassembler.push (decode): ", end="")
+    print(f"{t_stream * 1e3:.1f} ms, {nbytes / t_stream / 1e6:.0f} MB/s")
+    print()
     print("ratios (same run, same bytes; >1 means faster than the reference):")
-    print(f"  enc+dec (encode_buffer) vs numpy memcpy     = {t_np / t_rt:.2f}  (goal >= 0.5)")
+    med = paired[len(paired) // 2]
+    print(f"  enc+dec vs numpy memcpy, PAIRED median      = {med:.2f}  (goal >= 0.5)", end="")
+    print(f"  [min {paired[0]:.2f}, max {paired[-1]:.2f}, n={len(paired)}]")
+    print(f"  enc+dec (encode_buffer) vs numpy memcpy     = {t_np / t_rt:.2f}  (best-of each)")
     print(f"  enc+dec (encode_buffer) vs bytearray memcpy = {t_ba / t_rt:.2f}")
     print(f"  enc+dec (encode, bytearray) vs numpy memcpy = {t_np / t_rt_ba:.2f}")
     print(f"  enc+dec vs torch.save+torch.load            = {t_torch / t_rt:.2f}")
-    print(f"  full framed path vs torch.save+torch.load   = {t_torch / t_full:.2f}")
+    print(f"  streamed framed path vs torch.save+load     = {t_torch / t_stream:.2f}")
     print(f"  split+reassemble time / enc+dec time        = {(t_split + t_reasm) / t_rt:.2f}")
 
 

@@ -453,7 +453,7 @@ def decode(
         # Zero-copy when we may alias the buffer; else one copy of the payload. Slices of
         # `mv` stay valid after `mv0` is released, and frombuffer keeps them alive.
         if info.payload_len and (mv.readonly or not _aligned(payload)):
-            payload = memoryview(bytearray(payload))
+            payload = np.frombuffer(payload, dtype=np.uint8).copy().data  # THP, no zero-fill
         tensors: dict[str, torch.Tensor] = {}
         for name, dtype_name, shape, begin, end in table:
             dtype, size = DTYPES[dtype_name]
