@@ -210,9 +210,15 @@ class NodeSettings(BaseSettings):
     ipv6_prefix: int = Field(default=48, description="IPv6 prefix length that defines a subnet.")
     aggregation: Literal["flat", "gossip"] = Field(default="flat", description="flat or gossip.")
     gossip_fanout: int = Field(default=4, description="Peers each update is forwarded to (gossip).")
+    param_sync_every: int = Field(
+        default=10, description="Every Nth round averages parameters (drift control); 0 = off."
+    )
+    drift_bound: float = Field(
+        default=0.05, description="Relative replica distance that triggers a state sync."
+    )
 
     # test-only misbehaviour, used by the adversarial compose node ----------------------
-    adversary: Literal["none", "noise", "sign_flip", "scale"] = Field(
+    adversary: Literal["none", "noise", "sign_flip", "scale", "nan"] = Field(
         default="none", description="Make this node send bad updates (demos of robust aggregation)."
     )
     adversary_scale: float = Field(
@@ -353,7 +359,7 @@ class NodeSettings(BaseSettings):
             raise _err("must be at least 1")
         return value
 
-    @field_validator("shard_index", "max_rounds", "checkpoint_every_rounds")
+    @field_validator("shard_index", "max_rounds", "checkpoint_every_rounds", "param_sync_every")
     @classmethod
     def _non_negative(cls, value: int) -> int:
         if value < 0:
@@ -366,6 +372,7 @@ class NodeSettings(BaseSettings):
         "heartbeat_interval_s",
         "eviction_timeout_s",
         "adversary_scale",
+        "drift_bound",
     )
     @classmethod
     def _positive(cls, value: float) -> float:
