@@ -1,0 +1,508 @@
+"""``NodeDriver``: the trio + libp2p driver of one real node around the sans-I/O core.
+
+The core (``ProtocolNode``) decides; this module only moves bytes, keeps time and runs the
+learner. Its shape follows from three rules:
+
+1. **One place feeds the core.** Every event (decoded message, peer change, timer, finished
+   training step) goes through ``_feed``, a plain synchronous method: trio is cooperative, so
+   ``handle`` plus the dispatch of its effects is atomic and the core sees one totally ordered
+   event stream — the same discipline as the SimPy driver. ``now`` is ``trio.current_time()``.
+2. **Nothing slow runs on the event loop.** Sends are tasks (one per peer, bounded by
+   timeouts; a failure is logged and counted, the round timeout covers the loss). Learning
+   effects go to one worker task that executes them *in order* in a thread
+   (``trio.to_thread.run_sync``): ``ApplyAverage(r)`` must finish before ``TrainLocal(r+1)``
+   starts, ``ServeState`` must not snapshot half-applied parameters, and checkpoints must see
+   a consistent model. Large encodes/decodes also run in a thread.
+3. **Peers are members only once they speak the protocol.** A libp2p connection proves an
+   identity, not membership of this run (a relay, a DHT neighbour or a node of another run
+   connects too). On every new connection the driver sends a Heartbeat ("hello") built from
+   the core's public state; the peer becomes a ``PeerConnected`` for the core when its first
+   message decodes, verifies (signature, run id, replay window, signer == transport peer)
+   and maps to a valid protocol message. Bad bytes become ``WireRejected`` and a counter,
+   never an exception.
+
+Every task lives in the driver's nursery; ``run`` returns only after a clean shutdown
+(Goodbye sent, final checkpoint written under a shielded cancel scope).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from swarm_tune.runtime.net.adversary import Adversary
+from swarm_tune.runtime.net.errors import NetError
+from swarm_tune.runtime.net.events import Incoming
+from swarm_tune.runtime.net.events import PeerConnected as NetPeerConnected
+from swarm_tune.runtime.net.events import PeerDisconnected as NetPeerDisconnected
+from swarm_tune.runtime.net.metrics import NodeMetrics
+from swarm_tune.runtime.net.node import NetNode
+from swarm_tune.runtime.net.timers import TimerService
+from swarm_tune.runtime.ops.logging import get_logger
+from swarm_tune.runtime.protocol import effects as fx
+from swarm_tune.runtime.protocol.events import (
+    Event,
+    LocalUpdateReady,
+    MessageReceived,
+    PeerConnected,
+    PeerDisconnected,
+    TimerFired,
+    WireRejected,
+)
+from swarm_tune.runtime.protocol.messages import (
+    Contribution,
+    Heartbeat,
+    Message,
+    StateResponse,
+)
+from swarm_tune.runtime.protocol.node import ProtocolNode
+from swarm_tune.runtime.protocol.reasons import RejectReason
+from swarm_tune.runtime.protocol.rounds import Phase
+from swarm_tune.runtime.training.bridge import LearnerBridge
+from swarm_tune.runtime.wire.codec import decode, encode
+from swarm_tune.runtime.wire.errors import (
+    BadSignature,
+    Oversized,
+    ReassemblyLimit,
+    Replay,
+    SenderMismatch,
+    WireError,
+    WrongRun,
+)
+from swarm_tune.runtime.wire.identity import Identity
+from swarm_tune.runtime.wire.protocol_codec import from_envelope, to_envelope
+from swarm_tune.runtime.wire.replay import ReplayGuard
+
+log = get_logger(__name__)
+
+#: Encode/decode messages larger than this in a worker thread (keeps the loop responsive).
+THREAD_CODEC_BYTES = 1 << 20
+
+CheckpointFn = Callable[[int, dict[str, Any]], Path | None]
+
+
+@dataclass(frozen=True, slots=True)
+class DriverConfig:
+    run_id: str
+    max_rounds: int = 0  # stop once this many rounds are done (by round number); 0 = never
+    checkpoint_every: int = 0  # rounds; 0 = only the final checkpoint
+    bootstrap: tuple[str, ...] = ()  # re-dialled while not connected
+    join_timeout: float = 30.0  # wait this long for peers before starting alone
+    redial_interval: float = 5.0
+    send_timeout: float = 60.0  # on top of the net layer's own per-transfer deadline
+
+
+def wire_reason(err: WireError) -> RejectReason:
+    """The core's reputation category of a wire-level rejection."""
+    if isinstance(err, (BadSignature, SenderMismatch)):
+        return RejectReason.BAD_SIGNATURE
+    if isinstance(err, WrongRun):
+        return RejectReason.WRONG_RUN
+    if isinstance(err, Replay):
+        return RejectReason.REPLAY
+    if isinstance(err, (Oversized, ReassemblyLimit)):
+        return RejectReason.OVERSIZED
+    return RejectReason.MALFORMED
+
+
+@dataclass(frozen=True, slots=True)
+class _Checkpoint:
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Evaluate:
+    tag: str
+
+
+_Job = fx.TrainLocal | fx.ApplyAverage | fx.LoadState | fx.ServeState | _Checkpoint | _Evaluate
+
+
+class NodeDriver:
+    """Runs one ``ProtocolNode`` on a ``NetNode`` with a ``LearnerBridge``; see module doc."""
+
+    def __init__(
+        self,
+        protocol: ProtocolNode,
+        net: NetNode,
+        bridge: LearnerBridge,
+        identity: Identity,
+        config: DriverConfig,
+        *,
+        checkpoint: CheckpointFn | None = None,
+        adversary: Adversary | None = None,
+        metrics: NodeMetrics | None = None,
+        applied_round: int | None = None,
+    ) -> None:
+        if identity.peer_id != net.peer_id:
+            raise ValueError("the signing identity must be the libp2p identity")
+        self.protocol = protocol
+        self.net = net
+        self.bridge = bridge
+        self.identity = identity
+        self.config = config
+        self.metrics = metrics or NodeMetrics()
+        self._checkpoint_fn = checkpoint
+        self._adversary = adversary or Adversary("none")
+        self._replay = ReplayGuard()
+        self._timers = TimerService(self._on_timer)
+        self._jobs_send, self._jobs_recv = trio.open_memory_channel[_Job](math.inf)
+        self._nursery: trio.Nursery | None = None
+        self._done = trio.Event()  # max_rounds reached
+        self._peers_changed = trio.Event()
+        self._worker_idle = trio.Event()
+        self._final_written = trio.Event()
+        self._stopping = False
+        self._banned: dict[str, float] = {}
+        self._ips: dict[str, str] = {}
+        #: Rounds whose result the learner's parameters already reflect (next to apply).
+        self.applied_round = protocol.round if applied_round is None else applied_round
+        self.final_checkpoint: Path | None = None
+        self.eval_losses: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: trio.Event) -> None:
+        """Join, train until ``stop`` is set or ``max_rounds`` is reached, leave cleanly."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._timers.run)
+            nursery.start_soon(self._incoming_loop)
+            nursery.start_soon(self._peer_event_loop)
+            nursery.start_soon(self._learner_worker)
+            nursery.start_soon(self._redial_loop)
+            self._jobs_send.send_nowait(_Evaluate("start"))
+            await self._wait_for_peers(stop)
+            if not stop.is_set():
+                live = self.protocol.peers.live_peers()
+                log.info("node.start", round=self.protocol.round, peers=len(live))
+                self._execute(self.protocol.start(trio.current_time(), catch_up=bool(live)))
+                async with trio.open_nursery() as waiters:
+                    for ev in (stop, self._done):
+                        waiters.start_soon(_set_then_cancel, ev, waiters.cancel_scope)
+            await self._shutdown()
+            nursery.cancel_scope.cancel()
+
+    async def _wait_for_peers(self, stop: trio.Event) -> None:
+        need = max(1, self.protocol.config.min_peers - 1)
+        with trio.move_on_after(self.config.join_timeout):
+            async with trio.open_nursery() as waiters:
+                waiters.start_soon(_set_then_cancel, stop, waiters.cancel_scope)
+                await self.net.bootstrap_done.wait()
+                while True:
+                    live = set(self.protocol.peers.live_peers())
+                    if len(live) >= need and set(self.net.bootstrapped) <= live:
+                        break
+                    self._peers_changed = trio.Event()
+                    await self._peers_changed.wait()
+                waiters.cancel_scope.cancel()
+
+    async def _shutdown(self) -> None:
+        """Abandon the open round, say Goodbye, write the final checkpoint (shielded)."""
+        self._stopping = True
+        now = trio.current_time()
+        log.info("node.stopping", round=self.protocol.round, applied_round=self.applied_round)
+        goodbyes = [e for e in self.protocol.stop(now) if isinstance(e, fx.Send)]
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.net.config.control_timeout):
+                async with trio.open_nursery() as n:
+                    for eff in goodbyes:
+                        n.start_soon(self._send, eff)
+            self._jobs_send.send_nowait(_Evaluate("final"))
+            self._jobs_send.send_nowait(_Checkpoint(final=True))
+            await self._final_written.wait()
+        log.info(
+            "node.stopped",
+            round=self.protocol.round,
+            applied_round=self.applied_round,
+            checkpoint=str(self.final_checkpoint) if self.final_checkpoint else None,
+            metrics=self.metrics.snapshot(),
+        )
+
+    # ------------------------------------------------------------------ the core
+
+    def _feed(self, event: Event) -> None:
+        if self.protocol.phase is Phase.STOPPED:
+            return
+        try:
+            out = self.protocol.handle(event, trio.current_time())
+        except Exception:  # a core bug must not take the node (and its checkpoint) down
+            log.exception("protocol.error", event_type=type(event).__name__)
+            return
+        self._execute(out)
+
+    def _on_timer(self, key: Any) -> None:
+        self._feed(TimerFired(key))
+
+    def _execute(self, out: list[fx.Effect]) -> None:
+        m = self.metrics
+        for eff in out:
+            if isinstance(eff, fx.Send):
+                self._spawn(self._send, eff)
+            elif isinstance(eff, fx.SetTimer):
+                self._timers.set(eff.key, eff.at)
+            elif isinstance(eff, fx.CancelTimer):
+                self._timers.cancel(eff.key)
+            elif isinstance(eff, (fx.TrainLocal, fx.ApplyAverage, fx.LoadState, fx.ServeState)):
+                self._jobs_send.send_nowait(eff)
+            elif isinstance(eff, fx.Evict):
+                m.peers_evicted += 1
+                log.info("peer.evicted", peer=eff.peer, reason=eff.reason)
+            elif isinstance(eff, fx.Ban):
+                m.peers_banned += 1
+                self._banned[eff.peer] = eff.until
+                log.warning("peer.banned", peer=eff.peer, for_s=eff.until - trio.current_time())
+                self._spawn(self._disconnect, eff.peer)
+            elif isinstance(eff, fx.ContributionAccepted):
+                m.contributions_accepted += 1
+            elif isinstance(eff, fx.ContributionRejected):
+                m.contributions_rejected[eff.reason.value] += 1
+                log.info("contribution.rejected", round=eff.round, peer=eff.peer, reason=eff.reason)
+            elif isinstance(eff, fx.RoundClosed):
+                self._round_closed(eff)
+            elif isinstance(eff, fx.DriftObserved):
+                m.last_drift = eff.distance
+                log.debug("drift.observed", round=eff.round, distance=eff.distance, peers=eff.peers)
+            elif isinstance(eff, fx.SyncStarted):
+                m.syncs_started += 1
+                log.info("sync.started", reason=eff.reason, asked=list(eff.asked))
+            elif isinstance(eff, fx.SyncFinished):
+                if eff.ok:
+                    m.syncs_ok += 1
+                else:
+                    m.syncs_failed += 1
+                log.info(
+                    "sync.finished",
+                    ok=eff.ok,
+                    round=eff.round,
+                    responders=eff.responders,
+                    agreeing=eff.agreeing,
+                )
+        m.round = self.protocol.round
+        m.peers_live = len(self.protocol.peers.live_peers())
+
+    def _round_closed(self, eff: fx.RoundClosed) -> None:
+        m = self.metrics
+        if eff.outcome == "average":
+            m.rounds_committed += 1
+        elif eff.outcome == "fallback":
+            m.rounds_fallback += 1
+        else:
+            m.rounds_skipped += 1
+        duration = eff.closed_at - eff.opened_at
+        m.round_durations.append(duration)
+        log.info(
+            "round.closed",
+            round=eff.round,
+            outcome=eff.outcome,
+            trigger=eff.trigger,
+            contributors=eff.contributors,
+            duration_s=round(duration, 4),
+            loss=m.last_loss,
+        )
+        if self.config.max_rounds and eff.round + 1 >= self.config.max_rounds:
+            self._done.set()
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send(self, eff: fx.Send) -> None:
+        msg: Message = eff.message
+        if isinstance(msg, Contribution) and self._adversary.active:
+            msg = replace(msg, tensors=self._adversary.corrupt(msg.tensors))
+            log.warning("adversary.corrupted", mode=self._adversary.mode, round=msg.round)
+        try:
+            env = to_envelope(
+                msg, self.config.run_id, self.identity.peer_id, round=self.protocol.round
+            )
+            if env.nbytes() > THREAD_CODEC_BYTES:
+                data = await trio.to_thread.run_sync(encode, env, self.identity)
+            else:
+                data = encode(env, self.identity)
+        except (ValueError, WireError) as exc:
+            log.error("send.encode_failed", message=type(msg).__name__, error=str(exc))
+            return
+        bulk = isinstance(msg, (Contribution, StateResponse))
+        bulk = bulk or len(data) > self.net.config.max_small_size
+        payload: bytes | bytearray = data if bulk else bytes(data)
+        async with trio.open_nursery() as n:
+            for peer in eff.peers:
+                n.start_soon(self._send_one, peer, payload, bulk, type(msg).__name__)
+
+    async def _send_one(self, peer: str, data: bytes | bytearray, bulk: bool, what: str) -> None:
+        limit = self.config.send_timeout + self.net.config.transfer_deadline(len(data))
+        try:
+            with trio.fail_after(limit):
+                if bulk:
+                    await self.net.send_bulk(peer, data)
+                else:
+                    await self.net.send_small(peer, bytes(data))
+        except (NetError, trio.TooSlowError) as exc:
+            self.metrics.send_failures += 1
+            log.info("send.failed", peer=peer, message=what, bytes=len(data), error=str(exc))
+            return
+        self.metrics.messages_out += 1
+        self.metrics.bytes_out += len(data)
+
+    async def _disconnect(self, peer: str) -> None:
+        try:
+            await self.net.disconnect(peer)
+        except Exception as exc:  # py-libp2p may raise anything for a vanished peer
+            log.info("peer.disconnect_failed", peer=peer, error=str(exc))
+
+    def _hello(self) -> Heartbeat:
+        p = self.protocol
+        return Heartbeat(p.round, p.dataset_size, p.digest, p.sketch)
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _incoming_loop(self) -> None:
+        async for inc in self.net.incoming:
+            await self._on_incoming(inc)
+
+    async def _on_incoming(self, inc: Incoming) -> None:
+        m = self.metrics
+        m.messages_in += 1
+        m.bytes_in += len(inc.data)
+        peer = inc.peer_id
+        try:
+            if len(inc.data) > THREAD_CODEC_BYTES:
+                env = await trio.to_thread.run_sync(_decode, inc.data, self.config.run_id)
+            else:
+                env = _decode(inc.data, self.config.run_id)
+            if env.sender != peer:
+                raise SenderMismatch()
+            self._replay.admit(env)
+            message = from_envelope(env)
+        except WireError as err:
+            m.wire_rejected[err.reason] += 1
+            log.warning("wire.rejected", peer=peer, reason=err.reason, bytes=len(inc.data))
+            self._feed(WireRejected(peer, wire_reason(err)))
+            return
+        if self.protocol.peers.get(peer) is None:
+            self._feed(PeerConnected(peer, inc.remote_ip or self._ips.get(peer, "")))
+            log.info("peer.joined", peer=peer, address=inc.remote_ip)
+            self._peers_changed.set()
+        self._feed(MessageReceived(peer, message))
+
+    async def _peer_event_loop(self) -> None:
+        async for ev in self.net.peer_events:
+            if isinstance(ev, NetPeerConnected):
+                self._ips[ev.peer_id] = ev.remote_ip
+                log.info("net.connected", peer=ev.peer_id, address=ev.remote_ip)
+                if self.protocol.peers.get(ev.peer_id) is not None:
+                    self._feed(PeerConnected(ev.peer_id, ev.remote_ip))  # a member came back
+                    self._peers_changed.set()
+                if not self._stopping:
+                    self._spawn(self._send, fx.Send((ev.peer_id,), self._hello()))
+            elif isinstance(ev, NetPeerDisconnected):
+                log.info("net.disconnected", peer=ev.peer_id)
+                if self.protocol.peers.get(ev.peer_id) is not None:
+                    self._feed(PeerDisconnected(ev.peer_id))
+
+    async def _redial_loop(self) -> None:
+        """Keep dialling configured peers we are not connected to (restarts, late starts)."""
+        while True:
+            now = trio.current_time()
+            connected = set(self.net.connected_peers())
+            async with trio.open_nursery() as n:
+                for addr in self.config.bootstrap:
+                    peer = addr.rsplit("/p2p/", 1)[-1]
+                    if peer in connected or self._banned.get(peer, -math.inf) > now:
+                        continue
+                    n.start_soon(self._try_dial, addr)
+            await trio.sleep(self.config.redial_interval)  # a poll period, not a sync point
+
+    async def _try_dial(self, addr: str) -> None:
+        try:
+            await self.net.connect(addr)
+        except NetError as exc:
+            log.debug("net.dial_failed", address=addr, error=str(exc))
+
+    # ------------------------------------------------------------------ learning
+
+    async def _learner_worker(self) -> None:
+        async for job in self._jobs_recv:
+            try:
+                await self._run_job(job)
+            except Exception:
+                # A failed step leaves the round to its timeout (it closes without our update)
+                log.exception("learner.job_failed", job=type(job).__name__)
+            if isinstance(job, _Checkpoint) and job.final:
+                self._final_written.set()
+
+    async def _run_job(self, job: _Job) -> None:
+        if isinstance(job, fx.TrainLocal):
+            p = self.protocol
+            if self._stopping or p.round != job.round or p.phase is not Phase.TRAINING:
+                return  # the round this was for is gone; a later TrainLocal is queued
+            started = time.perf_counter()
+            ready: LocalUpdateReady = await trio.to_thread.run_sync(self.bridge.train, job)
+            self.metrics.last_loss = ready.loss
+            log.info(
+                "train.done",
+                round=job.round,
+                kind=job.kind,
+                loss=ready.loss,
+                seconds=round(time.perf_counter() - started, 4),
+            )
+            self._feed(ready)
+        elif isinstance(job, fx.ApplyAverage):
+            await trio.to_thread.run_sync(self.bridge.apply, job)
+            self.applied_round = job.round + 1
+            every = self.config.checkpoint_every
+            if every and self.applied_round % every == 0 and not self._stopping:
+                await self._write_checkpoint(final=False)
+        elif isinstance(job, fx.LoadState):
+            await trio.to_thread.run_sync(self.bridge.load, job)
+            self.applied_round = job.round
+            self.metrics.states_loaded += 1
+            log.info("state.loaded", round=job.round, digest=job.digest)
+            if self.config.max_rounds and job.round >= self.config.max_rounds:
+                self._done.set()
+        elif isinstance(job, fx.ServeState):
+            resp = await trio.to_thread.run_sync(
+                self.bridge.state_response, job, self.applied_round
+            )
+            log.info("state.served", peer=job.peer, round=resp.round)
+            self._spawn(self._send, fx.Send((job.peer,), resp))
+        elif isinstance(job, _Checkpoint):
+            await self._write_checkpoint(final=job.final)
+        else:
+            loss = await trio.to_thread.run_sync(self.bridge.learner.evaluate)
+            self.eval_losses[job.tag] = loss
+            log.info("eval", tag=job.tag, loss=loss, round=self.applied_round)
+
+    async def _write_checkpoint(self, *, final: bool) -> None:
+        if self._checkpoint_fn is None:
+            return
+        extra = {
+            "final": final,
+            "loss": None if math.isnan(self.metrics.last_loss) else self.metrics.last_loss,
+            "peer_id": self.identity.peer_id,
+        }
+        with trio.CancelScope(shield=True):  # a checkpoint is never cut in half by a cancel
+            path = await trio.to_thread.run_sync(self._checkpoint_fn, self.applied_round, extra)
+        if path is not None:
+            self.metrics.checkpoints_written += 1
+            if final:
+                self.final_checkpoint = path
+            log.info("node.checkpoint", round=self.applied_round, final=final, path=str(path))
+
+
+def _decode(data: bytes | bytearray, run_id: str) -> Any:
+    return decode(data, expected_run_id=run_id)
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -1,0 +1,382 @@
+"""``swarm-tune node`` and ``swarm-tune relay``: settings in, a running process out.
+
+Why this module is only wiring: every rule lives elsewhere (settings validation in
+``ops.settings``, the protocol in ``protocol``, learning in ``training``, bytes in ``net`` and
+``wire``, the event loop in ``driver``). What is decided here is the *process* contract that
+operators, docker-compose and the multi-process tests rely on:
+
+* stdout carries exactly one machine-readable line once the node listens:
+  ``SWARM_READY peer_id=<id> multiaddr=<addr>`` (logs go to stderr, JSON when not a TTY);
+* SIGTERM / SIGINT stop the node cleanly: the open round is abandoned, peers get a Goodbye,
+  a final checkpoint is written atomically under a shielded cancel scope, exit code 0.
+  A second signal only hurries the network side; the checkpoint write is never cut;
+* on start the node resumes from its latest valid checkpoint (parameters and round number)
+  and then asks peers for the swarm's state, so a restarted node rejoins the current round
+  instead of counting from 0;
+* configuration errors exit 2 with one line per bad setting, never a traceback.
+
+Heavy imports (torch, transformers, libp2p) happen inside the commands so that
+``swarm-tune --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from swarm_tune.runtime.net.config import NetConfig
+    from swarm_tune.runtime.ops.settings import NodeSettings
+    from swarm_tune.runtime.protocol.config import ProtocolConfig
+    from swarm_tune.runtime.wire.identity import Identity
+
+__all__ = [
+    "READY_PREFIX",
+    "build_identity",
+    "build_net_config",
+    "build_protocol_config",
+    "node",
+    "register",
+    "relay",
+    "run_node",
+    "run_relay",
+]
+
+READY_PREFIX = "SWARM_READY"
+KEY_FILE_NAME = "node.key"
+
+EnvFileOpt = Annotated[
+    Path | None, typer.Option("--env-file", help="Read this .env file instead of ./.env.")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps.")]
+PortOpt = Annotated[int | None, typer.Option("--listen-port", help="TCP port (0 = any).")]
+HostOpt = Annotated[str | None, typer.Option("--listen-host", help="IP address to listen on.")]
+BootOpt = Annotated[
+    str | None, typer.Option("--bootstrap", help="Comma-separated peer multiaddrs.")
+]
+RoundsOpt = Annotated[int | None, typer.Option("--max-rounds", help="0 = run until a signal.")]
+CkptOpt = Annotated[Path | None, typer.Option("--checkpoint-dir", help="Checkpoint folder.")]
+NodeIdOpt = Annotated[str | None, typer.Option("--node-id", help="Name in logs and metrics.")]
+
+
+def _overrides(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _load(env_file: Path | None, **overrides: Any) -> NodeSettings:
+    from swarm_tune.runtime.ops.settings import SettingsError, load_settings
+
+    try:
+        return load_settings(env_file=env_file, **_overrides(**overrides))
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+# -- settings -> component configs --------------------------------------------------------
+
+
+def build_protocol_config(s: NodeSettings) -> ProtocolConfig:
+    from swarm_tune.runtime.protocol.config import ProtocolConfig
+
+    return ProtocolConfig(
+        round_timeout=s.round_timeout_s,
+        quorum=s.quorum,
+        min_peers=s.min_peers,
+        heartbeat_interval=s.heartbeat_interval_s,
+        eviction_timeout=s.eviction_timeout_s,
+        subnet_cap=s.subnet_cap,
+        ipv4_prefix=s.ipv4_prefix,
+        ipv6_prefix=s.ipv6_prefix,
+        strategy=s.aggregation,
+        gossip_fanout=s.gossip_fanout,
+        param_sync_every=s.param_sync_every,
+        drift_bound=s.drift_bound,
+        # A state transfer should not take longer than a round; a lost one retries later.
+        sync_timeout=max(s.round_timeout_s, 2 * s.heartbeat_interval_s),
+    )
+
+
+def build_net_config(s: NodeSettings, *, relay: bool = False) -> NetConfig:
+    from swarm_tune.runtime.net.config import NetConfig
+
+    return NetConfig(
+        enable_mdns=s.enable_mdns,
+        enable_dht=s.enable_dht,
+        enable_relay=relay or s.relay_mode,
+        relay_hop=relay or s.relay_mode,
+    )
+
+
+def build_identity(s: NodeSettings) -> Identity:
+    """From SWARM_NODE_KEY_SEED, SWARM_NODE_KEY_FILE, or a key persisted in the checkpoint
+    dir (created 0600 on first start, so a restarted node keeps its peer id)."""
+    from swarm_tune.runtime.ops.peer_id import parse_seed_hex
+    from swarm_tune.runtime.wire.identity import Identity
+
+    if s.node_key_seed is not None:
+        return Identity.from_seed(parse_seed_hex(s.node_key_seed.get_secret_value()))
+    path = s.node_key_file or Path(s.checkpoint_dir) / KEY_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Identity.load_or_create(path)
+
+
+def run_seed(run_id: str) -> int:
+    """Model-init seed shared by every node of a run (same start point everywhere)."""
+    return zlib.crc32(run_id.encode())
+
+
+def _listen_addr(s: NodeSettings) -> str:
+    proto = "ip6" if ":" in s.listen_host else "ip4"
+    return f"/{proto}/{s.listen_host}/tcp/{s.listen_port}"
+
+
+def _announce(peer_id: str, addrs: list[str]) -> None:
+    print(f"{READY_PREFIX} peer_id={peer_id} multiaddr={addrs[0] if addrs else ''}", flush=True)
+
+
+async def _signal_stop(stop: Any, hurry: Callable[[], None]) -> None:
+    """First SIGTERM/SIGINT: graceful stop. Second: cancel the network side right away."""
+    with _signals() as received:
+        count = 0
+        async for _ in received:
+            count += 1
+            stop.set()
+            if count > 1:
+                hurry()
+
+
+def _signals() -> Any:
+    import trio
+
+    return trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+
+
+# -- node ---------------------------------------------------------------------------------
+
+
+async def run_node(s: NodeSettings) -> int:
+    """Run one training node until max_rounds or a signal; returns the exit code."""
+    import trio
+
+    from swarm_tune.runtime.net.adversary import Adversary
+    from swarm_tune.runtime.net.driver import DriverConfig, NodeDriver
+    from swarm_tune.runtime.net.node import open_net_node
+    from swarm_tune.runtime.ops.checkpoint import (
+        CheckpointError,
+        latest_checkpoint,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from swarm_tune.runtime.ops.logging import get_logger
+    from swarm_tune.runtime.protocol.node import ProtocolNode
+    from swarm_tune.runtime.protocol.tensors import ModelSpec
+    from swarm_tune.runtime.training import SHIPPED_CORPUS, build_learner
+    from swarm_tune.runtime.training.bridge import LearnerBridge
+
+    log = get_logger("swarm_tune.node")
+    identity = build_identity(s)
+    pcfg = build_protocol_config(s)
+    if s.model_overrides:
+        log.warning("node.model_overrides_ignored", overrides=s.model_overrides)
+    seed = run_seed(s.run_id)
+    learner = await trio.to_thread.run_sync(
+        lambda: build_learner(
+            s.model_name,
+            s.dataset or SHIPPED_CORPUS,
+            num_shards=s.num_shards,
+            shard_index=s.shard_index,
+            device=s.device,
+            seed=seed,
+            batch_size=s.batch_size,
+            lr=s.learning_rate,
+            local_steps=s.local_steps,
+        )
+    )
+    ckpt_dir = Path(s.checkpoint_dir)
+    start_round = 0
+    info = latest_checkpoint(ckpt_dir, s.run_id)
+    if info is not None:
+        try:
+            tensors, meta = load_checkpoint(
+                info,
+                allowed_dir=ckpt_dir,
+                expected_run_id=s.run_id,
+                expected_model=s.model_name,
+                spec=learner.spec(),
+            )
+            learner.load_state(tensors)
+            start_round = meta.round
+            log.info("node.resumed", round=start_round, checkpoint=str(info.tensor_path))
+        except CheckpointError as exc:  # keep the file (evidence), start fresh
+            log.error("node.checkpoint_unusable", path=str(info.meta_path), error=str(exc))
+
+    def checkpoint(round_: int, extra: dict[str, Any]) -> Path:
+        return save_checkpoint(
+            ckpt_dir, s.run_id, round_, learner.parameters(), s.model_name, extra
+        )
+
+    params = learner.parameters()
+    import random
+
+    protocol = ProtocolNode(
+        identity.peer_id,
+        pcfg,
+        ModelSpec.from_tensors(params),
+        learner.dataset_size,
+        random.Random(f"{s.run_id}/{identity.peer_id}"),
+        start_round=start_round,
+    )
+    bridge = LearnerBridge(learner, pcfg)
+    adversary = Adversary(s.adversary, s.adversary_scale, seed=seed ^ s.shard_index)
+    if adversary.active:
+        log.warning("node.adversary_enabled", mode=s.adversary, scale=s.adversary_scale)
+    dcfg = DriverConfig(
+        run_id=s.run_id,
+        max_rounds=s.max_rounds,
+        checkpoint_every=s.checkpoint_every_rounds,
+        bootstrap=tuple(s.bootstrap_peers),
+        join_timeout=max(2 * s.heartbeat_interval_s, min(s.round_timeout_s, 30.0)),
+        redial_interval=max(1.0, s.heartbeat_interval_s),
+    )
+    stop = trio.Event()
+    async with trio.open_nursery() as outer:
+        net_scope = trio.CancelScope()
+        outer.start_soon(_signal_stop, stop, net_scope.cancel)
+        with net_scope:
+            async with open_net_node(
+                identity.seed, [_listen_addr(s)], s.bootstrap_peers, build_net_config(s)
+            ) as net:
+                log.info("node.peer_id", peer_id=net.peer_id)
+                log.info("node.multiaddr", multiaddrs=net.multiaddrs)
+                _announce(net.peer_id, net.multiaddrs)
+                driver = NodeDriver(
+                    protocol,
+                    net,
+                    bridge,
+                    identity,
+                    dcfg,
+                    checkpoint=checkpoint,
+                    adversary=adversary,
+                    applied_round=start_round,
+                )
+                await driver.run(stop)
+        outer.cancel_scope.cancel()
+    return 0
+
+
+# -- relay --------------------------------------------------------------------------------
+
+
+async def run_relay(s: NodeSettings) -> int:
+    """P2P only: a stable, dialable peer that relays and helps others find each other."""
+    import trio
+
+    from swarm_tune.runtime.net.node import open_net_node
+    from swarm_tune.runtime.ops.logging import get_logger
+
+    log = get_logger("swarm_tune.relay")
+    identity = build_identity(s)
+    stop = trio.Event()
+    async with trio.open_nursery() as outer:
+        net_scope = trio.CancelScope()
+        outer.start_soon(_signal_stop, stop, net_scope.cancel)
+        with net_scope:
+            async with open_net_node(
+                identity.seed,
+                [_listen_addr(s)],
+                s.bootstrap_peers,
+                build_net_config(s, relay=True),
+            ) as net:
+                log.info("relay.peer_id", peer_id=net.peer_id)
+                log.info("relay.multiaddr", multiaddrs=net.multiaddrs)
+                _announce(net.peer_id, net.multiaddrs)
+                async with trio.open_nursery() as inner:
+
+                    async def drain_incoming() -> None:
+                        # A relay takes no part in training; unread messages would only
+                        # back-pressure their senders.
+                        async for inc in net.incoming:
+                            log.debug("relay.ignored_message", peer=inc.peer_id)
+
+                    async def log_peers() -> None:
+                        async for ev in net.peer_events:
+                            log.info("relay.peer_event", kind=type(ev).__name__, peer=ev[0])
+
+                    inner.start_soon(drain_incoming)
+                    inner.start_soon(log_peers)
+                    await stop.wait()
+                    inner.cancel_scope.cancel()
+        log.info("relay.stopped")
+        outer.cancel_scope.cancel()
+    return 0
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _run(main: Callable[[NodeSettings], Any], s: NodeSettings) -> None:
+    import trio
+
+    from swarm_tune.runtime.ops.logging import configure_logging
+
+    configure_logging(s)
+    code = trio.run(main, s)
+    sys.stdout.flush()
+    raise typer.Exit(int(code))
+
+
+def node(
+    env_file: EnvFileOpt = None,
+    device: DeviceOpt = None,
+    listen_host: HostOpt = None,
+    listen_port: PortOpt = None,
+    bootstrap: BootOpt = None,
+    max_rounds: RoundsOpt = None,
+    checkpoint_dir: CkptOpt = None,
+    node_id: NodeIdOpt = None,
+) -> None:
+    """Run a training node from SWARM_* settings (options override them)."""
+    s = _load(
+        env_file,
+        device=device,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        bootstrap_peers=bootstrap,
+        max_rounds=max_rounds,
+        checkpoint_dir=checkpoint_dir,
+        node_id=node_id,
+    )
+    if s.relay_mode:
+        _run(run_relay, s)
+    _run(run_node, s)
+
+
+def relay(
+    env_file: EnvFileOpt = None,
+    listen_host: HostOpt = None,
+    listen_port: PortOpt = None,
+    bootstrap: BootOpt = None,
+    node_id: NodeIdOpt = None,
+) -> None:
+    """Run a relay: P2P only, no model; prints its multiaddr for others to bootstrap from."""
+    s = _load(
+        env_file,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        bootstrap_peers=bootstrap,
+        node_id=node_id,
+    )
+    _run(run_relay, s)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``node`` and ``relay`` to the ``swarm-tune`` app."""
+    app.command("node")(node)
+    app.command("relay")(relay)

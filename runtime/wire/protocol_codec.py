@@ -1,0 +1,226 @@
+"""Mapping the protocol core's typed messages to and from the wire's generic `Envelope`.
+
+Why a separate, strict mapping layer: `decode` proves *who* signed a message and that its
+bytes are well formed, but it knows nothing about what a Heartbeat or a Contribution must
+contain. A validly signed message from a hostile or buggy peer can still carry a meta field
+of the wrong type, a negative dataset size, a 10-million-entry sketch or a tensor where none
+belongs. Every such case raises `ProtocolMismatch` (a `Malformed` `WireError`, so drivers
+handle it on the same path as a forged signature: count it, feed ``WireRejected``, never
+crash) and the core only ever sees values of the types its dataclasses promise.
+
+Layout choices:
+
+* The envelope's ``round`` is the message's own round where it has one (Heartbeat,
+  Contribution, StateResponse); StateRequest and Goodbye carry the sender's current round,
+  passed by the driver, so the receiver's `ReplayGuard` (a per-sender round window) sees a
+  sender's rounds move forward monotonically instead of jumping back to 0.
+* Every message carries ``meta["n"]``, a per-process nonce counter seeded from the wall
+  clock. Ed25519 signatures are deterministic, so two heartbeats in one round with unchanged
+  parameters would otherwise be byte-identical and the second one would be rejected as a
+  replay (and counted against the sender's reputation). The counter makes each message
+  unique, also across a restart of the same identity.
+* Sketches travel as a float64 tensor named `SKETCH_TENSOR`, not as JSON: they are exact,
+  they may contain non-finite values (a broken replica must still be able to say so), and
+  their size is checked like any tensor. The name cannot collide with a parameter name of a
+  Hugging Face model (those never start with an underscore).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator, Mapping
+from typing import Final
+
+import torch
+
+from swarm_tune.runtime.protocol.messages import (
+    Contribution,
+    Goodbye,
+    Heartbeat,
+    Message,
+    StateRequest,
+    StateResponse,
+)
+from swarm_tune.runtime.protocol.tensors import Sketch, TensorDict, UpdateKind
+from swarm_tune.runtime.wire.envelope import Envelope, MetaValue, MsgType
+from swarm_tune.runtime.wire.errors import Malformed
+
+__all__ = [
+    "MAX_DIGEST_LEN",
+    "MAX_KNOWN_PEERS",
+    "MAX_SKETCH",
+    "SKETCH_TENSOR",
+    "ProtocolMismatch",
+    "from_envelope",
+    "to_envelope",
+]
+
+SKETCH_TENSOR: Final = "__sketch__"
+MAX_SKETCH: Final = 65_536
+MAX_DIGEST_LEN: Final = 128
+MAX_KNOWN_PEERS: Final = 64
+MAX_ADDRESS_LEN: Final = 256
+_MAX_I63: Final = (1 << 63) - 1
+
+
+class ProtocolMismatch(Malformed):
+    """Signed and well formed, but not a valid protocol message (bad meta or tensors)."""
+
+    default_reason = "protocol_mismatch"
+
+
+def _nonce_counter() -> Iterator[int]:
+    # Wall-clock start: unique across restarts of one identity; not used for any decision.
+    return itertools.count(time.time_ns())
+
+
+_NONCES = _nonce_counter()
+
+
+# -- encode --------------------------------------------------------------------------------
+
+
+def _sketch_tensor(sketch: Sketch) -> torch.Tensor:
+    return torch.tensor(sketch, dtype=torch.float64)
+
+
+def to_envelope(message: Message, run_id: str, sender: str, *, round: int = 0) -> Envelope:
+    """The envelope for ``message``; ``round`` is used only by messages without their own."""
+    meta: dict[str, MetaValue] = {"n": next(_NONCES) & _MAX_I63}
+    tensors: dict[str, torch.Tensor] = {}
+    if isinstance(message, Heartbeat):
+        msg_type, rnd = MsgType.HEARTBEAT, message.round
+        meta["dataset_size"] = message.dataset_size
+        meta["digest"] = message.digest
+        meta["kp_ids"] = [p for p, _ in message.known_peers]
+        meta["kp_addrs"] = [a for _, a in message.known_peers]
+        tensors[SKETCH_TENSOR] = _sketch_tensor(message.sketch)
+    elif isinstance(message, Contribution):
+        msg_type, rnd = MsgType.CONTRIBUTION, message.round
+        meta["kind"] = message.kind
+        meta["dataset_size"] = message.dataset_size
+        tensors.update(message.tensors)
+    elif isinstance(message, StateRequest):
+        msg_type, rnd = MsgType.STATE_REQUEST, round
+        meta["nonce"] = message.nonce
+    elif isinstance(message, StateResponse):
+        msg_type, rnd = MsgType.STATE_RESPONSE, message.round
+        meta["nonce"] = message.nonce
+        meta["digest"] = message.digest
+        tensors.update(message.tensors)
+        tensors[SKETCH_TENSOR] = _sketch_tensor(message.sketch)
+    elif isinstance(message, Goodbye):
+        msg_type, rnd = MsgType.GOODBYE, round
+    else:  # pragma: no cover - the Message union is closed
+        raise TypeError(f"not a protocol message: {type(message).__name__}")
+    if SKETCH_TENSOR in tensors and isinstance(message, Contribution):
+        raise ValueError(f"tensor name {SKETCH_TENSOR!r} is reserved")
+    return Envelope(msg_type, run_id, max(0, rnd), sender, meta, tensors)
+
+
+# -- decode --------------------------------------------------------------------------------
+
+
+def _int(meta: Mapping[str, MetaValue], key: str, lo: int = 0, hi: int = _MAX_I63) -> int:
+    v = meta.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ProtocolMismatch(f"bad_{key}")
+    return v
+
+
+def _str(meta: Mapping[str, MetaValue], key: str, max_len: int) -> str:
+    v = meta.get(key)
+    if not isinstance(v, str) or len(v) > max_len or not v.isascii() or not v.isprintable():
+        raise ProtocolMismatch(f"bad_{key}")
+    return v
+
+
+def _str_list(meta: Mapping[str, MetaValue], key: str, max_items: int) -> list[str]:
+    v = meta.get(key, [])
+    if not isinstance(v, list) or len(v) > max_items:
+        raise ProtocolMismatch(f"bad_{key}")
+    out: list[str] = []
+    for item in v:
+        if not isinstance(item, str) or not 0 < len(item) <= MAX_ADDRESS_LEN:
+            raise ProtocolMismatch(f"bad_{key}")
+        if not item.isascii() or not item.isprintable():
+            raise ProtocolMismatch(f"bad_{key}")
+        out.append(item)
+    return out
+
+
+def _allowed_meta(meta: Mapping[str, MetaValue], allowed: frozenset[str]) -> None:
+    if not set(meta) <= allowed:
+        raise ProtocolMismatch("unexpected_meta")
+    _int(meta, "n")
+
+
+def _sketch(tensors: Mapping[str, torch.Tensor]) -> Sketch:
+    t = tensors.get(SKETCH_TENSOR)
+    if t is None or t.dtype != torch.float64 or t.dim() != 1 or t.numel() > MAX_SKETCH:
+        raise ProtocolMismatch("bad_sketch")
+    values: list[float] = t.tolist()
+    return tuple(values)
+
+
+def _no_tensors(env: Envelope, allowed: frozenset[str] = frozenset()) -> None:
+    if not set(env.tensors) <= allowed:
+        raise ProtocolMismatch("unexpected_tensors")
+
+
+_HB_META: Final = frozenset({"n", "dataset_size", "digest", "kp_ids", "kp_addrs"})
+_CONTRIB_META: Final = frozenset({"n", "kind", "dataset_size"})
+_REQ_META: Final = frozenset({"n", "nonce"})
+_RESP_META: Final = frozenset({"n", "nonce", "digest"})
+_BYE_META: Final = frozenset({"n"})
+_SKETCH_ONLY: Final = frozenset({SKETCH_TENSOR})
+
+
+def from_envelope(env: Envelope) -> Message:
+    """The protocol message in a decoded envelope; raises `ProtocolMismatch` if invalid."""
+    meta = env.meta
+    if env.msg_type == MsgType.HEARTBEAT:
+        _allowed_meta(meta, _HB_META)
+        _no_tensors(env, _SKETCH_ONLY)
+        ids = _str_list(meta, "kp_ids", MAX_KNOWN_PEERS)
+        addrs = _str_list(meta, "kp_addrs", MAX_KNOWN_PEERS)
+        if len(ids) != len(addrs):
+            raise ProtocolMismatch("bad_known_peers")
+        return Heartbeat(
+            round=env.round,
+            dataset_size=_int(meta, "dataset_size"),
+            digest=_str(meta, "digest", MAX_DIGEST_LEN),
+            sketch=_sketch(env.tensors),
+            known_peers=tuple(zip(ids, addrs, strict=True)),
+        )
+    if env.msg_type == MsgType.CONTRIBUTION:
+        _allowed_meta(meta, _CONTRIB_META)
+        raw_kind = meta.get("kind")
+        if raw_kind != "grad" and raw_kind != "params":
+            raise ProtocolMismatch("bad_kind")
+        kind: UpdateKind = "grad" if raw_kind == "grad" else "params"
+        if SKETCH_TENSOR in env.tensors:
+            raise ProtocolMismatch("unexpected_tensors")
+        tensors: TensorDict = dict(env.tensors)
+        return Contribution(env.round, kind, _int(meta, "dataset_size"), tensors)
+    if env.msg_type == MsgType.STATE_REQUEST:
+        _allowed_meta(meta, _REQ_META)
+        _no_tensors(env)
+        return StateRequest(_int(meta, "nonce"))
+    if env.msg_type == MsgType.STATE_RESPONSE:
+        _allowed_meta(meta, _RESP_META)
+        sketch = _sketch(env.tensors)
+        params = {k: v for k, v in env.tensors.items() if k != SKETCH_TENSOR}
+        return StateResponse(
+            nonce=_int(meta, "nonce"),
+            round=env.round,
+            digest=_str(meta, "digest", MAX_DIGEST_LEN),
+            sketch=sketch,
+            tensors=params,
+        )
+    if env.msg_type == MsgType.GOODBYE:
+        _allowed_meta(meta, _BYE_META)
+        _no_tensors(env)
+        return Goodbye()
+    raise ProtocolMismatch("unknown_msg_type")
