@@ -36,6 +36,9 @@ from swarm_tune.runtime.ops import cli as ops_cli  # noqa: E402
 app.add_typer(ops_cli.config_app, name="config")
 app.add_typer(ops_cli.manifest_app, name="manifest")
 app.command("join")(ops_cli.join)
+from swarm_tune.runtime.net import node_main  # noqa: E402
+
+node_main.register(app)
 # --- end of sub-apps -------------------------------------------------------------------
 
 
