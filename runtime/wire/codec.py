@@ -24,24 +24,28 @@ Design choices and why:
 * **Sign a header, hash the payload.** Ed25519 signs a 32-byte BLAKE3 digest of the header
   (prefixed with a context string, so a signature can never be confused with another
   libp2p signature made with the same key), and the header carries BLAKE3 of the payload.
-  Signing cost is constant; the payload costs one hash pass. BLAKE3 was measured at
-  ~6 GB/s single-threaded on the dev box (SHA-256 ~1.5 GB/s, BLAKE2b ~1.1 GB/s), and it
-  parallelises across cores (~11.7 GB/s on 2 cores) while staying a single digest, so it is
-  the only candidate that keeps encode+decode within 2x of a plain memcpy.
+  Signing cost is constant; the payload costs one hash pass per side. BLAKE3 was measured
+  at ~6 GB/s single-threaded on the 2-core dev box (SHA-256 ~1.5 GB/s, BLAKE2b ~1.1 GB/s,
+  same run; see benchmarks/bench_wire.py), and it parallelises across free cores while
+  staying one digest. With it encode+decode costs ~2.2x a plain memcpy of the payload
+  (one copy + two hash passes); SHA-256 would make that ~6x. A non-cryptographic hash
+  (xxhash) would be faster but would let a sender equivocate or a relay substitute data.
 * **The sender field is the peer id, and the peer id contains the key**, so "the signing
   key maps to the claimed sender" holds by construction; the reassembler additionally
   checks it equals the authenticated transport peer.
 * **Verify before parsing.** Only fixed-size fields are read before the signature and the
-  payload digest are checked, so the JSON parser and tensor table validation only ever run
-  on data a known peer signed (they are still fully strict).
+  payload digest are checked, so corrupted or relay-tampered messages are dropped before any
+  parsing. Parsing is still fully strict: anyone can make a key, so signed is not trusted.
 * **Canonical layout.** Tensors are packed in table order at 64-byte aligned offsets and
   the decoder recomputes the exact expected offsets, so there are no gaps, overlaps or
   out-of-range buffers to reason about, and one envelope has exactly one encoding.
   The payload starts 64-byte aligned (the JSON header is padded with spaces).
-* **Zero copy.** Encode allocates one bytearray and copies each tensor straight into it
+* **Zero copy.** Encode allocates one buffer and copies each tensor straight into it
   (``Tensor.copy_`` also handles strided and GPU tensors without a staging copy), hashing
-  each region while it is still in cache. Decode returns ``torch.frombuffer`` views of the
-  received buffer when it is writable and aligned (the reassembler hands out bytearrays);
+  each region while it is still in cache. `encode` returns a bytearray; `encode_buffer`
+  returns an uninitialised numpy-backed memoryview (no zero-fill, transparent huge pages),
+  which is ~1.6x faster for a 250 MB update. Decode returns ``torch.frombuffer`` views of the
+  received buffer when it is writable and aligned (as the reassembler's buffers are);
   read-only input (``bytes``) is copied once so callers can never mutate an immutable
   object through a tensor.
 * **Never pickle, never torch.load.** dtype comes from a fixed table of names.
