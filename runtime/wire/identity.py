@@ -133,7 +133,7 @@ class Identity:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Identity:
         """Read a key written by `save`; refuses files readable/writable by group or others."""
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY)
         with os.fdopen(fd, "r", encoding="ascii", errors="strict") as fh:
             mode = os.fstat(fh.fileno()).st_mode  # fstat: no check-then-open race
             if mode & (stat.S_IRWXG | stat.S_IRWXO):
