@@ -36,6 +36,11 @@ from swarm_tune.runtime.ops import cli as ops_cli  # noqa: E402
 app.add_typer(ops_cli.config_app, name="config")
 app.add_typer(ops_cli.manifest_app, name="manifest")
 app.command("join")(ops_cli.join)
+from swarm_tune.runtime.ops import eval_cli  # noqa: E402
+
+app.add_typer(eval_cli.checkpoint_app, name="checkpoint")
+app.command("benchmark")(eval_cli.benchmark)
+app.command("compete")(eval_cli.compete)
 from swarm_tune.runtime.net import node_main  # noqa: E402
 
 node_main.register(app)
