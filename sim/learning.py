@@ -466,6 +466,21 @@ class BatchedLearning:
             return 0.0 if dist == 0.0 else math.inf
         return dist / scale
 
+    def shard_samples(self, node_index: int) -> torch.Tensor:
+        """Pool indices of the node's data shard (a copy)."""
+        self._known(node_index)
+        return self._shard_rows[node_index, : int(self._sizes[node_index])].to(torch.int64)
+
+    def state_bytes(self) -> int:
+        """Bytes held by the stacked per-node state (params, optimizer moments, shards)."""
+        if self._real is not None:
+            return self._real.real_bytes * (1 + 2 * self._adam_real()) * len(self._real.nodes())
+        tensors = [self._flat, self._m, self._v, self._shard_rows, self._last_batch]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def _adam_real(self) -> int:
+        return 1 if self.settings.optimizer == "adam" else 0
+
     def last_batch(self, node_index: int) -> torch.Tensor:
         """Pool indices of the samples behind the node's last local step (tests, replay)."""
         self._known(node_index)

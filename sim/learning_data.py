@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -58,6 +59,20 @@ def mix_int(*parts: int) -> int:
     return h
 
 
+@lru_cache(maxsize=1)
+def _corpus() -> tuple[str, torch.Tensor, torch.Tensor]:
+    """The shipped corpus as character ids (alphabet, train, held-out); read once per process."""
+    train = CORPUS_TRAIN.read_text(encoding="utf-8")
+    valid = CORPUS_VALID.read_text(encoding="utf-8")
+    chars = sorted(set(train))
+    lookup = {c: i for i, c in enumerate(chars)}
+    unknown = lookup.get(" ", 0)  # unseen held-out characters map to space
+    text = torch.tensor([lookup[c] for c in train], dtype=torch.int64)
+    vtext = torch.tensor([lookup.get(c, unknown) for c in valid], dtype=torch.int64)
+    # Shared by every TaskData of the process: never written to.
+    return "".join(chars), text, vtext
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     inputs: torch.Tensor  # char-lm: int64 [n, S, context]; classification: float [n, S, D]
@@ -80,15 +95,8 @@ class TaskData:
 
     # -------------------------------------------------------------------------- char-lm
     def _init_text(self, gen: torch.Generator) -> None:
-        train = CORPUS_TRAIN.read_text(encoding="utf-8")
-        valid = CORPUS_VALID.read_text(encoding="utf-8")
-        chars = sorted(set(train))
-        self.alphabet = "".join(chars)
-        lookup = {c: i for i, c in enumerate(chars)}
-        unknown = lookup.get(" ", 0)  # unseen held-out characters map to space
-        self.text = torch.tensor([lookup[c] for c in train], dtype=torch.int64)
-        vtext = torch.tensor([lookup.get(c, unknown) for c in valid], dtype=torch.int64)
-        self.vocab = len(chars)
+        self.alphabet, self.text, vtext = _corpus()
+        self.vocab = len(self.alphabet)
         self.num_outputs = self.vocab
         c = self.settings.context
         self.pool_size = int(self.text.numel()) - c

@@ -66,6 +66,9 @@ class RealLearning:
             self._learners[node_index] = self._build(shard)
         return self._learners[node_index]
 
+    def nodes(self) -> list[int]:
+        return sorted(self._learners)
+
     def learner(self, node_index: int) -> HFLearner:
         try:
             return self._learners[node_index]
