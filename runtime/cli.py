@@ -44,6 +44,9 @@ app.command("compete")(eval_cli.compete)
 from swarm_tune.runtime.net import node_main  # noqa: E402
 
 node_main.register(app)
+from swarm_tune.analysis.cli import report as analysis_report  # noqa: E402
+
+app.command("report")(analysis_report)
 # --- end of sub-apps -------------------------------------------------------------------
 
 

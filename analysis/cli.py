@@ -1,0 +1,42 @@
+"""``swarm-tune report RUN_DIR... [--out DIR]``.
+
+Why so thin: the report is a library function (sweeps and the CI regression call it too);
+the command only turns paths into runs, maps "not a run folder" to a one-line error and exit
+code 2, and prints where the report went — the one thing a person needs next.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from swarm_tune.analysis.load import NotARunError, load_runs
+from swarm_tune.analysis.report import DEFAULT_TARGET_FRACTION, write_report
+
+
+def report(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="run folders, or folders containing runs (a sweep)")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="report folder (default: the first run's)")
+    ] = None,
+    baseline: Annotated[
+        list[Path] | None,
+        typer.Option("--baseline", help="centralized-baseline run folder (reference line)"),
+    ] = None,
+    target_fraction: Annotated[
+        float, typer.Option(help="target loss: this share of the baseline's improvement")
+    ] = DEFAULT_TARGET_FRACTION,
+    title: Annotated[str, typer.Option(help="report title")] = "Swarm-Tune report",
+) -> None:
+    """Write a self-contained HTML report (plots + tables) for one or many runs."""
+    try:
+        runs = load_runs([*run_dirs, *(baseline or [])])
+    except NotARunError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    target = write_report(runs, out or runs[0].path, title=title, target_fraction=target_fraction)
+    typer.echo(str(target))
