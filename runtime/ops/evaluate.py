@@ -37,7 +37,9 @@ from swarm_tune.runtime.ops.checkpoint import (
     CorruptCheckpointError,
     OutsideAllowedDirError,
     ShapeMismatchError,
+    WrongRunError,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
 )
 from swarm_tune.runtime.ops.provenance import (
@@ -96,6 +98,11 @@ def resolve_checkpoint(path: Path, allowed_dir: Path, run_id: str | None = None)
         return resolved
     info = latest_checkpoint(resolved, run_id)
     if info is None:
+        others = sorted({i.meta.run_id for i in list_checkpoints(resolved)})
+        if run_id is not None and others:
+            raise WrongRunError(
+                f"{path}: checkpoints are from run {', '.join(map(repr, others))}, not {run_id!r}"
+            )
         which = f" of run {run_id!r}" if run_id else ""
         raise CheckpointError(f"{path}: no complete checkpoint{which} in this folder")
     return check_inside(info.meta_path, allowed_dir)
