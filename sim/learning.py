@@ -438,7 +438,7 @@ class BatchedLearning:
         total = torch.zeros(self.numel, dtype=torch.float64)
         for start in range(0, len(nodes), _CHUNK):
             idx = torch.tensor(nodes[start : start + _CHUNK], dtype=torch.int64)
-            total += self._flat[idx].double().sum(dim=0)
+            total += self._flat[idx].sum(dim=0, dtype=torch.float64)
         return total / len(nodes)
 
     @torch.no_grad()
@@ -454,13 +454,15 @@ class BatchedLearning:
         """Mean over nodes of ||p_i - mean|| / ||mean|| (true replica divergence; 0 = equal)."""
         if self._real is not None:
             return self._real.divergence(node_indices)
-        mean = self._mean_row(node_indices)
+        mean64 = self._mean_row(node_indices)
+        scale = float(mean64.norm())
+        # Identical replicas have an exact float64 mean, so the float32 difference is exactly 0.
+        mean = mean64.to(torch.float32)
         nodes = list(node_indices)
-        scale = float(mean.norm())
         total = 0.0
         for start in range(0, len(nodes), _CHUNK):
             idx = torch.tensor(nodes[start : start + _CHUNK], dtype=torch.int64)
-            total += float((self._flat[idx].double() - mean).norm(dim=1).sum())
+            total += float((self._flat[idx] - mean).norm(dim=1, dtype=torch.float64).sum())
         dist = total / len(nodes)
         if scale == 0.0:
             return 0.0 if dist == 0.0 else math.inf
