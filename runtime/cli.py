@@ -36,6 +36,9 @@ from swarm_tune.runtime.ops import cli as ops_cli  # noqa: E402
 app.add_typer(ops_cli.config_app, name="config")
 app.add_typer(ops_cli.manifest_app, name="manifest")
 app.command("join")(ops_cli.join)
+from swarm_tune.sim.cli import sim_app  # noqa: E402
+
+app.add_typer(sim_app, name="sim")
 from swarm_tune.runtime.ops import eval_cli  # noqa: E402
 
 app.add_typer(eval_cli.checkpoint_app, name="checkpoint")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import simpy
+import torch
 
 from swarm_tune.runtime.protocol import effects as fx
 from swarm_tune.runtime.protocol.config import ProtocolConfig
@@ -613,6 +614,16 @@ class SimDriver:
     # -- run ----------------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        # The tensors here are tiny: torch's intra-op thread pool only adds synchronisation
+        # (20x slower on a loaded 2-core box, measured). One thread, restored afterwards.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> RunResult:
         self._wall0 = time.perf_counter()
         env = self.env
         initial = self.s.nodes.count

@@ -1,0 +1,103 @@
+"""``swarm-tune sim run SCENARIO``: run a scenario with a progress bar and a summary screen.
+
+Why the summary reads the recorder's tables instead of the driver's internals: what the
+person sees at the end is exactly what is in the run folder, so the numbers on screen can be
+found again (and re-plotted) from the files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import pyarrow.compute as pc
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from swarm_tune.sim.recorder import REJECT_COLUMNS
+from swarm_tune.sim.run import RunOutput, default_out_dir, run_scenario, with_seed
+from swarm_tune.sim.scenario import ScenarioError, load_scenario
+
+sim_app = typer.Typer(help="Simulate a swarm in virtual time (SimPy).", no_args_is_help=True)
+
+
+@sim_app.command("run")
+def run(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    seed: Annotated[int | None, typer.Option(help="override the scenario's seed")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder for the run")] = None,
+) -> None:
+    """Run SCENARIO and write its run folder (config, manifest, parquet tables)."""
+    console = Console()
+    try:
+        sc = with_seed(load_scenario(scenario), seed)
+    except ScenarioError as exc:
+        for p in exc.problems:
+            console.print(f"[red]error[/red] {p.render(exc.source)}", highlight=False)
+        raise typer.Exit(2) from None
+    target = out if out is not None else default_out_dir(sc)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("round {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("virtual {task.fields[vt]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(sc.name, total=sc.rounds.target, vt="0s")
+
+        def progress(r: int, target: int, now: float) -> None:
+            bar.update(task, completed=r, vt=f"{now:,.0f}s")
+
+        result = run_scenario(sc, target, progress=progress)
+    _summary(console, result)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000:
+            return f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} PB"
+
+
+def _summary(console: Console, out: RunOutput) -> None:
+    r = out.result
+    tables = r.recorder.tables()
+    swarm, rounds = tables["swarm"], tables["rounds"]
+    evals = [
+        (int(rn), float(v))
+        for rn, v in zip(
+            swarm["round"].to_pylist(), swarm["eval_loss_mean_model"].to_pylist(), strict=True
+        )
+        if v is not None and not math.isnan(v)
+    ]
+    t = Table(title=f"{out.manifest['run_id']}: {r.stop_reason}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("swarm rounds", f"{r.swarm_round} (nodes online at end: {r.online})")
+    if evals:
+        (r0, first), (r1, last) = evals[0], evals[-1]
+        t.add_row("held-out loss", f"{first:.4f} (round {r0}) -> {last:.4f} (round {r1})")
+    acc = int(pc.sum(rounds["accepted"]).as_py() or 0)
+    rej = int(pc.sum(rounds["rejected"]).as_py() or 0)
+    t.add_row("contributions", f"{acc:,} accepted, {rej:,} rejected")
+    for col in REJECT_COLUMNS:
+        n = int(pc.sum(rounds[col]).as_py() or 0)
+        if n:
+            t.add_row("", f"  {col.removeprefix('rej_')}: {n:,}")
+    if r.adversaries:
+        kinds = sorted(set(r.adversaries.values()))
+        t.add_row("adversaries", f"{len(r.adversaries)} ({', '.join(kinds)})")
+    if swarm.num_rows:
+        msgs = swarm["messages"][-1].as_py()
+        sent = swarm["bytes"][-1].as_py()
+        t.add_row("network", f"{msgs:,} messages, {_fmt_bytes(sent)}")
+    t.add_row("time", f"virtual {r.virtual_s:,.1f} s, wall {r.wall_s:,.1f} s")
+    t.add_row("events", f"{r.events:,} protocol events ({r.events / max(r.wall_s, 1e-9):,.0f}/s)")
+    t.add_row("output", str(out.out_dir))
+    console.print(t)
