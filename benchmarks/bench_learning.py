@@ -18,6 +18,7 @@ import torch
 
 from swarm_tune.runtime.protocol.tensors import TensorDict
 from swarm_tune.sim.learning import BatchedLearning, LearningSettings, centralized_baseline
+from swarm_tune.sim.learning_settings import LearningTask
 
 
 def _swarm(settings: LearningSettings, n: int, seed: int = 0) -> BatchedLearning:
@@ -88,7 +89,8 @@ def figure(path: str, rounds: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, task in zip(axes, ["char-lm", "classification"], strict=True):
+    tasks: list[LearningTask] = ["char-lm", "classification"]
+    for ax, task in zip(axes, tasks, strict=True):
         s = LearningSettings(task=task, non_iid=0.8)
         for n in (8, 100):
             bl = _swarm(s, n)
