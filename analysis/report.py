@@ -84,7 +84,8 @@ def summary_table(runs: Sequence[RunData], target_fraction: float) -> pd.DataFra
             "stop": m.get("stop_reason", ""),
         }
         if baselines and not run.is_baseline:
-            cmp = compare(run, baselines[0], target_fraction)
+            same_seed = [b for b in baselines if b.manifest.get("seed") == m.get("seed")]
+            cmp = compare(run, (same_seed or baselines)[0], target_fraction)
             row["target_loss"] = cmp.target_loss
             row["tokens_to_target"] = cmp.swarm_tokens
             row["x_baseline_tokens"] = cmp.tokens_ratio

@@ -84,14 +84,16 @@ def loss_plot(runs: Sequence[RunData], x: Literal["round", "t", "tokens"]) -> Pl
     for label, group in _group([r for r in runs if not r.is_baseline]).items():
         xs, ys = _mean_by_round(group, LOSS_COLUMN, x)
         plot.series.append(Series(label, xs, ys, "line"))
-    for base in (r for r in runs if r.is_baseline):
-        label = f"centralized baseline ({base.run_id})"
+    bases = [r for r in runs if r.is_baseline]
+    if bases:
+        # Several baselines (one per seed of a sweep) are one reference: their mean.
+        label = "centralized baseline" + (f" (mean of {len(bases)})" if len(bases) > 1 else "")
         if x == "t":
             # The baseline has no virtual clock: its final loss is the reference level.
-            ys = _floats(base.swarm[LOSS_COLUMN].dropna())
+            _, ys = _mean_by_round(bases, LOSS_COLUMN, "round")
             plot.series.append(Series(label, [], ys[-1:], "hline"))
         else:
-            xs, ys = _mean_by_round([base], LOSS_COLUMN, x)
+            xs, ys = _mean_by_round(bases, LOSS_COLUMN, x)
             plot.series.append(Series(label, xs, ys, "dashed"))
     return plot
 

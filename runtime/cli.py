@@ -50,6 +50,9 @@ node_main.register(app)
 from swarm_tune.analysis.cli import report as analysis_report  # noqa: E402
 
 app.command("report")(analysis_report)
+from swarm_tune.sim import sweep_cli  # noqa: E402
+
+sweep_cli.register(sim_app)
 # --- end of sub-apps -------------------------------------------------------------------
 
 
