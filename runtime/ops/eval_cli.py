@@ -14,6 +14,7 @@ someone else's result file; reading only below a folder the operator chose is th
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,6 +59,14 @@ def _errors() -> tuple[type[Exception], ...]:
     )
 
 
+def _quiet_logs() -> None:
+    # Results go to stdout (``--json`` must stay parseable); logs to the process's real
+    # stderr, warnings only (a skipped torn checkpoint is worth seeing, "saved" is not).
+    from swarm_tune.runtime.ops.logging import configure_logging
+
+    configure_logging("WARNING", "console", stream=sys.__stderr__ or sys.stderr)
+
+
 def _fail(exc: Exception) -> typer.Exit:
     # One line: manifest errors may carry several problems; join them.
     message = " ".join(str(exc).split("\n")) or type(exc).__name__
@@ -80,6 +89,8 @@ def reconstruct_cmd(
 ) -> None:
     """Merge or average node checkpoints into a model folder (save_pretrained)."""
     from swarm_tune.runtime.ops.reconstruct import reconstruct
+
+    _quiet_logs()
 
     if mode not in ("average", "latest"):
         raise _fail(ValueError(f"--mode must be average or latest (got {mode!r})"))
@@ -129,6 +140,8 @@ def publish_cmd(
 
     from swarm_tune.runtime.ops.publish import publish, resolve_token, stage_upload
 
+    _quiet_logs()
+
     try:
         if dry_run:
             where = staging_dir or model_dir.with_name(model_dir.resolve().name + ".publish")
@@ -164,6 +177,8 @@ def benchmark(
 ) -> None:
     """Perplexity of a checkpoint on a held-out split (deterministic, with hashes)."""
     from swarm_tune.runtime.ops.evaluate import benchmark as run_benchmark
+
+    _quiet_logs()
 
     try:
         r = run_benchmark(
@@ -208,6 +223,8 @@ def compete(
 ) -> None:
     """Evaluate two teams' checkpoints on the same data and write a verifiable result."""
     from swarm_tune.runtime.ops.compete import compete as run_compete
+
+    _quiet_logs()
 
     try:
         result: dict[str, Any] = run_compete(
