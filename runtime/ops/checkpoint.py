@@ -370,7 +370,8 @@ def _retain(d: Path, run_id: str, keep: int, protect: int) -> None:
     _fsync_dir(d)
 
 
-def _inside(path: Path, allowed_dir: Path) -> Path:
+def check_inside(path: Path, allowed_dir: Path) -> Path:
+    """``path`` resolved (symlinks followed); refuses anything outside ``allowed_dir``."""
     resolved = path.resolve()
     root = allowed_dir.resolve()
     if not resolved.is_relative_to(root):
@@ -396,7 +397,7 @@ def load_checkpoint(
 
     given = path.meta_path if isinstance(path, CheckpointInfo) else Path(path)
     allowed = Path(allowed_dir)
-    resolved = _inside(given, allowed)
+    resolved = check_inside(given, allowed)
     tm = _TENSOR_RE.match(resolved.name)
     meta_path = resolved.with_name(_meta_name(int(tm.group(1)))) if tm else resolved
     if not _NAME_RE.match(meta_path.name):
@@ -408,7 +409,7 @@ def load_checkpoint(
         raise WrongModelError(
             f"checkpoint is for model {meta.model_name!r}, not {expected_model!r}"
         )
-    tensor_path = _inside(meta_path.parent / meta.tensor_file, allowed)
+    tensor_path = check_inside(meta_path.parent / meta.tensor_file, allowed)
     try:
         data = tensor_path.read_bytes()
     except OSError as exc:

@@ -35,9 +35,9 @@ from swarm_tune.runtime.ops.checkpoint import (
     CheckpointError,
     CheckpointMeta,
     CorruptCheckpointError,
-    OutsideAllowedDirError,
     ShapeMismatchError,
     WrongRunError,
+    check_inside,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -72,16 +72,6 @@ _DEFAULT_POSITIONS = 128  # what build_learner gives tiny models for seq_len <= 
 
 class EvalError(ValueError):
     """Evaluation settings or inputs are unusable (bad seq_len, empty split, ...)."""
-
-
-def check_inside(path: Path, allowed_dir: Path) -> Path:
-    """``path`` resolved (symlinks followed); :class:`OutsideAllowedDirError` if it leaves
-    ``allowed_dir``."""
-    resolved = path.resolve()
-    root = allowed_dir.resolve()
-    if not resolved.is_relative_to(root):
-        raise OutsideAllowedDirError(f"{path} resolves to {resolved}, outside {root}")
-    return resolved
 
 
 def is_hf_folder(path: Path) -> bool:
