@@ -1,0 +1,210 @@
+"""Simulator throughput: protocol events/s vs raw SimPy, wall time per round, scale-10k.
+
+Prints, in one run:
+
+1. raw SimPy timeout events/s (the same callback-on-timeout mechanism the driver uses, and a
+   process-based loop for reference) vs events/s of the full protocol (the quickstart-like
+   flat swarm: real ProtocolNode.handle calls, network model, batched learning, recorder);
+   the ratio's goal is >= 0.25;
+2. wall time per round at 100, 1,000 and 10,000 nodes, flat vs gossip (derived from
+   scenarios/scale-10k.yaml without churn); every configuration runs in a child process with
+   a time box, and a configuration that does not finish its rounds in time reports so;
+3. scenarios/scale-10k.yaml as shipped (30% churn, 100 rounds): total wall time and the
+   child's peak RSS (goal <= 10 min and <= 8 GiB on 2 cores).
+
+Usage: python benchmarks/bench_sim.py [--timebox S] [--scale-timeout S] [--skip-scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import simpy
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE = ROOT / "scenarios" / "scale-10k.yaml"
+QUICK = ROOT / "scenarios" / "quickstart.yaml"
+
+
+def raw_simpy_callbacks(n: int = 300_000) -> float:
+    env = simpy.Environment()
+    count = 0
+
+    def cb(ev: simpy.Event) -> None:
+        nonlocal count
+        count += 1
+        if count < n:
+            simpy.Timeout(env, 1.0, None).callbacks.append(cb)
+
+    for _ in range(100):  # a realistic heap: many events in flight
+        simpy.Timeout(env, 1.0, None).callbacks.append(cb)
+    t0 = time.perf_counter()
+    env.run()
+    return count / (time.perf_counter() - t0)
+
+
+def raw_simpy_processes(n: int = 300_000) -> float:
+    env = simpy.Environment()
+    per = n // 100
+
+    def proc() -> object:
+        for _ in range(per):
+            yield env.timeout(1.0)
+
+    for _ in range(100):
+        env.process(proc())
+    t0 = time.perf_counter()
+    env.run()
+    return per * 100 / (time.perf_counter() - t0)
+
+
+CHILD = r"""
+import json, resource, sys, time
+from swarm_tune.sim.scenario import load_scenario
+from swarm_tune.sim.driver import SimDriver
+path, strategy = sys.argv[1], sys.argv[3]
+nodes, rounds, churn = int(sys.argv[2]), int(sys.argv[4]), sys.argv[5] == "1"
+s = load_scenario(path)
+upd = {}
+if nodes:
+    upd["nodes"] = s.nodes.model_copy(update={"count": nodes})
+if rounds:
+    upd["rounds"] = s.rounds.model_copy(update={"target": rounds})
+if strategy != "asis":
+    view = 0 if strategy == "flat" else s.protocol.view_size or 24
+    upd["protocol"] = s.protocol.model_copy(update={"strategy": strategy, "view_size": view})
+if not churn:
+    upd["churn"] = s.churn.model_copy(update={"fraction": 0.0})
+s = s.model_copy(update=upd)
+t0 = time.perf_counter()
+def progress(r, target, now):
+    print(json.dumps({"round": r, "wall": time.perf_counter() - t0}), flush=True)
+drv = SimDriver(s, progress=progress)
+print(json.dumps({"setup": time.perf_counter() - t0}), flush=True)
+res = drv.run()
+print(json.dumps({"done": True, "wall": time.perf_counter() - t0, "run_wall": res.wall_s,
+    "events": res.events, "virtual": res.virtual_s, "stop": res.stop_reason,
+    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+"""
+
+
+def child(
+    path: Path, nodes: int, strategy: str, rounds: int, churn: bool, timeout: float
+) -> tuple[list[dict[str, float]], bool]:
+    """Run one configuration in a child process; (progress lines, finished?)."""
+    cmd = [sys.executable, "-c", CHILD, str(path), str(nodes), strategy, str(rounds)]
+    cmd.append("1" if churn else "0")
+    lines: list[dict[str, float]] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + timeout
+        assert proc.stdout is not None
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, min(5.0, deadline - time.monotonic()))):
+                if proc.poll() is not None:
+                    break
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(json.loads(line))
+            if lines[-1].get("done"):
+                break
+        finished = bool(lines and lines[-1].get("done"))
+        if not finished:
+            proc.kill()
+        proc.wait()
+    return lines, finished
+
+
+def per_round(lines: list[dict[str, float]]) -> tuple[float | None, int, float]:
+    """Wall seconds per round after the first (setup and round 0 excluded), rounds seen."""
+    setup = next((ln["setup"] for ln in lines if "setup" in ln), float("nan"))
+    marks = [(int(ln["round"]), ln["wall"]) for ln in lines if "round" in ln]
+    if len(marks) < 2:
+        return None, (marks[-1][0] if marks else 0), setup
+    (r0, w0), (r1, w1) = marks[0], marks[-1]
+    return (w1 - w0) / max(1, r1 - r0), r1, setup
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--timebox", type=float, default=180.0, help="seconds per size/strategy")
+    ap.add_argument("--scale-timeout", type=float, default=3600.0)
+    ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--sizes", default="100,1000,10000")
+    args = ap.parse_args()
+
+    print("== 1. events/s: full protocol vs raw SimPy ==")
+    cb = raw_simpy_callbacks()
+    pr = raw_simpy_processes()
+    print(f"raw SimPy timeouts (callbacks, as the driver): {cb:,.0f} events/s")
+    print(f"raw SimPy timeouts (generator processes):     {pr:,.0f} events/s")
+    lines, ok = child(QUICK, 20, "asis", 30, False, 600)
+    done = lines[-1] if ok else {}
+    if ok:
+        proto = done["events"] / done["run_wall"]
+        print(
+            f"full protocol (quickstart, 20 nodes, flat, 30 rounds): {done['events']:,.0f} "
+            f"events in {done['run_wall']:.1f} s = {proto:,.0f} events/s"
+        )
+        print(f"ratio vs callbacks: {proto / cb:.3f}   ratio vs processes: {proto / pr:.3f}")
+    lines, ok = child(SCALE, 1000, "gossip", 10, False, 600)
+    if ok:
+        d = lines[-1]
+        proto = d["events"] / d["run_wall"]
+        print(
+            f"full protocol (scale-10k shape, 1,000 nodes, gossip, 10 rounds): "
+            f"{proto:,.0f} events/s; ratio vs callbacks {proto / cb:.3f}"
+        )
+
+    print("\n== 2. wall time per round (no churn), time box", args.timebox, "s each ==")
+    print(f"{'nodes':>7} {'strategy':>8} {'setup s':>8} {'rounds':>6} {'s/round':>9}  note")
+    for n in (int(x) for x in args.sizes.split(",")):
+        for strategy in ("flat", "gossip"):
+            target = 5 if n >= 10_000 else 10
+            lines, ok = child(SCALE, n, strategy, target, False, args.timebox)
+            spr, seen, setup = per_round(lines)
+            note = "finished" if ok else f"time box hit after {seen} rounds"
+            shown = f"{spr:9.2f}" if spr is not None else f"{'-':>9}"
+            print(f"{n:>7} {strategy:>8} {setup:>8.1f} {seen:>6} {shown}  {note}")
+
+    if args.skip_scale:
+        return
+    print("\n== 3. scenarios/scale-10k.yaml as shipped (30% churn, 100 rounds) ==")
+    t0 = time.perf_counter()
+    lines, ok = child(SCALE, 0, "asis", 0, True, args.scale_timeout)
+    wall = time.perf_counter() - t0
+    spr, seen, setup = per_round(lines)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if ok:
+        d = lines[-1]
+        print(
+            f"finished: wall {d['wall']:.0f} s (setup {setup:.0f} s), "
+            f"virtual {d['virtual']:.0f} s, "
+            f"{d['events']:,.0f} events ({d['events'] / d['run_wall']:,.0f}/s), "
+            f"peak RSS {d['rss_mb']:,.0f} MB"
+        )
+        print(
+            f"goal wall <= 600 s: {'met' if d['wall'] <= 600 else 'NOT met'}; "
+            f"goal RSS <= 8192 MB: {'met' if d['rss_mb'] <= 8192 else 'NOT met'}"
+        )
+    else:
+        print(
+            f"NOT finished within {args.scale_timeout:.0f} s: reached swarm round {seen}, "
+            f"{spr or float('nan'):.1f} s/round, peak RSS (children) {rss:,.0f} MB, "
+            f"wall {wall:.0f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
