@@ -23,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import simpy
@@ -53,7 +54,7 @@ def raw_simpy_processes(n: int = 300_000) -> float:
     env = simpy.Environment()
     per = n // 100
 
-    def proc() -> object:
+    def proc() -> Generator[simpy.Event, object, None]:
         for _ in range(per):
             yield env.timeout(1.0)
 
