@@ -21,6 +21,7 @@ Heavy imports (torch, transformers, libp2p) happen inside the commands so that
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import sys
 import zlib
@@ -232,6 +233,7 @@ async def run_node(s: NodeSettings) -> int:
         learner.dataset_size,
         random.Random(f"{s.run_id}/{identity.peer_id}"),
         start_round=start_round,
+        address=_own_address(s.listen_host),
     )
     bridge = LearnerBridge(learner, pcfg)
     adversary = Adversary(s.adversary, s.adversary_scale, seed=seed ^ s.shard_index)
@@ -380,3 +382,11 @@ def register(app: typer.Typer) -> None:
     """Add ``node`` and ``relay`` to the ``swarm-tune`` app."""
     app.command("node")(node)
     app.command("relay")(relay)
+
+
+def _own_address(listen_host: str) -> str:
+    """Our address for the subnet cap, when the listen host names one (not 0.0.0.0 / ::)."""
+    try:
+        return "" if ipaddress.ip_address(listen_host).is_unspecified else listen_host
+    except ValueError:
+        return ""

@@ -100,8 +100,8 @@ class ContributionRejected:
 @dataclass(frozen=True, slots=True)
 class RoundClosed:
     round: int
-    trigger: str  # "quorum" | "timeout"
-    outcome: str  # "average" | "fallback" | "skipped"
+    trigger: str  # "quorum" | "timeout" | "sync"
+    outcome: str  # "average" | "fallback" | "skipped" | "abandoned"
     contributors: int
     opened_at: float
     closed_at: float

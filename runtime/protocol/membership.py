@@ -51,6 +51,7 @@ class PeerRecord:
     dataset_size: int = 0
     digest: str = ""
     sketch: Sketch = field(default=(), repr=False)
+    sketch_round: int = -1
 
 
 class PeerTable:
@@ -104,7 +105,7 @@ class PeerTable:
         if rec is None:
             return
         rec.round, rec.dataset_size = hb.round, hb.dataset_size
-        rec.digest, rec.sketch = hb.digest, hb.sketch
+        rec.digest, rec.sketch, rec.sketch_round = hb.digest, hb.sketch, hb.sketch_round
 
     def learn(self, peers: tuple[tuple[str, str], ...], now: float, rng: random.Random) -> None:
         """Peer exchange: add advertised peers we do not know yet (partial views only)."""

@@ -36,7 +36,7 @@ from swarm_tune.runtime.protocol.events import (
     TimerKey,
     WireRejected,
 )
-from swarm_tune.runtime.protocol.membership import PeerTable
+from swarm_tune.runtime.protocol.membership import PeerTable, subnet_of
 from swarm_tune.runtime.protocol.messages import (
     Contribution,
     Goodbye,
@@ -90,6 +90,7 @@ class ProtocolNode:
         dataset_size: int,
         rng: random.Random,
         start_round: int = 0,
+        address: str = "",
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -105,8 +106,15 @@ class ProtocolNode:
         self._open: OpenRound | None = None
         self._buffer: dict[int, dict[str, Contribution]] = {}
         self._sync: _PendingSync | None = None
+        # Our own update sits in our own network's bucket of the subnet cap: on a LAN or
+        # loopback everyone shares one subnet, and treating "self" as a separate network
+        # would hand our own update an outsized share.
+        self._self_subnet = (
+            subnet_of(address, config.ipv4_prefix, config.ipv6_prefix) if address else SELF_SUBNET
+        )
         self.digest = ""
         self.sketch: Sketch = ()
+        self.sketch_round = -1
         self.closed_rounds = 0
         self._handlers: dict[type[Any], Callable[[Any, float], Effects]] = {
             PeerConnected: self._on_connected,
@@ -163,7 +171,9 @@ class ProtocolNode:
             return []
         partial = self.config.view_size > 0
         known = self.peers.sample_known(self.config.peer_exchange, self._rng) if partial else ()
-        hb = Heartbeat(self.round, self.dataset_size, self.digest, self.sketch, known)
+        hb = Heartbeat(
+            self.round, self.dataset_size, self.digest, self.sketch, self.sketch_round, known
+        )
         targets = self._strategy.targets(live, self._rng) if partial else tuple(live)
         return [fx.Send(tuple(targets), hb)]
 
@@ -257,7 +267,7 @@ class ProtocolNode:
 
     def _on_local_update(self, ev: LocalUpdateReady, now: float) -> Effects:
         rnd = self._open
-        self.digest, self.sketch = ev.digest, ev.sketch
+        self.digest, self.sketch, self.sketch_round = ev.digest, ev.sketch, ev.round
         if rnd is None or self.phase is not Phase.TRAINING or ev.round != rnd.number:
             return []  # a straggling result for a round that already closed here
         if ev.kind != rnd.kind or self.spec.mismatch(ev.update) is not None:
@@ -305,7 +315,7 @@ class ProtocolNode:
             if rnd.own is not None:
                 updates.append(rnd.own)
                 weights.append(float(rnd.own_weight))
-                subnets.append(SELF_SUBNET)
+                subnets.append(self._self_subnet)
                 contributors.append(self.node_id)
             capped = subnet_capped_weights(weights, subnets, self.config.subnet_cap)
             avg = weighted_average(updates, capped)
@@ -337,7 +347,7 @@ class ProtocolNode:
         ]
         out += [fx.Evict(p, "silent") for p in self.peers.expire(now)]
         out += self._send_heartbeat(now)
-        if self.phase in (Phase.TRAINING, Phase.COLLECTING):
+        if self.phase in (Phase.TRAINING, Phase.COLLECTING) and self._sync is None:
             out += self._check_lag_and_drift(now)
         return out
 
@@ -348,11 +358,13 @@ class ProtocolNode:
         rounds = sorted(r.round for r in records)
         if rounds[len(rounds) // 2] >= self.round + self.config.lag_rounds:
             return self._begin_sync("lag", now)
-        peers_here = [r.sketch for r in records if r.round == self.round and r.sketch]
+        peers_here = [
+            r.sketch for r in records if r.sketch_round == self.sketch_round >= 0 and r.sketch
+        ]
         if len(peers_here) < 2 or not self.sketch:
             return []
         distance = sketch_distance(self.sketch, median_sketch(peers_here))
-        out: Effects = [fx.DriftObserved(self.round, distance, len(peers_here))]
+        out: Effects = [fx.DriftObserved(self.sketch_round, distance, len(peers_here))]
         if distance > self.config.drift_bound:
             out += self._begin_sync("drift", now)
         return out
@@ -360,19 +372,17 @@ class ProtocolNode:
     # -- state sync -------------------------------------------------------------------
 
     def _begin_sync(self, reason: str, now: float) -> Effects:
+        """Ask peers for their state. At start-up rounds wait for the answer (SYNCING);
+        later syncs run beside the rounds, so a failed or slow sync costs nothing."""
         live = self.peers.live_peers()
-        if not live:
+        if not live or self._sync is not None:
             return []
         asked = tuple(sorted(self._rng.sample(live, min(self.config.sync_fanout, len(live)))))
         nonce = self._rng.getrandbits(62)
         self._sync = _PendingSync(nonce, reason, asked, {})
-        if self._open is not None:
-            out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, self._open.number))]
-            self._open = None
-        else:
-            out = []
-        self._transition(Trigger.SYNC_BEGIN)
-        return out + [
+        if self.phase is Phase.IDLE:
+            self._transition(Trigger.SYNC_BEGIN)
+        return [
             fx.SyncStarted(reason, asked),
             fx.Send(asked, StateRequest(nonce)),
             fx.SetTimer(TimerKey(SYNC_TIMER, nonce), now + self.config.sync_timeout),
@@ -393,19 +403,33 @@ class ProtocolNode:
         self._sync = None
         c = self.config
         decision = decide(sync.responses, self.spec, c.drift_bound, c.sketch_size, c.sketch_seed)
-        self._transition(Trigger.SYNC_END)
+        waiting = self.phase is Phase.SYNCING
+        if waiting:
+            self._transition(Trigger.SYNC_END)
         if decision is None:
-            return [
-                fx.SyncFinished(False, self.round, len(sync.responses), 0),
-                *self._open_round(self.round, now),
-            ]
+            out: Effects = [fx.SyncFinished(False, self.round, len(sync.responses), 0)]
+            return out + (self._open_round(self.round, now) if waiting else [])
         resume = max(decision.round, self.round)
-        return [
+        out = [
             fx.LoadState(resume, decision.tensors, decision.digest),
-            fx.SyncFinished(True, decision.round, decision.responders, decision.agreeing),
-            *self._open_round(
-                max(decision.round, self.round if sync.reason == "drift" else 0), now
-            ),
+            fx.SyncFinished(True, resume, decision.responders, decision.agreeing),
+        ]
+        if waiting:
+            return out + self._open_round(resume, now)
+        if resume > self.round:
+            return out + self._abandon_round(now) + self._open_round(resume, now)
+        return out
+
+    def _abandon_round(self, now: float) -> Effects:
+        """Leave the open round without averaging: we are jumping ahead to the swarm."""
+        rnd = self._open
+        if rnd is None:
+            return []
+        self._open = None
+        self._transition(Trigger.JUMP)
+        return [
+            fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number)),
+            fx.RoundClosed(rnd.number, "sync", "abandoned", 0, rnd.opened_at, now),
         ]
 
     # -- helpers ----------------------------------------------------------------------

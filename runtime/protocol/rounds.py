@@ -16,7 +16,10 @@ On close the node averages (>= min_peers valid contributions), falls back to its
 (fewer), or skips (no own update either, e.g. a straggler whose deadline passed), and the next
 round begins immediately. Contributions for up to ``future_window`` rounds ahead are buffered
 (peers are never perfectly in step); anything further ahead or already closed is refused.
-State sync (SYNCING) suspends rounds: the node is about to jump to the swarm's round.
+A node that starts with ``catch_up`` waits in SYNCING for peers' state before its first
+round. Later syncs (lag, drift) run beside the rounds; if one lands on a later round the
+open round is abandoned (JUMP: no average, no second contribution) and the node continues
+at the swarm's round.
 
 Transitions live in ``TRANSITIONS``; anything else is a bug in the core and raises.
 """
@@ -42,6 +45,7 @@ class Trigger(Enum):
     START = "start"
     OWN_READY = "own_ready"
     CLOSE = "close"  # quorum or timeout; the next round starts in TRAINING
+    JUMP = "jump"  # abandon the open round: a sync says the swarm is further ahead
     SYNC_BEGIN = "sync_begin"
     SYNC_END = "sync_end"
     STOP = "stop"
@@ -53,8 +57,8 @@ TRANSITIONS: dict[tuple[Phase, Trigger], Phase] = {
     (Phase.TRAINING, Trigger.OWN_READY): Phase.COLLECTING,
     (Phase.TRAINING, Trigger.CLOSE): Phase.TRAINING,
     (Phase.COLLECTING, Trigger.CLOSE): Phase.TRAINING,
-    (Phase.TRAINING, Trigger.SYNC_BEGIN): Phase.SYNCING,
-    (Phase.COLLECTING, Trigger.SYNC_BEGIN): Phase.SYNCING,
+    (Phase.TRAINING, Trigger.JUMP): Phase.TRAINING,
+    (Phase.COLLECTING, Trigger.JUMP): Phase.TRAINING,
     (Phase.SYNCING, Trigger.SYNC_END): Phase.TRAINING,
     (Phase.IDLE, Trigger.STOP): Phase.STOPPED,
     (Phase.TRAINING, Trigger.STOP): Phase.STOPPED,

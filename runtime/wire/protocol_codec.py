@@ -93,6 +93,7 @@ def to_envelope(message: Message, run_id: str, sender: str, *, round: int = 0) -
         msg_type, rnd = MsgType.HEARTBEAT, message.round
         meta["dataset_size"] = message.dataset_size
         meta["digest"] = message.digest
+        meta["sketch_round"] = message.sketch_round
         meta["kp_ids"] = [p for p, _ in message.known_peers]
         meta["kp_addrs"] = [a for _, a in message.known_peers]
         tensors[SKETCH_TENSOR] = _sketch_tensor(message.sketch)
@@ -169,7 +170,7 @@ def _no_tensors(env: Envelope, allowed: frozenset[str] = frozenset()) -> None:
         raise ProtocolMismatch("unexpected_tensors")
 
 
-_HB_META: Final = frozenset({"n", "dataset_size", "digest", "kp_ids", "kp_addrs"})
+_HB_META: Final = frozenset({"n", "dataset_size", "digest", "sketch_round", "kp_ids", "kp_addrs"})
 _CONTRIB_META: Final = frozenset({"n", "kind", "dataset_size"})
 _REQ_META: Final = frozenset({"n", "nonce"})
 _RESP_META: Final = frozenset({"n", "nonce", "digest"})
@@ -192,6 +193,7 @@ def from_envelope(env: Envelope) -> Message:
             dataset_size=_int(meta, "dataset_size"),
             digest=_str(meta, "digest", MAX_DIGEST_LEN),
             sketch=_sketch(env.tensors),
+            sketch_round=_int(meta, "sketch_round", lo=-1),
             known_peers=tuple(zip(ids, addrs, strict=True)),
         )
     if env.msg_type == MsgType.CONTRIBUTION:

@@ -219,3 +219,18 @@ def test_subnet_cap_limits_one_networks_share_of_the_average() -> None:
     # Uncapped the Sybil pair would hold 20/40 = 0.5 of the weight; with cap 0.5 the level is
     # T = 0.5 * 20 / (1 - 0.5) = 20, so they keep exactly half: average 0.5.
     torch.testing.assert_close(applied.update["w"], torch.full((4, 3), 0.5))
+
+
+def test_own_update_shares_its_subnet_with_lan_peers() -> None:
+    # Everyone on one /24 (a LAN, loopback): the cap cannot single anyone out, so the
+    # result is the plain weighted average — our own update gets no outsized share.
+    cfg = ProtocolConfig(quorum=3, subnet_cap=0.25, param_sync_every=0)
+    n = ProtocolNode("me", cfg, SPEC, 10, random.Random(1), address="127.0.0.1")
+    n.handle(PeerConnected("a", "127.0.0.2"), 0.0)
+    n.handle(PeerConnected("b", "127.0.0.3"), 0.0)
+    n.start(0.0)
+    own_ready(n, 1.0, 0.0)
+    n.handle(MessageReceived("a", contrib(0, 1.0, size=10)), 1.0)
+    out = n.handle(MessageReceived("b", contrib(0, 2.0, size=20)), 1.0)
+    (applied,) = [e for e in out if isinstance(e, effects.ApplyAverage)]
+    torch.testing.assert_close(applied.update["w"], torch.full((4, 3), (10 + 40) / 40))

@@ -76,3 +76,27 @@ def test_unsolicited_state_response_is_ignored() -> None:
     n.start(0.0)
     assert n.handle(MessageReceived("p", state(9.0, 100)), 1.0) == []
     assert n.round == 0
+
+
+def test_drift_is_measured_only_against_sketches_of_the_same_round() -> None:
+    from swarm_tune.runtime.protocol import Heartbeat, LocalUpdateReady, TimerFired, TimerKey
+
+    cfg = ProtocolConfig(quorum=5, drift_bound=0.05, param_sync_every=0)
+    n = ProtocolNode("me", cfg, SPEC, 10, random.Random(0))
+    for p in ("a", "b", "c"):
+        n.handle(PeerConnected(p, f"10.{ord(p)}.0.1"), 0.0)
+    n.start(0.0)
+    n.handle(LocalUpdateReady(0, "grad", grad_like(1.0), 1.0, "d", (1.0, 1.0)), 0.5)
+    # Peers report sketches far from ours but for another round: not comparable, no alarm.
+    for p in ("a", "b", "c"):
+        n.handle(MessageReceived(p, Heartbeat(0, 10, "x", (5.0, 5.0), sketch_round=7)), 1.0)
+    out = n.handle(TimerFired(TimerKey("heartbeat")), 5.0)
+    assert not [e for e in out if isinstance(e, effects.DriftObserved | effects.SyncStarted)]
+    # Same round and far apart: measured, and a sync starts beside the open round.
+    for p in ("a", "b", "c"):
+        n.handle(MessageReceived(p, Heartbeat(0, 10, "x", (5.0, 5.0), sketch_round=0)), 6.0)
+    out = n.handle(TimerFired(TimerKey("heartbeat")), 10.0)
+    (drift,) = [e for e in out if isinstance(e, effects.DriftObserved)]
+    assert drift.distance > 0.05 and drift.peers == 3
+    assert [e.reason for e in out if isinstance(e, effects.SyncStarted)] == ["drift"]
+    assert n.round == 0 and n.phase.value == "collecting"  # the round goes on meanwhile
