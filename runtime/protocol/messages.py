@@ -21,11 +21,11 @@ class Heartbeat:
     dataset_size: int
     digest: str
     sketch: Sketch
+    # Partial views only: a few (peer_id, address) pairs for peer exchange.
+    known_peers: tuple[tuple[str, str], ...] = ()
     # The round whose *start* the digest and sketch describe: only sketches of the same
     # round are comparable (a single optimizer step moves parameters measurably).
     sketch_round: int = -1
-    # Partial views only: a few (peer_id, address) pairs for peer exchange.
-    known_peers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

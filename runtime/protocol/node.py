@@ -172,7 +172,7 @@ class ProtocolNode:
         partial = self.config.view_size > 0
         known = self.peers.sample_known(self.config.peer_exchange, self._rng) if partial else ()
         hb = Heartbeat(
-            self.round, self.dataset_size, self.digest, self.sketch, self.sketch_round, known
+            self.round, self.dataset_size, self.digest, self.sketch, known, self.sketch_round
         )
         targets = self._strategy.targets(live, self._rng) if partial else tuple(live)
         return [fx.Send(tuple(targets), hb)]
