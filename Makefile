@@ -20,6 +20,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/swarm-tune sim run scenarios/quickstart.yaml --out runs_out/quickstart
+	$(BIN)/swarm-tune sim baseline scenarios/quickstart.yaml --out runs_out/quickstart-baseline
+	$(BIN)/swarm-tune report runs_out/quickstart --baseline runs_out/quickstart-baseline \
+		--out runs_out/quickstart-report
 
 lint: $(STAMP)
 	$(BIN)/ruff check runtime sim analysis tests benchmarks
