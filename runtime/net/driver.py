@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -78,6 +78,9 @@ from swarm_tune.runtime.wire.errors import (
 from swarm_tune.runtime.wire.identity import Identity
 from swarm_tune.runtime.wire.protocol_codec import from_envelope, to_envelope
 from swarm_tune.runtime.wire.replay import ReplayGuard
+
+if TYPE_CHECKING:
+    from swarm_tune.runtime.ops.metrics import DriverObserver
 
 log = get_logger(__name__)
 
@@ -165,6 +168,8 @@ class NodeDriver:
         self.applied_round = protocol.round if applied_round is None else applied_round
         self.final_checkpoint: Path | None = None
         self.eval_losses: dict[str, float] = {}
+        #: Metrics/dashboard hooks (ops.metrics.NodeMonitor); set before ``run``.
+        self.observer: DriverObserver | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -306,6 +311,8 @@ class NodeDriver:
             duration_s=round(duration, 4),
             loss=m.last_loss,
         )
+        if self.observer is not None:
+            self.observer.round_closed(eff)
         if self.config.max_rounds and eff.round + 1 >= self.config.max_rounds:
             self._done.set()
 
@@ -388,6 +395,8 @@ class NodeDriver:
             log.warning("wire.rejected", peer=peer, reason=err.reason, bytes=len(inc.data))
             self._feed(WireRejected(peer, wire_reason(err)))
             return
+        if self.observer is not None:
+            self.observer.heard(peer, message)
         if self.protocol.peers.get(peer) is None:
             self._feed(PeerConnected(peer, inc.remote_ip or self._ips.get(peer, "")))
             log.info("peer.joined", peer=peer, address=inc.remote_ip)
@@ -462,6 +471,8 @@ class NodeDriver:
             every = self.config.checkpoint_every
             if every and self.applied_round % every == 0 and not self._stopping:
                 await self._write_checkpoint(final=False)
+                # Evaluate the state just checkpointed (before the next round touches it).
+                await self._run_job(_Evaluate(f"round-{self.applied_round}"))
         elif isinstance(job, fx.LoadState):
             await trio.to_thread.run_sync(self.bridge.load, job)
             self.applied_round = job.round
@@ -481,6 +492,8 @@ class NodeDriver:
             loss = await trio.to_thread.run_sync(self.bridge.learner.evaluate)
             self.eval_losses[job.tag] = loss
             log.info("eval", tag=job.tag, loss=loss, round=self.applied_round)
+            if self.observer is not None:
+                self.observer.evaluated(job.tag, self.applied_round, loss)
 
     async def _write_checkpoint(self, *, final: bool) -> None:
         if self._checkpoint_fn is None:

@@ -26,6 +26,7 @@ import signal
 import sys
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -268,7 +269,22 @@ async def run_node(s: NodeSettings) -> int:
                     adversary=adversary,
                     applied_round=start_round,
                 )
-                await driver.run(stop)
+                async with trio.open_nursery() as side:
+                    if s.metrics_port:  # /metrics, /api/state, dashboard: owned by the node
+                        from swarm_tune.runtime.ops.metrics_server import run_node_monitor
+
+                        await side.start(
+                            partial(
+                                run_node_monitor,
+                                driver,
+                                node_id=s.node_id,
+                                host=s.listen_host,
+                                port=s.metrics_port,
+                                history_dir=ckpt_dir,
+                            )
+                        )
+                    await driver.run(stop)
+                    side.cancel_scope.cancel()
         outer.cancel_scope.cancel()
     return 0
 
