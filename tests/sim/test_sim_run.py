@@ -112,10 +112,14 @@ def test_each_adversary_behaviour_is_rejected(behaviour: str, reasons: set[str])
         "fraction: 0.4", "fraction: 0"
     )
     if behaviour == "sign_flip":
-        # A flipped gradient of 8 samples is within the noise of honest 8-sample gradients
-        # (measured: never caught); the direction check needs batches that agree.
-        text = text.replace("batch_size: 8", "batch_size: 32").replace(
-            "count: 1}", "count: 1, factor: 3}"
+        # A flipped 8-sample gradient of a 5-node swarm is within honest gradient noise
+        # (measured: never caught). The direction check needs gradients that agree: bigger
+        # batches and a few more honest nodes for the median (measured: caught every time).
+        text = (
+            text.replace("batch_size: 8", "batch_size: 64")
+            .replace("samples_per_node: 64", "samples_per_node: 256")
+            .replace("nodes: {count: 5}", "nodes: {count: 9}")
+            .replace("count: 1}", "count: 1, factor: 3}")
         )
     out = run_scenario(parse_scenario(text), write=False)
     adv = next(iter(out.result.adversaries))
