@@ -53,6 +53,9 @@ app.command("report")(analysis_report)
 from swarm_tune.sim import sweep_cli  # noqa: E402
 
 sweep_cli.register(sim_app)
+from swarm_tune.runtime.ops.swarm import swarm_app  # noqa: E402
+
+app.add_typer(swarm_app, name="swarm")
 # --- end of sub-apps -------------------------------------------------------------------
 
 
