@@ -94,7 +94,11 @@ class RoundSample:
     peers_live: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for key in ("loss", "eval_loss", "duration"):
+            if isinstance(d[key], float) and not math.isfinite(d[key]):
+                d[key] = None if key != "duration" else 0.0
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RoundSample:
