@@ -308,7 +308,7 @@ def _say(text: str) -> None:
 
 def _help(specs: list[NodeSpec], directory: Path, delay: float) -> str:
     d = str(directory)
-    victim = specs[-1].name if len(specs) > 1 else specs[0].name
+    victim = specs[min(2, len(specs) - 1)].name  # an honest node when there is one
     return (
         f"all {len(specs)} nodes up. Dashboards: {specs[0].dashboard} (node0) ... "
         f"{specs[-1].dashboard}\n"
