@@ -13,9 +13,11 @@ traffic O(view) instead of O(N), which is what lets 10,000 nodes exist at all.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import random
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Heartbeat
@@ -24,6 +26,7 @@ from swarm_tune.runtime.protocol.tensors import Sketch
 UNKNOWN_SUBNET = "unknown"
 
 
+@lru_cache(maxsize=1 << 16)
 def subnet_of(address: str, ipv4_prefix: int = 24, ipv6_prefix: int = 48) -> str:
     """The network a peer's address belongs to, as the key of the subnet cap.
 
@@ -55,13 +58,18 @@ class PeerRecord:
 
 
 class PeerTable:
-    """Peer records keyed by verified peer id; iteration order is always sorted by id."""
+    """Peer records keyed by verified peer id; every listing is sorted by id.
+
+    The live list is kept sorted incrementally (bisect) rather than re-sorted on demand:
+    the simulator calls it on every heartbeat and contribution of thousands of nodes.
+    """
 
     def __init__(self, config: ProtocolConfig, self_id: str) -> None:
         self._cfg = config
         self._self = self_id
         self._peers: dict[str, PeerRecord] = {}
-        self._live_cache: list[str] | None = None
+        self._live: list[str] = []
+        self._dead: set[str] = set()
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._peers
@@ -73,24 +81,22 @@ class PeerTable:
         return [self._peers[p] for p in sorted(self._peers)]
 
     def live_peers(self) -> list[str]:
-        if self._live_cache is None:
-            self._live_cache = sorted(p for p, r in self._peers.items() if r.live)
-        return self._live_cache
+        """Sorted ids of live peers. Do not mutate: it is the table's own list."""
+        return self._live
 
     def connect(self, peer: str, address: str, now: float, rng: random.Random) -> bool:
         """Record a peer we can reach; True if it is new or coming back (a rejoin)."""
         if peer == self._self:
             return False
         rec = self._peers.get(peer)
-        subnet = subnet_of(address, self._cfg.ipv4_prefix, self._cfg.ipv6_prefix)
         if rec is None:
             if not self._make_room(rng):
                 return False
-            self._peers[peer] = PeerRecord(peer, address, subnet, now)
-            self._live_cache = None
+            self._add(peer, address, now)
             return True
         if address:
-            rec.address, rec.subnet = address, subnet
+            rec.address = address
+            rec.subnet = subnet_of(address, self._cfg.ipv4_prefix, self._cfg.ipv6_prefix)
         return self._mark_alive(rec, now)
 
     def heard_from(self, peer: str, now: float, rng: random.Random) -> bool:
@@ -108,43 +114,56 @@ class PeerTable:
         rec.digest, rec.sketch, rec.sketch_round = hb.digest, hb.sketch, hb.sketch_round
 
     def learn(self, peers: tuple[tuple[str, str], ...], now: float, rng: random.Random) -> None:
-        """Peer exchange: add advertised peers we do not know yet (partial views only)."""
+        """Peer exchange (partial views only): fill free or dead slots with advertised peers,
+        and swap at most one live member per call so the view keeps mixing without churning
+        away the peers we are actually working with."""
+        swapped = False
         for peer, address in peers:
-            if peer != self._self and peer not in self._peers and self._make_room(rng):
+            if peer == self._self or peer in self._peers:
+                continue
+            full = 0 < self._cfg.view_size <= len(self._peers)
+            if full and not self._dead:
+                if swapped:
+                    continue
+                swapped = True
+            if self._make_room(rng):
                 # Unconfirmed: it must speak before its eviction timer expires.
-                self._peers[peer] = PeerRecord(peer, address, UNKNOWN_SUBNET, now)
-                self._peers[peer].subnet = subnet_of(
-                    address, self._cfg.ipv4_prefix, self._cfg.ipv6_prefix
-                )
-                self._live_cache = None
+                self._add(peer, address, now)
 
     def mark_gone(self, peer: str) -> bool:
         rec = self._peers.get(peer)
         if rec is None or not rec.live:
             return False
         rec.live = False
-        self._live_cache = None
+        self._live.pop(bisect.bisect_left(self._live, peer))
+        self._dead.add(peer)
         return True
 
     def expire(self, now: float) -> list[str]:
         """Evict live peers silent for longer than the eviction timeout."""
         cutoff = now - self._cfg.eviction_timeout
-        gone = [p for p in self.live_peers() if self._peers[p].last_seen < cutoff]
+        gone = [p for p in self._live if self._peers[p].last_seen < cutoff]
         for p in gone:
             self.mark_gone(p)
         return gone
 
     def sample_known(self, k: int, rng: random.Random) -> tuple[tuple[str, str], ...]:
-        live = self.live_peers()
+        live = self._live
         picked = rng.sample(live, min(k, len(live)))
         return tuple((p, self._peers[p].address) for p in picked)
+
+    def _add(self, peer: str, address: str, now: float) -> None:
+        subnet = subnet_of(address, self._cfg.ipv4_prefix, self._cfg.ipv6_prefix)
+        self._peers[peer] = PeerRecord(peer, address, subnet, now)
+        bisect.insort(self._live, peer)
 
     def _mark_alive(self, rec: PeerRecord, now: float) -> bool:
         rec.last_seen = max(rec.last_seen, now)
         if rec.live:
             return False
         rec.live = True
-        self._live_cache = None
+        self._dead.discard(rec.peer)
+        bisect.insort(self._live, rec.peer)
         return True
 
     def _make_room(self, rng: random.Random) -> bool:
@@ -153,8 +172,11 @@ class PeerTable:
             return True
         # Forget a dead record first; otherwise replace a random live one (random views mix
         # well and cannot be steered by whoever talks most).
-        dead = [p for p, r in self._peers.items() if not r.live]
-        victim = min(dead) if dead else rng.choice(self.live_peers())
+        if self._dead:
+            victim = min(self._dead)
+            self._dead.discard(victim)
+        else:
+            victim = rng.choice(self._live)
+            self._live.pop(bisect.bisect_left(self._live, victim))
         del self._peers[victim]
-        self._live_cache = None
         return True

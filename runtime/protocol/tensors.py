@@ -63,7 +63,10 @@ class ModelSpec:
 
 
 def all_finite(tensors: Mapping[str, torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+    """No NaN/Inf anywhere. One float32-accumulated sum per tensor: a NaN or Inf anywhere
+    makes the sum non-finite, and float32 accumulation cannot overflow on fp16/bf16 data."""
+    sums = [t.sum(dtype=torch.float32) for t in tensors.values() if t.is_floating_point()]
+    return not sums or math.isfinite(float(torch.stack(sums).sum()))
 
 
 def rms_norm(tensors: Mapping[str, torch.Tensor]) -> float:

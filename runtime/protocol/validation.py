@@ -16,6 +16,7 @@ The statistical rules:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -27,17 +28,16 @@ from swarm_tune.runtime.protocol.messages import Contribution
 from swarm_tune.runtime.protocol.reasons import RejectReason
 from swarm_tune.runtime.protocol.tensors import (
     ModelSpec,
-    Sketch,
     TensorDict,
     UpdateKind,
     all_finite,
-    param_sketch,
     rms_norm,
     sample_coordinates,
 )
 
 MAX_DATASET_SIZE = 10**12
 DIRECTION_SAMPLE = 4096
+DIRECTION_COLUMNS = 512  # coordinates the direction test actually compares
 MIN_COSINE = -0.2  # honest gradients of one model point roughly the same way
 REPLAY_MEMORY = 4  # fingerprints remembered per peer
 
@@ -61,7 +61,13 @@ def check_structure(
 
 
 class CloseTimeJudge:
-    """Keeps the statistics that close-time verdicts need, per update kind."""
+    """Keeps the statistics that close-time verdicts need, per update kind.
+
+    Every update of a round is reduced once to a summary vector (all of it for small models,
+    ``DIRECTION_SAMPLE`` seeded coordinates for large ones); norms, replay fingerprints and
+    directions are then a handful of batched torch operations per round instead of a few
+    dozen per contribution — which is what lets the simulator run thousands of nodes.
+    """
 
     def __init__(self, config: ProtocolConfig) -> None:
         self._cfg = config
@@ -69,7 +75,7 @@ class CloseTimeJudge:
             "grad": deque(maxlen=config.norm_history),
             "params": deque(maxlen=config.norm_history),
         }
-        self._fingerprints: dict[str, deque[Sketch]] = {}
+        self._fingerprints: dict[str, deque[bytes]] = {}
 
     def judge(
         self,
@@ -78,25 +84,45 @@ class CloseTimeJudge:
         candidates: Sequence[tuple[str, TensorDict]],
     ) -> dict[str, RejectReason]:
         """Verdicts for peers' candidates; ``own`` informs the statistics but is trusted."""
+        pool = [t for _, t in candidates] + ([own] if own is not None else [])
+        if not pool:
+            return {}
+        small = sum(t.numel() for t in pool[0].values()) <= DIRECTION_SAMPLE
+        rows = torch.stack([self._summary(t, small) for t in pool])
+        if small:
+            norms = rows.square().mean(dim=1).sqrt().tolist()
+        else:
+            norms = [rms_norm(t) for t in pool]
+        peers = [p for p, _ in candidates]
         rejected: dict[str, RejectReason] = {}
-        norms = {peer: rms_norm(t) for peer, t in candidates}
-        own_norm = rms_norm(own) if own is not None else None
-        for peer, tensors in candidates:
-            if self._is_replay(peer, tensors):
+        for i, peer in enumerate(peers):
+            if self._is_replay(peer, rows[i]):
                 rejected[peer] = RejectReason.REPLAY
-        bound = self._norm_bound(kind, own_norm, list(norms.values()))
-        for peer, n in norms.items():
+        own_norm = norms[-1] if own is not None else None
+        bound = self._norm_bound(kind, own_norm, norms[: len(peers)])
+        for peer, n in zip(peers, norms, strict=False):
             if peer not in rejected and bound is not None and n > bound:
                 rejected[peer] = RejectReason.NORM
         if kind == "grad":
-            survivors = [(p, t) for p, t in candidates if p not in rejected]
-            for peer in self._hostile_directions(own, survivors):
-                rejected[peer] = RejectReason.DIRECTION
-        accepted_norms = [n for p, n in norms.items() if p not in rejected]
+            keep = [i for i, p in enumerate(peers) if p not in rejected]
+            if own is not None:
+                keep.append(len(pool) - 1)
+            for i in self._hostile_rows(rows, keep):
+                if i < len(peers):
+                    rejected[peers[i]] = RejectReason.DIRECTION
+        accepted = [n for p, n in zip(peers, norms, strict=False) if p not in rejected]
         if own_norm is not None:
-            accepted_norms.append(own_norm)
-        self._norms[kind].extend(accepted_norms)
+            accepted.append(own_norm)
+        self._norms[kind].extend(accepted)
         return rejected
+
+    def _summary(self, tensors: TensorDict, small: bool) -> torch.Tensor:
+        if small:
+            return torch.cat([tensors[n].detach().reshape(-1) for n in sorted(tensors)]).to(
+                "cpu", torch.float32
+            )
+        sample = sample_coordinates(tensors, DIRECTION_SAMPLE, self._cfg.sketch_seed + 1)
+        return sample.to(torch.float32)
 
     def _norm_bound(
         self, kind: UpdateKind, own: float | None, current: list[float]
@@ -113,30 +139,25 @@ class CloseTimeJudge:
         median = reference[len(reference) // 2]
         return max(self._cfg.norm_floor, self._cfg.norm_factor * median)
 
-    def _hostile_directions(
-        self, own: TensorDict | None, candidates: Sequence[tuple[str, TensorDict]]
-    ) -> list[str]:
-        pool = list(candidates) + ([("", own)] if own is not None else [])
-        if len(pool) < 3:
+    def _hostile_rows(self, rows: torch.Tensor, keep: list[int]) -> list[int]:
+        """Indices (into ``rows``) pointing against the coordinate-wise median of ``keep``."""
+        if len(keep) < 3:
             return []
-        samples = {
-            peer: sample_coordinates(t, DIRECTION_SAMPLE, self._cfg.sketch_seed + 1)
-            for peer, t in pool
-        }
-        reference = torch.stack(list(samples.values())).median(dim=0).values
+        pool = rows[keep]
+        # A strided subsample keeps the median cheap (it sorts) and spans every tensor.
+        step = max(1, pool.shape[1] // DIRECTION_COLUMNS)
+        pool = pool[:, ::step]
+        reference = pool.median(dim=0).values
         ref_norm = float(reference.norm())
         if ref_norm == 0.0 or not math.isfinite(ref_norm):
             return []
-        hostile = []
-        for peer, _ in candidates:
-            v = samples[peer]
-            denom = float(v.norm()) * ref_norm
-            if denom > 0 and float(v @ reference) / denom < MIN_COSINE:
-                hostile.append(peer)
-        return hostile
+        cosines = (pool @ reference) / (pool.norm(dim=1) * ref_norm).clamp_min(1e-30)
+        return [i for i, c in zip(keep, cosines.tolist(), strict=True) if c < MIN_COSINE]
 
-    def _is_replay(self, peer: str, tensors: TensorDict) -> bool:
-        fp = param_sketch(tensors, 16, self._cfg.sketch_seed + 2)
+    def _is_replay(self, peer: str, row: torch.Tensor) -> bool:
+        # A hash of the whole summary: sparse gradients (embedding rows nobody touched) make
+        # a handful of coordinates identical across rounds, thousands never are.
+        fp = hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest()
         seen = self._fingerprints.setdefault(peer, deque(maxlen=REPLAY_MEMORY))
         if fp in seen:
             return True
