@@ -23,8 +23,8 @@ from swarm_tune.runtime.ops.metrics import HISTORY_FILE
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
-from cdp import Chromium, Page, chromium_or_skip, open_page
-from node_procs import NodeProc, free_port, swarm_env, wait_until
+from cdp import Chromium, Page, chromium_or_skip, open_page  # type: ignore[import-not-found]
+from node_procs import NodeProc, free_port, swarm_env, wait_until  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.slow
 
