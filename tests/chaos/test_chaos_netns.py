@@ -137,7 +137,8 @@ def test_three_hosts_commit_rounds_over_emulated_wan(tmp_path: Path) -> None:
                 f"round s {[round(d, 2) for d in durations]} "
                 f"accepted {metrics['contributions_accepted']} "
                 f"rejected {metrics['contributions_rejected']} wire {metrics['wire_rejected']} "
-                f"send_failures {metrics['send_failures']}"
+                f"send_failures {metrics['send_failures']} "
+                f"{[(r['message'], r['error'][:80]) for r in node.events('send.failed')]}"
             )
             assert node.max_closed() == ROUNDS - 1, closed
             assert len(committed) >= ROUNDS - 1, closed
