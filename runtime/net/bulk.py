@@ -87,6 +87,7 @@ class _Pending:
 
     size: int
     expected_ip: str
+    presented: trio.Event = field(default_factory=trio.Event)  # the token arrived
     done: trio.Event = field(default_factory=trio.Event)
     data: bytearray | None = None
 
@@ -113,6 +114,7 @@ class BulkPlane:
         self._deliver = deliver
         self._pending: dict[bytes, _Pending] = {}
         self._reserved = 0
+        self._reserved_by_peer: dict[str, int] = {}
         self._data_conns = 0
         self.data_port: int | None = None
 
@@ -156,6 +158,7 @@ class BulkPlane:
         if peer_ip != pending.expected_ip:
             pending.done.set()
             raise FrameError(f"token presented from {peer_ip}, expected {pending.expected_ip}")
+        pending.presented.set()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
         buf = bytearray(pending.size)
         try:
@@ -193,11 +196,16 @@ class BulkPlane:
             await stream.write(Reply(Status.NO_DIRECT).encode())
             await stream.close()
             return
-        if self._reserved + offer.size > cfg.max_inbound_bytes:
+        held = self._reserved_by_peer.get(peer_id, 0)
+        if (
+            self._reserved + offer.size > cfg.max_inbound_bytes
+            or held + offer.size > cfg.max_inbound_per_peer
+        ):
             await stream.write(Reply(Status.BUSY).encode())
             await stream.close()
             return
         self._reserved += offer.size
+        self._reserved_by_peer[peer_id] = held + offer.size
         try:
             if offer.mode is Mode.DIRECT:
                 data = await self._await_direct(stream, offer.size, ip)
@@ -219,6 +227,9 @@ class BulkPlane:
             del data
         finally:
             self._reserved -= offer.size
+            left = self._reserved_by_peer.pop(peer_id) - offer.size
+            if left:
+                self._reserved_by_peer[peer_id] = left
         await stream.write(encode_done(Status.OK))
         await stream.close()
 
@@ -229,13 +240,17 @@ class BulkPlane:
         try:
             assert self.data_port is not None
             await stream.write(Reply(Status.OK, self.data_port, token).encode())
-            deadline = self._cfg.direct_connect_timeout + self._cfg.transfer_deadline(size)
             async with trio.open_nursery() as nursery:
                 # The sender writes nothing more on this stream in DIRECT mode, so any
                 # read completing means it gave up (e.g. to retry in STREAM mode).
                 nursery.start_soon(_cancel_on_read, stream, nursery.cancel_scope)
-                with trio.move_on_after(deadline):
-                    await pending.done.wait()
+                # Two clocks: the token must show up quickly (a reservation nobody uses is
+                # memory held hostage), then the bytes get the size-scaled deadline.
+                with trio.move_on_after(self._cfg.direct_connect_timeout):
+                    await pending.presented.wait()
+                if pending.presented.is_set():
+                    with trio.move_on_after(self._cfg.transfer_deadline(size)):
+                        await pending.done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._pending.pop(token, None)

@@ -25,6 +25,9 @@ class NetConfig:
     max_message_size: int = 512 * MiB
     #: Total bytes of in-flight inbound bulk transfers; offers beyond it answer BUSY.
     max_inbound_bytes: int = 1024 * MiB
+    #: In-flight inbound bulk bytes any one peer may hold reserved (an honest peer has one
+    #: contribution or state answer in flight to us at a time).
+    max_inbound_per_peer: int = 512 * MiB
     #: Largest control message (``send_small``).
     max_small_size: int = 64 * 1024
     #: Per-peer dial timeout for bootstrap peers (seconds).
@@ -61,6 +64,7 @@ class NetConfig:
         positive = {
             "max_message_size": self.max_message_size,
             "max_inbound_bytes": self.max_inbound_bytes,
+            "max_inbound_per_peer": self.max_inbound_per_peer,
             "max_small_size": self.max_small_size,
             "bootstrap_timeout": self.bootstrap_timeout,
             "idle_timeout": self.idle_timeout,

@@ -381,6 +381,9 @@ class NodeDriver:
         m.messages_in += 1
         m.bytes_in += len(inc.data)
         peer = inc.peer_id
+        if self._banned.get(peer, -math.inf) > trio.current_time():
+            m.wire_rejected["banned"] += 1  # dropped undecoded: a ban must save us the work
+            return
         try:
             if len(inc.data) > THREAD_CODEC_BYTES:
                 env = await trio.to_thread.run_sync(_decode, inc.data, self.config.run_id)
@@ -406,6 +409,11 @@ class NodeDriver:
     async def _peer_event_loop(self) -> None:
         async for ev in self.net.peer_events:
             if isinstance(ev, NetPeerConnected):
+                if self._banned.get(ev.peer_id, -math.inf) > trio.current_time():
+                    # A banned peer redialled us: hang up before it costs any decoding.
+                    log.info("net.refused_banned", peer=ev.peer_id)
+                    self._spawn(self._disconnect, ev.peer_id)
+                    continue
                 self._ips[ev.peer_id] = ev.remote_ip
                 log.info("net.connected", peer=ev.peer_id, address=ev.remote_ip)
                 if self.protocol.peers.get(ev.peer_id) is not None:

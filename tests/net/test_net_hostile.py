@@ -128,3 +128,36 @@ async def test_hostile_libp2p_peer_offers_are_rejected() -> None:
                 await trio.sleep(0.05)  # bounded poll of the victim's own bookkeeping
         await still_serves(victim, honest)
         assert victim.incoming.statistics().current_buffer_used == 0
+
+
+@pytest.mark.trio
+async def test_unused_direct_reservations_are_capped_per_peer_and_expire_fast() -> None:
+    # Slow min_rate makes the transfer deadline of a 6 MiB offer minutes long: only the
+    # separate token deadline (direct_connect_timeout) can release an unused reservation.
+    cfg = NetConfig(
+        control_timeout=2.0,
+        direct_connect_timeout=0.5,
+        min_rate=1024.0,
+        max_message_size=64 * MiB,
+        max_inbound_per_peer=8 * MiB,
+    )
+    assert cfg.transfer_deadline(6 * MiB) > 60
+    attacker = build_host(seed(6))
+    async with (
+        open_net_node(seed(7), config=cfg) as victim,
+        open_net_node(seed(8)) as honest,
+        attacker.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+    ):
+        await honest.connect(victim.multiaddrs[0])
+        first = await _raw_stream(attacker, victim, BULK_PROTOCOL)
+        await first.write(Offer(Mode.DIRECT, 6 * MiB).encode())
+        assert Reply.decode(await first.read(REPLY_LEN)).status is Status.OK
+        second = await _raw_stream(attacker, victim, BULK_PROTOCOL)
+        await second.write(Offer(Mode.DIRECT, 6 * MiB).encode())
+        assert Reply.decode(await second.read(REPLY_LEN)).status is Status.BUSY
+        started = trio.current_time()
+        with trio.fail_after(5):
+            while victim.bulk._reserved:
+                await trio.sleep(0.05)  # bounded poll of the victim's own bookkeeping
+        assert trio.current_time() - started < 3.0
+        await still_serves(victim, honest)
