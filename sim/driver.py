@@ -75,6 +75,7 @@ class LearningEngine(Protocol):
     def flush(self) -> dict[int, LocalResult]: ...
     def settle(self) -> None: ...
     def param_digest(self, node_index: int) -> str: ...
+    def param_digests(self, node_indices: Sequence[int]) -> list[str]: ...
     def param_sketches(self, node_indices: Sequence[int], size: int, seed: int) -> list[Sketch]: ...
     def payload_bytes(self) -> int: ...
     def eval_losses(self, node_indices: Sequence[int]) -> list[float]: ...
@@ -284,25 +285,27 @@ class SimDriver:
         if node.adversary is not None and isinstance(msg, Contribution):
             msg = node.adversary.rewrite(msg)
         size = self._wire_size(msg)
-        now = self.env.now
-        net = self.network
+        env = self.env
+        now = env.now
+        arrival_of = self.network.arrival
         src = node.index
+        src_id = node.id
         index = self._index
+        nodes = self.nodes
+        deliver = self._on_delivery
         for peer in eff.peers:
             dst = index.get(peer)
             if dst is None:
                 continue
             node.msgs_sent += 1
             node.bytes_sent += size
-            d = net.transmit(src, dst, size, now)
-            if d.arrival is None:
+            arrival = arrival_of(src, dst, size, now)
+            if arrival is None:
                 continue
-            target = self.nodes[dst]
-            self._at(
-                d.arrival - now,
-                self._on_delivery,
-                (dst, target.incarnation, src, node.id, msg, size),
+            ev = simpy.Timeout(
+                env, max(0.0, arrival - now), (dst, nodes[dst].incarnation, src, src_id, msg, size)
             )
+            ev.callbacks.append(deliver)
 
     def _on_delivery(self, ev: simpy.Event) -> None:
         dst, inc, src, src_id, msg, size = _payload(ev)
@@ -311,7 +314,13 @@ class SimDriver:
             return
         node.msgs_recv += 1
         node.bytes_recv += size
-        self._feed(node, MessageReceived(src_id, msg))
+        proto = node.proto
+        if proto is None:
+            return
+        self.events += 1
+        out = proto.handle(MessageReceived(src_id, msg), self.env.now)
+        if out:
+            self._execute(node, out)
 
     def _fx_set_timer(self, node: SimNode, eff: fx.SetTimer) -> None:
         self._token += 1
@@ -366,7 +375,7 @@ class SimDriver:
         nodes = [i for i, _ in work]
         eng = self.engine
         eng.settle()  # apply queued averages in one batched step, not one per digest read
-        digests = [eng.param_digest(i) for i in nodes]
+        digests = eng.param_digests(nodes)
         sketches = eng.param_sketches(nodes, self.cfg.sketch_size, self.cfg.sketch_seed)
         for i, kind in work:
             eng.request(i, kind)
@@ -411,31 +420,34 @@ class SimDriver:
         self.rec.rejection(self.env.now, node.id, eff.round, eff.peer, reason)
 
     def _fx_round_closed(self, node: SimNode, eff: fx.RoundClosed) -> None:
-        row: dict[str, Any] = {
-            "node": node.id,
-            "node_index": node.index,
-            "incarnation": node.incarnation,
-            "round": eff.round,
-            "t_open": eff.opened_at,
-            "t_close": eff.closed_at,
-            "duration": eff.closed_at - eff.opened_at,
-            "trigger": eff.trigger,
-            "outcome": eff.outcome,
-            "contributors": eff.contributors,
-            "accepted": node.accepted,
-            "rejected": sum(node.rejected.values()),
-            "msgs_sent": node.msgs_sent,
-            "msgs_recv": node.msgs_recv,
-            "bytes_sent": node.bytes_sent,
-            "bytes_recv": node.bytes_recv,
-            "loss": node.loss if node.loss_round == eff.round else math.nan,
-            "drift": node.drift,
-            "digest": node.digest,
-            "adversary": node.adversary.behaviour if node.adversary else "",
-        }
-        for reason, count in node.rejected.items():
-            row[f"rej_{reason}"] = count
-        node.last_row = self.rec.round_row(row)
+        node.last_row = self.rec.add_round(
+            (
+                node.index,
+                node.incarnation,
+                eff.round,
+                eff.contributors,
+                node.accepted,
+                node.msgs_sent,
+                node.msgs_recv,
+                node.bytes_sent,
+                node.bytes_recv,
+            ),
+            node.rejected,
+            (
+                eff.opened_at,
+                eff.closed_at,
+                eff.closed_at - eff.opened_at,
+                node.loss if node.loss_round == eff.round else math.nan,
+                node.drift,
+            ),
+            (
+                node.id,
+                eff.trigger,
+                eff.outcome,
+                node.digest,
+                node.adversary.behaviour if node.adversary else "",
+            ),
+        )
         node.accepted = 0
         node.rejected = {}
         node.msgs_sent = node.msgs_recv = node.bytes_sent = node.bytes_recv = 0
@@ -475,6 +487,7 @@ class SimDriver:
             self.engine.dataset_size(node.index),
             node_rng(self.seed, f"proto{node.incarnation}", node.index),
             start_round=start_round,
+            address=node.address,
         )
         self._set_online(node.index, True)
 

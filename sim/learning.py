@@ -28,6 +28,7 @@ p)`` and ``load_state(p)`` load ``p`` (optimizer moments kept).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -148,6 +149,12 @@ class BatchedLearning:
         self._pending: dict[int, UpdateKind] = {}
         self._applies: dict[int, tuple[UpdateKind, Mapping[str, torch.Tensor]]] = {}
         self._real_bytes = sum(t.numel() * t.element_size() for t in init.values())
+        # param_digest's per-tensor header (name|dtype|shape|), in the same (sorted) name order.
+        self._digest_parts = [
+            (f"{name}|{self._flat.dtype}|{shape}|".encode(), o, k)
+            for name, o, k, shape in sorted(self._layout)
+        ]
+        self._sketch_cols: dict[tuple[int, int], torch.Tensor] = {}
 
     def _split(self, rows: torch.Tensor) -> TensorDict:
         """Named views of flat rows [n, numel] -> {name: [n, *shape]}."""
@@ -157,6 +164,15 @@ class BatchedLearning:
     def _split_row(self, row: torch.Tensor) -> TensorDict:
         """Named views of one flat row [numel] -> {name: [*shape]}."""
         return {name: row[o : o + k].view(shape) for name, o, k, shape in self._layout}
+
+    def _split_rows(self, rows: torch.Tensor) -> list[TensorDict]:
+        """``_split_row`` of every row of [n, numel], in 2 torch calls per tensor, not per row."""
+        n = rows.shape[0]
+        per_tensor = [
+            rows[:, o : o + k].view(n, *shape).unbind(0) for _, o, k, shape in self._layout
+        ]
+        names = self._names
+        return [dict(zip(names, parts, strict=True)) for parts in zip(*per_tensor, strict=True)]
 
     def _flatten(self, tensors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
         """Stack per-node tensor dicts into flat rows [n, numel] (float32)."""
@@ -218,11 +234,61 @@ class BatchedLearning:
     def param_digest(self, node_index: int) -> str:
         return param_digest(self.parameters(node_index))
 
+    def param_digests(self, node_indices: Sequence[int]) -> list[str]:
+        """``tensors.param_digest`` for many nodes: the same SHA-256 over the same bytes.
+
+        Why batched: per node, ``param_digest`` costs a dozen small torch calls (views,
+        ``contiguous``, ``numpy``) that dwarf the hashing; here the rows are gathered once and
+        each node's tensors are hashed straight from one numpy byte view.
+        """
+        if self._real is not None:
+            return [param_digest(self.parameters(i)) for i in node_indices]
+        nodes = self._rows(node_indices)
+        if not nodes:
+            return []
+        rows = self._flat.index_select(0, torch.tensor(nodes, dtype=torch.int64))
+        raw = memoryview(rows.numpy().tobytes())
+        width = self._flat.element_size()
+        stride = self.numel * width
+        out: list[str] = []
+        for r in range(len(nodes)):
+            base = r * stride
+            h = hashlib.sha256()
+            for header, o, k in self._digest_parts:
+                h.update(header)
+                h.update(raw[base + o * width : base + (o + k) * width])
+            out.append(h.hexdigest())
+        return out
+
     def param_sketches(self, node_indices: Sequence[int], size: int, seed: int) -> list[Sketch]:
-        """``tensors.param_sketch`` for many nodes (same coordinates, same values)."""
-        return [
-            tuple(sample_coordinates(self.parameters(i), size, seed).tolist()) for i in node_indices
-        ]
+        """``tensors.param_sketch`` for many nodes (same coordinates, same values), one gather."""
+        if self._real is not None:
+            return [
+                tuple(sample_coordinates(self.parameters(i), size, seed).tolist())
+                for i in node_indices
+            ]
+        nodes = self._rows(node_indices)
+        if not nodes:
+            return []
+        cols = self._sketch_columns(size, seed)
+        idx = torch.tensor(nodes, dtype=torch.int64)
+        picked = self._flat.index_select(0, idx).index_select(1, cols).to(torch.float64)
+        return [tuple(row) for row in picked.tolist()]
+
+    def _sketch_columns(self, size: int, seed: int) -> torch.Tensor:
+        """Flat-row columns of ``sample_coordinates``'s seeded coordinates (cached)."""
+        key = (size, seed)
+        cols = self._sketch_cols.get(key)
+        if cols is None:
+            # Ask the core's own sampler which coordinates it picks: a probe whose entries are
+            # their flat-row column numbers (exact in float64) returns exactly those columns.
+            probe = {
+                name: torch.arange(o, o + k, dtype=torch.float64).view(shape)
+                for name, o, k, shape in self._layout
+            }
+            cols = sample_coordinates(probe, size, seed).to(torch.int64)
+            self._sketch_cols[key] = cols
+        return cols
 
     # ------------------------------------------------------------------ local steps
     def request(self, node_index: int, kind: UpdateKind) -> None:
@@ -291,11 +357,11 @@ class BatchedLearning:
         samples = self._per_step
         out: dict[int, LocalResult] = {}
         # Views of freshly computed rows: nothing the learner later mutates aliases them.
+        as_grad = self._split_rows(grads) if len(own) < len(work) else []
+        as_params = self._split_rows(new_rows) if own else []
         for pos, (node, kind) in enumerate(work):
-            src = grads if kind == "grad" else new_rows
-            out[node] = LocalResult(
-                update=self._split_row(src[pos]), loss=loss_list[pos], samples=samples
-            )
+            src = as_grad if kind == "grad" else as_params
+            out[node] = LocalResult(update=src[pos], loss=loss_list[pos], samples=samples)
         return out
 
     # ---------------------------------------------------------------- optimizer

@@ -83,6 +83,19 @@ _ROUND_INT = (
 )
 _ROUND_FLOAT = ("t_open", "t_close", "duration", "loss", "eval_loss", "drift")
 _ROUND_STR = ("node", "trigger", "outcome", "digest", "adversary")
+# add_round's argument order.
+_ADD_INT = (
+    "node_index",
+    "incarnation",
+    "round",
+    "contributors",
+    "accepted",
+    "msgs_sent",
+    "msgs_recv",
+    "bytes_sent",
+    "bytes_recv",
+)
+_ADD_FLOAT = ("t_open", "t_close", "duration", "loss", "drift")
 
 _SWARM_INT = ("round", "online", "median_round", "messages", "bytes", "dropped")
 _SWARM_INT2 = ("accepted", "rejected")
@@ -123,6 +136,7 @@ class Recorder:
         self.rejections = _Columns(("round",), ("t",), ("node", "peer", "reason"))
         self.events = _Columns((), ("t", "value"), ("kind", "node", "peer", "detail"))
         self._intern: dict[str, str] = {}
+        self._round_apps: Any = None  # bound appends for add_round, built on first use
 
     def _s(self, value: str) -> str:
         return self._intern.setdefault(value, value)
@@ -137,6 +151,47 @@ class Recorder:
         for c, scol in r.strs.items():
             scol.append(self._s(str(values.get(c, ""))))
         return len(r.strs["node"]) - 1
+
+    def add_round(
+        self,
+        ints: tuple[int, ...],
+        rejected: dict[str, int],
+        floats: tuple[float, float, float, float, float],
+        strs: tuple[str, str, str, str, str],
+    ) -> int:
+        """``round_row`` without the dict (the driver's once-per-node-per-round hot path).
+
+        ``ints`` = node_index, incarnation, round, contributors, accepted, msgs_sent,
+        msgs_recv, bytes_sent, bytes_recv; ``rejected`` = RejectReason value -> count (the
+        ``rejected`` total is its sum); ``floats`` = t_open, t_close, duration, loss, drift
+        (eval_loss starts NaN); ``strs`` = node, trigger, outcome, digest, adversary.
+        """
+        if self._round_apps is None:
+            r = self.rounds
+            self._round_apps = (
+                [r.ints[c].append for c in _ADD_INT],
+                [r.ints[c] for c in REJECT_COLUMNS],
+                r.ints["rejected"].append,
+                [r.floats[c].append for c in _ADD_FLOAT],
+                r.floats["eval_loss"].append,
+                [r.strs[c].append for c in _ROUND_STR],
+            )
+        int_apps, rej_cols, rej_total, float_apps, eval_app, str_apps = self._round_apps
+        for app, v in zip(int_apps, ints, strict=True):
+            app(v)
+        for col in rej_cols:
+            col.append(0)
+        if rejected:
+            for reason, count in rejected.items():
+                self.rounds.ints[f"rej_{reason}"][-1] = count
+        rej_total(sum(rejected.values()))
+        for fapp, f in zip(float_apps, floats, strict=True):
+            fapp(f)
+        eval_app(math.nan)
+        intern = self._intern
+        for sapp, text in zip(str_apps, strs, strict=True):
+            sapp(intern.setdefault(text, text))
+        return len(self.rounds.strs["node"]) - 1
 
     def set_eval_loss(self, row: int, value: float) -> None:
         self.rounds.floats["eval_loss"][row] = value

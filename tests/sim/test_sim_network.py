@@ -14,7 +14,9 @@ from swarm_tune.sim.network import Network, graph_latency_s
 MBIT = 1e6
 
 
-def two_nodes(up: float, down: float, latency_s: float = 0.05, loss: float = 0.0) -> Network:
+def two_nodes(
+    up: float, down: float, latency_s: float = 0.05, loss: float = 0.0, control_max: int = 65536
+) -> Network:
     return Network(
         site_of=[0, 0, 0],
         latency_s=[[latency_s]],
@@ -22,26 +24,50 @@ def two_nodes(up: float, down: float, latency_s: float = 0.05, loss: float = 0.0
         downlink_bps=[down, down, down],
         rng=random.Random(1),
         loss=loss,
+        control_max_bytes=control_max,
     )
 
 
-def test_250mb_on_20mbit_uplink_takes_100s_and_later_messages_queue() -> None:
+def test_250mb_on_20mbit_uplink_takes_100s_and_later_bulk_messages_queue() -> None:
     net = two_nodes(up=20 * MBIT, down=1000 * MBIT, latency_s=0.05)
     big = net.transmit(0, 1, 250_000_000, now=0.0)
     assert big.arrival == pytest.approx(100.0 + 0.05)
     assert net.uplink_free_at[0] == pytest.approx(100.0)
-    # A 300-byte heartbeat sent at t=1 waits behind the update on the same uplink.
+    # A second bulk message (1 MB) sent at t=1 waits behind the update on the same uplink.
+    second = net.transmit(0, 2, 1_000_000, now=1.0)
+    assert second.arrival is not None
+    assert second.arrival == pytest.approx(100.0 + 1_000_000 * 8 / (20 * MBIT) + 0.05)
+
+
+def test_control_messages_do_not_wait_behind_bulk_transfers() -> None:
+    """A heartbeat during a 248 MB upload lands after latency + its own serialisation."""
+    net = two_nodes(up=20 * MBIT, down=20 * MBIT, latency_s=0.05)
+    big = net.transmit(0, 1, 248_000_000, now=0.0)
+    assert big.arrival is not None and big.arrival > 99.0
+    # Same uplink (0 -> 2) and same downlink (0 -> 1) as the bulk transfer: neither queues it.
+    for now, dst in ((1.0, 2), (2.0, 1)):
+        hb = net.transmit(0, dst, 300, now=now)
+        assert hb.arrival == pytest.approx(now + 300 * 8 / (20 * MBIT) + 0.05)
+    # The bulk lane is untouched by control traffic.
+    assert net.uplink_free_at[0] == pytest.approx(248_000_000 * 8 / (20 * MBIT))
+    # At the 64 KiB threshold a message is control; one byte above, it is bulk and queues.
+    assert (net.transmit(0, 2, 65536, now=3.0).arrival or 0.0) < 10.0
+    assert (net.transmit(0, 2, 65537, now=3.0).arrival or 0.0) > 99.0
+
+
+def test_control_lane_is_fifo_among_control_messages() -> None:
+    net = two_nodes(up=1 * MBIT, down=1000 * MBIT, latency_s=0.0)
+    first = net.transmit(0, 1, 60_000, now=0.0)  # 0.48 s on a 1 Mbit/s uplink
+    second = net.transmit(0, 2, 60_000, now=0.0)
+    assert first.arrival == pytest.approx(0.48, rel=1e-3)
+    assert second.arrival == pytest.approx(0.96, rel=1e-3)
+
+
+def test_without_a_control_lane_everything_queues_fifo() -> None:
+    net = two_nodes(up=20 * MBIT, down=1000 * MBIT, latency_s=0.05, control_max=0)
+    net.transmit(0, 1, 250_000_000, now=0.0)
     small = net.transmit(0, 2, 300, now=1.0)
-    assert small.arrival is not None
     assert small.arrival == pytest.approx(100.0 + 300 * 8 / (20 * MBIT) + 0.05)
-
-
-def test_slow_downlink_sets_the_pace_and_queues_receivers() -> None:
-    net = two_nodes(up=1000 * MBIT, down=10 * MBIT, latency_s=0.0)
-    a = net.transmit(0, 2, 1_250_000, now=0.0)  # 10 Mbit -> 1 s on the downlink
-    b = net.transmit(1, 2, 1_250_000, now=0.0)  # arrives behind it on node 2's downlink
-    assert a.arrival == pytest.approx(1.0)
-    assert b.arrival == pytest.approx(2.0)
 
 
 @given(
@@ -51,7 +77,7 @@ def test_slow_downlink_sets_the_pace_and_queues_receivers() -> None:
 )
 def test_uplink_is_a_fifo_server(sizes: list[int], gaps: list[float], up: float) -> None:
     """Departures never overlap and never precede the send; total busy time = sum of sizes."""
-    net = two_nodes(up=up, down=1e12, latency_s=0.0)
+    net = two_nodes(up=up, down=1e12, latency_s=0.0, control_max=0)
     now = 0.0
     prev_end = 0.0
     busy = 0.0
