@@ -12,7 +12,12 @@ Prints, in one run:
 3. scenarios/scale-10k.yaml as shipped (30% churn, 100 rounds): total wall time and the
    child's peak RSS (goal <= 10 min and <= 8 GiB on 2 cores).
 
+Wall time on a shared 2-core box is inflated by other load, so every child also reports its
+own CPU seconds (``time.process_time``): CPU s <= wall s, and CPU s is what an idle 2-core
+machine would need (the run is single-threaded).
+
 Usage: python benchmarks/bench_sim.py [--timebox S] [--scale-timeout S] [--skip-scale]
+                                      [--sections 1,2,3]
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import selectors
 import subprocess
 import sys
 import time
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 
 import simpy
@@ -84,29 +91,39 @@ if not churn:
     upd["churn"] = s.churn.model_copy(update={"fraction": 0.0})
 s = s.model_copy(update=upd)
 t0 = time.perf_counter()
+c0 = time.process_time()
 def progress(r, target, now):
-    print(json.dumps({"round": r, "wall": time.perf_counter() - t0}), flush=True)
+    print(json.dumps({"round": r, "wall": time.perf_counter() - t0,
+        "cpu": time.process_time() - c0}), flush=True)
 drv = SimDriver(s, progress=progress)
 print(json.dumps({"setup": time.perf_counter() - t0}), flush=True)
 res = drv.run()
 print(json.dumps({"done": True, "wall": time.perf_counter() - t0, "run_wall": res.wall_s,
+    "cpu": time.process_time() - c0,
     "events": res.events, "virtual": res.virtual_s, "stop": res.stop_reason,
     "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 """
 
 
 def child(
-    path: Path, nodes: int, strategy: str, rounds: int, churn: bool, timeout: float
+    path: Path,
+    nodes: int,
+    strategy: str,
+    rounds: int,
+    churn: bool,
+    timeout: float,
+    echo_every: int = 0,
 ) -> tuple[list[dict[str, float]], bool]:
-    """Run one configuration in a child process; (progress lines, finished?)."""
+    """Run one configuration in a child process; (progress lines, finished?).
+
+    ``echo_every`` > 0 prints every that-many-th round as it happens (long runs)."""
     cmd = [sys.executable, "-c", CHILD, str(path), str(nodes), strategy, str(rounds)]
     cmd.append("1" if churn else "0")
     lines: list[dict[str, float]] = []
+    echoed = 0
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
         deadline = time.monotonic() + timeout
         assert proc.stdout is not None
-        import selectors
-
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         while time.monotonic() < deadline:
@@ -118,6 +135,12 @@ def child(
             if not line:
                 break
             lines.append(json.loads(line))
+            r = lines[-1].get("round")
+            if echo_every and r is not None and int(r) // echo_every > echoed:
+                echoed = int(r) // echo_every
+                ln = lines[-1]
+                print(f"  ... round {int(r)}: wall {ln['wall']:.0f} s, cpu {ln['cpu']:.0f} s")
+                sys.stdout.flush()
             if lines[-1].get("done"):
                 break
         finished = bool(lines and lines[-1].get("done"))
@@ -127,14 +150,93 @@ def child(
     return lines, finished
 
 
-def per_round(lines: list[dict[str, float]]) -> tuple[float | None, int, float]:
-    """Wall seconds per round after the first (setup and round 0 excluded), rounds seen."""
+@dataclass(frozen=True)
+class PerRound:
+    wall: float | None  # wall s per round after the first (setup and round 0 excluded)
+    cpu: float | None
+    seen: int  # last swarm round reached
+    setup: float
+
+
+def per_round(lines: list[dict[str, float]]) -> PerRound:
     setup = next((ln["setup"] for ln in lines if "setup" in ln), float("nan"))
-    marks = [(int(ln["round"]), ln["wall"]) for ln in lines if "round" in ln]
+    marks = [(int(ln["round"]), ln["wall"], ln["cpu"]) for ln in lines if "round" in ln]
     if len(marks) < 2:
-        return None, (marks[-1][0] if marks else 0), setup
-    (r0, w0), (r1, w1) = marks[0], marks[-1]
-    return (w1 - w0) / max(1, r1 - r0), r1, setup
+        return PerRound(None, None, marks[-1][0] if marks else 0, setup)
+    (r0, w0, c0), (r1, w1, c1) = marks[0], marks[-1]
+    span = max(1, r1 - r0)
+    return PerRound((w1 - w0) / span, (c1 - c0) / span, r1, setup)
+
+
+def section_events() -> None:
+    print("== 1. events/s: full protocol vs raw SimPy ==")
+    cb = raw_simpy_callbacks()
+    pr = raw_simpy_processes()
+    print(f"raw SimPy timeouts (callbacks, as the driver): {cb:,.0f} events/s")
+    print(f"raw SimPy timeouts (generator processes):     {pr:,.0f} events/s")
+    for label, path, n, strategy, rounds in (
+        ("quickstart, 20 nodes, flat, 30 rounds", QUICK, 20, "asis", 30),
+        ("scale-10k shape, 1,000 nodes, gossip, 10 rounds", SCALE, 1000, "gossip", 10),
+    ):
+        lines, ok = child(path, n, strategy, rounds, False, 600)
+        if not ok:
+            print(f"full protocol ({label}): did not finish")
+            continue
+        d = lines[-1]
+        proto = d["events"] / d["run_wall"]
+        print(
+            f"full protocol ({label}): {d['events']:,.0f} events in {d['run_wall']:.1f} s wall "
+            f"= {proto:,.0f} events/s; ratio vs callbacks {proto / cb:.3f}, "
+            f"vs processes {proto / pr:.3f}"
+        )
+    sys.stdout.flush()
+
+
+def section_rounds(sizes: list[int], timebox: float) -> None:
+    print(f"\n== 2. time per round (no churn), time box {timebox:.0f} s each ==")
+    print(
+        f"{'nodes':>7} {'strategy':>8} {'setup s':>8} {'rounds':>6} {'wall s/rnd':>10} "
+        f"{'cpu s/rnd':>9}  note"
+    )
+    for n in sizes:
+        for strategy in ("flat", "gossip"):
+            target = 5 if n >= 10_000 else 10
+            lines, ok = child(SCALE, n, strategy, target, False, timebox)
+            pr = per_round(lines)
+            note = "finished" if ok else f"time box hit after {pr.seen} rounds"
+            wall = f"{pr.wall:10.2f}" if pr.wall is not None else f"{'-':>10}"
+            cpu = f"{pr.cpu:9.2f}" if pr.cpu is not None else f"{'-':>9}"
+            print(f"{n:>7} {strategy:>8} {pr.setup:>8.1f} {pr.seen:>6} {wall} {cpu}  {note}")
+            sys.stdout.flush()
+
+
+def section_scale(timeout: float) -> None:
+    print("\n== 3. scenarios/scale-10k.yaml as shipped (30% churn, 100 rounds) ==")
+    sys.stdout.flush()
+    t0 = time.perf_counter()
+    lines, ok = child(SCALE, 0, "asis", 0, True, timeout, echo_every=10)
+    wall = time.perf_counter() - t0
+    pr = per_round(lines)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if ok:
+        d = lines[-1]
+        print(
+            f"finished: wall {d['wall']:.0f} s (cpu {d['cpu']:.0f} s, setup {pr.setup:.0f} s), "
+            f"virtual {d['virtual']:.0f} s, "
+            f"{d['events']:,.0f} events ({d['events'] / d['run_wall']:,.0f}/s), "
+            f"peak RSS {d['rss_mb']:,.0f} MB"
+        )
+        print(
+            f"goal wall <= 600 s: {'met' if d['wall'] <= 600 else 'NOT met'} "
+            f"(cpu: {'met' if d['cpu'] <= 600 else 'NOT met'}); "
+            f"goal RSS <= 8192 MB: {'met' if d['rss_mb'] <= 8192 else 'NOT met'}"
+        )
+    else:
+        print(
+            f"NOT finished within {timeout:.0f} s: reached swarm round {pr.seen}, "
+            f"{pr.wall or float('nan'):.1f} wall s/round ({pr.cpu or float('nan'):.1f} cpu), "
+            f"peak RSS (children) {rss:,.0f} MB, wall {wall:.0f} s"
+        )
 
 
 def main() -> None:
@@ -143,68 +245,17 @@ def main() -> None:
     ap.add_argument("--scale-timeout", type=float, default=3600.0)
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--sizes", default="100,1000,10000")
+    ap.add_argument("--sections", default="1,2,3", help="which sections to run")
     args = ap.parse_args()
-
-    print("== 1. events/s: full protocol vs raw SimPy ==")
-    cb = raw_simpy_callbacks()
-    pr = raw_simpy_processes()
-    print(f"raw SimPy timeouts (callbacks, as the driver): {cb:,.0f} events/s")
-    print(f"raw SimPy timeouts (generator processes):     {pr:,.0f} events/s")
-    lines, ok = child(QUICK, 20, "asis", 30, False, 600)
-    done = lines[-1] if ok else {}
-    if ok:
-        proto = done["events"] / done["run_wall"]
-        print(
-            f"full protocol (quickstart, 20 nodes, flat, 30 rounds): {done['events']:,.0f} "
-            f"events in {done['run_wall']:.1f} s = {proto:,.0f} events/s"
-        )
-        print(f"ratio vs callbacks: {proto / cb:.3f}   ratio vs processes: {proto / pr:.3f}")
-    lines, ok = child(SCALE, 1000, "gossip", 10, False, 600)
-    if ok:
-        d = lines[-1]
-        proto = d["events"] / d["run_wall"]
-        print(
-            f"full protocol (scale-10k shape, 1,000 nodes, gossip, 10 rounds): "
-            f"{proto:,.0f} events/s; ratio vs callbacks {proto / cb:.3f}"
-        )
-
-    print("\n== 2. wall time per round (no churn), time box", args.timebox, "s each ==")
-    print(f"{'nodes':>7} {'strategy':>8} {'setup s':>8} {'rounds':>6} {'s/round':>9}  note")
-    for n in (int(x) for x in args.sizes.split(",")):
-        for strategy in ("flat", "gossip"):
-            target = 5 if n >= 10_000 else 10
-            lines, ok = child(SCALE, n, strategy, target, False, args.timebox)
-            spr, seen, setup = per_round(lines)
-            note = "finished" if ok else f"time box hit after {seen} rounds"
-            shown = f"{spr:9.2f}" if spr is not None else f"{'-':>9}"
-            print(f"{n:>7} {strategy:>8} {setup:>8.1f} {seen:>6} {shown}  {note}")
-
+    sections = {int(x) for x in args.sections.split(",")}
     if args.skip_scale:
-        return
-    print("\n== 3. scenarios/scale-10k.yaml as shipped (30% churn, 100 rounds) ==")
-    t0 = time.perf_counter()
-    lines, ok = child(SCALE, 0, "asis", 0, True, args.scale_timeout)
-    wall = time.perf_counter() - t0
-    spr, seen, setup = per_round(lines)
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    if ok:
-        d = lines[-1]
-        print(
-            f"finished: wall {d['wall']:.0f} s (setup {setup:.0f} s), "
-            f"virtual {d['virtual']:.0f} s, "
-            f"{d['events']:,.0f} events ({d['events'] / d['run_wall']:,.0f}/s), "
-            f"peak RSS {d['rss_mb']:,.0f} MB"
-        )
-        print(
-            f"goal wall <= 600 s: {'met' if d['wall'] <= 600 else 'NOT met'}; "
-            f"goal RSS <= 8192 MB: {'met' if d['rss_mb'] <= 8192 else 'NOT met'}"
-        )
-    else:
-        print(
-            f"NOT finished within {args.scale_timeout:.0f} s: reached swarm round {seen}, "
-            f"{spr or float('nan'):.1f} s/round, peak RSS (children) {rss:,.0f} MB, "
-            f"wall {wall:.0f} s"
-        )
+        sections.discard(3)
+    if 1 in sections:
+        section_events()
+    if 2 in sections:
+        section_rounds([int(x) for x in args.sizes.split(",")], args.timebox)
+    if 3 in sections:
+        section_scale(args.scale_timeout)
 
 
 if __name__ == "__main__":
