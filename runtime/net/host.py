@@ -133,13 +133,20 @@ def conn_ip(conn: object) -> str:
     for addr in addrs:
         if "p2p-circuit" in str(addr):
             return ""
-        for proto in ("ip4", "ip6"):
-            try:
-                value = addr.value_for_protocol(proto)
-            except Exception:
-                value = None
-            if value:
-                return str(value)
+        if ip := multiaddr_ip(addr):
+            return ip
+    return ""
+
+
+def multiaddr_ip(addr: multiaddr.Multiaddr) -> str:
+    """The ip4/ip6 component of ``addr`` ('' if it has none)."""
+    for proto in ("ip4", "ip6"):
+        try:
+            value = addr.value_for_protocol(proto)
+        except Exception:  # the multiaddr package raises several unrelated types
+            value = None
+        if value:
+            return str(value)
     return ""
 
 

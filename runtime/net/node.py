@@ -36,6 +36,7 @@ from swarm_tune.runtime.net.host import (
     dial,
     dial_bootstrap,
     full_multiaddrs,
+    multiaddr_ip,
     parse_multiaddr,
 )
 from swarm_tune.runtime.net.pubsub import make_pubsub, make_router, pump_subscription
@@ -189,13 +190,8 @@ def _data_bind_host(config: NetConfig, listen: Sequence[multiaddr.Multiaddr]) ->
     if config.data_host is not None:
         return config.data_host
     for addr in listen:
-        for proto in ("ip4", "ip6"):
-            try:
-                value = addr.value_for_protocol(proto)
-            except Exception:
-                value = None
-            if value:
-                return str(value)
+        if ip := multiaddr_ip(addr):
+            return ip
     return "0.0.0.0"
 
 
