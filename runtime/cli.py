@@ -9,6 +9,13 @@ from __future__ import annotations
 import typer
 
 import swarm_tune
+from swarm_tune.analysis.cli import report as analysis_report
+from swarm_tune.runtime.net import node_main
+from swarm_tune.runtime.ops import cli as ops_cli
+from swarm_tune.runtime.ops import eval_cli
+from swarm_tune.runtime.ops.swarm import swarm_app
+from swarm_tune.sim import sweep_cli
+from swarm_tune.sim.cli import sim_app
 
 app = typer.Typer(
     name="swarm-tune",
@@ -29,34 +36,18 @@ def version() -> None:
     typer.echo(swarm_tune.__version__)
 
 
-# --- sub-apps: each area registers its commands here, one line each ---------------------
-# (keep imports inside this block; one area per line so parallel edits do not collide)
-from swarm_tune.runtime.ops import cli as ops_cli  # noqa: E402
-
+# --- sub-apps: one line per area; the logic lives in each area's own module ---------------
 app.add_typer(ops_cli.config_app, name="config")
 app.add_typer(ops_cli.manifest_app, name="manifest")
 app.command("join")(ops_cli.join)
-from swarm_tune.sim.cli import sim_app  # noqa: E402
-
 app.add_typer(sim_app, name="sim")
-from swarm_tune.runtime.ops import eval_cli  # noqa: E402
-
+sweep_cli.register(sim_app)
+app.command("report")(analysis_report)
 app.add_typer(eval_cli.checkpoint_app, name="checkpoint")
 app.command("benchmark")(eval_cli.benchmark)
 app.command("compete")(eval_cli.compete)
-from swarm_tune.runtime.net import node_main  # noqa: E402
-
 node_main.register(app)
-from swarm_tune.analysis.cli import report as analysis_report  # noqa: E402
-
-app.command("report")(analysis_report)
-from swarm_tune.sim import sweep_cli  # noqa: E402
-
-sweep_cli.register(sim_app)
-from swarm_tune.runtime.ops.swarm import swarm_app  # noqa: E402
-
 app.add_typer(swarm_app, name="swarm")
-# --- end of sub-apps -------------------------------------------------------------------
 
 
 def main() -> None:
