@@ -308,15 +308,20 @@ class ProtocolNode:
         count = len(accepted) + (1 if rnd.own is not None else 0)
         outcome = "skipped"
         if count >= self.config.min_peers and count > 0:
-            updates = [a.contribution.tensors for _, a in accepted]
-            weights = [float(a.contribution.dataset_size) for _, a in accepted]
-            subnets = [a.subnet for _, a in accepted]
-            contributors = [p for p, _ in accepted]
+            # (peer, tensors, weight, subnet), ourselves included, in peer-id order: every
+            # node that accepted the same set sums in the same order, so replicas that saw
+            # the same contributions stay bit-identical.
+            entries = [
+                (p, a.contribution.tensors, float(a.contribution.dataset_size), a.subnet)
+                for p, a in accepted
+            ]
             if rnd.own is not None:
-                updates.append(rnd.own)
-                weights.append(float(rnd.own_weight))
-                subnets.append(self._self_subnet)
-                contributors.append(self.node_id)
+                entries.append((self.node_id, rnd.own, float(rnd.own_weight), self._self_subnet))
+            entries.sort(key=lambda e: e[0])
+            contributors = [e[0] for e in entries]
+            updates = [e[1] for e in entries]
+            weights = [e[2] for e in entries]
+            subnets = [e[3] for e in entries]
             capped = subnet_capped_weights(weights, subnets, self.config.subnet_cap)
             avg = weighted_average(updates, capped)
             out.append(fx.ApplyAverage(rnd.number, rnd.kind, avg, tuple(contributors), False))

@@ -234,3 +234,29 @@ def test_own_update_shares_its_subnet_with_lan_peers() -> None:
     out = n.handle(MessageReceived("b", contrib(0, 2.0, size=20)), 1.0)
     (applied,) = [e for e in out if isinstance(e, effects.ApplyAverage)]
     torch.testing.assert_close(applied.update["w"], torch.full((4, 3), (10 + 40) / 40))
+
+
+def test_nodes_that_accept_the_same_set_apply_bit_identical_averages() -> None:
+    cfg = ProtocolConfig(quorum=1.0, min_peers=2, param_sync_every=0)
+    w = World(cfg)
+    rng = random.Random(3)
+    values = {(n, r): rng.uniform(-1, 1) for n in ("a", "b", "c", "d") for r in range(20)}
+    w.updates = lambda node_id, r: {
+        "w": torch.full((4, 3), values[(node_id, r)]) / 3.0,
+        "b": torch.linspace(0.1, 0.7, 3) * values[(node_id, r)],
+    }
+    for n in ("a", "b", "c", "d"):
+        w.add(n, dataset_size=7 + ord(n))
+    w.connect_all()
+    for n in ("a", "b", "c", "d"):
+        w.start(n)
+    w.run_until(8.0)
+    applied = {n: w.effects_of(effects.ApplyAverage, n) for n in ("a", "b", "c", "d")}
+    assert min(len(v) for v in applied.values()) >= 5
+    for rnd in range(5):
+        sets = {applied[n][rnd].contributors for n in applied}
+        assert len(sets) == 1  # everyone accepted everyone
+        ref = applied["a"][rnd].update
+        for n in ("b", "c", "d"):
+            for name in ref:
+                assert torch.equal(applied[n][rnd].update[name], ref[name])
