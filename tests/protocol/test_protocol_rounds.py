@@ -240,7 +240,7 @@ def test_nodes_that_accept_the_same_set_apply_bit_identical_averages() -> None:
     cfg = ProtocolConfig(quorum=1.0, min_peers=2, param_sync_every=0)
     w = World(cfg)
     rng = random.Random(3)
-    values = {(n, r): rng.uniform(-1, 1) for n in ("a", "b", "c", "d") for r in range(20)}
+    values = {(n, r): rng.uniform(0.5, 1.5) for n in ("a", "b", "c", "d") for r in range(20)}
     w.updates = lambda node_id, r: {
         "w": torch.full((4, 3), values[(node_id, r)]) / 3.0,
         "b": torch.linspace(0.1, 0.7, 3) * values[(node_id, r)],
