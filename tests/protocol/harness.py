@@ -49,18 +49,23 @@ class World:
     )
     train_delay: float = 0.5
     down: set[str] = field(default_factory=set)
+    addresses: dict[str, str] = field(default_factory=dict)
 
     def add(self, node_id: str, dataset_size: int = 10, address: str = "") -> ProtocolNode:
-        node = ProtocolNode(node_id, self.config, SPEC, dataset_size, random.Random(node_id))
+        """A node; by default each on its own /24 (10.<n>.0.1), known to itself and peers."""
+        address = address or f"10.{len(self.nodes) + 1}.0.1"
+        node = ProtocolNode(
+            node_id, self.config, SPEC, dataset_size, random.Random(node_id), address=address
+        )
         self.nodes[node_id] = node
+        self.addresses[node_id] = address
         return node
 
-    def connect_all(self, addresses: dict[str, str] | None = None) -> None:
+    def connect_all(self) -> None:
         for a in self.nodes:
             for b in self.nodes:
                 if a != b:
-                    addr = (addresses or {}).get(b, f"10.0.{len(b)}.{ord(b[-1]) % 250}")
-                    self.nodes[a].handle(PeerConnected(b, addr), self.now)
+                    self.nodes[a].handle(PeerConnected(b, self.addresses[b]), self.now)
 
     def push(self, at: float, target: str, event: Any) -> None:
         self.seq += 1
