@@ -121,7 +121,10 @@ class HFLearner:
             }
             return LocalResult(update=update, loss=loss, samples=samples)
         if kind == "params":
-            self._step()
+            # No local step: stepping here would feed this node's own gradient into its
+            # optimizer state alone, and replicas that average identically would then
+            # diverge through their differing optimizer moments (see learner.py).
+            self.optimizer.zero_grad(set_to_none=True)
             return LocalResult(update=self._cpu_params(), loss=loss, samples=samples)
         raise ValueError(f"unknown update kind {kind!r}")
 

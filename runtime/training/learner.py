@@ -11,9 +11,13 @@ Update kinds:
 * ``"grad"``   — the update is a gradient (from ``param.grad``, averaged over the local
   micro-batches). The averaged gradient is applied through the learner's optimizer, so a
   swarm that always reaches everyone is exactly synchronous data-parallel training.
-* ``"params"`` — the update is the node's full parameter set *after* it took its own local
-  step. The average replaces the parameters (optimizer state is kept). The protocol uses
-  these rounds periodically to pull replicas that drifted apart back together.
+* ``"params"`` — the update is the node's current parameter set, with no local step. The
+  average replaces the parameters (optimizer state is kept). The protocol uses these rounds
+  periodically to pull replicas that drifted apart back together. Why no local step: a step
+  here would update each node's optimizer state (Adam moments) with its own gradient only,
+  so replicas that then apply identical averages would still drift through their differing
+  optimizer states. Skipping the step keeps optimizer states identical across nodes that
+  saw the same contributions; the round's loss is still measured on a local batch.
 """
 
 from __future__ import annotations

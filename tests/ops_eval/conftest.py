@@ -31,7 +31,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
         init = _cpu(learner.parameters())
         save_checkpoint(d, RUN, 0, init, "tiny-gpt2", extra, keep=None)
         for step in range(1, STEPS + 1):
-            learner.compute_update("params")
+            learner.apply_average("grad", learner.compute_update("grad").update)
             if i == 1 and step == 2:
                 save_checkpoint(root / "blue", "cup-blue", 2, learner.parameters(), "tiny-gpt2")
         final = _cpu(learner.parameters())
