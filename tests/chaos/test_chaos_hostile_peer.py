@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 import pytest
-from chaos_procs import ChaosNode, Proc, free_port, rss_kib, swarm_env, wait_until
+from chaos_procs import chaos_env, chaos_node
 from hostile_peer import REPORT_PREFIX, identity_of
+from procs import Proc, free_port, rss_kib, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(200)]
 
@@ -72,12 +73,12 @@ class RssSampler:
 
 
 def test_honest_nodes_survive_a_hostile_peer(tmp_path: Path) -> None:
-    nodes = [ChaosNode(i, "127.0.0.1", free_port(), tmp_path) for i in range(3)]
+    env = chaos_env(SWARM_MAX_ROUNDS="0", SWARM_QUORUM="3", SWARM_ROUND_TIMEOUT_S="8")
+    nodes = [chaos_node(i, "127.0.0.1", free_port(), tmp_path, env) for i in range(3)]
     hostile = Proc("hostile")
-    env = swarm_env(SWARM_MAX_ROUNDS="0", SWARM_QUORUM="3", SWARM_ROUND_TIMEOUT_S="8")
     try:
         for node in nodes:
-            node.start([p.addr_via("127.0.0.1") for p in nodes if p is not node], env)
+            node.start([p.addr_via("127.0.0.1") for p in nodes if p is not node])
         wait_until(lambda: all(len(n.committed()) >= 2 for n in nodes), 90, "2 rounds each", nodes)
         baseline = {n.index: rss_kib(n.pid) for n in nodes}
         before = {n.index: n.max_closed() for n in nodes}
@@ -109,7 +110,7 @@ def test_honest_nodes_survive_a_hostile_peer(tmp_path: Path) -> None:
             nodes,
         )
         for node in nodes:
-            node.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            node.signal(signal.SIGTERM)
         for node in nodes:
             assert node.wait_exit(60) == 0, node.tail()
 

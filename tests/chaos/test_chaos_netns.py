@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
-from chaos_procs import ChaosNode, Proc, require_root_tools, swarm_env, wait_until
+from chaos_procs import chaos_env, chaos_node, require_root_tools
 from netns_topology import Wan
+from procs import Proc, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.timeout(170)]
 
@@ -88,7 +89,11 @@ def test_three_hosts_commit_rounds_over_emulated_wan(tmp_path: Path) -> None:
     require_root_tools("ip", "tc", "nft")
     wan = Wan(hosts=3, rate="40mbit", loss_pct=1)
     relay = Proc("relay")
-    nodes = [ChaosNode(i, wan.real_ip(i), NODE_PORT, tmp_path) for i in range(wan.hosts)]
+    env = chaos_env(SWARM_MAX_ROUNDS=str(ROUNDS), SWARM_QUORUM="1.0")
+    nodes = [
+        chaos_node(i, wan.real_ip(i), NODE_PORT, tmp_path, env, wan.exec_prefix(wan.ns(i)))
+        for i in range(wan.hosts)
+    ]
     try:
         wan.up()
         relay.spawn(
@@ -113,11 +118,9 @@ def test_three_hosts_commit_rounds_over_emulated_wan(tmp_path: Path) -> None:
         # One relay crossing per direction: RTT >= 2 x one-way delay.
         assert rtt_min >= 2 * DELAY_MS / 1000 * 0.95, rtt_min
 
-        env = swarm_env(SWARM_MAX_ROUNDS=str(ROUNDS), SWARM_QUORUM="1.0")
         started = time.monotonic()
         for node in nodes:
-            others = [p.addr_via(wan.standin_ip(p.index)) for p in nodes if p is not node]
-            node.start(others, env, prefix=wan.exec_prefix(wan.ns(node.index)))
+            node.start([p.addr_via(wan.standin_ip(p.index)) for p in nodes if p is not node])
         for node in nodes:
             try:
                 code = node.wait_exit(timeout=max(1.0, 130 - (time.monotonic() - started)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,8 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
+from procs import require
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 CHROMIUM_FLAGS = [
@@ -44,10 +43,8 @@ CHROMIUM_FLAGS = [
 def chromium_or_skip() -> str:
     """The chromium binary; a missing one fails in CI (``CI`` set) and skips locally."""
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (.ci/run installs it) but is not on PATH")
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    require(exe is not None, "chromium not installed (apt-get install -y chromium)")
+    assert exe is not None
     return exe
 
 

@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 import trio
+from cdp import Chromium, Page, chromium_or_skip, open_page
+from procs import NodeProc, free_port, loopback_env, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarm_tune.runtime.ops.metrics import HISTORY_FILE
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
-
-from cdp import Chromium, Page, chromium_or_skip, open_page  # type: ignore[import-not-found]
-from node_procs import NodeProc, free_port, swarm_env, wait_until  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +44,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
     mports = [free_port(), free_port()]
     env = {"SWARM_NUM_SHARDS": "2", "SWARM_CHECKPOINT_EVERY_ROUNDS": "1"}
     nodes = [
-        NodeProc(i, free_port(), tmp_path, swarm_env(SWARM_METRICS_PORT=str(mports[i]), **env))
+        NodeProc(i, free_port(), tmp_path, loopback_env(SWARM_METRICS_PORT=str(mports[i]), **env))
         for i in range(2)
     ]
     nodes[0].start([])

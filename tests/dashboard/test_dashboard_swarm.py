@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import REPO, wait_until
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 N = 3
 EVICT_S = 4.0
 RESTART_S = EVICT_S + 4.0
@@ -62,12 +62,7 @@ def _state(port: int) -> dict[str, Any] | None:
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str, log: list[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n" + "".join(log[-30:]))
+    wait_until(cond, timeout, what, interval=0.3, context=lambda: "".join(log[-30:]))
 
 
 def _peer(state: dict[str, Any] | None, peer_id: str) -> dict[str, Any] | None:

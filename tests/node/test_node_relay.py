@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from node_procs import REPO, free_port
+from procs import REPO, free_port
 
 from swarm_tune.runtime.ops.peer_id import peer_id_from_seed
 
