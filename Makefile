@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy -p swarm_tune
+	$(BIN)/mypy --explicit-package-bases benchmarks
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
