@@ -524,6 +524,10 @@ class SimDriver:
         if not crash:
             self._execute(node, node.proto.stop(self.env.now))
         node.online = False
+        # The dead process's protocol state is never read again (a rejoin builds a new one):
+        # drop it now, or thousands of offline nodes pin their buffered contributions (views
+        # into whole batched-gradient chunks), peer tables and reputations for the whole run.
+        node.proto = None
         node.timers = {}
         node.pending = node.ready = None
         self._to_compute.pop(idx, None)
