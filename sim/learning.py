@@ -19,7 +19,8 @@ node is the same whether it is flushed alone, with three others, or with ten tho
 
 Semantics match ``runtime/training/hf_learner.py`` (the ``Learner`` protocol):
 ``"grad"`` -> mean gradient over ``local_steps`` micro-batches, parameters unchanged;
-``"params"`` -> the same gradient, one own optimizer step, then the new parameters;
+``"params"`` -> the current parameters, no optimizer step (the batch is still drawn and its
+loss measured, so data order and loss curves do not depend on the round kind);
 ``apply_average("grad", g)`` steps the node's optimizer with ``g``; ``apply_average("params",
 p)`` and ``load_state(p)`` load ``p`` (optimizer moments kept).
 
@@ -349,11 +350,9 @@ class BatchedLearning:
             (grads,) = torch.autograd.grad(losses.sum(), [leaf])
         loss_list = losses.detach().tolist()
         own = [pos for pos, (_, kind) in enumerate(work) if kind == "params"]
-        new_rows = grads
-        if own:
-            pos_t = torch.tensor(own, dtype=torch.int64)
-            self._step(idx[pos_t], grads.index_select(0, pos_t))
-            new_rows = self._flat.index_select(0, idx)
+        # Parameter rounds take no local step (see runtime/training/learner.py): the rows
+        # are a fresh copy of the current parameters.
+        new_rows = self._flat.index_select(0, idx) if own else grads
         samples = self._per_step
         out: dict[int, LocalResult] = {}
         # Views of freshly computed rows: nothing the learner later mutates aliases them.
@@ -584,7 +583,7 @@ def centralized_baseline(
     model._sizes[0] = int(union.numel())
     losses: list[float] = []
     for _ in range(rounds):
-        model.request(0, "params")
-        model.flush()
+        model.request(0, "grad")
+        model.apply_average(0, "grad", model.flush()[0].update)  # one plain optimizer step
         losses.append(model.eval_losses([0])[0])
     return losses

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from swarm_tune.runtime.aggregation.strategy import make_strategy
 from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights, weighted_average
 from swarm_tune.runtime.protocol import effects as fx
@@ -228,11 +230,11 @@ class ProtocolNode:
         if peer in rnd.submitted:
             return self._verdict(peer, c.round, RejectReason.DUPLICATE, now)
         rnd.submitted.add(peer)
-        reason = check_structure(c, self.spec, rnd.kind)
+        reason, flat = check_structure(c, self.spec, rnd.kind)
         if reason is not None:
             return self._verdict(peer, c.round, reason, now)
         rec = self.peers.get(peer)
-        rnd.admitted[peer] = Admitted(c, rec.subnet if rec is not None else "unknown")
+        rnd.admitted[peer] = Admitted(c, rec.subnet if rec is not None else "unknown", flat)
         return self._maybe_close_on_quorum(now)
 
     def _verdict(self, peer: str, rnd: int, reason: RejectReason | None, now: float) -> Effects:
@@ -297,8 +299,15 @@ class ProtocolNode:
         self._transition(Trigger.CLOSE)
         self.closed_rounds += 1
         out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number))]
-        candidates = [(p, a.contribution.tensors) for p, a in sorted(rnd.admitted.items())]
-        rejected = self._judge.judge(rnd.kind, rnd.own, candidates)
+        admitted = sorted(rnd.admitted.items())
+        candidates = [(p, a.contribution.tensors) for p, a in admitted]
+        own_flat = None
+        flats: list[torch.Tensor] | None = None
+        if self.spec.compact:
+            own_flat = self.spec.flatten(rnd.own) if rnd.own is not None else None
+            flats = [a.flat for _, a in admitted if a.flat is not None]
+            flats += [own_flat] if own_flat is not None else []
+        rejected = self._judge.judge(rnd.kind, rnd.own, candidates, flats)
         accepted: list[tuple[str, Admitted]] = []
         for peer, adm in sorted(rnd.admitted.items()):
             reason = rejected.get(peer)
@@ -312,18 +321,24 @@ class ProtocolNode:
             # node that accepted the same set sums in the same order, so replicas that saw
             # the same contributions stay bit-identical.
             entries = [
-                (p, a.contribution.tensors, float(a.contribution.dataset_size), a.subnet)
+                (p, a.contribution.tensors, a.flat, float(a.contribution.dataset_size), a.subnet)
                 for p, a in accepted
             ]
             if rnd.own is not None:
-                entries.append((self.node_id, rnd.own, float(rnd.own_weight), self._self_subnet))
+                own = (self.node_id, rnd.own, own_flat, float(rnd.own_weight), self._self_subnet)
+                entries.append(own)
             entries.sort(key=lambda e: e[0])
             contributors = [e[0] for e in entries]
-            updates = [e[1] for e in entries]
-            weights = [e[2] for e in entries]
-            subnets = [e[3] for e in entries]
-            capped = subnet_capped_weights(weights, subnets, self.config.subnet_cap)
-            avg = weighted_average(updates, capped)
+            capped = subnet_capped_weights(
+                [e[3] for e in entries], [e[4] for e in entries], self.config.subnet_cap
+            )
+            if self.spec.compact:
+                total = sum(capped)
+                scale = torch.tensor([w / total for w in capped], dtype=torch.float32)
+                stacked = torch.stack([e[2] for e in entries])  # type: ignore[misc]
+                avg = self.spec.unflatten(scale @ stacked)
+            else:
+                avg = weighted_average([e[1] for e in entries], capped)
             out.append(fx.ApplyAverage(rnd.number, rnd.kind, avg, tuple(contributors), False))
             outcome = "average"
         elif rnd.own is not None:

@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+import torch
+
 from swarm_tune.runtime.protocol.messages import Contribution
 from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
 
@@ -82,6 +84,7 @@ def next_phase(phase: Phase, trigger: Trigger) -> Phase:
 class Admitted:
     contribution: Contribution
     subnet: str
+    flat: torch.Tensor | None = None  # compact models: the update as one vector
 
 
 @dataclass(slots=True)

@@ -22,6 +22,10 @@ import torch
 
 TensorDict = dict[str, torch.Tensor]
 UpdateKind = Literal["grad", "params"]
+# Models up to this many parameters are judged and averaged as one flat vector per update:
+# a handful of torch calls per round instead of a few per tensor per contribution, which is
+# what makes thousands of simulated nodes affordable. Larger models take the per-tensor path.
+COMPACT_NUMEL = 1 << 16
 Sketch = tuple[float, ...]
 
 
@@ -48,6 +52,26 @@ class ModelSpec:
     @property
     def numel(self) -> int:
         return sum(math.prod(s.shape) for _, s in self.tensors)
+
+    @property
+    def compact(self) -> bool:
+        """Small enough to handle every update as one flat vector (see ``flatten``)."""
+        return self.numel <= COMPACT_NUMEL
+
+    def flatten(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """All entries as one float32 vector in spec order (tensors must match the spec)."""
+        return torch.cat([tensors[name].detach().reshape(-1) for name, _ in self.tensors]).to(
+            "cpu", torch.float32
+        )
+
+    def unflatten(self, flat: torch.Tensor) -> TensorDict:
+        """Inverse of ``flatten``: per-name tensors in the spec's shapes and dtypes."""
+        sizes = [math.prod(s.shape) for _, s in self.tensors]
+        parts = torch.split(flat, sizes)
+        return {
+            name: part.reshape(spec.shape).to(spec.dtype)
+            for (name, spec), part in zip(self.tensors, parts, strict=True)
+        }
 
     def mismatch(self, tensors: Mapping[str, torch.Tensor]) -> str | None:
         """Why ``tensors`` does not fit this spec ("shape"/"dtype"), or None if it does."""

@@ -44,20 +44,25 @@ REPLAY_MEMORY = 4  # fingerprints remembered per peer
 
 def check_structure(
     c: Contribution, spec: ModelSpec, expected_kind: UpdateKind
-) -> RejectReason | None:
-    """Verdict on one contribution in isolation (None = admissible)."""
+) -> tuple[RejectReason | None, torch.Tensor | None]:
+    """Verdict on one contribution in isolation (None = admissible), plus its flat vector
+    when the model is compact (computed once here, reused at close)."""
     if c.kind != expected_kind:
-        return RejectReason.WRONG_KIND
+        return RejectReason.WRONG_KIND, None
     if not 0 < c.dataset_size <= MAX_DATASET_SIZE:
-        return RejectReason.BAD_SIZE
+        return RejectReason.BAD_SIZE, None
     mismatch = spec.mismatch(c.tensors)
     if mismatch == "shape":
-        return RejectReason.SHAPE
+        return RejectReason.SHAPE, None
     if mismatch == "dtype":
-        return RejectReason.DTYPE
+        return RejectReason.DTYPE, None
+    if spec.compact:
+        flat = spec.flatten(c.tensors)
+        finite = math.isfinite(float(flat.sum(dtype=torch.float64)))
+        return (None, flat) if finite else (RejectReason.NON_FINITE, None)
     if not all_finite(c.tensors):
-        return RejectReason.NON_FINITE
-    return None
+        return RejectReason.NON_FINITE, None
+    return None, None
 
 
 class CloseTimeJudge:
@@ -82,13 +87,17 @@ class CloseTimeJudge:
         kind: UpdateKind,
         own: TensorDict | None,
         candidates: Sequence[tuple[str, TensorDict]],
+        flats: Sequence[torch.Tensor] | None = None,
     ) -> dict[str, RejectReason]:
-        """Verdicts for peers' candidates; ``own`` informs the statistics but is trusted."""
+        """Verdicts for peers' candidates; ``own`` informs the statistics but is trusted.
+
+        ``flats`` (compact models): every pool member's flat vector, candidates then own.
+        """
         pool = [t for _, t in candidates] + ([own] if own is not None else [])
         if not pool:
             return {}
-        small = sum(t.numel() for t in pool[0].values()) <= DIRECTION_SAMPLE
-        rows = torch.stack([self._summary(t, small) for t in pool])
+        small = flats is not None
+        rows = torch.stack(list(flats) if flats is not None else [self._summary(t) for t in pool])
         if small:
             norms = rows.square().mean(dim=1).sqrt().tolist()
         else:
@@ -116,11 +125,7 @@ class CloseTimeJudge:
         self._norms[kind].extend(accepted)
         return rejected
 
-    def _summary(self, tensors: TensorDict, small: bool) -> torch.Tensor:
-        if small:
-            return torch.cat([tensors[n].detach().reshape(-1) for n in sorted(tensors)]).to(
-                "cpu", torch.float32
-            )
+    def _summary(self, tensors: TensorDict) -> torch.Tensor:
         sample = sample_coordinates(tensors, DIRECTION_SAMPLE, self._cfg.sketch_seed + 1)
         return sample.to(torch.float32)
 
@@ -147,7 +152,8 @@ class CloseTimeJudge:
         # A strided subsample keeps the median cheap (it sorts) and spans every tensor.
         step = max(1, pool.shape[1] // DIRECTION_COLUMNS)
         pool = pool[:, ::step]
-        reference = pool.median(dim=0).values
+        # kthvalue gives torch.median's (lower) median, at about half the cost.
+        reference = pool.kthvalue((pool.shape[0] + 1) // 2, dim=0).values
         ref_norm = float(reference.norm())
         if ref_norm == 0.0 or not math.isfinite(ref_norm):
             return []

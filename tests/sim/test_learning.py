@@ -178,7 +178,7 @@ def test_char_lm_batches_are_real_corpus_windows() -> None:
     assert decoded == "Once upon a time, th"
 
 
-def test_params_kind_takes_one_own_step_and_load_state_replaces() -> None:
+def test_params_kind_returns_current_params_and_load_state_replaces() -> None:
     lr = 0.2
     a = _swarm(3, seed=4, optimizer="sgd", lr=lr)
     b = _swarm(3, seed=4, optimizer="sgd", lr=lr)
@@ -186,12 +186,13 @@ def test_params_kind_takes_one_own_step_and_load_state_replaces() -> None:
     grad = b.compute_update(1, "grad")
     assert param_digest(b.parameters(1)) == param_digest(start)  # grad: params unchanged
     own = a.compute_update(1, "params")
-    assert own.loss == grad.loss and own.samples == 16
+    assert own.loss == grad.loss and own.samples == 16  # same batch drawn and measured
     for n, t in start.items():
-        torch.testing.assert_close(own.update[n], t - lr * grad.update[n], rtol=0, atol=1e-7)
+        assert torch.equal(own.update[n], t)  # no local step on a parameter round
     assert param_digest(own.update) == a.param_digest(1)
     # The returned tensors are independent of later learner changes.
     kept = param_digest(own.update)
+    a.apply_average(1, "grad", grad.update)
     a.compute_update(1, "params")
     assert param_digest(own.update) == kept != a.param_digest(1)
     # apply_average("params") and load_state both make the node hold exactly those params.
@@ -208,8 +209,9 @@ def test_divergence_zero_for_replicas_positive_after_independent_steps() -> None
     assert bl.divergence(nodes) == 0.0
     for _ in range(5):
         for i in nodes:
-            bl.request(i, "params")
-        bl.flush()
+            bl.request(i, "grad")
+        for i, result in bl.flush().items():
+            bl.apply_average(i, "grad", result.update)  # each node steps alone
     spread = bl.divergence(nodes)
     assert 0.0 < spread < 1.0
     # A params average pulls them back together.
@@ -224,8 +226,8 @@ def test_same_seed_bit_identical_other_seed_differs() -> None:
         bl = _swarm(4, seed=seed, task="classification", non_iid=0.3, size_spread=0.5)
         for _ in range(4):
             _grad_round(bl, [0, 1, 2])
-            bl.request(3, "params")
-            bl.flush()
+            bl.request(3, "grad")
+            bl.apply_average(3, "grad", bl.flush()[3].update)  # node 3 steps alone
         return [bl.param_digest(i) for i in range(4)]
 
     assert run(1) == run(1)

@@ -36,6 +36,10 @@ def test_real_mode_trains_tiny_gpt2_per_node() -> None:
     assert bl.eval_losses(nodes) == pytest.approx([after, after], rel=1e-5)
     bl.request(0, "params")
     bl.flush()
+    assert bl.divergence(nodes) == 0.0  # a parameter round takes no local step
+    bl.request(0, "grad")
+    solo = bl.flush()[0].update
+    bl.apply_average(0, "grad", solo)  # node 0 steps alone: the replicas part
     assert bl.divergence(nodes) > 0.0
     with pytest.raises(RealLearningError):
         bl.request(5, "grad")

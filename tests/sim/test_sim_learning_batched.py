@@ -62,8 +62,8 @@ def test_batched_digests_sketches_and_updates_match_per_node(
 
 def test_different_rows_get_different_digests_and_sketches() -> None:
     bl = _swarm(2, "char-lm", "adam")
-    bl.request(0, "params")  # row 0 takes an optimizer step, row 1 stays at init
-    bl.flush()
+    bl.request(0, "grad")  # row 0 takes an optimizer step, row 1 stays at init
+    bl.apply_average(0, "grad", bl.flush()[0].update)
     a, b = bl.param_digests([0, 1])
     assert a != b and b == param_digest(bl.parameters(1))
     sa, sb = bl.param_sketches([0, 1], 64, 7)
