@@ -14,6 +14,8 @@ from collections import deque
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.reasons import RejectReason
 
+TRACKED_PEERS = 4096  # peers whose recent verdicts we keep
+
 # Verdicts about the round bookkeeping can hit honest but slow peers: they do not count.
 NEUTRAL_REASONS = frozenset(
     {
@@ -49,9 +51,11 @@ class Reputation:
         """Record a verdict (None = accepted); return the ban deadline if this earns a ban."""
         if reason in NEUTRAL_REASONS or self.is_banned(peer, now):
             return None
-        window = self._verdicts.get(peer)
-        if window is None:
-            window = self._verdicts[peer] = deque(maxlen=self._cfg.ban_window)
+        window = self._verdicts.pop(peer, None) or deque(maxlen=self._cfg.ban_window)
+        self._verdicts[peer] = window  # re-inserted: the dict runs least recently judged first
+        if len(self._verdicts) > TRACKED_PEERS:
+            # Memory stays bounded however many identities pass by; bans are kept apart.
+            del self._verdicts[next(iter(self._verdicts))]
         window.append(reason is None)
         if len(window) < self._cfg.ban_window:
             return None

@@ -40,6 +40,7 @@ DIRECTION_SAMPLE = 4096
 DIRECTION_COLUMNS = 512  # coordinates the direction test actually compares
 MIN_COSINE = -0.2  # honest gradients of one model point roughly the same way
 REPLAY_MEMORY = 4  # fingerprints remembered per peer
+TRACKED_PEERS = 4096  # peers whose fingerprints we keep (least recently heard dropped first)
 
 
 def check_structure(
@@ -164,7 +165,10 @@ class CloseTimeJudge:
         # A hash of the whole summary: sparse gradients (embedding rows nobody touched) make
         # a handful of coordinates identical across rounds, thousands never are.
         fp = hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest()
-        seen = self._fingerprints.setdefault(peer, deque(maxlen=REPLAY_MEMORY))
+        seen = self._fingerprints.pop(peer, None) or deque(maxlen=REPLAY_MEMORY)
+        self._fingerprints[peer] = seen  # re-inserted: the dict runs oldest-talker first
+        if len(self._fingerprints) > TRACKED_PEERS:
+            del self._fingerprints[next(iter(self._fingerprints))]
         if fp in seen:
             return True
         seen.append(fp)

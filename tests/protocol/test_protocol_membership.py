@@ -97,3 +97,14 @@ def test_subnet_keys() -> None:
     assert subnet_of("2001:db8:1234:5678::1") == "2001:db8:1234::/48"
     assert subnet_of("::ffff:192.0.2.1") == "192.0.2.0/24"
     assert subnet_of("not-an-ip") == subnet_of("") == "unknown"
+
+
+def test_reputation_memory_is_bounded_however_many_identities_pass_by() -> None:
+    from swarm_tune.runtime.protocol.reputation import TRACKED_PEERS
+
+    rep = Reputation(ProtocolConfig(ban_window=2, ban_threshold=1.0))
+    for i in range(TRACKED_PEERS + 500):
+        rep.record(f"sybil{i}", RejectReason.NORM, float(i))
+    assert len(rep._verdicts) == TRACKED_PEERS
+    assert rep.rejection_rate("sybil0") == 0.0  # the oldest was forgotten
+    assert rep.rejection_rate(f"sybil{TRACKED_PEERS + 499}") == 1.0
