@@ -18,8 +18,8 @@ Output folder (stable names and columns; ``analysis/`` builds reports on them):
   incarnation   int    0 for the first session; +1 per restart/rejoin
   round         int    the round number that closed
   t_open, t_close float virtual seconds; duration = t_close - t_open
-  trigger       str    "quorum" | "timeout"
-  outcome       str    "average" | "fallback" | "skipped"
+  trigger       str    "quorum" | "timeout" | "sync" (a state sync jumped past the round)
+  outcome       str    "average" | "fallback" | "skipped" | "abandoned"
   contributors  int    contributions averaged (own included)
   accepted      int    peers' contributions accepted since the previous close on this node
   rejected      int    peers' contributions rejected since the previous close (any reason)
