@@ -117,7 +117,6 @@ class ProtocolNode:
         self.digest = ""
         self.sketch: Sketch = ()
         self.sketch_round = -1
-        self.closed_rounds = 0
         self._handlers: dict[type[Any], Callable[[Any, float], Effects]] = {
             PeerConnected: self._on_connected,
             PeerDisconnected: self._on_disconnected,
@@ -165,7 +164,10 @@ class ProtocolNode:
         return [fx.Evict(ev.peer, "disconnected")] if self.peers.mark_gone(ev.peer) else []
 
     def _on_wire_rejected(self, ev: WireRejected, now: float) -> Effects:
-        return self._verdict(ev.peer, self.round, ev.reason, now)
+        # Counts against reputation only: the driver already counted the wire rejection, and
+        # it is not a contribution (no ContributionRejected, no double counting in metrics).
+        until = self.reputation.record(ev.peer, ev.reason, now)
+        return [fx.Ban(ev.peer, until)] if until is not None else []
 
     def _send_heartbeat(self, now: float) -> Effects:
         live = self.peers.live_peers()
@@ -297,7 +299,6 @@ class ProtocolNode:
         assert rnd is not None  # callers check; a second close of one round is impossible
         self._open = None
         self._transition(Trigger.CLOSE)
-        self.closed_rounds += 1
         out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number))]
         admitted = sorted(rnd.admitted.items())
         candidates = [(p, a.contribution.tensors) for p, a in admitted]
