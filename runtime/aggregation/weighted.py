@@ -19,7 +19,6 @@ import torch
 
 # Spelled out rather than imported: aggregation sits below the protocol package.
 TensorDict = dict[str, torch.Tensor]
-SMALL_MODEL = 1 << 16  # parameters; above this, accumulate in place to save memory
 
 
 def subnet_capped_weights(
@@ -69,16 +68,21 @@ def weighted_average(updates: Sequence[TensorDict], weights: Sequence[float]) ->
     if total <= 0:
         raise ValueError("weights must sum to a positive number")
     out: TensorDict = {}
-    if sum(t.numel() for t in updates[0].values()) <= SMALL_MODEL:
-        # Small models: one stacked contraction per tensor beats 3 ops per update.
-        scale = torch.tensor([x / total for x in weights], dtype=torch.float32)
-        for name, first in updates[0].items():
-            stacked = torch.stack([u[name].detach() for u in updates]).to(torch.float32)
-            out[name] = torch.tensordot(scale, stacked, dims=1).to(first.dtype)
-        return out
     for name, first in updates[0].items():
         acc = first.detach().to(torch.float32) * (weights[0] / total)
         for u, w in zip(updates[1:], weights[1:], strict=True):
             acc.add_(u[name].detach().to(torch.float32), alpha=w / total)
         out[name] = acc.to(first.dtype)
     return out
+
+
+def weighted_average_flat(rows: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """The same average for updates already flattened to one float32 vector each: a single
+    matrix-vector product, which is what makes compact (simulated) models cheap."""
+    if not rows or len(rows) != len(weights):
+        raise ValueError("need one weight per update and at least one update")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError("weights must sum to a positive number")
+    scale = torch.tensor([w / total for w in weights], dtype=torch.float32)
+    return scale @ torch.stack(list(rows))

@@ -25,7 +25,11 @@ from typing import Any
 import torch
 
 from swarm_tune.runtime.aggregation.strategy import make_strategy
-from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights, weighted_average
+from swarm_tune.runtime.aggregation.weighted import (
+    subnet_capped_weights,
+    weighted_average,
+    weighted_average_flat,
+)
 from swarm_tune.runtime.protocol import effects as fx
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.events import (
@@ -333,11 +337,9 @@ class ProtocolNode:
             capped = subnet_capped_weights(
                 [e[3] for e in entries], [e[4] for e in entries], self.config.subnet_cap
             )
-            if self.spec.compact:
-                total = sum(capped)
-                scale = torch.tensor([w / total for w in capped], dtype=torch.float32)
-                stacked = torch.stack([e[2] for e in entries])  # type: ignore[misc]
-                avg = self.spec.unflatten(scale @ stacked)
+            rows = [e[2] for e in entries if e[2] is not None]
+            if len(rows) == len(entries):  # compact model: every update is one vector
+                avg = self.spec.unflatten(weighted_average_flat(rows, capped))
             else:
                 avg = weighted_average([e[1] for e in entries], capped)
             out.append(fx.ApplyAverage(rnd.number, rnd.kind, avg, tuple(contributors), False))
