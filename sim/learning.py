@@ -24,6 +24,12 @@ loss measured, so data order and loss curves do not depend on the round kind);
 ``apply_average("grad", g)`` steps the node's optimizer with ``g``; ``apply_average("params",
 p)`` and ``load_state(p)`` load ``p`` (optimizer moments kept).
 
+What the protocol sees is ONE tensor per node, ``PARAMS`` (the flat row): the named layers
+(``named``) are an internal layout of the forward pass. Why: the core checks, flattens, judges
+and averages updates per named tensor, and for a model this small those per-tensor calls (not
+arithmetic) were most of the simulator's cost at 10,000 nodes; one tensor makes every update a
+single row from the learner's output to the averaged row it applies.
+
 ``mode: real`` delegates to per-node Hugging Face learners (``learning_real``).
 """
 
@@ -49,6 +55,7 @@ from swarm_tune.sim.learning_model import batched_losses, init_params
 from swarm_tune.sim.learning_settings import LearningSettings
 
 __all__ = [
+    "PARAMS",
     "BatchedLearning",
     "LearningError",
     "LearningSettings",
@@ -60,6 +67,7 @@ _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 # Rows per forward/backward: bounds activation memory; results do not depend on it.
 _CHUNK = 2048
+PARAMS = "params"  # the one tensor a surrogate node exposes (see module doc)
 
 
 class LearningError(ValueError):
@@ -121,18 +129,17 @@ class BatchedLearning:
         self._real = None
         self.data = TaskData(settings, capacity, seed)
         init = init_params(settings, self.data.vocab, self.data.num_outputs, mix_int(seed, 7))
-        self.spec = ModelSpec.from_tensors(init)
-        self._names = [name for name, _ in self.spec.tensors]
         # One flat row per node; each named parameter is a fixed column range of it, so every
         # optimizer/averaging/divergence operation is ONE tensor op over all rows.
         self._layout: list[tuple[str, int, int, tuple[int, ...]]] = []
         offset = 0
-        for name in self._names:
+        for name in sorted(init):
             k = init[name].numel()
             self._layout.append((name, offset, k, tuple(init[name].shape)))
             offset += k
         self.numel = offset
-        self._init_row = torch.cat([init[n].reshape(-1) for n in self._names])
+        self._init_row = torch.cat([init[name].reshape(-1) for name, *_ in self._layout])
+        self.spec = ModelSpec.from_tensors({PARAMS: self._init_row})
         self._flat = torch.zeros(capacity, offset)
         self._adam = settings.optimizer == "adam"
         self._m = torch.zeros(capacity, offset) if self._adam else torch.zeros(0)
@@ -150,11 +157,8 @@ class BatchedLearning:
         self._pending: dict[int, UpdateKind] = {}
         self._applies: dict[int, tuple[UpdateKind, Mapping[str, torch.Tensor]]] = {}
         self._real_bytes = sum(t.numel() * t.element_size() for t in init.values())
-        # param_digest's per-tensor header (name|dtype|shape|), in the same (sorted) name order.
-        self._digest_parts = [
-            (f"{name}|{self._flat.dtype}|{shape}|".encode(), o, k)
-            for name, o, k, shape in sorted(self._layout)
-        ]
+        # param_digest's header for the one exported tensor (name|dtype|shape|).
+        self._digest_header = f"{PARAMS}|{self._flat.dtype}|{(offset,)}|".encode()
         self._sketch_cols: dict[tuple[int, int], torch.Tensor] = {}
 
     def _split(self, rows: torch.Tensor) -> TensorDict:
@@ -162,25 +166,19 @@ class BatchedLearning:
         n = rows.shape[0]
         return {name: rows[:, o : o + k].view(n, *shape) for name, o, k, shape in self._layout}
 
-    def _split_row(self, row: torch.Tensor) -> TensorDict:
-        """Named views of one flat row [numel] -> {name: [*shape]}."""
+    def named(self, row: torch.Tensor) -> TensorDict:
+        """The model's named layers as views of one flat row [numel] (e.g. a ``PARAMS``)."""
         return {name: row[o : o + k].view(shape) for name, o, k, shape in self._layout}
 
-    def _split_rows(self, rows: torch.Tensor) -> list[TensorDict]:
-        """``_split_row`` of every row of [n, numel], in 2 torch calls per tensor, not per row."""
-        n = rows.shape[0]
-        per_tensor = [
-            rows[:, o : o + k].view(n, *shape).unbind(0) for _, o, k, shape in self._layout
-        ]
-        names = self._names
-        return [dict(zip(names, parts, strict=True)) for parts in zip(*per_tensor, strict=True)]
+    @staticmethod
+    def _export_rows(rows: torch.Tensor) -> list[TensorDict]:
+        """What the protocol sees of each row of [n, numel]: ``{PARAMS: row}`` (views)."""
+        return [{PARAMS: row} for row in rows.unbind(0)]
 
-    def _flatten(self, tensors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
-        """Stack per-node tensor dicts into flat rows [n, numel] (float32)."""
-        out = torch.empty(len(tensors), self.numel)
-        for name, o, k, _ in self._layout:
-            out[:, o : o + k].copy_(torch.stack([t[name].reshape(k) for t in tensors]))
-        return out
+    @staticmethod
+    def _import_rows(tensors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
+        """Stack spec-checked ``{PARAMS: row}`` dicts into flat rows [n, numel]."""
+        return torch.stack([t[PARAMS] for t in tensors])
 
     # ------------------------------------------------------------------------ nodes
     def add_node(self, node_index: int, shard: int) -> Learner:
@@ -222,7 +220,7 @@ class BatchedLearning:
             return self._real.learner(node_index).parameters()
         self._known(node_index)
         self._settle([node_index])
-        return self._split_row(self._flat[node_index])
+        return {PARAMS: self._flat[node_index]}
 
     def payload_bytes(self) -> int:
         """Bytes the network model charges per contribution or state transfer."""
@@ -247,17 +245,11 @@ class BatchedLearning:
         nodes = self._rows(node_indices)
         if not nodes:
             return []
-        rows = self._flat.index_select(0, torch.tensor(nodes, dtype=torch.int64))
-        raw = memoryview(rows.numpy().tobytes())
-        width = self._flat.element_size()
-        stride = self.numel * width
+        rows = self._flat.index_select(0, torch.tensor(nodes, dtype=torch.int64)).numpy()
         out: list[str] = []
-        for r in range(len(nodes)):
-            base = r * stride
-            h = hashlib.sha256()
-            for header, o, k in self._digest_parts:
-                h.update(header)
-                h.update(raw[base + o * width : base + (o + k) * width])
+        for row in rows:
+            h = hashlib.sha256(self._digest_header)
+            h.update(row.tobytes())
             out.append(h.hexdigest())
         return out
 
@@ -283,10 +275,7 @@ class BatchedLearning:
         if cols is None:
             # Ask the core's own sampler which coordinates it picks: a probe whose entries are
             # their flat-row column numbers (exact in float64) returns exactly those columns.
-            probe = {
-                name: torch.arange(o, o + k, dtype=torch.float64).view(shape)
-                for name, o, k, shape in self._layout
-            }
+            probe = {PARAMS: torch.arange(self.numel, dtype=torch.float64)}
             cols = sample_coordinates(probe, size, seed).to(torch.int64)
             self._sketch_cols[key] = cols
         return cols
@@ -356,8 +345,8 @@ class BatchedLearning:
         samples = self._per_step
         out: dict[int, LocalResult] = {}
         # Views of freshly computed rows: nothing the learner later mutates aliases them.
-        as_grad = self._split_rows(grads) if len(own) < len(work) else []
-        as_params = self._split_rows(new_rows) if own else []
+        as_grad = self._export_rows(grads) if len(own) < len(work) else []
+        as_params = self._export_rows(new_rows) if own else []
         for pos, (node, kind) in enumerate(work):
             src = as_grad if kind == "grad" else as_params
             out[node] = LocalResult(update=src[pos], loss=loss_list[pos], samples=samples)
@@ -439,7 +428,7 @@ class BatchedLearning:
         self._check_tensors(params)
         self._settle([node_index])
         with torch.no_grad():
-            self._flat[node_index].copy_(self._flatten([params])[0])
+            self._flat[node_index].copy_(params[PARAMS])
 
     def settle(self) -> None:
         """Apply every queued average now (reads do this implicitly)."""
@@ -461,7 +450,7 @@ class BatchedLearning:
             if not group:
                 continue
             idx = torch.tensor(group, dtype=torch.int64)
-            rows = self._flatten([todo[i][1] for i in group])
+            rows = self._import_rows([todo[i][1] for i in group])
             if kind == "params":
                 self._flat.index_copy_(0, idx, rows)
             else:
@@ -493,7 +482,7 @@ class BatchedLearning:
         """Unweighted parameter average of the given nodes (fresh float32 tensors)."""
         if self._real is not None:
             return self._real.mean_params(node_indices)
-        return self._split_row(self._mean_row(node_indices).to(torch.float32))
+        return {PARAMS: self._mean_row(node_indices).to(torch.float32)}
 
     def _mean_row(self, node_indices: Sequence[int]) -> torch.Tensor:
         """float64 mean of the nodes' flat rows (float64: identical replicas average exactly)."""

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from swarm_tune.runtime.protocol.tensors import Sketch, TensorDict, UpdateKind
+from swarm_tune.runtime.protocol.tensors import (
+    ModelSpec,
+    Sketch,
+    TensorCheck,
+    TensorDict,
+    UpdateKind,
+    check_tensors,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,19 @@ class Contribution:
     kind: UpdateKind
     dataset_size: int
     tensors: TensorDict = field(repr=False, compare=False)
+    # Memo of ``check(spec)``. Never on the wire: a decoded message starts without one. The
+    # simulator hands one object to every target (and the sender checks it first), so a
+    # contribution is flattened and finiteness-checked once, not once per receiver.
+    _check: list[TensorCheck] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def check(self, spec: ModelSpec) -> TensorCheck:
+        """``check_tensors(spec, self.tensors)``, computed once per spec."""
+        memo = self._check
+        if memo and (memo[0].spec is spec or memo[0].spec == spec):
+            return memo[0]
+        verdict = check_tensors(spec, self.tensors)
+        memo[:] = [verdict]
+        return verdict
 
 
 @dataclass(frozen=True, slots=True)

@@ -278,11 +278,13 @@ class ProtocolNode:
         self.digest, self.sketch, self.sketch_round = ev.digest, ev.sketch, ev.round
         if rnd is None or self.phase is not Phase.TRAINING or ev.round != rnd.number:
             return []  # a straggling result for a round that already closed here
-        if ev.kind != rnd.kind or self.spec.mismatch(ev.update) is not None:
-            raise ValueError("learner returned an update that does not match the round")
-        rnd.own, rnd.own_weight = ev.update, self.dataset_size
-        self._transition(Trigger.OWN_READY)
         contribution = Contribution(rnd.number, rnd.kind, self.dataset_size, ev.update)
+        # Checked before it is sent: receivers sharing the object reuse the check.
+        check = contribution.check(self.spec)
+        if ev.kind != rnd.kind or check.mismatch is not None:
+            raise ValueError("learner returned an update that does not match the round")
+        rnd.own, rnd.own_flat, rnd.own_weight = ev.update, check.flat, self.dataset_size
+        self._transition(Trigger.OWN_READY)
         out: Effects = []
         targets = self._strategy.targets(self.peers.live_peers(), self._rng)
         if targets:
@@ -306,10 +308,9 @@ class ProtocolNode:
         out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number))]
         admitted = sorted(rnd.admitted.items())
         candidates = [(p, a.contribution.tensors) for p, a in admitted]
-        own_flat = None
+        own_flat = rnd.own_flat
         flats: list[torch.Tensor] | None = None
         if self.spec.compact:
-            own_flat = self.spec.flatten(rnd.own) if rnd.own is not None else None
             flats = [a.flat for _, a in admitted if a.flat is not None]
             flats += [own_flat] if own_flat is not None else []
         rejected = self._judge.judge(rnd.kind, rnd.own, candidates, flats)

@@ -95,6 +95,7 @@ class OpenRound:
     kind: UpdateKind
     opened_at: float
     own: TensorDict | None = None
+    own_flat: torch.Tensor | None = None  # compact models: ``own`` as one vector
     own_weight: int = 0
     admitted: dict[str, Admitted] = field(default_factory=dict)
     submitted: set[str] = field(default_factory=set)  # one submission per peer per round

@@ -59,13 +59,20 @@ class ModelSpec:
         return self.numel <= COMPACT_NUMEL
 
     def flatten(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """All entries as one float32 vector in spec order (tensors must match the spec)."""
+        """All entries as one float32 vector in spec order (tensors must match the spec).
+
+        Read-only: for a one-tensor float32 model it is a view of that tensor, not a copy."""
+        if len(self.tensors) == 1:
+            return tensors[self.tensors[0][0]].detach().reshape(-1).to("cpu", torch.float32)
         return torch.cat([tensors[name].detach().reshape(-1) for name, _ in self.tensors]).to(
             "cpu", torch.float32
         )
 
     def unflatten(self, flat: torch.Tensor) -> TensorDict:
         """Inverse of ``flatten``: per-name tensors in the spec's shapes and dtypes."""
+        if len(self.tensors) == 1:
+            name, spec = self.tensors[0]
+            return {name: flat.reshape(spec.shape).to(spec.dtype)}
         sizes = [math.prod(s.shape) for _, s in self.tensors]
         parts = torch.split(flat, sizes)
         return {
@@ -84,6 +91,28 @@ class ModelSpec:
             if t.dtype != spec.dtype:
                 return "dtype"
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class TensorCheck:
+    """What ``ModelSpec.check`` found: a pure function of (spec, tensors), so it can be memoized
+    on an immutable message that several receivers share."""
+
+    spec: ModelSpec
+    mismatch: str | None  # "shape" | "dtype" | None
+    finite: bool
+    flat: torch.Tensor | None  # compact models that match: every entry as one float32 vector
+
+
+def check_tensors(spec: ModelSpec, tensors: Mapping[str, torch.Tensor]) -> TensorCheck:
+    """Shape/dtype fit, finiteness and (compact models) the flat vector, in one pass."""
+    mismatch = spec.mismatch(tensors)
+    if mismatch is not None:
+        return TensorCheck(spec, mismatch, False, None)
+    if spec.compact:
+        flat = spec.flatten(tensors)
+        return TensorCheck(spec, None, math.isfinite(float(flat.sum(dtype=torch.float64))), flat)
+    return TensorCheck(spec, None, all_finite(tensors), None)
 
 
 def all_finite(tensors: Mapping[str, torch.Tensor]) -> bool:

@@ -18,6 +18,7 @@ from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind, param_di
 from swarm_tune.runtime.training.bridge import LearnerBridge
 from swarm_tune.runtime.training.learner import LocalResult
 from swarm_tune.sim.learning import (
+    PARAMS,
     BatchedLearning,
     LearningError,
     LearningSettings,
@@ -138,9 +139,10 @@ def _reference_loss(
     """Plain (unbatched) char-lm MLP, written independently of the surrogate's batched code."""
     batch = bl.data.batch(pool_idx[None])
     tokens, targets = batch.inputs[0], batch.targets[0]
-    x = F.embedding(tokens, params["emb"]).reshape(tokens.shape[0], -1)
-    h = torch.tanh(x @ params["w1"] + params["b1"])
-    return F.cross_entropy(h @ params["w2"] + params["b2"], targets)
+    layers = bl.named(params[PARAMS])
+    x = F.embedding(tokens, layers["emb"]).reshape(tokens.shape[0], -1)
+    h = torch.tanh(x @ layers["w1"] + layers["b1"])
+    return F.cross_entropy(h @ layers["w2"] + layers["b2"], targets)
 
 
 def test_full_gradient_averaging_equals_centralised_sgd_on_the_union() -> None:
@@ -280,11 +282,11 @@ def test_bad_use_gives_typed_errors() -> None:
     with pytest.raises(LearningError):
         bl.request(1, "weights")  # type: ignore[arg-type]
     bad = {n: t.clone() for n, t in bl.parameters(1).items()}
-    bad["w1"] = torch.zeros(2, 2)
+    bad["w1"] = torch.zeros(2, 2)  # an extra tensor the spec does not have
     with pytest.raises(LearningError):
         bl.apply_average(1, "grad", bad)
     with pytest.raises(LearningError):
-        bl.load_state(1, {"w1": torch.zeros(1)})
+        bl.load_state(1, {PARAMS: torch.zeros(1)})
     with pytest.raises(LearningError):
         BatchedLearning(LearningSettings(), 0, 0)
 
