@@ -13,6 +13,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from swarm_tune.runtime.aggregation.picks import pick
+
 
 @dataclass(frozen=True, slots=True)
 class FlatStrategy:
@@ -30,7 +32,7 @@ class GossipStrategy:
     def targets(self, live: Sequence[str], rng: random.Random) -> tuple[str, ...]:
         if len(live) <= self.fanout:
             return tuple(live)
-        return tuple(sorted(rng.sample(list(live), self.fanout)))
+        return tuple(sorted(pick(rng, live, self.fanout)))
 
     def expected_contributions(self, live_count: int) -> int:
         return min(live_count, self.fanout) + 1

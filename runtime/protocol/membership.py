@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from swarm_tune.runtime.aggregation.picks import pick, pick_one
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Heartbeat
 from swarm_tune.runtime.protocol.tensors import Sketch
@@ -79,6 +80,11 @@ class PeerTable:
 
     def records(self) -> list[PeerRecord]:
         return [self._peers[p] for p in sorted(self._peers)]
+
+    def live_records(self) -> list[PeerRecord]:
+        """Records of live peers, sorted by id."""
+        peers = self._peers
+        return [peers[p] for p in self._live]
 
     def live_peers(self) -> list[str]:
         """Sorted ids of live peers. Do not mutate: it is the table's own list."""
@@ -149,7 +155,7 @@ class PeerTable:
 
     def sample_known(self, k: int, rng: random.Random) -> tuple[tuple[str, str], ...]:
         live = self._live
-        picked = rng.sample(live, min(k, len(live)))
+        picked = pick(rng, live, k)
         return tuple((p, self._peers[p].address) for p in picked)
 
     def _add(self, peer: str, address: str, now: float) -> None:
@@ -176,7 +182,7 @@ class PeerTable:
             victim = min(self._dead)
             self._dead.discard(victim)
         else:
-            victim = rng.choice(self._live)
+            victim = pick_one(rng, self._live)
             self._live.pop(bisect.bisect_left(self._live, victim))
         del self._peers[victim]
         return True

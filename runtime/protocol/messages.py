@@ -10,14 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from swarm_tune.runtime.protocol.tensors import (
-    ModelSpec,
-    Sketch,
-    TensorCheck,
-    TensorDict,
-    UpdateKind,
-    check_tensors,
-)
+from swarm_tune.runtime.protocol.summary import TensorCheck, check_tensors
+from swarm_tune.runtime.protocol.tensors import ModelSpec, Sketch, TensorDict, UpdateKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from swarm_tune.runtime.aggregation.picks import pick
 from swarm_tune.runtime.aggregation.strategy import make_strategy
 from swarm_tune.runtime.aggregation.weighted import (
     subnet_capped_weights,
@@ -236,11 +235,11 @@ class ProtocolNode:
         if peer in rnd.submitted:
             return self._verdict(peer, c.round, RejectReason.DUPLICATE, now)
         rnd.submitted.add(peer)
-        reason, flat = check_structure(c, self.spec, rnd.kind)
-        if reason is not None:
+        reason, check = check_structure(c, self.spec, rnd.kind)
+        if check is None:
             return self._verdict(peer, c.round, reason, now)
         rec = self.peers.get(peer)
-        rnd.admitted[peer] = Admitted(c, rec.subnet if rec is not None else "unknown", flat)
+        rnd.admitted[peer] = Admitted(c, rec.subnet if rec is not None else "unknown", check)
         return self._maybe_close_on_quorum(now)
 
     def _verdict(self, peer: str, rnd: int, reason: RejectReason | None, now: float) -> Effects:
@@ -283,7 +282,7 @@ class ProtocolNode:
         check = contribution.check(self.spec)
         if ev.kind != rnd.kind or check.mismatch is not None:
             raise ValueError("learner returned an update that does not match the round")
-        rnd.own, rnd.own_flat, rnd.own_weight = ev.update, check.flat, self.dataset_size
+        rnd.own, rnd.own_check, rnd.own_weight = ev.update, check, self.dataset_size
         self._transition(Trigger.OWN_READY)
         out: Effects = []
         targets = self._strategy.targets(self.peers.live_peers(), self._rng)
@@ -307,15 +306,12 @@ class ProtocolNode:
         self._transition(Trigger.CLOSE)
         out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number))]
         admitted = sorted(rnd.admitted.items())
-        candidates = [(p, a.contribution.tensors) for p, a in admitted]
-        own_flat = rnd.own_flat
-        flats: list[torch.Tensor] | None = None
-        if self.spec.compact:
-            flats = [a.flat for _, a in admitted if a.flat is not None]
-            flats += [own_flat] if own_flat is not None else []
-        rejected = self._judge.judge(rnd.kind, rnd.own, candidates, flats)
+        candidates = [(p, a.check.summary) for p, a in admitted if a.check.summary is not None]
+        own_check = rnd.own_check
+        own_summary = own_check.summary if own_check is not None else None
+        rejected = self._judge.judge(rnd.kind, own_summary, candidates)
         accepted: list[tuple[str, Admitted]] = []
-        for peer, adm in sorted(rnd.admitted.items()):
+        for peer, adm in admitted:
             reason = rejected.get(peer)
             out += self._verdict(peer, rnd.number, reason, now)
             if reason is None:
@@ -327,10 +323,17 @@ class ProtocolNode:
             # node that accepted the same set sums in the same order, so replicas that saw
             # the same contributions stay bit-identical.
             entries = [
-                (p, a.contribution.tensors, a.flat, float(a.contribution.dataset_size), a.subnet)
+                (
+                    p,
+                    a.contribution.tensors,
+                    a.check.flat,
+                    float(a.contribution.dataset_size),
+                    a.subnet,
+                )
                 for p, a in accepted
             ]
             if rnd.own is not None:
+                own_flat = own_check.flat if own_check is not None else None
                 own = (self.node_id, rnd.own, own_flat, float(rnd.own_weight), self._self_subnet)
                 entries.append(own)
             entries.sort(key=lambda e: e[0])
@@ -376,7 +379,7 @@ class ProtocolNode:
         return out
 
     def _check_lag_and_drift(self, now: float) -> Effects:
-        records = [r for r in self.peers.records() if r.live and r.round >= 0]
+        records = [r for r in self.peers.live_records() if r.round >= 0]
         if not records:
             return []
         rounds = sorted(r.round for r in records)
@@ -401,7 +404,7 @@ class ProtocolNode:
         live = self.peers.live_peers()
         if not live or self._sync is not None:
             return []
-        asked = tuple(sorted(self._rng.sample(live, min(self.config.sync_fanout, len(live)))))
+        asked = tuple(sorted(pick(self._rng, live, self.config.sync_fanout)))
         nonce = self._rng.getrandbits(62)
         self._sync = _PendingSync(nonce, reason, asked, {})
         if self.phase is Phase.IDLE:

@@ -29,9 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-import torch
-
 from swarm_tune.runtime.protocol.messages import Contribution
+from swarm_tune.runtime.protocol.summary import TensorCheck
 from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
 
 
@@ -84,7 +83,7 @@ def next_phase(phase: Phase, trigger: Trigger) -> Phase:
 class Admitted:
     contribution: Contribution
     subnet: str
-    flat: torch.Tensor | None = None  # compact models: the update as one vector
+    check: TensorCheck  # its summary for the judge (and flat vector, compact models)
 
 
 @dataclass(slots=True)
@@ -95,7 +94,7 @@ class OpenRound:
     kind: UpdateKind
     opened_at: float
     own: TensorDict | None = None
-    own_flat: torch.Tensor | None = None  # compact models: ``own`` as one vector
+    own_check: TensorCheck | None = None
     own_weight: int = 0
     admitted: dict[str, Admitted] = field(default_factory=dict)
     submitted: set[str] = field(default_factory=set)  # one submission per peer per round

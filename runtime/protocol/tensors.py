@@ -93,28 +93,6 @@ class ModelSpec:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class TensorCheck:
-    """What ``ModelSpec.check`` found: a pure function of (spec, tensors), so it can be memoized
-    on an immutable message that several receivers share."""
-
-    spec: ModelSpec
-    mismatch: str | None  # "shape" | "dtype" | None
-    finite: bool
-    flat: torch.Tensor | None  # compact models that match: every entry as one float32 vector
-
-
-def check_tensors(spec: ModelSpec, tensors: Mapping[str, torch.Tensor]) -> TensorCheck:
-    """Shape/dtype fit, finiteness and (compact models) the flat vector, in one pass."""
-    mismatch = spec.mismatch(tensors)
-    if mismatch is not None:
-        return TensorCheck(spec, mismatch, False, None)
-    if spec.compact:
-        flat = spec.flatten(tensors)
-        return TensorCheck(spec, None, math.isfinite(float(flat.sum(dtype=torch.float64))), flat)
-    return TensorCheck(spec, None, all_finite(tensors), None)
-
-
 def all_finite(tensors: Mapping[str, torch.Tensor]) -> bool:
     """No NaN/Inf anywhere. One float32-accumulated sum per tensor: a NaN or Inf anywhere
     makes the sum non-finite, and float32 accumulation cannot overflow on fp16/bf16 data."""
@@ -200,12 +178,8 @@ def median_sketch(sketches: Sequence[Sequence[float]]) -> Sketch:
         return ()
     width = len(sketches[0])
     usable = [s for s in sketches if len(s) == width]
-    cols = zip(*usable, strict=True)
-    return tuple(_median(list(c)) for c in cols)
-
-
-def _median(values: list[float]) -> float:
-    values.sort()
-    n = len(values)
-    mid = n // 2
-    return values[mid] if n % 2 else 0.5 * (values[mid - 1] + values[mid])
+    columns = [sorted(c) for c in zip(*usable, strict=True)]
+    mid = len(usable) // 2
+    if len(usable) % 2:
+        return tuple(c[mid] for c in columns)
+    return tuple(0.5 * (c[mid - 1] + c[mid]) for c in columns)

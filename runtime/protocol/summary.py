@@ -1,0 +1,80 @@
+"""One update as the validator sees it: structure verdict plus a summary, computed once.
+
+Why a summary: the close-time judge (validation.py) compares a round's updates by three facts
+of each one — its RMS norm, a replay fingerprint and a direction sample (strided coordinates for
+the sign-flip test). All three are pure functions of the update. In a gossip round every update
+is judged by each of its receivers and by its sender, so computing them when the update is first
+checked — and memoizing the result on the immutable message (``Contribution.check``) — turns a
+round's close into a few small vector operations instead of a pass over every update per judge.
+
+Why the fingerprint may be Python's ``hash``: it only has to make an identical resend compare
+equal. A collision could only make its *sender's* update look like a replay, and SipHash's
+per-process key means nobody can aim one at somebody else's update.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from swarm_tune.runtime.protocol.tensors import (
+    ModelSpec,
+    all_finite,
+    rms_norm,
+    sample_coordinates,
+)
+
+DIRECTION_SAMPLE = 4096  # large models: seeded coordinates summarised per update
+DIRECTION_COLUMNS = 512  # coordinates the direction test actually compares
+DIRECTION_SEED = 0x5EED_D1EC  # the sample's coordinates (public either way: config is shared)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSummary:
+    rms: float  # root-mean-square of every entry
+    fingerprint: int  # equal for bit-identical updates (replay detection)
+    direction: npt.NDArray[np.float64]  # ~DIRECTION_COLUMNS strided coordinates
+
+
+@dataclass(frozen=True, slots=True)
+class TensorCheck:
+    """What ``check_tensors`` found: a pure function of (spec, tensors)."""
+
+    spec: ModelSpec
+    mismatch: str | None  # "shape" | "dtype" | None
+    finite: bool
+    flat: torch.Tensor | None  # compact models that match: every entry as one float32 vector
+    summary: UpdateSummary | None  # present when the tensors match and are finite
+
+
+def check_tensors(spec: ModelSpec, tensors: Mapping[str, torch.Tensor]) -> TensorCheck:
+    """Shape/dtype fit, finiteness, the flat vector (compact models) and the summary."""
+    mismatch = spec.mismatch(tensors)
+    if mismatch is not None:
+        return TensorCheck(spec, mismatch, False, None, None)
+    if spec.compact:
+        flat = spec.flatten(tensors)
+        values = flat.numpy().astype(np.float64)
+        finite = math.isfinite(float(values.sum()))
+        summary = _summary(values, hash(flat.numpy().tobytes())) if finite else None
+        return TensorCheck(spec, None, finite, flat, summary)
+    if not all_finite(tensors):
+        return TensorCheck(spec, None, False, None, None)
+    sample = sample_coordinates(tensors, DIRECTION_SAMPLE, DIRECTION_SEED).numpy()
+    summary = UpdateSummary(rms_norm(tensors), hash(sample.tobytes()), _strided(sample))
+    return TensorCheck(spec, None, True, None, summary)
+
+
+def _summary(values: npt.NDArray[np.float64], fingerprint: int) -> UpdateSummary:
+    rms = math.sqrt(float(values @ values) / values.size) if values.size else 0.0
+    return UpdateSummary(rms, fingerprint, _strided(values))
+
+
+def _strided(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    # A strided subsample keeps the median cheap (it sorts) and spans every tensor.
+    return np.ascontiguousarray(values[:: max(1, values.size // DIRECTION_COLUMNS)])
