@@ -120,14 +120,6 @@ class ProtocolNode:
         self.digest = ""
         self.sketch: Sketch = ()
         self.sketch_round = -1
-        self._handlers: dict[type[Any], Callable[[Any, float], Effects]] = {
-            PeerConnected: self._on_connected,
-            PeerDisconnected: self._on_disconnected,
-            MessageReceived: self._on_message,
-            WireRejected: self._on_wire_rejected,
-            TimerFired: self._on_timer,
-            LocalUpdateReady: self._on_local_update,
-        }
 
     # -- entry points ---------------------------------------------------------------
 
@@ -155,7 +147,7 @@ class ProtocolNode:
     def handle(self, event: Event, now: float) -> Effects:
         if self.phase is Phase.STOPPED:
             return []
-        return self._handlers[type(event)](event, now)
+        return _HANDLERS[type(event)](self, event, now)
 
     # -- membership -----------------------------------------------------------------
 
@@ -463,3 +455,16 @@ class ProtocolNode:
 
     def _transition(self, trigger: Trigger) -> None:
         self.phase = next_phase(self.phase, trigger)
+
+
+# Dispatch by event type. A class-level table of plain functions, not bound methods stored on
+# the node: those would make every node a reference cycle, which only the cyclic GC can free
+# (the simulator turns that GC off while it runs, see sim/driver.py).
+_HANDLERS: dict[type[Any], Callable[[ProtocolNode, Any, float], Effects]] = {
+    PeerConnected: ProtocolNode._on_connected,
+    PeerDisconnected: ProtocolNode._on_disconnected,
+    MessageReceived: ProtocolNode._on_message,
+    WireRejected: ProtocolNode._on_wire_rejected,
+    TimerFired: ProtocolNode._on_timer,
+    LocalUpdateReady: ProtocolNode._on_local_update,
+}
