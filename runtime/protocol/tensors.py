@@ -63,7 +63,10 @@ class ModelSpec:
 
         Read-only: for a one-tensor float32 model it is a view of that tensor, not a copy."""
         if len(self.tensors) == 1:
-            return tensors[self.tensors[0][0]].detach().reshape(-1).to("cpu", torch.float32)
+            t = tensors[self.tensors[0][0]]
+            if t.dim() == 1 and t.dtype is torch.float32 and t.device.type == "cpu":
+                return t.detach() if t.requires_grad else t  # the hot path: no torch call
+            return t.detach().reshape(-1).to("cpu", torch.float32)
         return torch.cat([tensors[name].detach().reshape(-1) for name, _ in self.tensors]).to(
             "cpu", torch.float32
         )
@@ -72,6 +75,8 @@ class ModelSpec:
         """Inverse of ``flatten``: per-name tensors in the spec's shapes and dtypes."""
         if len(self.tensors) == 1:
             name, spec = self.tensors[0]
+            if len(spec.shape) == 1 and spec.dtype is flat.dtype:
+                return {name: flat}
             return {name: flat.reshape(spec.shape).to(spec.dtype)}
         sizes = [math.prod(s.shape) for _, s in self.tensors]
         parts = torch.split(flat, sizes)

@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
 
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Contribution
@@ -87,7 +86,7 @@ class CloseTimeJudge:
                     rejected[peer] = RejectReason.NORM
         if kind == "grad":
             kept = [(p, s) for p, s in candidates if p not in rejected]
-            pool = [s.direction for _, s in kept] + ([own.direction] if own is not None else [])
+            pool = [s for _, s in kept] + ([own] if own is not None else [])
             for i in self._hostile_rows(pool):
                 if i < len(kept):
                     rejected[kept[i][0]] = RejectReason.DIRECTION
@@ -113,20 +112,24 @@ class CloseTimeJudge:
         return max(self._cfg.norm_floor, self._cfg.norm_factor * median)
 
     @staticmethod
-    def _hostile_rows(directions: list[npt.NDArray[np.float64]]) -> list[int]:
-        """Indices of the direction samples pointing against their coordinate-wise median."""
-        if len(directions) < 3:
+    def _hostile_rows(pool: list[UpdateSummary]) -> list[int]:
+        """Indices of the updates whose direction points against the coordinate-wise median."""
+        if len(pool) < 3:
             return []
-        pool = np.stack(directions)
+        directions = np.stack([s.direction for s in pool])
         # The lower median (as torch.median), by selection rather than a full sort.
-        k = (pool.shape[0] - 1) // 2
-        reference = np.partition(pool, k, axis=0)[k]
+        k = (len(pool) - 1) // 2
+        reference = np.partition(directions, k, axis=0)[k]
         ref_norm = math.sqrt(float(reference @ reference))
         if ref_norm == 0.0 or not math.isfinite(ref_norm):
             return []
-        lengths = np.sqrt(np.einsum("ij,ij->i", pool, pool))
-        cosines = (pool @ reference) / np.maximum(lengths * ref_norm, 1e-30)
-        return [i for i, c in enumerate(cosines.tolist()) if c < MIN_COSINE]
+        dots = (directions @ reference).tolist()
+        # cosine < MIN_COSINE, with the (positive) denominator multiplied out
+        return [
+            i
+            for i, (s, dot) in enumerate(zip(pool, dots, strict=True))
+            if dot < MIN_COSINE * max(s.direction_norm * ref_norm, 1e-30)
+        ]
 
     def _is_replay(self, peer: str, fingerprint: int) -> bool:
         seen = self._fingerprints.pop(peer, None) or deque(maxlen=REPLAY_MEMORY)
