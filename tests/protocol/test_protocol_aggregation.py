@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights, weighted_average
+from swarm_tune.runtime.aggregation.weighted import (
+    subnet_capped_weights,
+    weighted_average,
+    weighted_average_flat,
+)
 
 weights_and_subnets = st.lists(
     # Weights are dataset sizes: zero or at least a small positive number (no denormals).
@@ -75,6 +80,25 @@ def test_weighted_average_equals_closed_form(n: int, data: st.DataObject) -> Non
     for name in ("a", "b"):
         expected = sum(w * u[name].double() for w, u in zip(ws, ups, strict=True)) / sum(ws)
         torch.testing.assert_close(avg[name].double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(min_value=1, max_value=8), data=st.data())
+def test_flat_average_matches_the_per_tensor_average(n: int, data: st.DataObject) -> None:
+    """The compact-model path (one vector per update) and the per-tensor path agree, and the
+    flat one is a pure function of its rows: the same rows in the same order, the same bits."""
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
+    ws = [data.draw(st.floats(min_value=0.1, max_value=100.0)) for _ in range(n)]
+    rows = [torch.randn(37, generator=g) for _ in range(n)]
+    flat = weighted_average_flat(rows, ws)
+    assert flat.dtype == torch.float32 and flat.shape == (37,)
+    per_tensor = weighted_average([{"x": r} for r in rows], ws)["x"]
+    torch.testing.assert_close(flat, per_tensor, rtol=1e-5, atol=1e-6)
+    assert torch.equal(weighted_average_flat([r.clone() for r in rows], ws), flat)
+    with pytest.raises(ValueError):
+        weighted_average_flat(rows, ws + [1.0])
+    with pytest.raises(ValueError):
+        weighted_average_flat(rows, [0.0] * n)
 
 
 def test_weighted_average_keeps_dtype() -> None:
