@@ -9,8 +9,6 @@ traffic now, not to keep a permanent blacklist. Keys are verified peer ids only.
 
 from __future__ import annotations
 
-from collections import deque
-
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.reasons import RejectReason
 
@@ -30,7 +28,9 @@ NEUTRAL_REASONS = frozenset(
 class Reputation:
     def __init__(self, config: ProtocolConfig) -> None:
         self._cfg = config
-        self._verdicts: dict[str, deque[bool]] = {}
+        # Per peer, its last ``ban_window`` verdicts (True = accepted). Tuples, not deques: a
+        # node may track thousands of peers (see validation.py).
+        self._verdicts: dict[str, tuple[bool, ...]] = {}
         self._banned_until: dict[str, float] = {}
 
     def is_banned(self, peer: str, now: float) -> bool:
@@ -51,13 +51,13 @@ class Reputation:
         """Record a verdict (None = accepted); return the ban deadline if this earns a ban."""
         if reason in NEUTRAL_REASONS or self.is_banned(peer, now):
             return None
-        window = self._verdicts.pop(peer, None) or deque(maxlen=self._cfg.ban_window)
+        size = self._cfg.ban_window
+        window = (*self._verdicts.pop(peer, ()), reason is None)[-size:]
         self._verdicts[peer] = window  # re-inserted: the dict runs least recently judged first
         if len(self._verdicts) > TRACKED_PEERS:
             # Memory stays bounded however many identities pass by; bans are kept apart.
             del self._verdicts[next(iter(self._verdicts))]
-        window.append(reason is None)
-        if len(window) < self._cfg.ban_window:
+        if len(window) < size:
             return None
         if self.rejection_rate(peer) >= self._cfg.ban_threshold:
             until = now + self._cfg.ban_duration
