@@ -172,8 +172,9 @@ def sketch_distance(a: Sequence[float], b: Sequence[float]) -> float:
     """Distance between two sketches relative to the magnitude of ``b`` (inf if unusable)."""
     if len(a) != len(b) or not a:
         return math.inf
-    diff = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
-    scale = math.sqrt(sum(y * y for y in b))
+    # math.dist / math.hypot: C loops (this runs on every heartbeat tick and sync decision).
+    diff = math.dist(a, b)
+    scale = math.hypot(*b)
     return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
 
 
