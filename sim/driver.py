@@ -171,6 +171,7 @@ class SimDriver:
         self._stop_reason = ""
         self._milestone = -1
         self._next_gc = GC_EVERY_ROUNDS
+        self._may_freeze = False
         self._wall0 = 0.0
         total = scenario.total_nodes
         width = max(4, len(str(total - 1)))
@@ -620,7 +621,8 @@ class SimDriver:
                     # Frozen afterwards: the next pass only walks what is newer (a full pass
                     # over a 10,000-node world costs ~1 s).
                     gc.collect()
-                    gc.freeze()
+                    if self._may_freeze:
+                        gc.freeze()
                     self._next_gc = current + GC_EVERY_ROUNDS
                 if self.progress is not None:
                     self.progress(min(current, target), target, self.env.now)
@@ -653,12 +655,16 @@ class SimDriver:
         # world runs; ``_monitor`` still collects every GC_EVERY_ROUNDS rounds, so a cycle
         # introduced by later code costs memory for a while, not forever.
         gc_was_enabled = gc.isenabled()
+        # Freezing is ours to undo only if nothing was frozen before (a caller's own frozen
+        # objects must stay frozen): otherwise collections just walk everything.
+        self._may_freeze = gc.get_freeze_count() == 0
         gc.disable()
         try:
             return self._run()
         finally:
             torch.set_num_threads(threads)
-            gc.unfreeze()
+            if self._may_freeze:
+                gc.unfreeze()
             if gc_was_enabled:
                 gc.enable()
 
