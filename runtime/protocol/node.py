@@ -173,7 +173,11 @@ class ProtocolNode:
         hb = Heartbeat(
             self.round, self.dataset_size, self.digest, self.sketch, known, self.sketch_round
         )
-        targets = self._strategy.targets(live, self._rng) if partial else tuple(live)
+        targets = (
+            self._strategy.targets(live, self._rng, self.node_id, self.round)
+            if partial
+            else tuple(live)
+        )
         return [fx.Send(tuple(targets), hb)]
 
     def _on_heartbeat(self, peer: str, hb: Heartbeat, now: float) -> Effects:
@@ -277,7 +281,9 @@ class ProtocolNode:
         rnd.own, rnd.own_check, rnd.own_weight = ev.update, check, self.dataset_size
         self._transition(Trigger.OWN_READY)
         out: Effects = []
-        targets = self._strategy.targets(self.peers.live_peers(), self._rng)
+        targets = self._strategy.targets(
+            self.peers.live_peers(), self._rng, self.node_id, rnd.number
+        )
         if targets:
             out.append(fx.Send(targets, contribution))
         return out + self._maybe_close_on_quorum(now)
