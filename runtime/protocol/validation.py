@@ -17,11 +17,13 @@ The statistical rules:
   (cosine < -0.2) rejected almost no honest update early and ~1.6% late, which cost honest
   peers reputation for converging. Standardised by the round's own median and MAD, honest
   cosines score about N(0, 1) early and late alike: an update is hostile when it points
-  against the median (cosine < 0) AND scores below ``-Z_SINGLE``, or when the peer's last
-  ``DIRECTION_MEMORY`` scores
-  average below ``-Z_MEAN`` (a sign-flipper scores about -2 x mean/spread each round, so the
-  average catches it within a few rounds while an honest peer's average has a third of the
-  single-round spread). Rounds with fewer than ``ROBUST_POOL`` updates (gossip) have no
+  against the median (cosine < 0) AND scores below ``-Z_SINGLE``, or when the peer's recent
+  scores average below ``-Z_MEAN`` (a sign-flipper scores about -2 x mean/spread each round,
+  so the average catches it within a few rounds while an honest peer's average has about a
+  third of the single-round spread). "Recent" is a moving average with weight
+  ``SCORE_WEIGHT`` (the plain mean of the first few): one (count, average) pair per peer, not a
+  window, because a flat node judges every other node and a window of floats per peer costs
+  ~4x the memory. Rounds with fewer than ``ROBUST_POOL`` updates (gossip) have no
   trustworthy spread and keep the fixed cut ``MIN_COSINE``.
   What this cannot do: when honest updates barely agree (mean cosine << spread), a flipped one
   is indistinguishable from an honest one - and then it also removes almost no signal.
@@ -50,8 +52,8 @@ MIN_COSINE = -0.2  # small pools: honest gradients of one model point roughly th
 ROBUST_POOL = 8  # updates needed for a round's own median/MAD of cosines
 Z_SINGLE = 3.5  # robust standard deviations below the round's centre: hostile at once
 Z_MEAN = 1.5  # ... on average over the peer's recent rounds: hostile
-DIRECTION_MEMORY = 8  # scores remembered per peer
-DIRECTION_EVIDENCE = 4  # scores needed before their mean is trusted
+SCORE_WEIGHT = 0.125  # of the newest score in a peer's moving average (~15 rounds of memory)
+DIRECTION_EVIDENCE = 4  # scores needed before their average is trusted
 MIN_SPREAD = 1e-3  # a floor for the MAD: identical updates have none
 REPLAY_MEMORY = 4  # fingerprints remembered per peer
 TRACKED_PEERS = 4096  # peers whose fingerprints we keep (least recently heard dropped first)
@@ -88,7 +90,7 @@ class CloseTimeJudge:
         # Tuples, not deques: a node may track thousands of peers, and a 4-slot deque costs
         # ~7x the memory of a 4-tuple (10,000 simulated nodes: gigabytes).
         self._fingerprints: dict[str, tuple[int, ...]] = {}
-        self._scores: dict[str, tuple[float, ...]] = {}
+        self._scores: dict[str, tuple[int, float]] = {}  # peer -> (count, moving average)
 
     def judge(
         self,
@@ -164,11 +166,12 @@ class CloseTimeJudge:
         hostile = []
         for (peer, _), cosine in zip(kept, cosines, strict=False):
             score = (cosine - centre) / spread
-            recent = (*self._scores.pop(peer, ()), score)[-DIRECTION_MEMORY:]
-            self._scores[peer] = recent  # re-inserted: oldest-judged peer first
+            count, average = self._scores.pop(peer, (0, 0.0))
+            count += 1
+            average += (score - average) * max(SCORE_WEIGHT, 1.0 / count)
+            self._scores[peer] = (count, average)  # re-inserted: oldest-judged peer first
             against_now = cosine < 0.0 and score < -Z_SINGLE
-            n = len(recent)
-            against_lately = n >= DIRECTION_EVIDENCE and sum(recent) / n < -Z_MEAN
+            against_lately = count >= DIRECTION_EVIDENCE and average < -Z_MEAN
             if against_now or against_lately:
                 hostile.append(peer)
         while len(self._scores) > TRACKED_PEERS:
