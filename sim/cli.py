@@ -17,11 +17,20 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from swarm_tune.runtime.lazy_cli import lazy_group
 from swarm_tune.sim.recorder import REJECT_COLUMNS
 from swarm_tune.sim.run import RunOutput, default_out_dir, run_scenario, with_seed
 from swarm_tune.sim.scenario import ScenarioError, load_scenario
 
-sim_app = typer.Typer(help="Simulate a swarm in virtual time (SimPy).", no_args_is_help=True)
+# sweep, baseline and regress need pandas and the analysis package: loaded when used.
+SWEEP_COMMANDS = {
+    name: ("swarm_tune.sim.sweep_cli", name) for name in ("sweep", "baseline", "regress")
+}
+sim_app = typer.Typer(
+    help="Simulate a swarm in virtual time (SimPy).",
+    no_args_is_help=True,
+    cls=lazy_group(SWEEP_COMMANDS),
+)
 
 
 @sim_app.command("run")

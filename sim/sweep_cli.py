@@ -1,8 +1,7 @@
 """``swarm-tune sim sweep | baseline | regress``: the commands of issue 5 on the ``sim`` app.
 
-Why a ``register(app)`` function instead of commands on ``sim_app`` directly: ``sim/cli.py``
-belongs to the simulation world; this module adds its commands to whatever typer app it is
-given (one line in the CLI's registration block), and keeps the runners free of terminal code.
+Plain functions, mounted by ``sim/cli.py``'s lazy table: ``sim run`` does not pay for their
+imports (pandas, the analysis package), and the runners stay free of terminal code.
 
 Exit codes: 0 success, 1 regression failed, 2 bad input (scenario, sweep block, backend).
 """
@@ -133,10 +132,3 @@ def regress(
     console.print(f"report: {result.report}", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``sweep``, ``baseline`` and ``regress`` to the ``sim`` typer app."""
-    app.command("sweep")(sweep)
-    app.command("baseline")(baseline)
-    app.command("regress")(regress)

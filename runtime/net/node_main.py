@@ -44,7 +44,6 @@ __all__ = [
     "build_net_config",
     "build_protocol_config",
     "node",
-    "register",
     "relay",
     "run_node",
     "run_relay",
@@ -392,12 +391,6 @@ def relay(
         node_id=node_id,
     )
     _run(run_relay, s)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``node`` and ``relay`` to the ``swarm-tune`` app."""
-    app.command("node")(node)
-    app.command("relay")(relay)
 
 
 def _own_address(listen_host: str) -> str:

@@ -1,0 +1,69 @@
+"""The root CLI imports an area only when one of its commands runs (runtime/lazy_cli.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from swarm_tune.runtime.cli import COMMANDS, app
+
+HEAVY = ("torch", "libp2p", "matplotlib", "pandas")
+
+# Runs a CLI invocation in a fresh interpreter, then reports which heavy packages it imported.
+PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from swarm_tune.runtime.cli import app
+res = CliRunner().invoke(app, sys.argv[1:])
+heavy = HEAVY_MODULES
+print(json.dumps({"code": res.exit_code, "loaded": sorted(m for m in heavy if m in sys.modules)}))
+""".replace("HEAVY_MODULES", repr(HEAVY))
+
+
+def probe(*args: str, cwd: Path | None = None) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=cwd,
+    )
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_version_imports_no_area() -> None:
+    assert probe("version") == {"code": 0, "loaded": []}
+
+
+def test_sim_run_imports_only_what_simulation_needs(tmp_path: Path) -> None:
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml"
+    res = probe("sim", "run", str(scenario), "--out", str(tmp_path / "qs"))
+    assert res["code"] == 0
+    loaded = res["loaded"]
+    assert isinstance(loaded, list) and "torch" in loaded
+    # pyarrow itself loads pandas when it builds the tables; py-libp2p and matplotlib stay out.
+    assert not {"libp2p", "matplotlib"} & set(loaded)
+    assert (tmp_path / "qs" / "rounds.parquet").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_listed_command_loads_and_has_help(name: str) -> None:
+    res = CliRunner().invoke(app, [name, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output
+
+
+def test_root_help_lists_every_command_and_typos_are_refused() -> None:
+    res = CliRunner().invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for name in ["version", *COMMANDS]:
+        assert f" {name} " in res.output
+    res = CliRunner().invoke(app, ["simm"])
+    assert res.exit_code == 2
