@@ -1,7 +1,7 @@
 """Command groups whose sub-commands are imported the first time they are used.
 
 Why: every area of swarm-tune has heavy imports (torch, py-libp2p, matplotlib, pandas) and
-the CLI used to import all of them on every start - about 2.6 s before ``swarm-tune sim run``
+the CLI used to import all of them on every start - 3-4 s here before ``swarm-tune sim run``
 could print anything, and again in each of the many subprocesses the tests start. A command
 now costs only the imports of its own area. ``--help`` on a group still loads that group's
 commands (it shows their help lines).
