@@ -26,9 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-import swarm_tune
+from swarm_tune.runtime.ops.provenance import manifest_code_version
 from swarm_tune.sim.learning import BatchedLearning, centralized_baseline
-from swarm_tune.sim.run import git_commit
 from swarm_tune.sim.scenario import Scenario
 
 BASELINE_KIND = "centralized_baseline"  # == swarm_tune.analysis.load.BASELINE_KIND
@@ -85,8 +84,7 @@ def run_baseline(scenario: Scenario, out_dir: Path, rounds: int | None = None) -
         "kind": BASELINE_KIND,
         "scenario": scenario.name,
         "seed": scenario.seed,
-        "swarm_tune_version": swarm_tune.__version__,
-        "git_commit": git_commit(),
+        **manifest_code_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "wall_start": started,

@@ -8,7 +8,8 @@ it to tens of bytes a row, and pyarrow turns the columns into parquet without co
 Output folder (stable names and columns; ``analysis/`` builds reports on them):
 
 ``config.yaml``   the scenario, fully resolved (every default written out).
-``manifest.json`` run_id, scenario name, seed, swarm_tune version + git commit (if any),
+``manifest.json`` run_id, scenario name, seed, swarm_tune version, git commit (None outside a
+                  checkout) and git_dirty (tracked files differ from that commit),
                   python/torch/simpy versions, wall start/end (ISO 8601 UTC), wall_s,
                   virtual_s, protocol events handled, stop reason, node counts.
 

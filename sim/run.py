@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import simpy
 import torch
 
-import swarm_tune
+from swarm_tune.runtime.ops.provenance import manifest_code_version
 from swarm_tune.sim.driver import ProgressFn, RunResult, SimDriver
 from swarm_tune.sim.scenario import Scenario
 
@@ -36,21 +35,6 @@ def with_seed(scenario: Scenario, seed: int | None) -> Scenario:
 
 def default_out_dir(scenario: Scenario) -> Path:
     return Path(scenario.outputs.dir or f"runs_out/{scenario.name}-s{scenario.seed}")
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def _now() -> str:
@@ -73,8 +57,7 @@ def run_scenario(
         "run_id": driver.run_id,
         "scenario": scenario.name,
         "seed": scenario.seed,
-        "swarm_tune_version": swarm_tune.__version__,
-        "git_commit": git_commit(),
+        **manifest_code_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "simpy": simpy.__version__,

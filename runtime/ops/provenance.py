@@ -21,7 +21,14 @@ import torch
 
 import swarm_tune
 
-__all__ = ["code_version", "sha256_bytes", "sha256_file", "sha256_tensor", "sha256_text_source"]
+__all__ = [
+    "code_version",
+    "manifest_code_version",
+    "sha256_bytes",
+    "sha256_file",
+    "sha256_tensor",
+    "sha256_text_source",
+]
 
 _CHUNK = 1 << 20
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,4 +98,14 @@ def code_version() -> dict[str, Any]:
         "git_commit": commit,
         "git_dirty": dirty,
         "torch": torch.__version__,
+    }
+
+
+def manifest_code_version() -> dict[str, Any]:
+    """The code-version fields of a run folder's manifest.json (simulation runs, baselines)."""
+    cv = code_version()
+    return {
+        "swarm_tune_version": cv["swarm_tune"],
+        "git_commit": cv["git_commit"],
+        "git_dirty": cv["git_dirty"],
     }

@@ -57,6 +57,7 @@ def test_quickstart_learns_and_rejects_the_adversary(tmp_path: Path) -> None:
     folder = tmp_path / "qs"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["seed"] == s.seed and manifest["scenario"] == "quickstart"
+    assert manifest["git_commit"] is None or isinstance(manifest["git_dirty"], bool)
     assert (folder / "config.yaml").read_text().startswith("name: quickstart")
     swarm = pq.read_table(folder / "swarm.parquet").to_pandas()
     evals = swarm.dropna(subset=["eval_loss_mean_model"])
