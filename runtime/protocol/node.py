@@ -178,7 +178,7 @@ class ProtocolNode:
             if partial
             else tuple(live)
         )
-        return [fx.Send(tuple(targets), hb)]
+        return [fx.Send(targets, hb)]
 
     def _on_heartbeat(self, peer: str, hb: Heartbeat, now: float) -> Effects:
         self.peers.apply_heartbeat(peer, hb)

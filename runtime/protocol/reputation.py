@@ -10,9 +10,8 @@ traffic now, not to keep a permanent blacklist. Keys are verified peer ids only.
 from __future__ import annotations
 
 from swarm_tune.runtime.protocol.config import ProtocolConfig
+from swarm_tune.runtime.protocol.peer_memory import remember
 from swarm_tune.runtime.protocol.reasons import RejectReason
-
-TRACKED_PEERS = 4096  # peers whose recent verdicts we keep
 
 # Verdicts about the round bookkeeping can hit honest but slow peers: they do not count.
 NEUTRAL_REASONS = frozenset(
@@ -52,11 +51,8 @@ class Reputation:
         if reason in NEUTRAL_REASONS or self.is_banned(peer, now):
             return None
         size = self._cfg.ban_window
-        window = (*self._verdicts.pop(peer, ()), reason is None)[-size:]
-        self._verdicts[peer] = window  # re-inserted: the dict runs least recently judged first
-        if len(self._verdicts) > TRACKED_PEERS:
-            # Memory stays bounded however many identities pass by; bans are kept apart.
-            del self._verdicts[next(iter(self._verdicts))]
+        window = (*self._verdicts.get(peer, ()), reason is None)[-size:]
+        remember(self._verdicts, peer, window)  # bans are kept apart, never forgotten early
         if len(window) < size:
             return None
         if self.rejection_rate(peer) >= self._cfg.ban_threshold:

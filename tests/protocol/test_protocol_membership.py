@@ -100,7 +100,7 @@ def test_subnet_keys() -> None:
 
 
 def test_reputation_memory_is_bounded_however_many_identities_pass_by() -> None:
-    from swarm_tune.runtime.protocol.reputation import TRACKED_PEERS
+    from swarm_tune.runtime.protocol.peer_memory import TRACKED_PEERS
 
     rep = Reputation(ProtocolConfig(ban_window=2, ban_threshold=1.0))
     for i in range(TRACKED_PEERS + 500):
