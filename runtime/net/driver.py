@@ -43,6 +43,7 @@ from swarm_tune.runtime.net.events import PeerConnected as NetPeerConnected
 from swarm_tune.runtime.net.events import PeerDisconnected as NetPeerDisconnected
 from swarm_tune.runtime.net.metrics import NodeMetrics
 from swarm_tune.runtime.net.node import NetNode
+from swarm_tune.runtime.net.protocol_codec import from_envelope, to_envelope
 from swarm_tune.runtime.net.timers import TimerService
 from swarm_tune.runtime.ops.logging import get_logger
 from swarm_tune.runtime.protocol import effects as fx
@@ -76,11 +77,10 @@ from swarm_tune.runtime.wire.errors import (
     WrongRun,
 )
 from swarm_tune.runtime.wire.identity import Identity
-from swarm_tune.runtime.wire.protocol_codec import from_envelope, to_envelope
 from swarm_tune.runtime.wire.replay import ReplayGuard
 
 if TYPE_CHECKING:
-    from swarm_tune.runtime.ops.metrics import DriverObserver
+    from swarm_tune.runtime.net.monitor import DriverObserver
 
 log = get_logger(__name__)
 
@@ -168,7 +168,7 @@ class NodeDriver:
         self.applied_round = protocol.round if applied_round is None else applied_round
         self.final_checkpoint: Path | None = None
         self.eval_losses: dict[str, float] = {}
-        #: Metrics/dashboard hooks (ops.metrics.NodeMonitor); set before ``run``.
+        #: Metrics/dashboard hooks (net.monitor.NodeMonitor); set before ``run``.
         self.observer: DriverObserver | None = None
 
     # ------------------------------------------------------------------ lifecycle

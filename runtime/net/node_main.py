@@ -270,7 +270,7 @@ async def run_node(s: NodeSettings) -> int:
                 )
                 async with trio.open_nursery() as side:
                     if s.metrics_port:  # /metrics, /api/state, dashboard: owned by the node
-                        from swarm_tune.runtime.ops.metrics_server import run_node_monitor
+                        from swarm_tune.runtime.net.monitor_server import run_node_monitor
 
                         await side.start(
                             partial(

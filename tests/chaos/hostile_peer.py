@@ -31,6 +31,7 @@ from libp2p.peer.id import ID
 from swarm_tune.runtime.net import NetConfig, NetError, NetNode, open_net_node
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL
 from swarm_tune.runtime.net.framing import REPLY_LEN, Mode, Offer, Reply, read_exactly
+from swarm_tune.runtime.net.protocol_codec import SKETCH_TENSOR, from_envelope, to_envelope
 from swarm_tune.runtime.net.small import SMALL_PROTOCOL
 from swarm_tune.runtime.protocol.messages import Contribution, Heartbeat, Message, StateRequest
 from swarm_tune.runtime.protocol.rounds import update_kind
@@ -38,7 +39,6 @@ from swarm_tune.runtime.wire.codec import _SIG_CONTEXT, decode, encode, parse_fi
 from swarm_tune.runtime.wire.envelope import Envelope, MsgType
 from swarm_tune.runtime.wire.errors import WireError
 from swarm_tune.runtime.wire.identity import Identity
-from swarm_tune.runtime.wire.protocol_codec import SKETCH_TENSOR, from_envelope, to_envelope
 
 REPORT_PREFIX = "HOSTILE_REPORT"
 CLASSES = (

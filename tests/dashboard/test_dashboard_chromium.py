@@ -19,7 +19,7 @@ from cdp import Chromium, Page, chromium_or_skip, open_page
 from procs import NodeProc, free_port, loopback_env, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from swarm_tune.runtime.ops.metrics import HISTORY_FILE
+from swarm_tune.runtime.net.monitor import HISTORY_FILE
 
 pytestmark = pytest.mark.slow
 

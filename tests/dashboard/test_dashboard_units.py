@@ -11,8 +11,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm_tune.runtime.ops.metrics import History, RoundSample
-from swarm_tune.runtime.ops.metrics_server import MAX_HEAD, MetricsServer
+from swarm_tune.runtime.net.monitor import History, RoundSample
+from swarm_tune.runtime.net.monitor_server import MAX_HEAD, MetricsServer
 
 
 def _sample(r: int, loss: float = 1.0) -> RoundSample:
@@ -129,7 +129,7 @@ def test_server_answers_and_survives_bad_requests() -> None:
 
 def test_dashboard_loads_nothing_external() -> None:
     """No CDN, fonts or remote scripts: nodes run without internet."""
-    from swarm_tune.runtime.ops.metrics_server import dashboard_html
+    from swarm_tune.runtime.net.monitor_server import dashboard_html
 
     html = dashboard_html().decode()
     for needle in ("<script src", "<link", "@import", "https://", "url("):

@@ -15,6 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm_tune.runtime.net.driver import wire_reason
+from swarm_tune.runtime.net.protocol_codec import (
+    SKETCH_TENSOR,
+    ProtocolMismatch,
+    from_envelope,
+    to_envelope,
+)
 from swarm_tune.runtime.protocol import (
     Contribution,
     Goodbye,
@@ -26,12 +32,6 @@ from swarm_tune.runtime.protocol import (
 )
 from swarm_tune.runtime.wire import Envelope, Identity, MsgType, ReplayGuard, decode, encode
 from swarm_tune.runtime.wire.errors import Replay, WireError
-from swarm_tune.runtime.wire.protocol_codec import (
-    SKETCH_TENSOR,
-    ProtocolMismatch,
-    from_envelope,
-    to_envelope,
-)
 
 ME = Identity.from_seed(bytes(range(32)))
 RUN = "run-node"

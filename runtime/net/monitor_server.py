@@ -81,7 +81,7 @@ def parse_request_line(head: bytes) -> tuple[str, str]:
 @cache
 def dashboard_html() -> bytes:
     """The dashboard page, shipped as package data next to this module."""
-    return (resources.files("swarm_tune.runtime.ops") / "dashboard.html").read_bytes()
+    return (resources.files("swarm_tune.runtime.net") / "dashboard.html").read_bytes()
 
 
 def _json_default(value: Any) -> Any:
@@ -221,7 +221,7 @@ async def run_node_monitor(
     """
     from pathlib import Path
 
-    from swarm_tune.runtime.ops.metrics import HISTORY_FILE, NodeMonitor
+    from swarm_tune.runtime.net.monitor import HISTORY_FILE, NodeMonitor
 
     monitor = NodeMonitor(driver, node_id=node_id, history_path=Path(history_dir) / HISTORY_FILE)
     driver.observer = monitor
