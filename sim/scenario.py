@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from swarm_tune.runtime.aggregation.rules import RuleName
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.sim.distributions import Constant, Distribution
 from swarm_tune.sim.learning_settings import LearningSettings
@@ -197,6 +198,14 @@ class ProtocolSpec(_Strict):
     ipv6_prefix: int = 48
     strategy: Literal["flat", "gossip"] = "flat"
     gossip_fanout: int = 4
+    aggregation_rule: RuleName = "mean"
+    trim_beta: float = 0.2
+    krum_f: int | float = 0.25
+    krum_m: int = 0
+    clip_tau: float = 1.0
+    clip_iterations: int = 3
+    clip_bucket: int = 2
+    geomed_iterations: int = 8
     param_sync_every: int = 10
     drift_bound: float = 0.05
     lag_rounds: int = 3
@@ -411,6 +420,9 @@ def check_feasible(s: Scenario) -> list[Problem]:
         out.append(
             Problem("protocol.view_size", "gossip over >2000 nodes needs a bounded view_size > 0")
         )
+    for problem in s.protocol_config().rule_params().problems_for(n):
+        field, _, message = problem.partition(": ")
+        out.append(Problem(f"protocol.{field}", message))
     if p.view_size and p.gossip_fanout > p.view_size:
         out.append(Problem("protocol.gossip_fanout", "gossip_fanout larger than view_size"))
     names = {r.name for r in s.topology.regions}

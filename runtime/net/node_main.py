@@ -99,6 +99,14 @@ def build_protocol_config(s: NodeSettings) -> ProtocolConfig:
         gossip_fanout=s.gossip_fanout,
         param_sync_every=s.param_sync_every,
         drift_bound=s.drift_bound,
+        aggregation_rule=s.aggregation_rule,  # type: ignore[arg-type]  # checked by settings
+        trim_beta=s.trim_beta,
+        krum_f=s.krum_f,
+        krum_m=s.krum_m,
+        clip_tau=s.clip_tau,
+        clip_iterations=s.clip_iterations,
+        clip_bucket=s.clip_bucket,
+        geomed_iterations=s.geomed_iterations,
         # A state transfer should not take longer than a round; a lost one retries later.
         sync_timeout=max(s.round_timeout_s, 2 * s.heartbeat_interval_s),
     )

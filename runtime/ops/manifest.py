@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from swarm_tune.runtime.aggregation.rules import RuleName
 from swarm_tune.runtime.ops.addresses import validate_multiaddr
 from swarm_tune.runtime.ops.atomic_io import atomic_write_text
 from swarm_tune.runtime.ops.settings import (
@@ -92,6 +93,7 @@ class HyperParams(_Strict):
     min_peers: int = Field(default=1, ge=1)
     quorum: int | float = Field(default=1.0, description="Peer count (int) or fraction in (0, 1].")
     aggregation: Literal["flat", "gossip"] = "flat"
+    aggregation_rule: RuleName = Field(default="mean", description="runtime/aggregation/rules.py")
 
 
 class Competition(_Strict):
@@ -254,6 +256,7 @@ class RunManifest(_Strict):
             min_peers=str(h.min_peers),
             quorum=repr(h.quorum),
             aggregation=h.aggregation,
+            aggregation_rule=h.aggregation_rule,
             bootstrap_peers=",".join(self.bootstrap_peers),
             listen_host="0.0.0.0",
             listen_port=str(listen_port),

@@ -29,6 +29,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from swarm_tune.runtime.aggregation.rules import RuleParams
 from swarm_tune.runtime.ops.addresses import validate_multiaddr
 from swarm_tune.runtime.ops.peer_id import parse_seed_hex
 
@@ -213,6 +214,19 @@ class NodeSettings(BaseSettings):
     param_sync_every: int = Field(
         default=10, description="Every Nth round averages parameters (drift control); 0 = off."
     )
+    aggregation_rule: str = Field(
+        default="mean",
+        description="mean, median, trimmed_mean, multi_krum, centered_clipping, geometric_median.",
+    )
+    trim_beta: float = Field(default=0.2, description="trimmed_mean: weight cut at each end.")
+    krum_f: int | float = Field(
+        default=0.25, description="multi_krum: Byzantine inputs assumed (count or fraction)."
+    )
+    krum_m: int = Field(default=0, description="multi_krum: inputs averaged; 0 = n - f.")
+    clip_tau: float = Field(default=1.0, description="centered_clipping: relative radius.")
+    clip_iterations: int = Field(default=3, description="centered_clipping: clipping steps.")
+    clip_bucket: int = Field(default=2, description="centered_clipping: bucket size.")
+    geomed_iterations: int = Field(default=8, description="geometric_median: Weiszfeld steps.")
     drift_bound: float = Field(
         default=0.05, description="Relative replica distance that triggers a state sync."
     )
@@ -380,6 +394,14 @@ class NodeSettings(BaseSettings):
             raise _err("must be a number greater than 0")
         return value
 
+    @field_validator("krum_f", mode="before")
+    @classmethod
+    def _parse_krum_f(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "3" is a count, "0.25" a fraction (as for quorum)
+            text = value.strip()
+            return int(text) if text.isdigit() else value
+        return value
+
     @field_validator("quorum", mode="before")
     @classmethod
     def _parse_quorum(cls, value: Any) -> Any:
@@ -482,6 +504,19 @@ class NodeSettings(BaseSettings):
             problems.append(
                 ("node_key_file", "set either SWARM_NODE_KEY_SEED or SWARM_NODE_KEY_FILE, not both")
             )
+        rule = RuleParams(
+            self.aggregation_rule,
+            self.trim_beta,
+            self.krum_f,
+            self.krum_m,
+            self.clip_tau,
+            self.clip_iterations,
+            self.clip_bucket,
+            self.geomed_iterations,
+        )
+        for problem in rule.problems():
+            field, _, message = problem.partition(": ")
+            problems.append((field if hasattr(self, field) else "aggregation_rule", message))
         if self.metrics_port and self.metrics_port == self.listen_port:
             problems.append(
                 ("metrics_port", f"must differ from SWARM_LISTEN_PORT (both {self.metrics_port})")

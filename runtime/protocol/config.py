@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from swarm_tune.runtime.aggregation.rules import RuleName, RuleParams
+
 Strategy = Literal["flat", "gossip"]
 
 
@@ -49,6 +51,15 @@ class ProtocolConfig:
     # Aggregation strategy -----------------------------------------------------------
     strategy: Strategy = "flat"
     gossip_fanout: int = 4
+    # Aggregation rule (runtime/aggregation/rules.py: guarantees and costs) -----------
+    aggregation_rule: RuleName = "mean"
+    trim_beta: float = 0.2  # trimmed_mean: share of the weight cut at each end, [0, 0.5)
+    krum_f: int | float = 0.25  # multi_krum: Byzantine inputs assumed (count, or fraction)
+    krum_m: int = 0  # multi_krum: inputs averaged (0 = n - f)
+    clip_tau: float = 1.0  # centered_clipping: radius, x median distance to the start
+    clip_iterations: int = 3  # centered_clipping: clipping steps
+    clip_bucket: int = 2  # centered_clipping: inputs averaged per bucket (1 = no bucketing)
+    geomed_iterations: int = 8  # geometric_median: Weiszfeld steps
     # Replica drift and state sync ---------------------------------------------------
     param_sync_every: int = 10  # every Nth round exchanges parameters, not gradients (0=off)
     drift_bound: float = 0.05  # relative sketch distance that triggers a state sync
@@ -93,8 +104,21 @@ class ProtocolConfig:
             problems.append("param_sync_every >= 0, lag_rounds >= 1, sync_fanout >= 1")
         if not self.drift_bound > 0 or self.sketch_size < 1:
             problems.append("drift_bound must be > 0 and sketch_size >= 1")
+        problems += self.rule_params().problems()
         if problems:
             raise ValueError("invalid ProtocolConfig: " + "; ".join(problems))
+
+    def rule_params(self) -> RuleParams:
+        return RuleParams(
+            self.aggregation_rule,
+            self.trim_beta,
+            self.krum_f,
+            self.krum_m,
+            self.clip_tau,
+            self.clip_iterations,
+            self.clip_bucket,
+            self.geomed_iterations,
+        )
 
     def quorum_count(self, expected: int) -> int:
         """Contributions (own included) that close a round early, given how many we expect."""

@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from swarm_tune.runtime.aggregation.centered import bucket_seed
 from swarm_tune.runtime.aggregation.picks import pick
+from swarm_tune.runtime.aggregation.rules import aggregate, influence_weights, make_rule
 from swarm_tune.runtime.aggregation.strategy import make_strategy
-from swarm_tune.runtime.aggregation.weighted import (
-    subnet_capped_weights,
-    weighted_average,
-    weighted_average_flat,
-)
+from swarm_tune.runtime.aggregation.weighted import weighted_average, weighted_average_flat
 from swarm_tune.runtime.protocol import effects as fx
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.events import (
@@ -106,6 +106,7 @@ class ProtocolNode:
         self.reputation = Reputation(config)
         self._judge = CloseTimeJudge(config)
         self._strategy = make_strategy(config.strategy, config.gossip_fanout)
+        self._rule = make_rule(config.rule_params())
         self.phase = Phase.IDLE
         self.round = start_round
         self._open: OpenRound | None = None
@@ -336,11 +337,22 @@ class ProtocolNode:
                 entries.append(own)
             entries.sort(key=lambda e: e[0])
             contributors = [e[0] for e in entries]
-            capped = subnet_capped_weights(
-                [e[3] for e in entries], [e[4] for e in entries], self.config.subnet_cap
+            rule = self._rule
+            capped = influence_weights(
+                [e[3] for e in entries],
+                [e[4] for e in entries],
+                self.config.subnet_cap,
+                rule.robust,
             )
             rows = [e[2] for e in entries if e[2] is not None]
-            if len(rows) == len(entries):  # compact model: every update is one vector
+            if rule.robust:
+                flat = [
+                    (e[2] if e[2] is not None else self.spec.flatten(e[1])).numpy() for e in entries
+                ]
+                seed = bucket_seed(rnd.number, contributors)
+                combined = aggregate(rule, flat, capped, seed)
+                avg = self.spec.unflatten(torch.from_numpy(combined))
+            elif len(rows) == len(entries):  # compact model: every update is one vector
                 avg = self.spec.unflatten(weighted_average_flat(rows, capped))
             else:
                 avg = weighted_average([e[1] for e in entries], capped)

@@ -1,0 +1,224 @@
+"""Aggregation rules behind one interface, chosen per run (``ProtocolConfig.aggregation_rule``).
+
+Why pluggable: peers are strangers, and which rule survives which attack at what cost is a
+measured trade-off (docs/robustness.md), not a constant. The protocol core calls ONE function,
+``Rule.combine(rows, weights, seed)``, on the round's accepted updates, so the SimPy and the
+libp2p drivers use every rule unchanged.
+
+Contract every rule keeps:
+* Inputs are the flat float32 updates of the round's contributors (ours included) in peer-id
+  order, one influence weight each, and a seed derived from the round and the contributor set.
+  Same inputs -> same bits, whatever order they arrived in (the core sorts by peer id; rules
+  that shuffle use the seed, which every replica derives alike).
+* Influence weights compose the dataset-size weights with the subnet cap
+  (``influence_weights``): for the weighted mean exactly as before (FedAvg weights, capped);
+  for robust rules each self-declared size is first clipped to the round's median size, so a
+  minority cannot buy influence by claiming a huge dataset, and then the subnet cap bounds
+  every /24's share of the weight. Each rule then uses weights where its statistic allows
+  (weighted quantiles, weighted Krum neighbourhoods, weighted clipping/Weiszfeld steps).
+
+rule               guarantee (Byzantine share of the weight)             cost per close
+mean               none: one input can move it anywhere                  O(n d)
+median             honest range per coordinate while < 1/2               O(n log n d)
+trimmed_mean       honest range per coordinate while < beta              O(n log n d)
+multi_krum         selected inputs near honest ones while f < (n-2)/2    O(n^2 d)
+centered_clipping  error O(sqrt(delta) spread) for delta < ~0.1-0.2      O(iterations n d)
+geometric_median   bounded error while < 1/2                             O(iterations n d)
+
+Memory: robust rules stack the n updates (n * d * 4 bytes); the weighted mean does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from swarm_tune.runtime.aggregation.centered import centered_clipping, geometric_median
+from swarm_tune.runtime.aggregation.coordinate import as_f32, weighted_median, weighted_trimmed_mean
+from swarm_tune.runtime.aggregation.krum import multi_krum
+from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+RuleName = Literal[
+    "mean", "median", "trimmed_mean", "multi_krum", "centered_clipping", "geometric_median"
+]
+RULES: tuple[RuleName, ...] = (
+    "mean",
+    "median",
+    "trimmed_mean",
+    "multi_krum",
+    "centered_clipping",
+    "geometric_median",
+)
+
+
+class Rule(Protocol):
+    @property
+    def name(self) -> RuleName: ...
+
+    @property
+    def robust(self) -> bool: ...
+
+    def combine(self, rows: F32, weights: F64, seed: int) -> F32:
+        """One aggregate of ``rows`` ([n, d], peer-id order) under ``weights`` ([n], > 0)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Mean:
+    """FedAvg: sum_i w_i x_i / sum_i w_i. No robustness; the reference for cost and loss."""
+
+    name: RuleName = "mean"
+    robust: bool = False
+
+    def combine(self, rows: F32, weights: F64, seed: int) -> F32:
+        return as_f32(weights @ rows.astype(np.float64) / weights.sum())
+
+
+@dataclass(frozen=True, slots=True)
+class Median:
+    """Weighted coordinate-wise median (coordinate.py)."""
+
+    name: RuleName = "median"
+    robust: bool = True
+
+    def combine(self, rows: F32, weights: F64, seed: int) -> F32:
+        return weighted_median(rows, weights)
+
+
+@dataclass(frozen=True, slots=True)
+class TrimmedMean:
+    """Weighted coordinate-wise trimmed mean, ``beta`` of the weight cut at each end."""
+
+    beta: float
+    name: RuleName = "trimmed_mean"
+    robust: bool = True
+
+    def combine(self, rows: F32, weights: F64, seed: int) -> F32:
+        return weighted_trimmed_mean(rows, weights, self.beta)
+
+
+@dataclass(frozen=True, slots=True)
+class MultiKrum:
+    """Weighted Multi-Krum (krum.py): mean of the ``m`` most central of n, ``f`` assumed bad."""
+
+    f: int | float
+    m: int
+    name: RuleName = "multi_krum"
+    robust: bool = True
+
+    def combine(self, rows: F32, weights: F64, seed: int) -> F32:
+        return multi_krum(rows, weights, self.f, self.m)
+
+
+@dataclass(frozen=True, slots=True)
+class CenteredClipping:
+    """Centered clipping from the coordinate median, on seeded buckets (centered.py)."""
+
+    tau: float
+    iterations: int
+    bucket: int
+    name: RuleName = "centered_clipping"
+    robust: bool = True
+
+    def combine(self, rows: F32, weights: F64, seed: int) -> F32:
+        return centered_clipping(rows, weights, self.tau, self.iterations, self.bucket, seed)
+
+
+@dataclass(frozen=True, slots=True)
+class GeometricMedian:
+    """Smoothed Weiszfeld iterations (RFA) from the coordinate median (centered.py)."""
+
+    iterations: int
+    name: RuleName = "geometric_median"
+    robust: bool = True
+
+    def combine(self, rows: F32, weights: F64, seed: int) -> F32:
+        return geometric_median(rows, weights, self.iterations)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleParams:
+    """The rule and its parameters as ``ProtocolConfig`` carries them."""
+
+    name: str
+    trim_beta: float = 0.2
+    krum_f: int | float = 0.25
+    krum_m: int = 0
+    clip_tau: float = 1.0
+    clip_iterations: int = 3
+    clip_bucket: int = 2
+    geomed_iterations: int = 8
+
+    def problems(self) -> list[str]:
+        """Every out-of-range parameter, as ``name: reason`` lines (empty when valid)."""
+        out = []
+        if self.name not in RULES:
+            out.append(f"aggregation_rule: unknown rule {self.name!r}; one of {', '.join(RULES)}")
+        if not 0.0 <= self.trim_beta < 0.5:
+            out.append(f"trim_beta: must be in [0, 0.5), got {self.trim_beta}")
+        f = self.krum_f
+        if isinstance(f, bool) or not (
+            (isinstance(f, int) and f >= 0) or (isinstance(f, float) and 0.0 <= f < 0.5)
+        ):
+            out.append(f"krum_f: must be a count >= 0 or a fraction in [0, 0.5), got {f}")
+        if self.krum_m < 0:
+            out.append(f"krum_m: must be >= 0 (0 = n - f), got {self.krum_m}")
+        if not self.clip_tau > 0:
+            out.append(f"clip_tau: must be > 0, got {self.clip_tau}")
+        if self.clip_iterations < 1 or self.geomed_iterations < 1:
+            out.append("clip_iterations and geomed_iterations must be >= 1")
+        if self.clip_bucket < 1:
+            out.append(f"clip_bucket: must be >= 1, got {self.clip_bucket}")
+        return out
+
+    def problems_for(self, nodes: int) -> list[str]:
+        """Problems that depend on how many nodes the run has (Krum needs f < n / 2)."""
+        f = self.krum_f
+        if self.name == "multi_krum" and isinstance(f, int) and 2 * f >= nodes:
+            return [f"krum_f: f={f} must be < n/2 = {nodes / 2:g} for {nodes} nodes"]
+        return []
+
+
+def make_rule(p: RuleParams) -> Rule:
+    problems = p.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    if p.name == "median":
+        return Median()
+    if p.name == "trimmed_mean":
+        return TrimmedMean(p.trim_beta)
+    if p.name == "multi_krum":
+        return MultiKrum(p.krum_f, p.krum_m)
+    if p.name == "centered_clipping":
+        return CenteredClipping(p.clip_tau, p.clip_iterations, p.clip_bucket)
+    if p.name == "geometric_median":
+        return GeometricMedian(p.geomed_iterations)
+    return Mean()
+
+
+def influence_weights(
+    sizes: Sequence[float], subnets: Sequence[str], cap: float, robust: bool
+) -> list[float]:
+    """Dataset-size weights composed with the subnet cap (see the module docstring)."""
+    if robust and sizes:
+        ordered = sorted(sizes)
+        ceiling = ordered[(len(ordered) - 1) // 2]
+        sizes = [min(s, ceiling) for s in sizes]
+    return subnet_capped_weights(sizes, subnets, cap)
+
+
+def aggregate(rule: Rule, rows: Sequence[F32], weights: Sequence[float], seed: int) -> F32:
+    """``rule`` on flat rows (already in peer-id order) with positive total weight."""
+    if not rows or len(rows) != len(weights):
+        raise ValueError("need one weight per update and at least one update")
+    w = np.asarray(weights, dtype=np.float64)
+    if not w.sum() > 0:
+        raise ValueError("weights must sum to a positive number")
+    return rule.combine(np.stack(rows).astype(np.float32, copy=False), w, seed)
