@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import simpy
 import torch
 
+from swarm_tune.runtime.compression.update import UpdateCompressor
 from swarm_tune.runtime.protocol import effects as fx
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.events import (
@@ -53,7 +54,7 @@ from swarm_tune.runtime.protocol.messages import (
 )
 from swarm_tune.runtime.protocol.node import ProtocolNode
 from swarm_tune.runtime.protocol.tensors import ModelSpec, Sketch, UpdateKind
-from swarm_tune.runtime.training.bridge import LearnerBridge
+from swarm_tune.runtime.training.bridge import LearnerBridge, compress_result, compressor_for
 from swarm_tune.runtime.training.learner import Learner, LocalResult
 from swarm_tune.sim.adversary import Adversary, assign_adversaries
 from swarm_tune.sim.churn import ChurnModel, ComputeModel, node_rng, weighted_pick
@@ -120,6 +121,9 @@ class SimNode:
     digest: str = ""
     drift: float = math.nan
     last_row: int = -1
+    # Codec + error-feedback residual (None: the run does not compress). On the node, not
+    # on its protocol state: a residual survives a crash and rejoin like the learner does.
+    compressor: UpdateCompressor | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,7 @@ class SimDriver:
         self.engine = engine if engine is not None else make_engine(scenario)
         self.spec = self.engine.spec
         self.payload = self.engine.payload_bytes()
+        self._raw = 4 * self.spec.numel  # float32 bytes of an uncompressed update
         self.control = scenario.links.control_bytes
         self.run_id = f"{scenario.name}-s{scenario.seed}"
         self.rec = Recorder(self.run_id)
@@ -191,6 +196,7 @@ class SimDriver:
                     learner=self.engine.add_node(i, i),
                     compute_rng=node_rng(self.seed, "compute", i),
                     adversary=a,
+                    compressor=compressor_for(self.cfg, self.spec),
                 )
             )
         self._index = {n.id: n.index for n in self.nodes}
@@ -273,6 +279,8 @@ class SimDriver:
 
     def _wire_size(self, msg: Message) -> int:
         if isinstance(msg, Contribution):
+            if msg.encoded is not None:  # the compressed bytes, scaled to the virtual payload
+                return self.control + math.ceil(self.payload * msg.encoded.nbytes / self._raw)
             return self.control + self.payload
         if isinstance(msg, Heartbeat):
             return (
@@ -390,9 +398,10 @@ class SimDriver:
                 continue
             rnd, _, token = node.pending
             res = results[i]
+            update, encoded = compress_result(node.compressor, kind, res.update)
             node.ready = (
                 token,
-                LocalUpdateReady(rnd, kind, res.update, res.loss, digests[pos], sketches[pos]),
+                LocalUpdateReady(rnd, kind, update, res.loss, digests[pos], sketches[pos], encoded),
             )
 
     def _fx_apply(self, node: SimNode, eff: fx.ApplyAverage) -> None:

@@ -213,6 +213,7 @@ class ProtocolSpec(_Strict):
     sync_timeout: float = 20.0
     sketch_size: int = 64
     sketch_seed: int = 0x5EED
+    compression: str = "none"
 
     @model_validator(mode="after")
     def _core_invariants(self) -> ProtocolSpec:

@@ -12,11 +12,15 @@ refused before anything is allocated or applied.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from swarm_tune.runtime.compression.codecs import CompressionError, Encoded, parse_codec
 from swarm_tune.runtime.compression.feedback import ErrorFeedback
-from swarm_tune.runtime.protocol.tensors import ModelSpec, TensorDict
+
+if TYPE_CHECKING:  # the core imports this module: a runtime import back would be a cycle
+    from swarm_tune.runtime.protocol.tensors import ModelSpec, TensorDict
 
 __all__ = ["UpdateCompressor", "decode_update"]
 

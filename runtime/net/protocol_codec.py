@@ -34,6 +34,7 @@ from typing import Final
 
 import torch
 
+from swarm_tune.runtime.compression.codecs import CompressionError, Encoded, parse_codec
 from swarm_tune.runtime.protocol.messages import (
     Contribution,
     Goodbye,
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 SKETCH_TENSOR: Final = "__sketch__"
+# Parts of a compressed update ("__c.q", "__c.s", ...): cannot collide with HF parameter names.
+CODED_PREFIX: Final = "__c."
+MAX_CODEC_LEN: Final = 64
 MAX_SKETCH: Final = 65_536
 MAX_DIGEST_LEN: Final = 128
 MAX_KNOWN_PEERS: Final = 64
@@ -101,7 +105,14 @@ def to_envelope(message: Message, run_id: str, sender: str, *, round: int = 0) -
         msg_type, rnd = MsgType.CONTRIBUTION, message.round
         meta["kind"] = message.kind
         meta["dataset_size"] = message.dataset_size
-        tensors.update(message.tensors)
+        if message.encoded is not None:
+            # Only the compressed parts travel; the header names the codec and the size
+            # they decode to, and the receiver's core decodes against its own model.
+            meta["codec"] = message.encoded.codec
+            meta["numel"] = message.encoded.numel
+            tensors.update({CODED_PREFIX + k: v for k, v in message.encoded.parts.items()})
+        else:
+            tensors.update(message.tensors)
     elif isinstance(message, StateRequest):
         msg_type, rnd = MsgType.STATE_REQUEST, round
         meta["nonce"] = message.nonce
@@ -171,11 +182,29 @@ def _no_tensors(env: Envelope, allowed: frozenset[str] = frozenset()) -> None:
 
 
 _HB_META: Final = frozenset({"n", "dataset_size", "digest", "sketch_round", "kp_ids", "kp_addrs"})
-_CONTRIB_META: Final = frozenset({"n", "kind", "dataset_size"})
+_CONTRIB_META: Final = frozenset({"n", "kind", "dataset_size", "codec", "numel"})
 _REQ_META: Final = frozenset({"n", "nonce"})
 _RESP_META: Final = frozenset({"n", "nonce", "digest"})
 _BYE_META: Final = frozenset({"n"})
 _SKETCH_ONLY: Final = frozenset({SKETCH_TENSOR})
+
+
+def _encoded(env: Envelope) -> Encoded:
+    """The compressed update in a contribution, checked against its own header (codec name,
+    decoded size); whether that size is the model's is the core's question."""
+    try:
+        codec = parse_codec(_str(env.meta, "codec", MAX_CODEC_LEN))
+        numel = _int(env.meta, "numel", lo=1)
+        parts: TensorDict = {}
+        for name, t in env.tensors.items():
+            if not name.startswith(CODED_PREFIX):
+                raise ProtocolMismatch("unexpected_tensors")
+            parts[name[len(CODED_PREFIX) :]] = t
+        enc = Encoded(codec.name, numel, parts)
+        codec.check(enc)
+    except CompressionError as e:
+        raise ProtocolMismatch("bad_compression") from e
+    return enc
 
 
 def from_envelope(env: Envelope) -> Message:
@@ -204,8 +233,13 @@ def from_envelope(env: Envelope) -> Message:
         kind: UpdateKind = "grad" if raw_kind == "grad" else "params"
         if SKETCH_TENSOR in env.tensors:
             raise ProtocolMismatch("unexpected_tensors")
+        size = _int(meta, "dataset_size")
+        if "codec" in meta or "numel" in meta:
+            return Contribution(env.round, kind, size, {}, encoded=_encoded(env))
+        if any(name.startswith(CODED_PREFIX) for name in env.tensors):
+            raise ProtocolMismatch("unexpected_tensors")
         tensors: TensorDict = dict(env.tensors)
-        return Contribution(env.round, kind, _int(meta, "dataset_size"), tensors)
+        return Contribution(env.round, kind, size, tensors)
     if env.msg_type == MsgType.STATE_REQUEST:
         _allowed_meta(meta, _REQ_META)
         _no_tensors(env)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from swarm_tune.runtime.aggregation.rules import RuleName, RuleParams
+from swarm_tune.runtime.compression.codecs import CompressionError, parse_codec
 
 Strategy = Literal["flat", "gossip"]
 
@@ -68,6 +69,10 @@ class ProtocolConfig:
     sync_timeout: float = 20.0
     sketch_size: int = 64
     sketch_seed: int = 0x5EED
+    # Communication ------------------------------------------------------------------
+    # Codec of this node's contributions (runtime/compression grammar: none, fp16, bf16,
+    # int8[:B], topk:F[+value stage]); receivers decode whatever a peer names on the wire.
+    compression: str = "none"
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -105,6 +110,10 @@ class ProtocolConfig:
         if not self.drift_bound > 0 or self.sketch_size < 1:
             problems.append("drift_bound must be > 0 and sketch_size >= 1")
         problems += self.rule_params().problems()
+        try:
+            parse_codec(self.compression)
+        except CompressionError as e:
+            problems.append(f"compression: {e}")
         if problems:
             raise ValueError("invalid ProtocolConfig: " + "; ".join(problems))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swarm_tune.runtime.compression.codecs import Encoded
 from swarm_tune.runtime.protocol.messages import Message
 from swarm_tune.runtime.protocol.reasons import RejectReason
 from swarm_tune.runtime.protocol.tensors import Sketch, TensorDict, UpdateKind
@@ -57,6 +58,9 @@ class LocalUpdateReady:
     # Facts about the parameters *now*, for heartbeats and drift checks.
     digest: str
     sketch: Sketch
+    # The update as the wire carries it when the run compresses (``update`` is then its
+    # decoding, which is what this node itself averages); None = sent as is.
+    encoded: Encoded | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swarm_tune.runtime.compression.codecs import Encoded
 from swarm_tune.runtime.protocol.summary import TensorCheck, check_tensors
 from swarm_tune.runtime.protocol.tensors import ModelSpec, Sketch, TensorDict, UpdateKind
 
@@ -37,6 +38,10 @@ class Contribution:
     kind: UpdateKind
     dataset_size: int
     tensors: TensorDict = field(repr=False, compare=False)
+    # The compressed form: what the wire carries and the simulator charges. A decoded
+    # message from the wire has ``encoded`` and no tensors until the core decodes it
+    # against its model (``decoded``); the sender's own object carries both.
+    encoded: Encoded | None = field(default=None, repr=False, compare=False)
     # Memo of ``check(spec)``. Never on the wire: a decoded message starts without one. The
     # simulator hands one object to every target (and the sender checks it first), so a
     # contribution is flattened and finiteness-checked once, not once per receiver.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -29,6 +29,8 @@ from swarm_tune.runtime.aggregation.picks import pick
 from swarm_tune.runtime.aggregation.rules import aggregate, influence_weights, make_rule
 from swarm_tune.runtime.aggregation.strategy import make_strategy
 from swarm_tune.runtime.aggregation.weighted import weighted_average, weighted_average_flat
+from swarm_tune.runtime.compression.codecs import CompressionError
+from swarm_tune.runtime.compression.update import decode_update
 from swarm_tune.runtime.protocol import effects as fx
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.events import (
@@ -232,6 +234,11 @@ class ProtocolNode:
         if peer in rnd.submitted:
             return self._verdict(peer, c.round, RejectReason.DUPLICATE, now)
         rnd.submitted.add(peer)
+        if c.encoded is not None and not c.tensors:
+            try:  # validation and aggregation only ever see decoded tensors
+                c = replace(c, tensors=decode_update(self.spec, c.encoded))
+            except CompressionError:
+                return self._verdict(peer, c.round, RejectReason.COMPRESSION, now)
         reason, check = check_structure(c, self.spec, rnd.kind)
         if check is None:
             return self._verdict(peer, c.round, reason, now)
@@ -274,7 +281,9 @@ class ProtocolNode:
         self.digest, self.sketch, self.sketch_round = ev.digest, ev.sketch, ev.round
         if rnd is None or self.phase is not Phase.TRAINING or ev.round != rnd.number:
             return []  # a straggling result for a round that already closed here
-        contribution = Contribution(rnd.number, rnd.kind, self.dataset_size, ev.update)
+        contribution = Contribution(
+            rnd.number, rnd.kind, self.dataset_size, ev.update, encoded=ev.encoded
+        )
         # Checked before it is sent: receivers sharing the object reuse the check.
         check = contribution.check(self.spec)
         if ev.kind != rnd.kind or check.mismatch is not None:

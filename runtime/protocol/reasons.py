@@ -23,6 +23,7 @@ class RejectReason(StrEnum):
     NORM = "norm_outlier"
     DIRECTION = "hostile_direction"  # points against the round's median update
     BAD_SIZE = "bad_dataset_size"
+    COMPRESSION = "bad_compression"  # names a codec we cannot decode, or a size not the model's
     # Sender
     BANNED = "banned"
     # Wire-level, reported by drivers through WireRejected

@@ -8,12 +8,39 @@ delay, the real node in a worker thread).
 
 from __future__ import annotations
 
+from swarm_tune.runtime.compression.codecs import Encoded
+from swarm_tune.runtime.compression.update import UpdateCompressor
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.effects import ApplyAverage, LoadState, ServeState, TrainLocal
 from swarm_tune.runtime.protocol.events import LocalUpdateReady
 from swarm_tune.runtime.protocol.messages import StateResponse
-from swarm_tune.runtime.protocol.tensors import param_digest, param_sketch
+from swarm_tune.runtime.protocol.tensors import (
+    ModelSpec,
+    TensorDict,
+    UpdateKind,
+    param_digest,
+    param_sketch,
+)
 from swarm_tune.runtime.training.learner import Learner
+
+
+def compressor_for(config: ProtocolConfig, spec: ModelSpec) -> UpdateCompressor | None:
+    """The node's update compressor when the run compresses (None: updates go as they are)."""
+    comp = UpdateCompressor(config.compression, spec)
+    return None if comp.lossless else comp
+
+
+def compress_result(
+    comp: UpdateCompressor | None, kind: UpdateKind, update: TensorDict
+) -> tuple[TensorDict, Encoded | None]:
+    """(what this node averages, what the wire carries) for one local result.
+
+    Only gradient rounds are compressed: a parameter round carries the model itself (top-k
+    of parameters would zero 99% of the model) and must not touch the gradient residual."""
+    if comp is None or kind != "grad":
+        return update, None
+    decoded, enc = comp.compress(update)
+    return decoded, enc
 
 
 class LearnerBridge:
@@ -21,6 +48,18 @@ class LearnerBridge:
         self.learner = learner
         self._cfg = config
         self.last_loss = float("nan")
+        # Built at the first local step (a bridge made only to serve state needs none); it
+        # holds the error-feedback residual, so it lives as long as the node's learner.
+        self._compressor: UpdateCompressor | None = None
+        self._compressor_built = False
+
+    @property
+    def compressor(self) -> UpdateCompressor | None:
+        if not self._compressor_built:
+            spec = ModelSpec.from_tensors(self.learner.parameters())
+            self._compressor = compressor_for(self._cfg, spec)
+            self._compressor_built = True
+        return self._compressor
 
     def train(self, effect: TrainLocal) -> LocalUpdateReady:
         """Run the local step; the digest/sketch describe the parameters the round began with."""
@@ -29,13 +68,15 @@ class LearnerBridge:
         sketch = param_sketch(params, self._cfg.sketch_size, self._cfg.sketch_seed)
         result = self.learner.compute_update(effect.kind)
         self.last_loss = result.loss
+        update, encoded = compress_result(self.compressor, effect.kind, result.update)
         return LocalUpdateReady(
             round=effect.round,
             kind=effect.kind,
-            update=result.update,
+            update=update,
             loss=result.loss,
             digest=digest,
             sketch=sketch,
+            encoded=encoded,
         )
 
     def apply(self, effect: ApplyAverage) -> None:
