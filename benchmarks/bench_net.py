@@ -101,7 +101,7 @@ async def libp2p_stream(payload: bytes) -> float:
 
 
 async def bulk(payload: bytes, direct: bool) -> float:
-    cfg = NetConfig(direct_tcp=direct, pubsub=None)
+    cfg = NetConfig(direct_tcp=direct)
     async with open_net_node(seed(3), config=cfg) as a, open_net_node(seed(4), config=cfg) as b:
         await a.connect(b.multiaddrs[0])
         async with trio.open_nursery() as nursery:
@@ -119,7 +119,7 @@ async def bulk(payload: bytes, direct: bool) -> float:
 
 async def all_to_all_round(nodes: int, update_bytes: int) -> float:
     """Seconds for every node to deliver (confirmed) its update to every other node."""
-    cfg = NetConfig(pubsub=None, incoming_capacity=nodes)
+    cfg = NetConfig(incoming_capacity=nodes)
     update = bytes(update_bytes)  # virtual update: the wire cost is the size, not values
     async with trio.open_nursery() as outer:
         net: list[NetNode] = []

@@ -20,9 +20,8 @@ Public API (everything else in this package is internal)::
                                                       # SendRejected/SendTimeout/SendError
         await net.send_small(peer_id, data) -> None   # <= max_small_size, acked
         net.incoming: trio.MemoryReceiveChannel[Incoming]      # (peer_id, remote_ip, data)
-        net.peer_events: trio.MemoryReceiveChannel[PeerConnected | PeerDisconnected]
-        await net.subscribe(topic) -> trio.MemoryReceiveChannel[Incoming]   # pubsub
-        await net.publish(topic, data) -> None        # best effort, control only
+        net.peer_events: trio.MemoryReceiveChannel[PeerEvent]  # incl. PeerMisbehaved
+        net.refusals.counts: Counter[str]             # every refusal, by reason
         net.bootstrap_done: trio.Event                # all bootstrap dials finished
         net.bootstrapped: list[str]                   # peer ids reached by bootstrap
         net.host                                      # the py-libp2p IHost (escape hatch)
@@ -31,7 +30,7 @@ Public API (everything else in this package is internal)::
     peer_id_from_seed(seed: bytes) -> str
 
 ``peer_id`` in every ``Incoming`` is the peer proven by the Noise handshake of the
-connection (pubsub: the verified signer), never a field of the payload. Bulk messages
+connection, never a field of the payload. Bulk messages
 arrive whole (bounded by ``NetConfig.max_message_size``) in the same ``incoming`` channel
 as small ones; the SWRM decoder (``swarm_tune.runtime.wire``) tells them apart.
 
@@ -47,7 +46,13 @@ from swarm_tune.runtime.net.errors import (
     SendRejected,
     SendTimeout,
 )
-from swarm_tune.runtime.net.events import Incoming, PeerConnected, PeerDisconnected, PeerEvent
+from swarm_tune.runtime.net.events import (
+    Incoming,
+    PeerConnected,
+    PeerDisconnected,
+    PeerEvent,
+    PeerMisbehaved,
+)
 from swarm_tune.runtime.net.host import peer_id_from_seed
 from swarm_tune.runtime.net.node import NetNode, open_net_node
 
@@ -61,6 +66,7 @@ __all__ = [
     "PeerConnected",
     "PeerDisconnected",
     "PeerEvent",
+    "PeerMisbehaved",
     "SendError",
     "SendRejected",
     "SendTimeout",

@@ -70,6 +70,8 @@ from swarm_tune.runtime.net.framing import (
     read_exactly,
     read_into,
 )
+from swarm_tune.runtime.net.refusals import Refusals
+from swarm_tune.runtime.protocol.reasons import RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,13 @@ def _is_relayed(host: IHost, peer: ID) -> bool:
 class BulkPlane:
     """Both ends of the bulk protocol for one node. Owned by ``NetNode``."""
 
-    def __init__(self, host: IHost, config: NetConfig, deliver: Deliver) -> None:
+    def __init__(
+        self, host: IHost, config: NetConfig, deliver: Deliver, refusals: Refusals
+    ) -> None:
         self._host = host
         self._cfg = config
         self._deliver = deliver
+        self._refusals = refusals
         self._pending: dict[bytes, _Pending] = {}
         self._reserved = 0
         self._reserved_by_peer: dict[str, int] = {}
@@ -136,11 +141,15 @@ class BulkPlane:
     async def _handle_data_conn(self, conn: trio.SocketStream) -> None:
         async with conn:
             if self._data_conns >= self._cfg.max_pending_data_conns:
+                self._refusals.count("data_conn_cap")
                 return  # closing is the answer; a flood costs one accept each
             self._data_conns += 1
             try:
                 await self._receive_direct(conn)
-            except (FrameError, trio.TooSlowError, OSError, trio.BrokenResourceError) as exc:
+            except trio.TooSlowError:
+                self._refusals.count("data_timeout")
+            except (FrameError, OSError, trio.BrokenResourceError) as exc:
+                self._refusals.count("data_dropped")
                 log.info("direct data connection dropped: %s", exc)
             finally:
                 self._data_conns -= 1
@@ -153,9 +162,11 @@ class BulkPlane:
         )
         pending = self._pending.pop(bytes(token), None)  # single use, matched or not
         if pending is None:
-            raise FrameError("unknown data token")
+            self._refusals.count("data_bad_token")
+            return
         peer_ip = str(sock.getpeername()[0])
         if peer_ip != pending.expected_ip:
+            self._refusals.count("data_wrong_ip")
             pending.done.set()
             raise FrameError(f"token presented from {peer_ip}, expected {pending.expected_ip}")
         pending.presented.set()
@@ -177,10 +188,15 @@ class BulkPlane:
         peer_id = str(stream.muxed_conn.peer_id)
         try:
             await self._serve_offer(stream, peer_id)
-        except (FrameError, trio.TooSlowError) as exc:
+        except FrameError as exc:
+            self._refusals.count("bulk_bad_frame", peer_id, RejectReason.MALFORMED)
             log.info("bulk offer from %s rejected: %s", peer_id, exc)
             await _quiet_reset(stream)
+        except trio.TooSlowError:
+            self._refusals.count("bulk_timeout")
+            await _quiet_reset(stream)
         except Exception as exc:  # a broken stream must not take the handler down
+            self._refusals.count("bulk_broken")
             log.info("bulk offer from %s failed: %s", peer_id, exc)
             await _quiet_reset(stream)
 
@@ -189,6 +205,7 @@ class BulkPlane:
         offer = Offer.decode(await read_exactly(stream, OFFER_LEN, cfg.control_timeout))
         ip = remote_ip_of(stream) or ""
         if offer.size > cfg.max_message_size:
+            self._refusals.count("bulk_too_large", peer_id, RejectReason.OVERSIZED)
             await stream.write(Reply(Status.TOO_LARGE).encode())
             await stream.close()
             return
@@ -201,6 +218,7 @@ class BulkPlane:
             self._reserved + offer.size > cfg.max_inbound_bytes
             or held + offer.size > cfg.max_inbound_per_peer
         ):
+            self._refusals.count("bulk_busy")
             await stream.write(Reply(Status.BUSY).encode())
             await stream.close()
             return

@@ -9,7 +9,6 @@ reviewable in one place, and the ops layer (pydantic-settings, ``SWARM_*``) maps
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from swarm_tune.runtime.net.errors import ConfigError
 
@@ -51,8 +50,6 @@ class NetConfig:
     #: Capacity of ``NetNode.incoming``; a full queue back-pressures senders (their ack
     #: waits) instead of dropping messages.
     incoming_capacity: int = 16
-    #: Pubsub router for the control plane, or None to disable pubsub.
-    pubsub: Literal["gossipsub", "floodsub"] | None = "gossipsub"
     enable_mdns: bool = False
     enable_dht: bool = False
     #: Run circuit relay v2 (client side; ``relay_hop`` also serves as a relay).

@@ -38,7 +38,7 @@ import trio
 
 from swarm_tune.runtime.net.adversary import Adversary
 from swarm_tune.runtime.net.errors import NetError
-from swarm_tune.runtime.net.events import Incoming
+from swarm_tune.runtime.net.events import Incoming, PeerMisbehaved
 from swarm_tune.runtime.net.events import PeerConnected as NetPeerConnected
 from swarm_tune.runtime.net.events import PeerDisconnected as NetPeerDisconnected
 from swarm_tune.runtime.net.metrics import NodeMetrics
@@ -151,6 +151,8 @@ class NodeDriver:
         self.identity = identity
         self.config = config
         self.metrics = metrics or NodeMetrics()
+        # One counter, two readers: the net layer counts refusals, /metrics shows them.
+        self.metrics.net_refused = net.refusals.counts
         self._checkpoint_fn = checkpoint
         self._adversary = adversary or Adversary("none")
         self._replay = ReplayGuard()
@@ -425,6 +427,9 @@ class NodeDriver:
                 log.info("net.disconnected", peer=ev.peer_id)
                 if self.protocol.peers.get(ev.peer_id) is not None:
                     self._feed(PeerDisconnected(ev.peer_id))
+            elif isinstance(ev, PeerMisbehaved):
+                # A transport fault of an authenticated peer: the core keeps the score.
+                self._feed(WireRejected(ev.peer_id, ev.reason))
 
     async def _redial_loop(self) -> None:
         """Keep dialling configured peers we are not connected to (restarts, late starts)."""

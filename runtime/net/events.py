@@ -3,13 +3,15 @@
 Why plain NamedTuples: they unpack like the ``(peer_id, remote_ip, data)`` tuples the
 protocol driver expects, are immutable, and carry no libp2p types — the protocol core and
 the simulator must never import py-libp2p. ``peer_id`` is always the base58 id proven by
-the Noise handshake of the connection the bytes came in on (or, for pubsub, by the
-origin's signature under strict signing) — never a value read from the payload.
+the Noise handshake of the connection the bytes came in on, never a value read from the
+payload.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from swarm_tune.runtime.protocol.reasons import RejectReason
 
 
 class Incoming(NamedTuple):
@@ -35,4 +37,11 @@ class PeerDisconnected(NamedTuple):
     peer_id: str
 
 
-PeerEvent = PeerConnected | PeerDisconnected
+class PeerMisbehaved(NamedTuple):
+    """The authenticated peer broke a transport rule (see ``refusals``); for the core."""
+
+    peer_id: str
+    reason: RejectReason
+
+
+PeerEvent = PeerConnected | PeerDisconnected | PeerMisbehaved

@@ -22,6 +22,7 @@ class NodeMetrics:
     contributions_accepted: int = 0
     contributions_rejected: Counter[str] = field(default_factory=Counter)  # by reason
     wire_rejected: Counter[str] = field(default_factory=Counter)  # by WireError.reason
+    net_refused: Counter[str] = field(default_factory=Counter)  # by transport refusal reason
     messages_in: int = 0
     messages_out: int = 0
     bytes_in: int = 0
@@ -54,6 +55,7 @@ class NodeMetrics:
             "contributions_accepted": self.contributions_accepted,
             "contributions_rejected": dict(sorted(self.contributions_rejected.items())),
             "wire_rejected": dict(sorted(self.wire_rejected.items())),
+            "net_refused": dict(sorted(self.net_refused.items())),
             "messages_in": self.messages_in,
             "messages_out": self.messages_out,
             "bytes_in": self.bytes_in,

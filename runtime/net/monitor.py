@@ -269,6 +269,14 @@ class SnapshotCollector:
         for reason, n in s["wire_rejected"].items():
             wire.add_metric([reason], n)
         yield wire
+        refused = CounterMetricFamily(
+            f"{_PREFIX}_net_refused",
+            "Transport refusals (streams, offers, data connections), by reason.",
+            labels=["reason"],
+        )
+        for reason, n in s["net_refused"].items():
+            refused.add_metric([reason], n)
+        yield refused
         yield counter("bytes_in", "Bytes received from peers.", s["bytes_in"])
         yield counter("bytes_out", "Bytes sent to peers.", s["bytes_out"])
         yield counter("messages_in", "Messages received.", s["messages_in"])

@@ -1,8 +1,8 @@
 """``NetNode``: one running libp2p host plus the data and control planes, as one scope.
 
 Why an async context manager that owns a nursery: every background task (libp2p
-services, the direct-data listener, bootstrap dialling, pubsub pumps, optional DHT /
-relay / DCUtR services) lives inside ``open_net_node``'s scope and is cancelled when it
+services, the direct-data listener, bootstrap dialling, optional DHT / relay / DCUtR
+services) lives inside ``open_net_node``'s scope and is cancelled when it
 exits — no orphan tasks, no global state, and a test can open three nodes in one trio
 run. Start-up is event-driven (``nursery.start`` returns once the listener is bound);
 nothing waits on a bare sleep.
@@ -11,6 +11,11 @@ Peer lifecycle: a libp2p notifee sees every connection open/close. A peer may ho
 several connections (simultaneous dials), so we count them and emit ``PeerConnected``
 on the first and ``PeerDisconnected`` when the last one closes. Notifee callbacks run on
 py-libp2p's event path, so they only ``send_nowait`` into a generously sized channel.
+
+Mounted protocols are only the ones the node uses: bulk, small, py-libp2p's identify and
+ping, and the DHT / relay / DCUtR ones when enabled. There is no pubsub: the driver never
+published on it, and every mounted protocol is a parser a stranger can feed (the issue's
+two-byte crash was on ``/meshsub/1.1.0``). Every inbound stream runs isolated (``guard``).
 """
 
 from __future__ import annotations
@@ -23,13 +28,19 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL, BulkPlane
 from swarm_tune.runtime.net.config import NetConfig
-from swarm_tune.runtime.net.errors import ConfigError, NetError, SendError
-from swarm_tune.runtime.net.events import Incoming, PeerConnected, PeerDisconnected, PeerEvent
+from swarm_tune.runtime.net.errors import ConfigError, SendError
+from swarm_tune.runtime.net.events import (
+    Incoming,
+    PeerConnected,
+    PeerDisconnected,
+    PeerEvent,
+    PeerMisbehaved,
+)
+from swarm_tune.runtime.net.guard import isolate_streams
 from swarm_tune.runtime.net.host import (
     build_host,
     conn_ip,
@@ -39,8 +50,9 @@ from swarm_tune.runtime.net.host import (
     multiaddr_ip,
     parse_multiaddr,
 )
-from swarm_tune.runtime.net.pubsub import make_pubsub, make_router, pump_subscription
+from swarm_tune.runtime.net.refusals import Refusals
 from swarm_tune.runtime.net.small import SMALL_PROTOCOL, SmallPlane
+from swarm_tune.runtime.protocol.reasons import RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +91,10 @@ class NetNode:
         self._nursery = nursery
         self._in_send, self.incoming = trio.open_memory_channel[Incoming](config.incoming_capacity)
         self._ev_send, self.peer_events = trio.open_memory_channel[PeerEvent](EVENT_CAPACITY)
-        self.bulk = BulkPlane(host, config, self._in_send.send)
-        self.small = SmallPlane(host, config, self._in_send.send)
-        self.pubsub: Pubsub | None = None
+        #: Every refusal by reason (exported in /metrics); peer faults become events.
+        self.refusals = Refusals(self._blame)
+        self.bulk = BulkPlane(host, config, self._in_send.send, self.refusals)
+        self.small = SmallPlane(host, config, self._in_send.send, self.refusals)
         self.services: dict[str, Any] = {}
         self._conn_counts: dict[str, int] = {}
         #: Set once bootstrap dialling has finished (successfully or not).
@@ -132,27 +145,6 @@ class NetNode:
         """Deliver one control message (``<= max_small_size``) with an ack."""
         await self.small.send(peer_id, data)
 
-    # ------------------------------------------------------------------------- pubsub
-
-    async def subscribe(self, topic: str) -> trio.MemoryReceiveChannel[Incoming]:
-        """Subscribe to ``topic``; messages from other peers arrive on the channel."""
-        if self.pubsub is None:
-            raise NetError("pubsub is disabled (NetConfig.pubsub=None)")
-        sub = await self.pubsub.subscribe(topic)
-        send, recv = trio.open_memory_channel[Incoming](self.config.incoming_capacity * 16)
-        self._nursery.start_soon(
-            pump_subscription, self.host, sub, send, self.config.max_small_size
-        )
-        return recv
-
-    async def publish(self, topic: str, data: bytes) -> None:
-        """Best-effort broadcast of a small control message (may be dropped en route)."""
-        if self.pubsub is None:
-            raise NetError("pubsub is disabled (NetConfig.pubsub=None)")
-        if len(data) > self.config.max_small_size:
-            raise SendError(f"pubsub message of {len(data)} bytes exceeds max_small_size")
-        await self.pubsub.publish(topic, data)
-
     # ------------------------------------------------------------- notifee callbacks
 
     def _on_connected(self, conn: INetConn) -> None:
@@ -170,6 +162,9 @@ class NetNode:
                 self._emit(PeerDisconnected(peer))
         else:
             self._conn_counts[peer] = n - 1
+
+    def _blame(self, peer: str, reason: RejectReason) -> None:
+        self._emit(PeerMisbehaved(peer, reason))
 
     def _emit(self, event: PeerEvent) -> None:
         try:
@@ -213,22 +208,13 @@ async def open_net_node(
     async with host.run(listen_addrs), trio.open_nursery() as nursery, AsyncExitStack() as stack:
         node = NetNode(host, cfg, nursery)
         host.get_network().register_notifee(_PeerNotifee(node))
+        isolate_streams(host, node.refusals)
         host.set_stream_handler(BULK_PROTOCOL, node.bulk.handle_offer)
         host.set_stream_handler(SMALL_PROTOCOL, node.small.handle)
         if cfg.direct_tcp:
             await nursery.start(
                 node.bulk.serve_data, _data_bind_host(cfg, listen_addrs), cfg.data_port
             )
-        if cfg.pubsub is not None:
-            router = make_router(cfg.pubsub)
-            node.pubsub = make_pubsub(host, router)
-            await stack.enter_async_context(background_trio_service(node.pubsub))
-            if hasattr(router, "manager") or hasattr(router, "run"):
-                from libp2p.pubsub.gossipsub import GossipSub
-
-                if isinstance(router, GossipSub):
-                    await stack.enter_async_context(background_trio_service(router))
-            await node.pubsub.wait_until_ready()
         await _start_optional_services(node, cfg, stack)
         nursery.start_soon(node._bootstrap, list(bootstrap))
         try:

@@ -22,9 +22,11 @@ from libp2p.peer.id import ID
 
 from swarm_tune.runtime.net.bulk import Deliver, remote_ip_of
 from swarm_tune.runtime.net.config import NetConfig
-from swarm_tune.runtime.net.errors import FrameError, SendError, SendRejected, SendTimeout
+from swarm_tune.runtime.net.errors import SendError, SendRejected, SendTimeout
 from swarm_tune.runtime.net.events import Incoming
 from swarm_tune.runtime.net.framing import read_exactly
+from swarm_tune.runtime.net.refusals import Refusals
+from swarm_tune.runtime.protocol.reasons import RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,13 @@ ACK_TOO_LARGE = b"\x01"
 
 
 class SmallPlane:
-    def __init__(self, host: IHost, config: NetConfig, deliver: Deliver) -> None:
+    def __init__(
+        self, host: IHost, config: NetConfig, deliver: Deliver, refusals: Refusals
+    ) -> None:
         self._host = host
         self._cfg = config
         self._deliver = deliver
+        self._refusals = refusals
 
     async def handle(self, stream: INetStream) -> None:
         """libp2p stream handler for ``SMALL_PROTOCOL``; never raises."""
@@ -47,16 +52,21 @@ class SmallPlane:
         try:
             (n,) = _LEN.unpack(await read_exactly(stream, _LEN.size, timeout))
             if n > self._cfg.max_small_size:
+                self._refusals.count("small_too_large", peer_id, RejectReason.OVERSIZED)
                 await stream.write(ACK_TOO_LARGE)
-                raise FrameError(f"small message of {n} bytes exceeds the cap")
+                await _quiet_reset(stream)
+                return
             data = await read_exactly(stream, n, timeout)
             await self._deliver(Incoming(peer_id, remote_ip_of(stream) or "", data))
             await stream.write(ACK_OK)
             await stream.close()
-        except Exception as exc:  # hostile or broken peer: log and drop the stream
+        except trio.TooSlowError:
+            self._refusals.count("small_timeout")
+            await _quiet_reset(stream)
+        except Exception as exc:  # cut short or reset: a lost connection looks the same
+            self._refusals.count("small_truncated")
             log.info("small message from %s dropped: %s", peer_id, exc)
-            with contextlib.suppress(Exception):
-                await stream.reset()
+            await _quiet_reset(stream)
 
     async def send(self, peer_id: str, data: bytes) -> None:
         if len(data) > self._cfg.max_small_size:
@@ -81,3 +91,8 @@ class SmallPlane:
                     await stream.close()
         if ack != ACK_OK:
             raise SendRejected("receiver refused the small message")
+
+
+async def _quiet_reset(stream: INetStream) -> None:
+    with contextlib.suppress(Exception):
+        await stream.reset()

@@ -304,7 +304,7 @@ async def main(run_id: str, targets: list[str], classes: list[str], timeout: flo
     with trio.move_on_after(timeout) as scope:
         async with AsyncExitStack() as stack:
             attackers: list[Attacker] = []
-            cfg = NetConfig(pubsub=None, control_timeout=5.0)
+            cfg = NetConfig(control_timeout=5.0)
             for cls in classes:
                 net = await stack.enter_async_context(
                     open_net_node(seed_of(cls), ["/ip4/127.0.0.1/tcp/0"], (), cfg)

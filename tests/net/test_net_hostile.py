@@ -15,11 +15,12 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from swarm_tune.runtime.net import NetConfig, NetNode, open_net_node
+from swarm_tune.runtime.net import NetConfig, NetNode, PeerMisbehaved, open_net_node
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL
 from swarm_tune.runtime.net.framing import REPLY_LEN, Mode, Offer, Reply, Status
 from swarm_tune.runtime.net.host import build_host
 from swarm_tune.runtime.net.small import SMALL_PROTOCOL
+from swarm_tune.runtime.protocol.reasons import RejectReason
 
 MiB = 1 << 20
 FAST = NetConfig(
@@ -160,4 +161,41 @@ async def test_unused_direct_reservations_are_capped_per_peer_and_expire_fast() 
             while victim.bulk._reserved:
                 await trio.sleep(0.05)  # bounded poll of the victim's own bookkeeping
         assert trio.current_time() - started < 3.0
+        await still_serves(victim, honest)
+
+
+@pytest.mark.trio
+async def test_a_raising_handler_costs_its_stream_not_the_node() -> None:
+    """Any handler mounted on the host (ours or a library's) that raises on peer input:
+    the stream is reset, the refusal counted by protocol, the peer reported for the core."""
+    boom = TProtocol("/test/boom/1.0.0")
+
+    async def raising(stream: INetStream) -> None:
+        await stream.read(2)
+        raise ValueError("a parser choked on peer bytes")
+
+    attacker = build_host(seed(9))
+    async with (
+        open_net_node(seed(10), config=FAST) as victim,
+        open_net_node(seed(11)) as honest,
+        attacker.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+    ):
+        victim.host.set_stream_handler(boom, raising)
+        await honest.connect(victim.multiaddrs[0])
+        for _ in range(3):
+            s = await _raw_stream(attacker, victim, boom)
+            await s.write(b"\x01\xff")
+            with trio.fail_after(5), pytest.raises(Exception):  # noqa: B017 reset or EOF
+                if not await s.read(1):
+                    raise EOFError
+        assert victim.refusals.counts[f"stream_error:{boom}"] == 3
+        blamed = []
+        with trio.move_on_after(2):
+            async for ev in victim.peer_events:
+                if isinstance(ev, PeerMisbehaved):
+                    blamed.append(ev)
+                    if len(blamed) == 3:
+                        break
+        assert {e.peer_id for e in blamed} == {str(attacker.get_id())}
+        assert {e.reason for e in blamed} == {RejectReason.MALFORMED}
         await still_serves(victim, honest)

@@ -1,0 +1,66 @@
+"""A real ``swarm-tune node`` process attacked by an outsider (plain py-libp2p, plain TCP).
+
+Regression for the issue's reproducer: a fresh key, ``/meshsub/1.1.0``, bytes ``01 ff``
+killed the process. Then wrong tokens on the data port. The node must stay up, no longer
+advertise pubsub, and count the refusals in ``/metrics``. The full suite (every advertised
+protocol, floods, memory, honest round rates) is tests/chaos/test_chaos_outsider.py (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from procs import NodeProc, free_port, loopback_env, wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+OUTSIDER = Path(__file__).resolve().parents[1] / "support" / "outsider.py"
+
+
+def outsider(target: str, attack: str, *args: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, str(OUTSIDER), target, "0", attack, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("OUTSIDER ")]
+    assert out.returncode == 0 and lines, out.stderr[-3000:]
+    report: dict[str, object] = json.loads(lines[-1].split(" ", 1)[1])
+    return report
+
+
+def refused(metrics_port: int) -> dict[str, float]:
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("swarm_tune_net_refused_total{"):
+            label, value = line.rsplit(" ", 1)
+            out[label.split('reason="', 1)[1].rstrip('"}')] = float(value)
+    return out
+
+
+def test_outsider_bytes_on_every_protocol_do_not_end_the_node(tmp_path: Path) -> None:
+    mport = free_port()
+    node = NodeProc(0, free_port(), tmp_path, loopback_env(SWARM_METRICS_PORT=str(mport)))
+    try:
+        node.start([])
+        wait_until(lambda: any("SWARM_READY" in ln for ln in node.lines()), 90, "ready", [node])
+        # The issue's reproducer: before the fix the process exited here.
+        mesh = outsider(node.addr, "meshsub", "--rounds", "2")
+        assert node.alive(), node.tail()
+        # Not mounted any more: negotiation answers "na" and the stream never opens.
+        assert mesh["seen"] == {"open_failed:StreamFailure": 2}, mesh
+        bad = outsider(node.addr, "badtoken", "--count", "20")
+        assert bad["seen"] == {"closed": 20}, bad
+        assert node.alive(), node.tail()
+        assert refused(mport).get("data_bad_token", 0) >= 20, refused(mport)
+    finally:
+        node.terminate(20)
+    assert node.proc is not None and node.proc.returncode == 0, node.tail()
