@@ -200,6 +200,9 @@ class SimDriver:
                 )
             )
         self._index = {n.id: n.index for n in self.nodes}
+        # Each omniscient coalition once, in adversary order (dicts keep insertion order).
+        shared = {id(a.coalition): a.coalition for a in adv.values() if a.coalition.omniscient}
+        self._omniscient = list(shared.values())
         self._handlers: dict[type[Any], Callable[[SimNode, Any], None]] = {
             fx.Send: self._fx_send,
             fx.SetTimer: self._fx_set_timer,
@@ -399,10 +402,22 @@ class SimDriver:
             rnd, _, token = node.pending
             res = results[i]
             update, encoded = compress_result(node.compressor, kind, res.update)
+            if self._omniscient:
+                self._show_to_coalitions(node, rnd, kind, update)
             node.ready = (
                 token,
                 LocalUpdateReady(rnd, kind, update, res.loss, digests[pos], sketches[pos], encoded),
             )
+
+    def _show_to_coalitions(
+        self, node: SimNode, rnd: int, kind: UpdateKind, update: dict[str, torch.Tensor]
+    ) -> None:
+        """Omniscient attackers see every honest update of a round as it is computed."""
+        if node.adversary is None:
+            for coalition in self._omniscient:
+                coalition.observe(rnd, kind, node.id, update)
+        elif node.adversary.coalition.omniscient:
+            node.adversary.coalition.observe(rnd, kind, node.id, update, own=True)
 
     def _fx_apply(self, node: SimNode, eff: fx.ApplyAverage) -> None:
         node.learner.apply_average(eff.kind, eff.update)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from swarm_tune.runtime.adversary.attacks import Behaviour
 from swarm_tune.runtime.aggregation.rules import RuleName
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.sim.distributions import Constant, Distribution
@@ -149,17 +150,16 @@ class ChurnSpec(_Strict):
     joiners: JoinersSpec = Field(default_factory=JoinersSpec)
 
 
-Behaviour = Literal["nan", "inf", "scaled", "sign_flip", "noise", "stale_replay", "sybil"]
-
-
 class AdversarySpec(_Strict):
+    """Attackers (runtime/adversary/attacks.py has the vocabulary and each strength)."""
+
     behaviour: Behaviour
     count: int | None = Field(default=None, ge=0)
     fraction: float | None = Field(default=None, ge=0, le=1)
-    factor: float | None = Field(
-        default=None, description="scaled: x factor (100); sign_flip/sybil: x -factor (1)"
+    strength: float | None = Field(
+        default=None, description="the behaviour's one knob (attacks.py); None = its default"
     )
-    std: float = Field(default=10.0, ge=0, description="noise: std relative to update RMS")
+    sybil: bool = Field(default=False, description="share one /24 and send identical updates")
     group_size: int | None = Field(default=None, ge=1, description="sybil: nodes per /24")
     subnet: str = "203.0.113.0"
     start_round: int = Field(default=0, ge=0)
@@ -399,7 +399,7 @@ def check_feasible(s: Scenario) -> list[Problem]:
     for i, adv in enumerate(s.adversaries):
         k = adv.resolved_count(n)
         total_adv += k
-        if adv.behaviour == "sybil" and adv.group_size is not None and adv.group_size > k:
+        if adv.sybil and adv.group_size is not None and adv.group_size > k:
             out.append(
                 Problem(
                     f"adversaries.{i}.group_size",

@@ -1,52 +1,49 @@
-"""Deliberately bad contributions, for demos and tests of robust aggregation ONLY.
+"""The real adversarial node: the shared attack library (runtime/adversary) on the real wire.
 
 Why it exists in the runtime at all: the docker-compose swarm and the local multi-process
-tests need a real node process that misbehaves in realistic ways, so that norm bounds,
-direction checks and bans are exercised end to end over the real wire. It is off unless
-``SWARM_ADVERSARY`` names a mode, it only touches what the node *sends* (its own model and
-its own averages stay honest, so the node keeps participating), and every use is logged.
-Randomness is seeded, so a demo run is reproducible.
+tests need a real node process that misbehaves in realistic ways, so that norm bounds, robust
+rules and bans are exercised end to end over the real wire. It is off unless
+``SWARM_ADVERSARY`` names a behaviour (the same names and meanings as a scenario's
+``adversaries:`` block), it only touches what the node *sends* (its own model and its own
+averages stay honest, so the node keeps participating), and every use is logged. What it sees
+is what a real attacker sees: the contributions it received for the round (``observe``) and its
+own honest update - not the omniscient view the simulator grants. Randomness is seeded, so a
+demo run is reproducible.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
-
+from swarm_tune.runtime.adversary.attacks import BEHAVIOURS, AttackError, AttackParams
+from swarm_tune.runtime.adversary.coalition import Coalition
+from swarm_tune.runtime.protocol.messages import Contribution
 from swarm_tune.runtime.protocol.tensors import TensorDict
 
-AdversaryMode = Literal["none", "noise", "scale", "sign_flip", "nan"]
-MODES: tuple[AdversaryMode, ...] = ("none", "noise", "scale", "sign_flip", "nan")
+MODES: tuple[str, ...] = ("none", *BEHAVIOURS)
+SELF = "self"
 
 
 class Adversary:
-    def __init__(self, mode: AdversaryMode, scale: float = 10.0, seed: int = 0) -> None:
+    def __init__(self, mode: str, strength: float | None = None, seed: int = 0) -> None:
         if mode not in MODES:
-            raise ValueError(f"unknown adversary mode {mode!r}; one of {', '.join(MODES)}")
+            raise AttackError(f"unknown adversary mode {mode!r}; one of {', '.join(MODES)}")
         self.mode = mode
-        self.scale = scale
-        self._gen = torch.Generator().manual_seed(seed)
+        self._coalition = (
+            None if mode == "none" else Coalition(AttackParams(mode, strength), seed, 1, 1)  # type: ignore[arg-type]
+        )
 
     @property
     def active(self) -> bool:
-        return self.mode != "none"
+        return self._coalition is not None
 
-    def corrupt(self, tensors: TensorDict) -> TensorDict:
-        """A corrupted copy of ``tensors`` (the input is never modified)."""
-        if self.mode == "none":
-            return tensors
-        out: TensorDict = {}
-        for name, t in tensors.items():
-            if not t.is_floating_point():
-                out[name] = t
-            elif self.mode == "noise":
-                noise = torch.randn(t.shape, generator=self._gen, dtype=torch.float32)
-                out[name] = t + (self.scale * noise).to(t.dtype)
-            elif self.mode == "scale":
-                out[name] = t * self.scale
-            elif self.mode == "sign_flip":
-                out[name] = -self.scale * t
-            else:  # nan
-                out[name] = torch.full_like(t, float("nan"))
-        return out
+    def observe(self, peer: str, c: Contribution) -> None:
+        """A contribution received from ``peer``: what the omniscient attacks build on."""
+        if self._coalition is not None:
+            self._coalition.observe(c.round, c.kind, peer, c.tensors)
+
+    def corrupt(self, c: Contribution, swarm_size: int) -> TensorDict:
+        """The crafted tensors to send instead of ``c``'s (``c`` is never modified)."""
+        if self._coalition is None:
+            return c.tensors
+        self._coalition.n = max(swarm_size, 1)  # ALIE's z depends on who is in the swarm
+        self._coalition.observe(c.round, c.kind, SELF, c.tensors, own=True)
+        return self._coalition.craft(c.round, c.kind, c.tensors)

@@ -327,7 +327,8 @@ class NodeDriver:
     async def _send(self, eff: fx.Send) -> None:
         msg: Message = eff.message
         if isinstance(msg, Contribution) and self._adversary.active:
-            msg = replace(msg, tensors=self._adversary.corrupt(msg.tensors))
+            swarm = len(self.protocol.peers.live_peers()) + 1
+            msg = replace(msg, tensors=self._adversary.corrupt(msg, swarm))
             log.warning("adversary.corrupted", mode=self._adversary.mode, round=msg.round)
         try:
             env = to_envelope(
@@ -406,6 +407,8 @@ class NodeDriver:
             self._feed(PeerConnected(peer, inc.remote_ip or self._ips.get(peer, "")))
             log.info("peer.joined", peer=peer, address=inc.remote_ip)
             self._peers_changed.set()
+        if isinstance(message, Contribution) and self._adversary.active:
+            self._adversary.observe(peer, message)
         self._feed(MessageReceived(peer, message))
 
     async def _peer_event_loop(self) -> None:

@@ -244,9 +244,9 @@ async def run_node(s: NodeSettings) -> int:
         address=_own_address(s.listen_host),
     )
     bridge = LearnerBridge(learner, pcfg)
-    adversary = Adversary(s.adversary, s.adversary_scale, seed=seed ^ s.shard_index)
+    adversary = Adversary(s.adversary, s.adversary_strength, seed=seed ^ s.shard_index)
     if adversary.active:
-        log.warning("node.adversary_enabled", mode=s.adversary, scale=s.adversary_scale)
+        log.warning("node.adversary_enabled", mode=s.adversary, strength=s.adversary_strength)
     dcfg = DriverConfig(
         run_id=s.run_id,
         max_rounds=s.max_rounds,

@@ -29,6 +29,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from swarm_tune.runtime.adversary.attacks import BEHAVIOURS
 from swarm_tune.runtime.aggregation.rules import RuleParams
 from swarm_tune.runtime.ops.addresses import validate_multiaddr
 from swarm_tune.runtime.ops.peer_id import parse_seed_hex
@@ -65,6 +66,9 @@ _SYSTEM_TREES = (
 _SYSTEM_EXACT = ("/", "/var", "/home", "/root", "/opt", "/srv", "/mnt", "/media")
 
 OverrideValue = int | float | bool | str
+
+
+ADVERSARY_MODES = ("none", *BEHAVIOURS)
 
 
 def env_name(field: str) -> str:
@@ -232,11 +236,12 @@ class NodeSettings(BaseSettings):
     )
 
     # test-only misbehaviour, used by the adversarial compose node ----------------------
-    adversary: Literal["none", "noise", "sign_flip", "scale", "nan"] = Field(
-        default="none", description="Make this node send bad updates (demos of robust aggregation)."
+    adversary: str = Field(
+        default="none",
+        description="Send crafted updates: a behaviour of runtime/adversary/attacks.py (tests).",
     )
-    adversary_scale: float = Field(
-        default=10.0, description="Noise std / scale factor of adversary."
+    adversary_strength: float | None = Field(
+        default=None, description="The behaviour's one knob (attacks.py); empty = its default."
     )
 
     # ops ------------------------------------------------------------------------------
@@ -301,7 +306,21 @@ class NodeSettings(BaseSettings):
             raise _err(str(exc)) from None
         return value
 
-    @field_validator("node_key_seed", "hf_token", "dataset", "dataset_eval_split", mode="before")
+    @field_validator("adversary")
+    @classmethod
+    def _check_adversary(cls, value: str) -> str:
+        if value not in ADVERSARY_MODES:
+            raise _err(f"must be one of {', '.join(ADVERSARY_MODES)}")
+        return value
+
+    @field_validator(
+        "node_key_seed",
+        "hf_token",
+        "dataset",
+        "dataset_eval_split",
+        "adversary_strength",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         # `SWARM_HF_TOKEN=` in a .env means "not set", not "the empty token".
@@ -385,7 +404,6 @@ class NodeSettings(BaseSettings):
         "round_timeout_s",
         "heartbeat_interval_s",
         "eviction_timeout_s",
-        "adversary_scale",
         "drift_bound",
     )
     @classmethod

@@ -159,7 +159,7 @@ def plan_swarm(
             SWARM_ADVERSARY="noise" if bad else "none",
         )
         if bad:
-            env.setdefault("SWARM_ADVERSARY_SCALE", "10")
+            env.setdefault("SWARM_ADVERSARY_STRENGTH", "10")
         specs.append(
             NodeSpec(
                 name, i, peer, base_port + i, metrics_base_port + i, env["SWARM_ADVERSARY"], env

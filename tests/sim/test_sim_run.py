@@ -103,7 +103,7 @@ def test_same_seed_same_tables_different_seed_differs() -> None:
     [
         ("nan", {"non_finite"}),
         ("inf", {"non_finite"}),
-        ("scaled", {"norm_outlier"}),
+        ("scale", {"norm_outlier"}),
         ("sign_flip", {"hostile_direction"}),
         ("stale_replay", {"replay"}),
         ("noise", {"norm_outlier", "hostile_direction"}),
@@ -113,6 +113,8 @@ def test_each_adversary_behaviour_is_rejected(behaviour: str, reasons: set[str])
     text = SMALL.format(seed=3, behaviour=behaviour, rounds=8).replace(
         "fraction: 0.4", "fraction: 0"
     )
+    if behaviour == "noise":  # 10 x RMS: out of the norm bound (3 x, the default, is inside)
+        text = text.replace("count: 1}", "count: 1, strength: 10}")
     if behaviour == "sign_flip":
         # A flipped 8-sample gradient of a 5-node swarm is within honest gradient noise
         # (measured: never caught). The direction check needs gradients that agree: bigger
@@ -121,7 +123,7 @@ def test_each_adversary_behaviour_is_rejected(behaviour: str, reasons: set[str])
             text.replace("batch_size: 8", "batch_size: 64")
             .replace("samples_per_node: 64", "samples_per_node: 256")
             .replace("nodes: {count: 5}", "nodes: {count: 9}")
-            .replace("count: 1}", "count: 1, factor: 3}")
+            .replace("count: 1}", "count: 1, strength: 3}")
         )
     out = run_scenario(parse_scenario(text), write=False)
     adv = next(iter(out.result.adversaries))
@@ -135,9 +137,9 @@ def test_each_adversary_behaviour_is_rejected(behaviour: str, reasons: set[str])
 
 def test_sybil_group_shares_a_subnet_and_is_capped() -> None:
     s = parse_scenario(
-        SMALL.format(seed=2, behaviour="sybil", rounds=6)
+        SMALL.format(seed=2, behaviour="sign_flip", rounds=6)
         .replace("nodes: {count: 5}", "nodes: {count: 10}")
-        .replace("count: 1}", "count: 3, group_size: 3}")
+        .replace("count: 1}", "count: 3, sybil: true, group_size: 3}")
         .replace("fraction: 0.4", "fraction: 0.0")
     )
     drv = SimDriver(s)
@@ -146,7 +148,7 @@ def test_sybil_group_shares_a_subnet_and_is_capped() -> None:
     assert len({n.address.rsplit(".", 1)[0] for n in sybils}) == 1
     honest = [n for n in drv.nodes if n.adversary is None]
     assert len({n.address.rsplit(".", 1)[0] for n in honest}) == len(honest)
-    groups = [n.adversary.group for n in sybils if n.adversary is not None]
+    groups = [n.adversary.coalition for n in sybils if n.adversary is not None]
     assert groups[0] is not None and all(g is groups[0] for g in groups)
     res = drv.run()
     # The subnet cap holds the group to one subnet's share: the honest swarm still learns.

@@ -54,7 +54,8 @@ def test_impossible_combinations_rejected_before_run() -> None:
         "name: t\n"
         "nodes: {count: 4}\n"
         "adversaries:\n"
-        "  - behaviour: sybil\n"
+        "  - behaviour: sign_flip\n"
+        "    sybil: true\n"
         "    count: 5\n"
         "    group_size: 6\n"
         "protocol:\n"
@@ -63,9 +64,9 @@ def test_impossible_combinations_rejected_before_run() -> None:
     )
     paths = {p: line for p, line, _ in found}
     assert paths["adversaries"] == 3
-    assert paths["adversaries.0.group_size"] == 6
-    assert paths["protocol.quorum"] == 8
-    assert paths["protocol.min_peers"] == 9
+    assert paths["adversaries.0.group_size"] == 7
+    assert paths["protocol.quorum"] == 9
+    assert paths["protocol.min_peers"] == 10
 
 
 def test_core_invariants_surface_at_the_protocol_block() -> None:

@@ -1,0 +1,1 @@
+"""Attacks shared by both drivers (see attacks.py for why they live in the runtime)."""
