@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 from chaos_procs import chaos_env, chaos_node
 from hostile_peer import REPORT_PREFIX, identity_of
-from procs import Proc, free_port, rss_kib, wait_until
+from procs import Proc, free_port, patience, rss_kib, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(200)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(patience(200))]
 
 HERE = Path(__file__).resolve().parent
 RSS_CAP_KIB = 1_500 * 1024  # generous absolute cap per honest node

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from chaos_procs import chaos_env, chaos_node, require_root_tools
 from netns_topology import Wan
-from procs import Proc, wait_until
+from procs import Proc, patience, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.timeout(170)]
+pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.timeout(patience(170))]
 
 DELAY_MS = 25.0
 ROUNDS = 4

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from procs import NodeProc, free_port, loopback_env, wait_until
+from procs import NodeProc, free_port, loopback_env, patience, wait_until
 
 from swarm_tune.runtime.ops.checkpoint import latest_checkpoint, load_checkpoint
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(patience(300))]
 
 
 def _swarm(tmp_path: Path, env: dict[str, str], n: int = 3) -> list[NodeProc]:
@@ -45,30 +45,48 @@ def _relative_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 
 def test_three_nodes_train_and_agree(tmp_path: Path) -> None:
+    # What the protocol promises about replicas (docs/drift.md): gradient rounds may apply
+    # different contributor sets on different nodes (a round that times out averages what it
+    # has), so replicas drift; a parameter round in which every node averages every node's
+    # parameters makes them bit-identical again (same contributions, same peer-id order).
+    # The last round (5) is therefore a parameter round, and the test holds the nodes to
+    # that promise rather than to "no round ever missed a contribution", which is a race
+    # with the box's speed. The round timeout is generous: at quorum 1.0 a round closes as
+    # soon as all three contributions are in, so the timeout only fires on a real fault.
     rounds = 6
-    nodes = _swarm(tmp_path, loopback_env(SWARM_MAX_ROUNDS=str(rounds)))
+    env = loopback_env(
+        SWARM_MAX_ROUNDS=str(rounds),
+        SWARM_PARAM_SYNC_EVERY=str(rounds - 1),
+        SWARM_ROUND_TIMEOUT_S="60",
+        SWARM_EVICTION_TIMEOUT_S="60",
+    )
+    nodes = _swarm(tmp_path, env)
     try:
         for node in nodes:
             node.start(_others(nodes, node.index))
         for node in nodes:
-            assert node.wait_exit(timeout=120) == 0, node.tail()
+            assert node.wait_exit(timeout=180) == 0, node.tail()
         for node in nodes:
             ready = [line for line in node.stdout if line.startswith("SWARM_READY ")]
             assert ready == [f"SWARM_READY peer_id={node.peer_id} multiaddr={node.addr}"]
-            closed = node.events("round.closed")
-            committed = [r for r in closed if r["outcome"] == "average"]
-            # Every node committed rounds with its peers' contributions in them.
-            assert len(committed) >= rounds - 2, closed
-            assert max(r["contributors"] for r in committed) == 3
-            assert node.max_closed() == rounds - 1
+            closed = {int(r["round"]): r for r in node.events("round.closed")}
+            assert sorted(closed) == list(range(rounds)), sorted(closed)
+            kinds = {int(r["round"]): r["kind"] for r in node.events("train.done")}
+            assert kinds[rounds - 1] == "params" and kinds[0] == "grad", kinds
+            last = closed[rounds - 1]
+            # The final parameter round averaged all three replicas on every node.
+            assert last["outcome"] == "average" and last["contributors"] == 3, last
+            full = [r for r in closed.values() if r["outcome"] == "average"]
+            assert max(r["contributors"] for r in full) == 3
             evals = {r["tag"]: r["loss"] for r in node.events("eval")}
             assert evals["final"] < evals["start"] - 0.1, evals
-            train = [r["loss"] for r in node.events("train.done")]
+            train = [r["loss"] for r in node.events("train.done") if r["kind"] == "grad"]
             assert train[-1] < train[0], train
-            durations = [r["duration_s"] for r in closed]
+            durations = [r["duration_s"] for r in closed.values()]
             print(
                 f"node {node.index}: eval loss {evals['start']:.3f} -> {evals['final']:.3f}, "
-                f"train loss {train[0]:.3f} -> {train[-1]:.3f}, round s mean "
+                f"train loss {train[0]:.3f} -> {train[-1]:.3f}, rounds with all 3: "
+                f"{sum(r['contributors'] == 3 for r in full)}/{rounds}, round s mean "
                 f"{sum(durations) / len(durations):.3f} max {max(durations):.3f}"
             )
         params = [_final_params(n) for n in nodes]
@@ -77,9 +95,9 @@ def test_three_nodes_train_and_agree(tmp_path: Path) -> None:
         for tensors, _, _ in params[1:]:
             distance = _relative_distance(tensors, params[0][0])
             print(f"relative parameter distance to node 0: {distance:.2e}")
-            # Same contributor set every round: replicas differ only by float summation
-            # order, far inside the drift bound (0.05).
-            assert distance < 1e-3
+            # Same three parameter tensors averaged in the same order: identical replicas
+            # (float-identical; the bound only absorbs nothing but reduction-order noise).
+            assert distance < 1e-6
     finally:
         for node in nodes:
             node.kill()

@@ -47,6 +47,18 @@ def require(ok: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+# Process deadlines only bite on failure (a healthy run ends as soon as its condition holds),
+# so they are generous, and all of them stretch by one factor: CI shares its 2-core box with
+# other work, and a test must not turn a slow box into a failure. SWARM_TEST_PATIENCE raises
+# it further on a very slow machine.
+PATIENCE = max(1.0, float(os.environ.get("SWARM_TEST_PATIENCE", "2")))
+
+
+def patience(seconds: float) -> float:
+    """``seconds`` stretched by the box-wide deadline factor (see PATIENCE)."""
+    return seconds * PATIENCE
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,8 +155,9 @@ class Proc:
             self.proc.send_signal(sig)
 
     def wait_exit(self, timeout: float) -> int:
+        """Exit code, waiting at most ``timeout`` seconds stretched by PATIENCE."""
         assert self.proc is not None
-        return self.proc.wait(timeout=timeout)
+        return self.proc.wait(timeout=patience(timeout))
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -250,6 +263,7 @@ def wait_until(
 
     The timeout message carries ``context()`` (default: the last log lines of ``procs``).
     """
+    timeout = patience(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
