@@ -158,6 +158,8 @@ class SimDriver:
         self.spec = self.engine.spec
         self.payload = self.engine.payload_bytes()
         self._raw = 4 * self.spec.numel  # float32 bytes of an uncompressed update
+        diloco = scenario.learning.diloco
+        self._inner_steps = diloco.inner_steps if diloco is not None else 1
         self.control = scenario.links.control_bytes
         self.run_id = f"{scenario.name}-s{scenario.seed}"
         self.rec = Recorder(self.run_id)
@@ -363,6 +365,8 @@ class SimDriver:
         node.ready = None
         self._to_compute[node.index] = eff.kind
         delay = self.compute.step_time(node.index, node.compute_rng)
+        if eff.kind == "grad":
+            delay *= self._inner_steps  # a DiLoCo round is H real local steps
         self._at(delay, self._on_compute_done, (node.index, node.incarnation, self._token))
 
     def _on_compute_done(self, ev: simpy.Event) -> None:

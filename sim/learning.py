@@ -18,7 +18,9 @@ node is the same whether it is flushed alone, with three others, or with ten tho
 (tests check bit equality).
 
 Semantics match ``runtime/training/hf_learner.py`` (the ``Learner`` protocol):
-``"grad"`` -> mean gradient over ``local_steps`` micro-batches, parameters unchanged;
+``"grad"`` -> mean gradient over ``local_steps`` micro-batches, parameters unchanged (with
+``diloco``: H real sequential inner steps, each on ``local_steps`` micro-batches, and the
+pseudo-gradient start - end; ``apply_average("grad", g)`` is then the outer Nesterov step);
 ``"params"`` -> the current parameters, no optimizer step (the batch is still drawn and its
 loss measured, so data order and loss curves do not depend on the round kind);
 ``apply_average("grad", g)`` steps the node's optimizer with ``g``; ``apply_average("params",
@@ -49,6 +51,7 @@ from swarm_tune.runtime.protocol.tensors import (
     param_digest,
     sample_coordinates,
 )
+from swarm_tune.runtime.training.diloco import outer_delta
 from swarm_tune.runtime.training.learner import Learner, LocalResult
 from swarm_tune.sim.learning_data import TaskData, mix32, mix_int
 from swarm_tune.sim.learning_model import batched_losses, init_params
@@ -145,6 +148,10 @@ class BatchedLearning:
         self._m = torch.zeros(capacity, offset) if self._adam else torch.zeros(0)
         self._v = torch.zeros(capacity, offset) if self._adam else torch.zeros(0)
         self._steps = torch.zeros(capacity, dtype=torch.int64)  # optimizer steps per node
+        # DiLoCo: the optimizer above is the inner one; the outer momentum buffer is per row.
+        self._diloco = settings.diloco.to_config() if settings.diloco is not None else None
+        momentum = self._diloco is not None and self._diloco.outer_momentum > 0
+        self._outer_b = torch.zeros(capacity, offset) if momentum else torch.zeros(0)
         self._cursor = torch.zeros(capacity, dtype=torch.int64)  # samples drawn per node
         self._keys = torch.zeros(capacity, dtype=torch.int64)  # per-node data-order key
         self._sizes = torch.zeros(capacity, dtype=torch.int64)
@@ -315,9 +322,42 @@ class BatchedLearning:
 
     def _compute(self, work: list[tuple[int, UpdateKind]]) -> dict[int, LocalResult]:
         out: dict[int, LocalResult] = {}
+        if self._diloco is not None:
+            inner = [(i, k) for i, k in work if k == "grad"]
+            work = [(i, k) for i, k in work if k != "grad"]
+            for start in range(0, len(inner), _CHUNK):
+                out.update(self._inner_steps([i for i, _ in inner[start : start + _CHUNK]]))
         for start in range(0, len(work), _CHUNK):
             out.update(self._compute_chunk(work[start : start + _CHUNK]))
         return out
+
+    def _inner_steps(self, nodes: list[int]) -> dict[int, LocalResult]:
+        """DiLoCo's local phase for distinct rows: H real sequential optimizer steps each on a
+        fresh batch, then pseudo-gradient = start - end; the rows go back to their start
+        parameters (the outer step, applied with the swarm's average, starts from there)."""
+        assert self._diloco is not None
+        h = self._diloco.inner_steps
+        idx = torch.tensor(nodes, dtype=torch.int64)
+        start = self._flat.index_select(0, idx)
+        loss_sum = torch.zeros(len(nodes), dtype=torch.float64)
+        for _ in range(h):
+            batch = self.data.batch(self._draw(idx))
+            leaf = self._flat.index_select(0, idx).requires_grad_()
+            with torch.enable_grad():
+                losses = batched_losses(self._split(leaf), batch)
+                (grads,) = torch.autograd.grad(losses.sum(), [leaf])
+            loss_sum += losses.detach().to(torch.float64)
+            self._step(idx, grads)
+        with torch.no_grad():
+            delta = start - self._flat.index_select(0, idx)
+            self._flat.index_copy_(0, idx, start)
+        rows = self._export_rows(delta)
+        means = (loss_sum / h).tolist()
+        samples = self._per_step * h
+        return {
+            node: LocalResult(update=rows[pos], loss=means[pos], samples=samples)
+            for pos, node in enumerate(nodes)
+        }
 
     def _draw(self, idx: torch.Tensor) -> torch.Tensor:
         """Pool indices of each row's next ``batch_size * local_steps`` samples; advances."""
@@ -453,8 +493,20 @@ class BatchedLearning:
             rows = self._import_rows([todo[i][1] for i in group])
             if kind == "params":
                 self._flat.index_copy_(0, idx, rows)
+            elif self._diloco is not None:
+                self._outer_step(idx, rows)
             else:
                 self._step(idx, rows)
+
+    @torch.no_grad()
+    def _outer_step(self, idx: torch.Tensor, pseudo: torch.Tensor) -> None:
+        """DiLoCo's outer step for distinct rows with averaged pseudo-gradients [n, numel]."""
+        assert self._diloco is not None
+        buf = self._outer_b.index_select(0, idx) if self._outer_b.numel() else None
+        delta = outer_delta(self._diloco, pseudo, buf)
+        if buf is not None:
+            self._outer_b.index_copy_(0, idx, buf)
+        self._flat.index_add_(0, idx, delta, alpha=-1.0)
 
     # ---------------------------------------------------------------- measurement
     def _rows(self, node_indices: Sequence[int]) -> list[int]:
@@ -531,7 +583,7 @@ class BatchedLearning:
         """Bytes held by the stacked per-node state (params, optimizer moments, shards)."""
         if self._real is not None:
             return self._real.real_bytes * (1 + 2 * self._adam_real()) * len(self._real.nodes())
-        tensors = [self._flat, self._m, self._v, self._shard_rows, self._last_batch]
+        tensors = [self._flat, self._m, self._v, self._outer_b, self._shard_rows, self._last_batch]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def _adam_real(self) -> int:

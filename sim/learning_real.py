@@ -57,6 +57,7 @@ class RealLearning:
             lr=s.lr,
             local_steps=s.local_steps,
             optimizer=self._optimizer,
+            diloco=s.diloco.to_config() if s.diloco is not None else None,
         )
 
     def add_node(self, node_index: int, shard: int) -> HFLearner:

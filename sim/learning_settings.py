@@ -24,6 +24,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from swarm_tune.runtime.training.diloco import MAX_INNER_STEPS, DiLoCoConfig
+
 LearningMode = Literal["surrogate", "real"]
 LearningTask = Literal["char-lm", "classification"]
 OptimizerKind = Literal["sgd", "adam"]
@@ -31,6 +33,20 @@ OptimizerKind = Literal["sgd", "adam"]
 # Bytes of GPT-2 124M in fp16: the default "big model" a scenario pretends to ship.
 GPT2_124M_FP16_BYTES = 248_000_000
 MAX_REAL_NODES = 64
+
+
+class DiLoCoSettings(BaseModel):
+    """``learning.diloco``: H real sequential inner steps per round, then an outer Nesterov
+    step on the averaged pseudo-gradient (runtime/training/diloco.py). Absent = per-step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inner_steps: int = Field(default=1, ge=1, le=MAX_INNER_STEPS, description="H")
+    outer_lr: float = Field(default=0.7, gt=0.0, le=10.0)
+    outer_momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+
+    def to_config(self) -> DiLoCoConfig:
+        return DiLoCoConfig(self.inner_steps, self.outer_lr, self.outer_momentum)
 
 
 class LearningSettings(BaseModel):
@@ -53,6 +69,8 @@ class LearningSettings(BaseModel):
     batch_size: int = Field(default=16, ge=1, le=65_536)
     local_steps: int = Field(default=1, ge=1, le=1024)
     optimizer: OptimizerKind = "adam"
+    # DiLoCo (the optimizer above is then the inner one); absent = one step per round.
+    diloco: DiLoCoSettings | None = None
 
     # Data -----------------------------------------------------------------------------------
     samples_per_node: int = Field(default=256, ge=1, le=1_000_000)

@@ -5,6 +5,9 @@ Why the learner owns the optimizer: in ``"grad"`` rounds the swarm averages grad
 same averaged gradient every replica stays identical (that is synchronous data parallelism).
 In ``"params"`` rounds the node steps on its own gradient and the swarm averages the results;
 the optimizer's moments are kept, because throwing them away on every sync would reset Adam.
+With ``config.diloco`` a ``"grad"`` round is DiLoCo's (runtime/training/diloco.py): H real
+inner steps with this optimizer, the pseudo-gradient out, and the average applied by the
+outer Nesterov step (``outer_momentum`` holds its buffer).
 
 Why detached, contiguous CPU tensors out and device tensors in: updates leave the learner to be
 serialised (safetensors buffers on the wire, checkpoints on disk), and they come back from an
@@ -32,6 +35,7 @@ from swarm_tune.runtime.training.data import (
     TokenShard,
     load_dataset_shard,
 )
+from swarm_tune.runtime.training.diloco import DiLoCoConfig, outer_delta
 from swarm_tune.runtime.training.learner import LocalResult, TensorDict, UpdateKind
 from swarm_tune.runtime.training.models import TINY_MODELS, load_model, resolve_device
 from swarm_tune.runtime.training.tokenizer import TextTokenizer, load_tokenizer
@@ -53,6 +57,8 @@ class LearnerConfig:
     weight_decay: float = 0.0
     eval_batches: int = 8
     seed: int = 0
+    # DiLoCo (the optimizer above is then the inner one); None = one step per round.
+    diloco: DiLoCoConfig | None = None
 
 
 def _make_optimizer(params: list[torch.nn.Parameter], cfg: LearnerConfig) -> torch.optim.Optimizer:
@@ -93,6 +99,9 @@ class HFLearner:
             n: p for n, p in self.model.named_parameters() if p.requires_grad
         }
         self.optimizer = _make_optimizer(list(self._params.values()), config)
+        # DiLoCo's outer momentum, one buffer per parameter (identical on every replica that
+        # applied the same averages); created at the first outer step.
+        self.outer_momentum: dict[str, torch.Tensor] = {}
         self._gen = torch.Generator().manual_seed(
             (config.seed * 1_000_003 + train.index * 7919) % (2**63)
         )
@@ -112,6 +121,8 @@ class HFLearner:
         return dict(self._params)
 
     def compute_update(self, kind: UpdateKind) -> LocalResult:
+        if kind == "grad" and self.config.diloco is not None:
+            return self._inner_phase(self.config.diloco)
         loss = self._accumulate_grads()
         samples = self.config.batch_size * self.config.local_steps
         if kind == "grad":
@@ -130,7 +141,9 @@ class HFLearner:
 
     def apply_average(self, kind: UpdateKind, averaged: TensorDict) -> None:
         self._check(averaged)
-        if kind == "grad":
+        if kind == "grad" and self.config.diloco is not None:
+            self._outer_step(self.config.diloco, averaged)
+        elif kind == "grad":
             for n, p in self._params.items():
                 p.grad = averaged[n].to(device=self.device, dtype=p.dtype).clone()
             self._step()
@@ -194,6 +207,31 @@ class HFLearner:
             total += float(out.loss.detach())
         return total / k
 
+    def _inner_phase(self, cfg: DiLoCoConfig) -> LocalResult:
+        """H real optimizer steps; returns start - end and puts the start parameters back
+        (the outer step applies the swarm's average from there)."""
+        start = self._cpu_params()
+        total = 0.0
+        for _ in range(cfg.inner_steps):
+            total += self._accumulate_grads()
+            self._step()
+        end = self._cpu_params()
+        self._copy_in(start)
+        pseudo = {n: start[n] - end[n] for n in start}
+        samples = self.config.batch_size * self.config.local_steps * cfg.inner_steps
+        return LocalResult(update=pseudo, loss=total / cfg.inner_steps, samples=samples)
+
+    @torch.no_grad()
+    def _outer_step(self, cfg: DiLoCoConfig, averaged: TensorDict) -> None:
+        for n, p in self._params.items():
+            g = averaged[n].to(device=self.device, dtype=torch.float32)
+            buf = self.outer_momentum.get(n)
+            if buf is None and cfg.outer_momentum > 0:
+                buf = self.outer_momentum[n] = torch.zeros_like(g)
+            delta = outer_delta(cfg, g, buf)
+            p.sub_(delta.to(p.dtype))
+        self.steps_taken += 1
+
     def _step(self) -> None:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -235,6 +273,7 @@ def build_learner(
     weight_decay: float = 0.0,
     eval_batches: int = 8,
     dtype: str | torch.dtype | None = None,
+    diloco: DiLoCoConfig | None = None,
 ) -> HFLearner:
     """Everything a node needs to learn, from names.
 
@@ -281,5 +320,6 @@ def build_learner(
         weight_decay=weight_decay,
         eval_batches=eval_batches,
         seed=seed,
+        diloco=diloco,
     )
     return HFLearner(model, train, cfg, eval_data=eval_data, device=device, model_name=model_name)
