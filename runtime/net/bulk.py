@@ -1,41 +1,41 @@
-"""Bulk data plane: one large message from A to B, fast, bounded, with confirmed delivery.
+"""Bulk data plane: one large message from A to B, fast, bounded, sealed, confirmed.
 
-Why a direct TCP data channel (measured with ``benchmarks/bench_net.py``, 256 MB, one
-run, loopback, 2-core VM): raw trio TCP ~1.1 GB/s; one py-libp2p yamux stream over Noise
-~0.155 GB/s (ratio 0.145, 1 MiB writes); parallel yamux streams do not help (4 streams
-~0.15 GB/s): the cost is per-byte Python work in Noise framing (64 KiB frames) and yamux
-window bookkeeping on one event loop, which no window or write size removes. This module's
-direct path measured ~1.04 GB/s (ratio 0.955), timed until the sender holds the ack.
-The remaining overhead is the receiver's ``bytearray(size)`` allocation (zero-fill and
-page faults); the received buffer is handed over without a further copy.
+Why a direct TCP data channel (measured with ``benchmarks/bench_net.py``, 256 MB,
+loopback, 2-core VM): raw trio TCP ~1.1 GB/s; one py-libp2p yamux stream over Noise
+~0.155 GB/s (ratio 0.145): the cost is per-byte Python work in Noise framing and yamux
+window bookkeeping, which no window or write size removes. The direct path carries the
+bytes on a plain TCP connection, sealed with AES-256-GCM under a per-transfer key
+(``seal.py``); bench_net prints its ratio to raw TCP (goal >= 0.5).
 
-The protocol (``/swarm-tune/bulk/1.0.0``), always opened by the sender:
+The protocol (``/swarm-tune/bulk/2.0.0``), always opened by the sender:
 
 1. A → B on an authenticated libp2p stream: ``OFFER(mode, size)``. B checks
-   ``size <= max_message_size`` and its inbound memory budget *before* allocating
-   anything, and answers ``REPLY(status, data_port, token)`` with a fresh 32-byte random
-   token (DIRECT mode) that only A has seen — it travelled inside Noise.
-2. DIRECT: A opens plain TCP to the *same IP* its libp2p connection to B uses, at
-   ``data_port``, writes ``token`` then exactly ``size`` bytes. B matches the one-time
-   token (and the source IP) to the pending offer, which binds the TCP bytes to the peer
-   id authenticated on the libp2p stream. STREAM (fallback): the bytes follow the reply on
-   the libp2p stream itself.
+   ``size <= max_message_size`` and its transfer slots (``admission.py``) and answers
+   ``REPLY(status, data_port, token, key)``: a fresh one-time token and AEAD key that only
+   A has seen — they travel inside Noise.
+2. DIRECT: A opens TCP to the *same IP* its libp2p connection to B uses, at ``data_port``,
+   writes ``token`` then the payload in sealed chunks. B matches the token (single use)
+   and the source IP to the offer, which binds the TCP bytes to the peer id authenticated
+   on the libp2p stream; the key makes them confidential and tamper-evident. STREAM: the
+   bytes follow the reply on the libp2p stream itself (Noise already seals them).
 3. B → A on the libp2p stream: ``DONE(OK)`` once the message is in the node's incoming
-   queue. ``send`` returns only then — delivery is confirmed, by the authenticated peer.
+   queue, or ``DONE(FAILED)``. ``send`` returns only after OK.
 
-Confidentiality and integrity: the direct channel is not encrypted. Integrity is end to
-end anyway (SWRM messages are Ed25519-signed over a payload digest and verified by the
-receiver); the token prevents a third party from injecting a message in someone else's
-name or from occupying memory. Model updates are not secret in this design; a deployment
-that needs secrecy sets ``direct_tcp=False`` and pays the libp2p cost.
+Failure is never final on the first path: any failure of a DIRECT attempt (connect
+refused, token arrived late and was dropped, tampered chunk, reset) is retried once in
+STREAM mode on a fresh stream. Only the receiver's explicit refusals (TOO_LARGE, BUSY)
+are returned to the caller as :class:`SendRejected`.
 
-Fallback: if the peer is reached through a relay, has no data listener, or the direct
-connect fails within ``direct_connect_timeout``, the transfer is retried in STREAM mode.
-
-Hostile peers: offers are fixed 13-byte frames; sizes above the cap or the budget are
-refused without allocation; every read has an idle timeout and a whole-transfer deadline
-(``idle_timeout + size / min_rate``); unauthenticated data connections are capped in
-number and must present a token within ``control_timeout``; tokens are single-use.
+Hostile peers (see ``admission.py`` for slots):
+* memory is taken only as bytes arrive, never on an OFFER: the receive buffer grows chunk
+  by chunk, under a node-wide ceiling of ``max_inbound_bytes`` actually buffered;
+* deadlines follow ``NetConfig``'s documentation: after an ``idle_timeout`` grace the
+  sender must keep up ``min_rate`` on average (the byte ``n`` is due by
+  ``start + idle_timeout + n / min_rate``) and no single read may wait ``idle_timeout``;
+  a dribbler is cut after about ``idle_timeout``, not after ``size / min_rate``;
+* every refusal is counted (``refusals.py``); the authenticated peer is blamed (via the
+  core) for oversized offers, malformed frames and stalled transfers, never for what
+  happens on the unauthenticated data port.
 """
 
 from __future__ import annotations
@@ -53,11 +53,18 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
+from swarm_tune.runtime.net.admission import (
+    Slot,
+    SlotTable,
+    admit_preauth,
+    admit_transfer,
+)
 from swarm_tune.runtime.net.config import NetConfig
 from swarm_tune.runtime.net.errors import FrameError, SendError, SendRejected, SendTimeout
 from swarm_tune.runtime.net.events import Incoming
 from swarm_tune.runtime.net.framing import (
     DONE_LEN,
+    KEY_LEN,
     OFFER_LEN,
     REPLY_LEN,
     TOKEN_LEN,
@@ -68,30 +75,39 @@ from swarm_tune.runtime.net.framing import (
     decode_done,
     encode_done,
     read_exactly,
-    read_into,
 )
 from swarm_tune.runtime.net.refusals import Refusals
+from swarm_tune.runtime.net.seal import CHUNK, TAG, Sealer, Tampered, chunk_sizes
 from swarm_tune.runtime.protocol.reasons import RejectReason
 
 log = logging.getLogger(__name__)
 
-BULK_PROTOCOL = TProtocol("/swarm-tune/bulk/1.0.0")
+BULK_PROTOCOL = TProtocol("/swarm-tune/bulk/2.0.0")
 STREAM_WRITE_CHUNK = 1 << 20
-SOCK_RECV_CHUNK = 4 << 20
 SOCK_BUF = 4 << 20
 
 Deliver = Callable[[Incoming], Awaitable[None]]
 
 
-@dataclass(slots=True)
-class _Pending:
-    """An accepted DIRECT offer waiting for its TCP connection."""
+@dataclass(eq=False, slots=True)
+class _Direct:
+    """An accepted DIRECT offer waiting for (then fed by) its token connection."""
 
-    size: int
+    slot: Slot
     expected_ip: str
-    presented: trio.Event = field(default_factory=trio.Event)  # the token arrived
+    key: bytes
+    presented: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
     data: bytearray | None = None
+    receiver: trio.CancelScope = field(default_factory=trio.CancelScope)  # the data task
+
+
+class _Stalled(Exception):
+    """Internal: the sender fell behind the min_rate schedule."""
+
+
+class _MemoryFull(Exception):
+    """Internal: the node-wide ceiling of buffered inbound bytes is reached."""
 
 
 def remote_ip_of(stream: INetStream) -> str | None:
@@ -117,13 +133,19 @@ class BulkPlane:
         self._cfg = config
         self._deliver = deliver
         self._refusals = refusals
-        self._pending: dict[bytes, _Pending] = {}
-        self._reserved = 0
-        self._reserved_by_peer: dict[str, int] = {}
-        self._data_conns = 0
+        self._direct: dict[bytes, _Direct] = {}
+        self._preauth = SlotTable(config.max_preauth_conns, config.max_preauth_per_ip)
+        self._transfers = SlotTable(config.max_inbound_transfers, config.max_transfers_per_peer)
+        #: Inbound payload bytes buffered right now (grows as bytes arrive).
+        self.buffered = 0
         self.data_port: int | None = None
 
-    # ------------------------------------------------------------------ receiver side
+    @property
+    def idle(self) -> bool:
+        """No transfer, token or buffered byte held (tests poll this after an attack)."""
+        return not self._direct and not len(self._transfers) and self.buffered == 0
+
+    # ------------------------------------------------------------ receiver: data port
 
     async def serve_data(
         self,
@@ -140,48 +162,81 @@ class BulkPlane:
 
     async def _handle_data_conn(self, conn: trio.SocketStream) -> None:
         async with conn:
-            if self._data_conns >= self._cfg.max_pending_data_conns:
-                self._refusals.count("data_conn_cap")
-                return  # closing is the answer; a flood costs one accept each
-            self._data_conns += 1
             try:
-                await self._receive_direct(conn)
-            except trio.TooSlowError:
-                self._refusals.count("data_timeout")
+                ip = str(conn.socket.getpeername()[0])
+                token = await self._read_token(conn, ip)
+            except (OSError, trio.BrokenResourceError):
+                self._refusals.count("data_dropped")
+                return
+            if token is None:
+                return
+            direct = self._direct.pop(token, None)  # single use, matched or not
+            if direct is None:
+                self._refusals.count("data_bad_token")
+                return
+            if ip != direct.expected_ip:
+                self._refusals.count("data_wrong_ip")
+                direct.done.set()
+                return
+            direct.presented.set()
+            try:
+                with direct.receiver:
+                    direct.data = await self._receive_sealed(conn, direct)
+            except Tampered:
+                self._refusals.count("data_tampered")  # the path's fault, not the peer's
             except (FrameError, OSError, trio.BrokenResourceError) as exc:
                 self._refusals.count("data_dropped")
                 log.info("direct data connection dropped: %s", exc)
+            except _Stalled:
+                self._stalled(direct.slot)
+            except _MemoryFull:
+                self._refusals.count("bulk_memory_full")
             finally:
-                self._data_conns -= 1
+                direct.done.set()
 
-    async def _receive_direct(self, conn: trio.SocketStream) -> None:
-        sock = conn.socket
+    async def _read_token(self, conn: trio.SocketStream, ip: str) -> bytes | None:
+        slot = Slot(ip, trio.current_time())
+        if admit_preauth(self._preauth, slot) is not None:
+            self._refusals.count("data_preauth_evicted")
         token = bytearray(TOKEN_LEN)
-        await _sock_fill(
-            sock, memoryview(token), self._cfg.control_timeout, self._cfg.control_timeout
-        )
-        pending = self._pending.pop(bytes(token), None)  # single use, matched or not
-        if pending is None:
-            self._refusals.count("data_bad_token")
-            return
-        peer_ip = str(sock.getpeername()[0])
-        if peer_ip != pending.expected_ip:
-            self._refusals.count("data_wrong_ip")
-            pending.done.set()
-            raise FrameError(f"token presented from {peer_ip}, expected {pending.expected_ip}")
-        pending.presented.set()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
-        buf = bytearray(pending.size)
+        got = 0
         try:
-            await _sock_fill(
-                sock,
-                memoryview(buf),
-                self._cfg.idle_timeout,
-                self._cfg.transfer_deadline(pending.size),
-            )
-            pending.data = buf
+            with trio.move_on_after(self._cfg.preauth_timeout) as scope:
+                slot.scopes.append(scope)
+                while got < TOKEN_LEN:
+                    n = await conn.socket.recv_into(memoryview(token)[got:])
+                    if n == 0:
+                        self._refusals.count("data_preauth_closed")
+                        return None
+                    got += n
         finally:
-            pending.done.set()
+            self._preauth.remove(slot)
+        if got < TOKEN_LEN:
+            if not slot.evicted:
+                self._refusals.count("data_preauth_timeout")
+            return None
+        return bytes(token)
+
+    async def _receive_sealed(self, conn: trio.SocketStream, direct: _Direct) -> bytearray:
+        sock = conn.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
+        opener = Sealer(direct.key)
+        sealed = bytearray(CHUNK + TAG)
+        buf = bytearray()
+        try:
+            for index, n in enumerate(chunk_sizes(direct.slot.size)):
+                view = memoryview(sealed)[: n + TAG]
+                await self._fill(direct.slot, view, sock.recv_into, counts=n)
+                start = self._grow(buf, n)
+                with memoryview(buf) as whole:
+                    opener.open_into(index, view, whole[start : start + n])
+                direct.slot.got += n
+        except BaseException:
+            self._shrink(len(buf))
+            raise
+        return buf
+
+    # ----------------------------------------------------------- receiver: offers
 
     async def handle_offer(self, stream: INetStream) -> None:
         """libp2p stream handler for ``BULK_PROTOCOL``; never raises."""
@@ -206,73 +261,153 @@ class BulkPlane:
         ip = remote_ip_of(stream) or ""
         if offer.size > cfg.max_message_size:
             self._refusals.count("bulk_too_large", peer_id, RejectReason.OVERSIZED)
-            await stream.write(Reply(Status.TOO_LARGE).encode())
-            await stream.close()
+            await self._answer(stream, Status.TOO_LARGE)
             return
         if offer.mode is Mode.DIRECT and (self.data_port is None or not ip):
-            await stream.write(Reply(Status.NO_DIRECT).encode())
-            await stream.close()
+            await self._answer(stream, Status.NO_DIRECT)
             return
-        held = self._reserved_by_peer.get(peer_id, 0)
-        if (
-            self._reserved + offer.size > cfg.max_inbound_bytes
-            or held + offer.size > cfg.max_inbound_per_peer
-        ):
+        now = trio.current_time()
+        slot = Slot(peer_id, now, offer.size)
+        admitted, evicted = admit_transfer(
+            self._transfers, slot, now, cfg.preauth_timeout, cfg.min_rate
+        )
+        if evicted is not None:
+            self._stalled(evicted)
+        if not admitted:
             self._refusals.count("bulk_busy")
-            await stream.write(Reply(Status.BUSY).encode())
-            await stream.close()
+            await self._answer(stream, Status.BUSY)
             return
-        self._reserved += offer.size
-        self._reserved_by_peer[peer_id] = held + offer.size
+        data: bytearray | None = None
         try:
-            if offer.mode is Mode.DIRECT:
-                data = await self._await_direct(stream, offer.size, ip)
-            else:
-                await stream.write(Reply(Status.OK).encode())
-                buf = bytearray(offer.size)
-                await read_into(
-                    stream,
-                    memoryview(buf),
-                    idle_timeout=cfg.idle_timeout,
-                    deadline=cfg.transfer_deadline(offer.size),
-                )
-                data = buf
+            with trio.CancelScope() as scope:
+                slot.scopes.append(scope)
+                if offer.mode is Mode.DIRECT:
+                    data = await self._await_direct(stream, slot, ip)
+                else:
+                    await stream.write(Reply(Status.OK).encode())
+                    data = await self._receive_stream(stream, slot)
             if data is None:
-                await stream.write(encode_done(Status.FAILED))
-                await stream.close()
+                await self._answer(stream, Status.FAILED)
                 return
-            await self._deliver(Incoming(peer_id, ip, data))
+            try:
+                await self._deliver(Incoming(peer_id, ip, data))
+            finally:
+                self._shrink(len(data))
             del data
         finally:
-            self._reserved -= offer.size
-            left = self._reserved_by_peer.pop(peer_id) - offer.size
-            if left:
-                self._reserved_by_peer[peer_id] = left
-        await stream.write(encode_done(Status.OK))
+            self._transfers.remove(slot)
+        await self._answer(stream, Status.OK)
+
+    async def _answer(self, stream: INetStream, status: Status) -> None:
+        if status is Status.OK or status is Status.FAILED:
+            await stream.write(encode_done(status))
+        else:
+            await stream.write(Reply(status).encode())
         await stream.close()
 
-    async def _await_direct(self, stream: INetStream, size: int, ip: str) -> bytearray | None:
+    async def _await_direct(self, stream: INetStream, slot: Slot, ip: str) -> bytearray | None:
         token = secrets.token_bytes(TOKEN_LEN)
-        pending = _Pending(size, ip)
-        self._pending[token] = pending
+        direct = _Direct(slot, ip, secrets.token_bytes(KEY_LEN))
+        self._direct[token] = direct
         try:
             assert self.data_port is not None
-            await stream.write(Reply(Status.OK, self.data_port, token).encode())
+            await stream.write(Reply(Status.OK, self.data_port, token, direct.key).encode())
             async with trio.open_nursery() as nursery:
                 # The sender writes nothing more on this stream in DIRECT mode, so any
                 # read completing means it gave up (e.g. to retry in STREAM mode).
                 nursery.start_soon(_cancel_on_read, stream, nursery.cancel_scope)
-                # Two clocks: the token must show up quickly (a reservation nobody uses is
-                # memory held hostage), then the bytes get the size-scaled deadline.
-                with trio.move_on_after(self._cfg.direct_connect_timeout):
-                    await pending.presented.wait()
-                if pending.presented.is_set():
-                    with trio.move_on_after(self._cfg.transfer_deadline(size)):
-                        await pending.done.wait()
+                # A late token is fine: it is due with the first bytes, i.e. within the
+                # schedule's idle_timeout grace, not within a separate short clock.
+                with trio.move_on_at(self._due(slot, 0)):
+                    await direct.presented.wait()
+                if direct.presented.is_set():
+                    await direct.done.wait()  # the data task keeps to the schedule
+                else:
+                    self._stalled(slot)
                 nursery.cancel_scope.cancel()
+        except BaseException:
+            # Evicted or cancelled: stop the data task and drop what it may have buffered.
+            direct.receiver.cancel()
+            if direct.data is not None:
+                self._shrink(len(direct.data))
+                direct.data = None
+            raise
         finally:
-            self._pending.pop(token, None)
-        return pending.data
+            self._direct.pop(token, None)
+        return direct.data
+
+    async def _receive_stream(self, stream: INetStream, slot: Slot) -> bytearray | None:
+        buf = bytearray()
+        try:
+            while slot.got < slot.size:
+                want = min(STREAM_WRITE_CHUNK, slot.size - slot.got)
+                with trio.fail_at(self._due(slot, want)), trio.fail_after(self._cfg.idle_timeout):
+                    try:
+                        chunk = await stream.read(want)
+                    except EOFError:
+                        chunk = b""
+                if not chunk:
+                    raise FrameError(f"stream ended after {slot.got} of {slot.size} bytes")
+                if len(chunk) > want:  # a muxer bug must not overrun the announced size
+                    raise FrameError("stream returned more bytes than requested")
+                start = self._grow(buf, len(chunk))
+                buf[start:] = chunk
+                slot.got += len(chunk)
+        except trio.TooSlowError:
+            self._shrink(len(buf))
+            self._stalled(slot)
+            return None
+        except _MemoryFull:
+            self._shrink(len(buf))
+            self._refusals.count("bulk_memory_full")
+            return None
+        except BaseException:
+            self._shrink(len(buf))
+            raise
+        return buf
+
+    # ------------------------------------------------------------ receiver: helpers
+
+    def _due(self, slot: Slot, upto: int) -> float:
+        """When byte ``slot.got + upto`` must have arrived (see the module docstring)."""
+        return slot.started + self._cfg.idle_timeout + (slot.got + upto) / self._cfg.min_rate
+
+    async def _fill(
+        self,
+        slot: Slot,
+        target: memoryview,
+        recv_into: Callable[[memoryview, int], Awaitable[int]],
+        *,
+        counts: int,
+    ) -> None:
+        """Fill ``target`` (sealed chunk) on the schedule of ``counts`` payload bytes."""
+        got, n = 0, len(target)
+        try:
+            with trio.fail_at(self._due(slot, counts)):
+                while got < n:
+                    with trio.fail_after(self._cfg.idle_timeout):
+                        k = await recv_into(target[got:], n - got)
+                    if k == 0:
+                        raise FrameError(f"data connection closed after {slot.got} bytes")
+                    got += k
+        except trio.TooSlowError:
+            raise _Stalled() from None
+
+    def _grow(self, buf: bytearray, n: int) -> int:
+        """Extend ``buf`` by ``n`` bytes under the node-wide ceiling; returns the old end."""
+        if self.buffered + n > self._cfg.max_inbound_bytes:
+            raise _MemoryFull()
+        self.buffered += n
+        start = len(buf)
+        buf.extend(bytes(n))
+        return start
+
+    def _shrink(self, n: int) -> None:
+        self.buffered -= n
+
+    def _stalled(self, slot: Slot) -> None:
+        """A transfer fell behind (or was evicted for it): count, and blame the peer."""
+        self._refusals.count("bulk_stalled", slot.key, RejectReason.STALLED)
 
     # -------------------------------------------------------------------- sender side
 
@@ -287,8 +422,11 @@ class BulkPlane:
             try:
                 await self._send_once(peer, view, Mode.DIRECT)
                 return
-            except _FallBack as exc:
-                log.info("direct transfer to %s impossible (%s); using libp2p stream", peer_id, exc)
+            except SendRejected:
+                raise  # the receiver said no; the other path would hear the same
+            except (SendError, _FallBack) as exc:
+                self._refusals.count("send_direct_fallback")
+                log.info("direct transfer to %s failed (%s); using the libp2p stream", peer, exc)
         await self._send_once(peer, view, Mode.STREAM)
 
     async def _send_once(self, peer: ID, view: memoryview, mode: Mode) -> None:
@@ -317,9 +455,9 @@ class BulkPlane:
                 else:
                     for i in range(0, size, STREAM_WRITE_CHUNK):
                         await stream.write(bytes(view[i : i + STREAM_WRITE_CHUNK]))
-                    status = decode_done(await read_exactly(stream, DONE_LEN, deadline))
-                    if status is not Status.OK:
-                        raise SendError(f"receiver reported {status.name}")
+                status = decode_done(await read_exactly(stream, DONE_LEN, deadline))
+            if status is not Status.OK:
+                raise SendError(f"receiver reported {status.name}")
             ok = True
         except trio.TooSlowError:
             raise SendTimeout(f"bulk transfer of {size} bytes to {peer} timed out") from None
@@ -342,34 +480,26 @@ class BulkPlane:
                 conn = await trio.open_tcp_stream(ip, reply.port)
         except (OSError, trio.TooSlowError) as exc:
             raise _FallBack(f"connect {ip}:{reply.port}: {exc}") from exc
+        sealer = Sealer(reply.key)
+        out = bytearray(CHUNK + TAG)
         async with conn:
             conn.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCK_BUF)
-            await conn.send_all(reply.token)
-            await conn.send_all(view)
-            # The ack travels on the authenticated stream: the peer id that confirms is
-            # the one Noise proved, whatever happened on the plain TCP leg.
-            status = decode_done(
-                await read_exactly(stream, DONE_LEN, self._cfg.transfer_deadline(len(view)))
-            )
-        if status is not Status.OK:
-            raise SendError(f"receiver reported {status.name} for the direct transfer")
+            try:
+                await conn.send_all(reply.token)
+                off = 0
+                for index, n in enumerate(chunk_sizes(len(view))):
+                    with memoryview(out) as whole:
+                        sealer.seal_into(index, view[off : off + n], whole[: n + TAG])
+                        await conn.send_all(whole[: n + TAG])
+                    off += n
+            except (OSError, trio.BrokenResourceError) as exc:
+                # The receiver hung up (gave up on a late token, tampered chunk, ...):
+                # its DONE on the authenticated stream says which; read it there.
+                log.info("direct leg to %s:%s broke: %s", ip, reply.port, exc)
 
 
 class _FallBack(Exception):
     """Internal: the DIRECT attempt cannot work; retry in STREAM mode."""
-
-
-async def _sock_fill(
-    sock: trio.socket.SocketType, target: memoryview, idle_timeout: float, deadline: float
-) -> None:
-    got, n = 0, len(target)
-    with trio.fail_after(deadline):
-        while got < n:
-            with trio.fail_after(idle_timeout):
-                k = await sock.recv_into(target[got:], min(n - got, SOCK_RECV_CHUNK))
-            if k == 0:
-                raise FrameError(f"data connection closed after {got} of {n} bytes")
-            got += k
 
 
 async def _cancel_on_read(stream: INetStream, scope: trio.CancelScope) -> None:

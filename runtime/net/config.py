@@ -22,19 +22,24 @@ class NetConfig:
     #: Largest bulk message accepted from a peer (bytes). Offers above it are refused
     #: before a single payload byte is read or allocated.
     max_message_size: int = 512 * MiB
-    #: Total bytes of in-flight inbound bulk transfers; offers beyond it answer BUSY.
+    #: Ceiling on inbound bulk bytes actually buffered (buffers grow as bytes arrive,
+    #: nothing is reserved on an offer); a transfer that would cross it fails.
     max_inbound_bytes: int = 1024 * MiB
-    #: In-flight inbound bulk bytes any one peer may hold reserved (an honest peer has one
-    #: contribution or state answer in flight to us at a time).
-    max_inbound_per_peer: int = 512 * MiB
+    #: Accepted inbound transfers at once, in total and per peer (an honest peer has one
+    #: contribution and maybe one state answer in flight to us). At the total, a new offer
+    #: evicts the transfer furthest behind ``min_rate``, if any is behind; else BUSY.
+    max_inbound_transfers: int = 32
+    max_transfers_per_peer: int = 2
     #: Largest control message (``send_small``).
     max_small_size: int = 64 * 1024
     #: Per-peer dial timeout for bootstrap peers (seconds).
     bootstrap_timeout: float = 10.0
-    #: Give up on any single read that makes no progress for this long (seconds).
+    #: Give up on any single read that makes no progress for this long (seconds); also
+    #: the start grace of a transfer's schedule.
     idle_timeout: float = 30.0
-    #: Slowest acceptable sender (bytes/s); sets the whole-transfer deadline together
-    #: with ``idle_timeout`` so a peer dribbling one byte every 29 s cannot hold memory.
+    #: Slowest acceptable sender (bytes/s) after the grace: byte ``n`` of a transfer is due
+    #: ``idle_timeout + n / min_rate`` seconds after its offer was accepted, so a peer
+    #: dribbling one byte every 20 s is cut after about ``idle_timeout`` seconds.
     min_rate: float = 1.0 * MiB
     #: Timeout of the offer/ack handshake and of small messages (seconds).
     control_timeout: float = 10.0
@@ -45,8 +50,12 @@ class NetConfig:
     #: Host/port of the direct data listener; None = same IP as the first listen addr.
     data_host: str | None = None
     data_port: int = 0
-    #: Unauthenticated data connections allowed at once (each only holds 32 bytes).
-    max_pending_data_conns: int = 64
+    #: Unauthenticated data connections (token not read yet), in total and per source
+    #: IP; a newcomer over a cap evicts the oldest (see ``admission.py``). Each has
+    #: ``preauth_timeout`` seconds to present its 32-byte token.
+    max_preauth_conns: int = 64
+    max_preauth_per_ip: int = 16
+    preauth_timeout: float = 3.0
     #: Capacity of ``NetNode.incoming``; a full queue back-pressures senders (their ack
     #: waits) instead of dropping messages.
     incoming_capacity: int = 16
@@ -61,14 +70,17 @@ class NetConfig:
         positive = {
             "max_message_size": self.max_message_size,
             "max_inbound_bytes": self.max_inbound_bytes,
-            "max_inbound_per_peer": self.max_inbound_per_peer,
+            "max_inbound_transfers": self.max_inbound_transfers,
+            "max_transfers_per_peer": self.max_transfers_per_peer,
             "max_small_size": self.max_small_size,
             "bootstrap_timeout": self.bootstrap_timeout,
             "idle_timeout": self.idle_timeout,
             "min_rate": self.min_rate,
             "control_timeout": self.control_timeout,
             "direct_connect_timeout": self.direct_connect_timeout,
-            "max_pending_data_conns": self.max_pending_data_conns,
+            "max_preauth_conns": self.max_preauth_conns,
+            "max_preauth_per_ip": self.max_preauth_per_ip,
+            "preauth_timeout": self.preauth_timeout,
             "incoming_capacity": self.incoming_capacity,
         }
         for name, value in positive.items():
@@ -80,5 +92,6 @@ class NetConfig:
             raise ConfigError(f"data_port out of range: {self.data_port}")
 
     def transfer_deadline(self, size: int) -> float:
-        """Seconds allowed for moving ``size`` bytes at the slowest acceptable rate."""
+        """Seconds a sender allows for ``size`` bytes at the slowest acceptable rate (the
+        receiver's schedule, see ``min_rate``, ends at the same time)."""
         return self.idle_timeout + size / self.min_rate

@@ -22,15 +22,16 @@ import trio
 
 from swarm_tune.runtime.net.errors import FrameError
 
-OFFER_MAGIC = b"SWB1"
+OFFER_MAGIC = b"SWB2"
 TOKEN_LEN = 32
+KEY_LEN = 32  # AES-256-GCM key of one direct transfer
 READ_CHUNK = 1 << 20
 
 
 class Mode(IntEnum):
     """How the payload travels after the offer is accepted."""
 
-    DIRECT = 0  # plain TCP to the receiver's data port, authenticated by a one-time token
+    DIRECT = 0  # TCP to the receiver's data port: one-time token, then AEAD-sealed chunks
     STREAM = 1  # on the same (Noise/yamux) libp2p stream
 
 
@@ -44,7 +45,7 @@ class Status(IntEnum):
 
 
 _OFFER = struct.Struct(">4sBQ")  # magic, mode, size
-_REPLY = struct.Struct(">BH32s")  # status, data port, token
+_REPLY = struct.Struct(">BH32s32s")  # status, data port, token, transfer key
 _DONE = struct.Struct(">B")  # status
 OFFER_LEN = _OFFER.size
 REPLY_LEN = _REPLY.size
@@ -78,16 +79,17 @@ class Reply:
     status: Status
     port: int = 0
     token: bytes = bytes(TOKEN_LEN)
+    key: bytes = bytes(KEY_LEN)
 
     def encode(self) -> bytes:
-        return _REPLY.pack(int(self.status), self.port, self.token)
+        return _REPLY.pack(int(self.status), self.port, self.token, self.key)
 
     @classmethod
     def decode(cls, raw: bytes) -> Reply:
         if len(raw) != REPLY_LEN:
             raise FrameError(f"reply must be {REPLY_LEN} bytes, got {len(raw)}")
-        status, port, token = _REPLY.unpack(raw)
-        return cls(_status(status), port, token)
+        status, port, token, key = _REPLY.unpack(raw)
+        return cls(_status(status), port, token, key)
 
 
 def encode_done(status: Status) -> bytes:

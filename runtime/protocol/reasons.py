@@ -32,3 +32,4 @@ class RejectReason(StrEnum):
     REPLAY = "replay"
     WRONG_RUN = "wrong_run"
     OVERSIZED = "oversized"
+    STALLED = "stalled"  # accepted a transfer, then fell behind the minimum rate

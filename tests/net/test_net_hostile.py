@@ -4,6 +4,7 @@ peers afterwards, and release every reservation."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import tracemalloc
 
@@ -36,14 +37,14 @@ def seed(i: int) -> bytes:
     return bytes([i]) * 32
 
 
-async def still_serves(victim: NetNode, honest: NetNode) -> None:
+async def still_serves(victim: NetNode, honest: NetNode, *, idle: bool = True) -> None:
     data = bytes(range(256)) * 4096
     async with trio.open_nursery() as nursery:
         nursery.start_soon(honest.send_bulk, victim.peer_id, data)
         with trio.fail_after(10):
             msg = await victim.incoming.receive()
     assert msg.data == data and msg.peer_id == honest.peer_id
-    assert victim.bulk._reserved == 0 and not victim.bulk._pending
+    assert victim.bulk.idle or not idle
 
 
 async def read_until_closed(stream: trio.SocketStream, limit: float) -> int:
@@ -110,12 +111,13 @@ async def test_hostile_libp2p_peer_offers_are_rejected() -> None:
             data = await s.read(REPLY_LEN)
             if not data:
                 raise EOFError
-        # Accepted offer, then the sender stalls: reservation released after idle_timeout.
+        # Accepted offer, then the sender stalls: nothing but what arrived is buffered
+        # (no allocation on the offer), and the transfer is dropped on schedule.
         s = await _raw_stream(attacker, victim, BULK_PROTOCOL)
         await s.write(Offer(Mode.STREAM, 32 * MiB).encode())
         assert Reply.decode(await s.read(REPLY_LEN)).status is Status.OK
         await s.write(b"only a few bytes")
-        assert victim.bulk._reserved == 32 * MiB
+        assert victim.bulk.buffered < MiB
         # DIRECT offer whose TCP leg never comes: the token expires with the offer.
         d = await _raw_stream(attacker, victim, BULK_PROTOCOL)
         await d.write(Offer(Mode.DIRECT, MiB).encode())
@@ -125,24 +127,19 @@ async def test_hostile_libp2p_peer_offers_are_rejected() -> None:
         await m.write(struct.pack(">I", 2**32 - 1))
         assert await m.read(1) == b"\x01"
         with trio.fail_after(10):
-            while victim.bulk._reserved or victim.bulk._pending:
+            while not victim.bulk.idle:
                 await trio.sleep(0.05)  # bounded poll of the victim's own bookkeeping
         await still_serves(victim, honest)
         assert victim.incoming.statistics().current_buffer_used == 0
 
 
 @pytest.mark.trio
-async def test_unused_direct_reservations_are_capped_per_peer_and_expire_fast() -> None:
-    # Slow min_rate makes the transfer deadline of a 6 MiB offer minutes long: only the
-    # separate token deadline (direct_connect_timeout) can release an unused reservation.
+async def test_offers_pin_no_memory_are_capped_per_peer_and_expire_on_schedule() -> None:
+    # A slow min_rate would give a 64 MiB transfer a 65536 s schedule; the token (due with
+    # the first byte) is what releases an unused DIRECT offer, after idle_timeout.
     cfg = NetConfig(
-        control_timeout=2.0,
-        direct_connect_timeout=0.5,
-        min_rate=1024.0,
-        max_message_size=64 * MiB,
-        max_inbound_per_peer=8 * MiB,
+        control_timeout=2.0, idle_timeout=1.0, min_rate=1024.0, max_transfers_per_peer=2
     )
-    assert cfg.transfer_deadline(6 * MiB) > 60
     attacker = build_host(seed(6))
     async with (
         open_net_node(seed(7), config=cfg) as victim,
@@ -150,18 +147,61 @@ async def test_unused_direct_reservations_are_capped_per_peer_and_expire_fast() 
         attacker.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
     ):
         await honest.connect(victim.multiaddrs[0])
-        first = await _raw_stream(attacker, victim, BULK_PROTOCOL)
-        await first.write(Offer(Mode.DIRECT, 6 * MiB).encode())
-        assert Reply.decode(await first.read(REPLY_LEN)).status is Status.OK
-        second = await _raw_stream(attacker, victim, BULK_PROTOCOL)
-        await second.write(Offer(Mode.DIRECT, 6 * MiB).encode())
-        assert Reply.decode(await second.read(REPLY_LEN)).status is Status.BUSY
+        for want in (Status.OK, Status.OK, Status.BUSY):
+            s = await _raw_stream(attacker, victim, BULK_PROTOCOL)
+            await s.write(Offer(Mode.DIRECT, 64 * MiB).encode())
+            assert Reply.decode(await s.read(REPLY_LEN)).status is want
+        assert victim.bulk.buffered == 0 and victim.refusals.counts["bulk_busy"] == 1
         started = trio.current_time()
-        with trio.fail_after(5):
-            while victim.bulk._reserved:
+        with trio.fail_after(10):
+            while not victim.bulk.idle:
                 await trio.sleep(0.05)  # bounded poll of the victim's own bookkeeping
-        assert trio.current_time() - started < 3.0
+        assert trio.current_time() - started < 5.0
+        assert victim.refusals.counts["bulk_stalled"] == 2
         await still_serves(victim, honest)
+
+
+@pytest.mark.trio
+async def test_stalled_transfers_are_evicted_for_an_honest_offer() -> None:
+    """Free peer ids fill every transfer slot with offers that never send: an honest
+    offer evicts the one furthest behind schedule instead of hearing BUSY."""
+    cfg = NetConfig(control_timeout=2.0, preauth_timeout=0.3, max_inbound_transfers=3)
+    attackers = [build_host(seed(20 + i)) for i in range(3)]
+    async with (
+        open_net_node(seed(23), config=cfg) as victim,
+        open_net_node(seed(24)) as honest,
+        attackers[0].run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+        attackers[1].run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+        attackers[2].run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+    ):
+        await honest.connect(victim.multiaddrs[0])
+        for a in attackers:
+            s = await _raw_stream(a, victim, BULK_PROTOCOL)
+            await s.write(Offer(Mode.STREAM, 64 * MiB).encode())
+            assert Reply.decode(await s.read(REPLY_LEN)).status is Status.OK
+        await trio.sleep(0.5)  # let the attackers fall behind the start grace (0.3 s)
+        await still_serves(victim, honest, idle=False)  # two attackers still hold slots
+        assert victim.refusals.counts["bulk_stalled"] >= 1
+        assert victim.refusals.counts["bulk_busy"] == 0
+
+
+@pytest.mark.trio
+async def test_idle_connections_on_the_data_port_do_not_stop_honest_transfers() -> None:
+    """The issue's 200 idle TCP connections: pre-auth slots evict their oldest, so the
+    honest sender's token connection always gets in and no transfer falls back."""
+    async with open_net_node(seed(25)) as victim, open_net_node(seed(26)) as honest:
+        await honest.connect(victim.multiaddrs[0])
+        port = victim.bulk.data_port
+        assert port is not None
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(200)]
+        try:
+            for _ in range(5):
+                await still_serves(victim, honest)
+            assert victim.refusals.counts["data_preauth_evicted"] >= 200 - 64
+            assert honest.refusals.counts["send_direct_fallback"] == 0
+        finally:
+            for conn in idle:
+                await conn.aclose()
 
 
 @pytest.mark.trio
@@ -199,3 +239,55 @@ async def test_a_raising_handler_costs_its_stream_not_the_node() -> None:
         assert {e.peer_id for e in blamed} == {str(attacker.get_id())}
         assert {e.reason for e in blamed} == {RejectReason.MALFORMED}
         await still_serves(victim, honest)
+
+
+@pytest.mark.trio
+async def test_tampering_on_the_path_is_a_transport_failure_not_the_signers_fault() -> None:
+    """An on-path attacker flips one byte of the sealed direct leg: the chunk fails its
+    tag, the receiver counts ``data_tampered`` and blames nobody, and the sender's retry
+    over the Noise stream delivers the message intact."""
+    async with open_net_node(seed(27)) as victim, open_net_node(seed(28)) as honest:
+        await honest.connect(victim.multiaddrs[0])
+        real = victim.bulk.data_port
+        assert real is not None
+        flipped = 0
+
+        async def tamper(client: trio.SocketStream) -> None:
+            nonlocal flipped
+            server = await trio.open_tcp_stream("127.0.0.1", real)
+            async with client, server, trio.open_nursery() as n:
+
+                async def back() -> None:
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        while chunk := await server.receive_some(65536):
+                            await client.send_all(chunk)
+
+                n.start_soon(back)
+                seen = 0
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while chunk := await client.receive_some(65536):
+                        data = bytearray(chunk)
+                        if seen <= 5000 < seen + len(data):
+                            data[5000 - seen] ^= 0x01  # inside the first sealed chunk
+                            flipped += 1
+                        seen += len(data)
+                        await server.send_all(data)
+                n.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, tamper, 0)
+            victim.bulk.data_port = listeners[0].socket.getsockname()[1]  # the path, not the node
+            await still_serves(victim, honest)
+            nursery.cancel_scope.cancel()
+        assert flipped == 1
+        assert victim.refusals.counts["data_tampered"] == 1
+        assert honest.refusals.counts["send_direct_fallback"] == 1
+        blamed = []
+        while True:
+            try:
+                ev = victim.peer_events.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if isinstance(ev, PeerMisbehaved):
+                blamed.append(ev)
+        assert blamed == []

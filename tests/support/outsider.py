@@ -40,9 +40,9 @@ from libp2p.utils.varint import decode_uvarint_from_stream
 
 PREFIX = "OUTSIDER"
 # The bulk offer layout, written here from its spec (magic, mode, size), not imported.
-BULK = "/swarm-tune/bulk/1.0.0"
+BULK = "/swarm-tune/bulk/2.0.0"
 OFFER = struct.Struct(">4sBQ")
-REPLY_LEN = 35
+REPLY_LEN = 67  # status, port, token, key
 
 
 class Outsider:
@@ -63,7 +63,7 @@ class Outsider:
         async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             s = await self.stream(host, BULK)
             with trio.fail_after(10):
-                await s.write(OFFER.pack(b"SWB1", 0, 1024))  # DIRECT mode
+                await s.write(OFFER.pack(b"SWB2", 0, 1024))  # DIRECT mode
                 reply = await s.read(REPLY_LEN)
             self.data_port = struct.unpack(">H", reply[1:3])[0]
             await s.reset()
@@ -180,7 +180,7 @@ class Outsider:
         async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             try:
                 s = await self.stream(host, BULK)
-                await s.write(OFFER.pack(b"SWB1", 1, size))  # STREAM mode
+                await s.write(OFFER.pack(b"SWB2", 1, size))  # STREAM mode
                 reply = await s.read(REPLY_LEN)
                 status = reply[0] if reply else -1
                 self.seen[f"offer_status:{status}"] += 1
