@@ -8,9 +8,10 @@ seconds, where a pydantic traceback is not. Every problem is collected (not just
 and the combinations that cannot possibly run (more adversaries than nodes, a quorum larger
 than the swarm, ...) are rejected here, before a single virtual node is built.
 
-The ``protocol:`` block mirrors ``ProtocolConfig`` field for field (a test keeps them in
-step) and is mapped onto it by ``Scenario.protocol_config()``. ``sweep:`` is accepted and
-ignored by a single run: the sweep runner expands it into several scenarios.
+The ``protocol:`` block is generated from ``ProtocolConfig`` (same names, defaults and
+checks; see ops/protocol_fields.py) and mapped onto it by ``Scenario.protocol_config()``.
+``sweep:`` is accepted and ignored by a single run: the sweep runner expands it into
+several scenarios.
 """
 
 from __future__ import annotations
@@ -18,13 +19,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from swarm_tune.runtime.adversary.attacks import Behaviour
-from swarm_tune.runtime.aggregation.rules import RuleName
+from swarm_tune.runtime.ops.protocol_fields import (
+    config_from,
+    pydantic_fields,
+    pydantic_validators,
+)
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.sim.distributions import Constant, Distribution
 from swarm_tune.sim.learning_settings import LearningSettings
@@ -174,54 +186,24 @@ class AdversarySpec(_Strict):
         return self.count if self.count is not None else round((self.fraction or 0.0) * nodes)
 
 
-class ProtocolSpec(_Strict):
-    """Mirror of ``ProtocolConfig`` (same names, same defaults)."""
-
-    round_timeout: float = 30.0
-    quorum: int | float = 1.0
-    min_peers: int = 2
-    future_window: int = 2
-    max_buffered_per_round: int = 256
-    heartbeat_interval: float = 5.0
-    eviction_timeout: float = 60.0
-    view_size: int = 0
-    peer_exchange: int = 4
-    norm_factor: float = 4.0
-    norm_floor: float = 0.0
-    norm_history: int = 64
-    norm_warmup: int = 4
-    ban_window: int = 8
-    ban_threshold: float = 0.5
-    ban_duration: float = 300.0
-    subnet_cap: float = 0.25
-    ipv4_prefix: int = 24
-    ipv6_prefix: int = 48
-    strategy: Literal["flat", "gossip"] = "flat"
-    gossip_fanout: int = 4
-    aggregation_rule: RuleName = "mean"
-    trim_beta: float = 0.2
-    krum_f: int | float = 0.25
-    krum_m: int = 0
-    clip_tau: float = 1.0
-    clip_iterations: int = 3
-    clip_bucket: int = 2
-    geomed_iterations: int = 8
-    param_sync_every: int = 10
-    drift_bound: float = 0.05
-    lag_rounds: int = 3
-    sync_fanout: int = 3
-    sync_timeout: float = 20.0
-    sketch_size: int = 64
-    sketch_seed: int = 0x5EED
-    compression: str = "none"
-
-    @model_validator(mode="after")
-    def _core_invariants(self) -> ProtocolSpec:
-        self.to_config()  # the core's own checks, reported at this block
-        return self
+class _ProtocolBase(_Strict):
+    """The ``protocol:`` block: every ``ProtocolConfig`` parameter under its own name, with
+    its default and checks, generated from the core (ops/protocol_fields.py)."""
 
     def to_config(self) -> ProtocolConfig:
-        return ProtocolConfig(**self.model_dump())
+        return config_from(self, aliased=False)
+
+
+if TYPE_CHECKING:
+    ProtocolSpec = _ProtocolBase
+else:
+    ProtocolSpec = create_model(
+        "ProtocolSpec",
+        __base__=_ProtocolBase,
+        __module__=__name__,
+        __validators__=pydantic_validators(aliased=False),
+        **pydantic_fields(aliased=False),
+    )
 
 
 class RoundsSpec(_Strict):
@@ -357,6 +339,11 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         problems = []
         for err in exc.errors():
             loc = _clean_loc(err["loc"], lines)
+            if err["type"] == "swarm_cross_field":  # (field, message) pairs inside one block
+                for field, msg in (err.get("ctx") or {})["problems"]:
+                    at = (*loc, field)
+                    problems.append(Problem(".".join(at), msg, _line_for(lines, at)))
+                continue
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(Problem(".".join(loc), msg, _line_for(lines, loc)))
         raise ScenarioError(source, _dedupe(problems)) from None
@@ -410,7 +397,7 @@ def check_feasible(s: Scenario) -> list[Problem]:
         out.append(Problem("adversaries", f"{total_adv} adversaries but only {n} nodes"))
     elif total_adv == n:
         out.append(Problem("adversaries", "every node is an adversary: nothing to protect"))
-    p = s.protocol
+    p = s.protocol_config()
     if isinstance(p.quorum, int) and not isinstance(p.quorum, bool) and p.quorum > s.total_nodes:
         out.append(Problem("protocol.quorum", f"quorum {p.quorum} > {s.total_nodes} nodes"))
     if p.min_peers > s.total_nodes:
@@ -421,11 +408,9 @@ def check_feasible(s: Scenario) -> list[Problem]:
         out.append(
             Problem("protocol.view_size", "gossip over >2000 nodes needs a bounded view_size > 0")
         )
-    for problem in s.protocol_config().rule_params().problems_for(n):
+    for problem in p.rule_params().problems_for(n):
         field, _, message = problem.partition(": ")
         out.append(Problem(f"protocol.{field}", message))
-    if p.view_size and p.gossip_fanout > p.view_size:
-        out.append(Problem("protocol.gossip_fanout", "gossip_fanout larger than view_size"))
     names = {r.name for r in s.topology.regions}
     for i, part in enumerate(s.partitions):
         for j, group in enumerate(part.groups):

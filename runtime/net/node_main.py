@@ -84,32 +84,10 @@ def _load(env_file: Path | None, **overrides: Any) -> NodeSettings:
 
 
 def build_protocol_config(s: NodeSettings) -> ProtocolConfig:
-    from swarm_tune.runtime.protocol.config import ProtocolConfig
+    """Every protocol parameter as the settings give it (one schema: protocol/config.py)."""
+    from swarm_tune.runtime.ops.settings import protocol_config
 
-    return ProtocolConfig(
-        round_timeout=s.round_timeout_s,
-        quorum=s.quorum,
-        min_peers=s.min_peers,
-        heartbeat_interval=s.heartbeat_interval_s,
-        eviction_timeout=s.eviction_timeout_s,
-        subnet_cap=s.subnet_cap,
-        ipv4_prefix=s.ipv4_prefix,
-        ipv6_prefix=s.ipv6_prefix,
-        strategy=s.aggregation,
-        gossip_fanout=s.gossip_fanout,
-        param_sync_every=s.param_sync_every,
-        drift_bound=s.drift_bound,
-        aggregation_rule=s.aggregation_rule,  # type: ignore[arg-type]  # checked by settings
-        trim_beta=s.trim_beta,
-        krum_f=s.krum_f,
-        krum_m=s.krum_m,
-        clip_tau=s.clip_tau,
-        clip_iterations=s.clip_iterations,
-        clip_bucket=s.clip_bucket,
-        geomed_iterations=s.geomed_iterations,
-        # A state transfer should not take longer than a round; a lost one retries later.
-        sync_timeout=max(s.round_timeout_s, 2 * s.heartbeat_interval_s),
-    )
+    return protocol_config(s)
 
 
 def build_net_config(s: NodeSettings, *, relay: bool = False) -> NetConfig:
@@ -252,8 +230,8 @@ async def run_node(s: NodeSettings) -> int:
         max_rounds=s.max_rounds,
         checkpoint_every=s.checkpoint_every_rounds,
         bootstrap=tuple(s.bootstrap_peers),
-        join_timeout=max(2 * s.heartbeat_interval_s, min(s.round_timeout_s, 30.0)),
-        redial_interval=max(1.0, s.heartbeat_interval_s),
+        join_timeout=max(2 * pcfg.heartbeat_interval, min(pcfg.round_timeout, 30.0)),
+        redial_interval=max(1.0, pcfg.heartbeat_interval),
     )
     stop = trio.Event()
     async with trio.open_nursery() as outer:

@@ -112,6 +112,26 @@ def config_show(
     Console(width=max(100, Console().width)).print(table)
 
 
+@config_app.command("params")
+def config_params(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print docs/protocol-parameters.md.")
+    ] = False,
+) -> None:
+    """Every protocol parameter: scenario key, SWARM_ variable, default, unit, range, doc."""
+    from swarm_tune.runtime.ops.protocol_fields import params_markdown, params_table
+
+    if markdown:
+        typer.echo(params_markdown(), nl=False)
+        return
+    table = Table(title="protocol parameters (runtime/protocol/config.py)")
+    for col in ("scenario", "env", "default", "unit", "range", "doc"):
+        table.add_column(col, no_wrap=col != "doc")
+    for row in params_table():
+        table.add_row(*(row[c] for c in ("scenario", "env", "default", "unit", "range", "doc")))
+    Console(width=max(160, Console().width)).print(table)
+
+
 @config_app.command("peer-id")
 def config_peer_id(
     seed: Annotated[

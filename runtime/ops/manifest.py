@@ -21,20 +21,34 @@ import json
 import re
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from swarm_tune.runtime.aggregation.rules import RuleName
 from swarm_tune.runtime.ops.addresses import validate_multiaddr
 from swarm_tune.runtime.ops.atomic_io import atomic_write_text
+from swarm_tune.runtime.ops.protocol_fields import (
+    config_from,
+    protocol_env,
+    pydantic_fields,
+    pydantic_validators,
+)
 from swarm_tune.runtime.ops.settings import (
     OverrideValue,
     SettingsError,
     format_overrides,
     load_settings,
 )
+from swarm_tune.runtime.protocol.config import ProtocolConfig
 
 __all__ = [
     "Competition",
@@ -84,16 +98,29 @@ class ShardSpec(_Strict):
     num_shards: int = Field(ge=1, le=100_000)
 
 
-class HyperParams(_Strict):
+class _HyperBase(_Strict):
+    """Training hyper-parameters, plus (generated below) every protocol parameter under its
+    settings name: whatever must be equal across the swarm is published in the manifest."""
+
     learning_rate: float = Field(gt=0, allow_inf_nan=False)
     batch_size: int = Field(ge=1)
     local_steps: int = Field(default=1, ge=1)
     rounds: int = Field(ge=0, description="0 = until stopped.")
-    round_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
-    min_peers: int = Field(default=1, ge=1)
-    quorum: int | float = Field(default=1.0, description="Peer count (int) or fraction in (0, 1].")
-    aggregation: Literal["flat", "gossip"] = "flat"
-    aggregation_rule: RuleName = Field(default="mean", description="runtime/aggregation/rules.py")
+
+    def protocol_config(self) -> ProtocolConfig:
+        return config_from(self, aliased=True)
+
+
+if TYPE_CHECKING:
+    HyperParams = _HyperBase
+else:
+    HyperParams = create_model(
+        "HyperParams",
+        __base__=_HyperBase,
+        __module__=__name__,
+        __validators__=pydantic_validators(aliased=True),
+        **pydantic_fields(aliased=True),
+    )
 
 
 class Competition(_Strict):
@@ -252,17 +279,14 @@ class RunManifest(_Strict):
             learning_rate=repr(h.learning_rate),
             local_steps=str(h.local_steps),
             max_rounds=str(h.rounds),
-            round_timeout_s=repr(h.round_timeout_s),
-            min_peers=str(h.min_peers),
-            quorum=repr(h.quorum),
-            aggregation=h.aggregation,
-            aggregation_rule=h.aggregation_rule,
             bootstrap_peers=",".join(self.bootstrap_peers),
             listen_host="0.0.0.0",
             listen_port=str(listen_port),
             metrics_port=str(metrics_port),
             checkpoint_dir=f"checkpoints/{who.node_id}",
         )
+        # Every protocol parameter, so each participant runs the published protocol.
+        env.update(protocol_env(h.protocol_config()))
         return env
 
 

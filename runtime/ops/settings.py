@@ -23,16 +23,29 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from swarm_tune.runtime.adversary.attacks import BEHAVIOURS
-from swarm_tune.runtime.aggregation.rules import RuleParams
 from swarm_tune.runtime.ops.addresses import validate_multiaddr
 from swarm_tune.runtime.ops.peer_id import parse_seed_hex
+from swarm_tune.runtime.ops.protocol_fields import (
+    config_from,
+    cross_field_problems,
+    pydantic_fields,
+    pydantic_validators,
+)
+from swarm_tune.runtime.protocol.config import ProtocolConfig
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -42,6 +55,7 @@ __all__ = [
     "SettingsError",
     "env_name",
     "load_settings",
+    "protocol_config",
     "unknown_env_vars",
 ]
 
@@ -139,7 +153,7 @@ class SettingsError(Exception):
         super().__init__("\n".join(f"{name}: {msg}" for name, msg in problems))
 
 
-class NodeSettings(BaseSettings):
+class _NodeSettingsBase(BaseSettings):
     """Validated configuration of one node. Field ``x`` is set by env var ``SWARM_X``."""
 
     model_config = SettingsConfigDict(
@@ -200,40 +214,8 @@ class NodeSettings(BaseSettings):
     local_steps: int = Field(default=1, description="Local steps between exchanges.")
     max_rounds: int = Field(default=0, description="Stop after this many rounds; 0 = unbounded.")
 
-    # protocol -------------------------------------------------------------------------
-    round_timeout_s: float = Field(
-        default=30.0, description="Close a round after this many seconds."
-    )
-    heartbeat_interval_s: float = Field(default=5.0, description="Seconds between heartbeats.")
-    eviction_timeout_s: float = Field(default=60.0, description="Evict peers silent this long.")
-    min_peers: int = Field(default=1, description="Contributions needed to apply an average.")
-    quorum: int | float = Field(
-        default=1.0, description="Close a round early at this many peers (int) or fraction (0,1]."
-    )
-    subnet_cap: float = Field(default=0.5, description="Max fraction of a round from one subnet.")
-    ipv4_prefix: int = Field(default=24, description="IPv4 prefix length that defines a subnet.")
-    ipv6_prefix: int = Field(default=48, description="IPv6 prefix length that defines a subnet.")
-    aggregation: Literal["flat", "gossip"] = Field(default="flat", description="flat or gossip.")
-    gossip_fanout: int = Field(default=4, description="Peers each update is forwarded to (gossip).")
-    param_sync_every: int = Field(
-        default=10, description="Every Nth round averages parameters (drift control); 0 = off."
-    )
-    aggregation_rule: str = Field(
-        default="mean",
-        description="mean, median, trimmed_mean, multi_krum, centered_clipping, geometric_median.",
-    )
-    trim_beta: float = Field(default=0.2, description="trimmed_mean: weight cut at each end.")
-    krum_f: int | float = Field(
-        default=0.25, description="multi_krum: Byzantine inputs assumed (count or fraction)."
-    )
-    krum_m: int = Field(default=0, description="multi_krum: inputs averaged; 0 = n - f.")
-    clip_tau: float = Field(default=1.0, description="centered_clipping: relative radius.")
-    clip_iterations: int = Field(default=3, description="centered_clipping: clipping steps.")
-    clip_bucket: int = Field(default=2, description="centered_clipping: bucket size.")
-    geomed_iterations: int = Field(default=8, description="geometric_median: Weiszfeld steps.")
-    drift_bound: float = Field(
-        default=0.05, description="Relative replica distance that triggers a state sync."
-    )
+    # protocol: every ProtocolConfig parameter is added below (``NodeSettings``), generated
+    # from the core's schema by ops/protocol_fields.py; none is written here.
 
     # test-only misbehaviour, used by the adversarial compose node ----------------------
     adversary: str = Field(
@@ -385,85 +367,25 @@ class NodeSettings(BaseSettings):
             raise _err("must be cpu, cuda, cuda:N (e.g. cuda:0) or mps")
         return device
 
-    @field_validator("num_shards", "batch_size", "local_steps", "min_peers", "gossip_fanout")
+    @field_validator("num_shards", "batch_size", "local_steps")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
         if value < 1:
             raise _err("must be at least 1")
         return value
 
-    @field_validator("shard_index", "max_rounds", "checkpoint_every_rounds", "param_sync_every")
+    @field_validator("shard_index", "max_rounds", "checkpoint_every_rounds")
     @classmethod
     def _non_negative(cls, value: int) -> int:
         if value < 0:
             raise _err("must be 0 or more")
         return value
 
-    @field_validator(
-        "learning_rate",
-        "round_timeout_s",
-        "heartbeat_interval_s",
-        "eviction_timeout_s",
-        "drift_bound",
-    )
+    @field_validator("learning_rate")
     @classmethod
     def _positive(cls, value: float) -> float:
         if not (math.isfinite(value) and value > 0):
             raise _err("must be a number greater than 0")
-        return value
-
-    @field_validator("krum_f", mode="before")
-    @classmethod
-    def _parse_krum_f(cls, value: Any) -> Any:
-        if isinstance(value, str):  # "3" is a count, "0.25" a fraction (as for quorum)
-            text = value.strip()
-            return int(text) if text.isdigit() else value
-        return value
-
-    @field_validator("quorum", mode="before")
-    @classmethod
-    def _parse_quorum(cls, value: Any) -> Any:
-        # "3" is a count of peers, "0.5" or "1.0" a fraction: decide on the text, not on
-        # pydantic's union order.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.isdigit():
-                return int(text)
-            try:
-                return float(text)
-            except ValueError:
-                raise _err("must be a peer count (e.g. 4) or a fraction in (0, 1]") from None
-        return value
-
-    @field_validator("quorum")
-    @classmethod
-    def _check_quorum(cls, value: int | float) -> int | float:
-        if isinstance(value, int):
-            if value < 1:
-                raise _err("a peer count must be at least 1")
-        elif not (0 < value <= 1):
-            raise _err("a fraction must be in (0, 1]; use a whole number for a peer count")
-        return value
-
-    @field_validator("subnet_cap")
-    @classmethod
-    def _check_fraction(cls, value: float) -> float:
-        if not 0 < value <= 1:
-            raise _err("must be a fraction in (0, 1]")
-        return value
-
-    @field_validator("ipv4_prefix")
-    @classmethod
-    def _check_v4_prefix(cls, value: int) -> int:
-        if not 8 <= value <= 32:
-            raise _err("must be between 8 and 32")
-        return value
-
-    @field_validator("ipv6_prefix")
-    @classmethod
-    def _check_v6_prefix(cls, value: int) -> int:
-        if not 16 <= value <= 128:
-            raise _err("must be between 16 and 128")
         return value
 
     @field_validator("log_level", mode="before")
@@ -471,7 +393,7 @@ class NodeSettings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", "aggregation", "adversary", mode="before")
+    @field_validator("log_format", "adversary", mode="before")
     @classmethod
     def _lower_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -491,7 +413,7 @@ class NodeSettings(BaseSettings):
     # ---- cross-field rules -------------------------------------------------------------
 
     @model_validator(mode="after")
-    def _cross_field(self) -> NodeSettings:
+    def _cross_field(self) -> _NodeSettingsBase:
         problems: list[tuple[str, str]] = []
         if self.shard_index >= self.num_shards:
             problems.append(
@@ -501,40 +423,11 @@ class NodeSettings(BaseSettings):
                     f"(got {self.shard_index}; shards are numbered from 0)",
                 )
             )
-        if self.eviction_timeout_s <= self.heartbeat_interval_s:
-            problems.append(
-                (
-                    "eviction_timeout_s",
-                    f"must be greater than SWARM_HEARTBEAT_INTERVAL_S="
-                    f"{self.heartbeat_interval_s:g} (got {self.eviction_timeout_s:g}), "
-                    "or every peer is evicted between two heartbeats",
-                )
-            )
-        if isinstance(self.quorum, int) and self.quorum < self.min_peers:
-            problems.append(
-                (
-                    "quorum",
-                    f"a peer count below SWARM_MIN_PEERS={self.min_peers} (got {self.quorum}) "
-                    "closes rounds before enough updates arrive",
-                )
-            )
+        problems += cross_field_problems(self, aliased=True, show=env_name)
         if self.node_key_seed is not None and self.node_key_file is not None:
             problems.append(
                 ("node_key_file", "set either SWARM_NODE_KEY_SEED or SWARM_NODE_KEY_FILE, not both")
             )
-        rule = RuleParams(
-            self.aggregation_rule,
-            self.trim_beta,
-            self.krum_f,
-            self.krum_m,
-            self.clip_tau,
-            self.clip_iterations,
-            self.clip_bucket,
-            self.geomed_iterations,
-        )
-        for problem in rule.problems():
-            field, _, message = problem.partition(": ")
-            problems.append((field if hasattr(self, field) else "aggregation_rule", message))
         if self.metrics_port and self.metrics_port == self.listen_port:
             problems.append(
                 ("metrics_port", f"must differ from SWARM_LISTEN_PORT (both {self.metrics_port})")
@@ -575,6 +468,24 @@ class NodeSettings(BaseSettings):
                 text = str(value)
             lines.append(f"{env_name(name)}={text}")
         return lines
+
+
+if TYPE_CHECKING:
+    NodeSettings = _NodeSettingsBase
+else:
+    # The protocol fields come from the core's schema (see ops/protocol_fields.py).
+    NodeSettings = create_model(
+        "NodeSettings",
+        __base__=_NodeSettingsBase,
+        __module__=__name__,
+        __validators__=pydantic_validators(aliased=True, cross_field=False),
+        **pydantic_fields(aliased=True),
+    )
+
+
+def protocol_config(settings: NodeSettings) -> ProtocolConfig:
+    """The node's ``ProtocolConfig``: every parameter as the settings give it."""
+    return config_from(settings, aliased=True)
 
 
 _FRIENDLY = {

@@ -1,21 +1,98 @@
-"""Protocol parameters, validated once, shared by both drivers.
+"""Protocol parameters: the one definition of every knob, its default, unit, range and doc.
+
+Why here and nowhere else: scenario YAML (sim/scenario.py), ``SWARM_*`` settings
+(ops/settings.py), run manifests (ops/manifest.py), ``swarm-tune config params`` and
+docs/protocol-parameters.md are all *generated* from the fields below (ops/protocol_fields.py
+turns them into pydantic fields). Adding a parameter is adding one ``param(...)`` line here;
+changing a default is editing one number (tests/test_one_schema.py proves it by doing so).
 
 Why a frozen dataclass and not pydantic: the core must stay import-light and allocation-cheap
-(the simulator builds thousands of nodes). Users never write this class directly: NodeSettings
-(ops/) and the scenario schema (sim/) validate user input and map onto it, so the error
-messages a person sees come from those layers; here we only guard invariants.
+(the simulator builds thousands of nodes) and must not depend on a validation framework. The
+value checks live here too, once: :func:`param_problem` for one value (its range), and
+:func:`config_problems` for a whole set (ranges plus the rules that tie two fields together).
+Every other layer calls these, so a rule is never written twice and every message names the
+field in the core's vocabulary.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
-from swarm_tune.runtime.aggregation.rules import RuleName, RuleParams
+from swarm_tune.runtime.aggregation.rules import RULES, RuleName, RuleParams
 from swarm_tune.runtime.compression.codecs import CompressionError, parse_codec
 
 Strategy = Literal["flat", "gossip"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The allowed values of one parameter; ``None`` bounds are open-ended."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # True: lo itself is not allowed
+    integer: bool = False
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.lo is not None and self.hi is not None:
+            return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return "any"
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed, in a user's words (None if it is)."""
+        if self.choices:
+            if value not in self.choices:
+                return "must be one of " + ", ".join(repr(c) for c in self.choices)
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "must be a number"
+        if self.integer and not isinstance(value, int):
+            return "must be a whole number"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            if (value <= lo if self.lo_open else value < lo) or value > hi:
+                if self.lo_open:
+                    return f"must be in ({lo:g}, {hi:g}]"
+                return f"must be between {lo:g} and {hi:g}"
+        elif lo is not None:
+            if self.lo_open and value <= lo:
+                return f"must be a number greater than {lo:g}"
+            if not self.lo_open and value < lo:
+                return f"must be at least {lo:g}"
+        return None
+
+
+def _quorum_problem(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "must be a peer count or a fraction"
+    if isinstance(value, int):
+        return None if value >= 1 else "a peer count must be at least 1"
+    if isinstance(value, float) and 0.0 < value <= 1.0:
+        return None
+    return "must be a peer count (a whole number >= 1) or a fraction in (0, 1]"
+
+
+POSITIVE = Range(0, lo_open=True)
+COUNT = Range(1, integer=True)
+NON_NEGATIVE_INT = Range(0, integer=True)
+FRACTION = Range(0, 1, lo_open=True)
+
+
+def param(default: Any, doc: str, rng: Range | None, unit: str = "") -> Any:
+    """A ProtocolConfig field with its schema (``rng`` None: a custom check, see CHECKS)."""
+    return field(default=default, metadata={"doc": doc, "unit": unit, "range": rng})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,96 +103,106 @@ class ProtocolConfig:
     """
 
     # Rounds -------------------------------------------------------------------------
-    round_timeout: float = 30.0
-    # An int >= 1 is an absolute count of contributions (own included); a float in (0, 1]
-    # is a fraction of the contributors this node expects this round (see strategy).
-    quorum: int | float = 1.0
-    min_peers: int = 2  # contributions (own included) needed to average; else fall back
-    future_window: int = 2  # rounds ahead whose contributions are buffered, not rejected
-    max_buffered_per_round: int = 256
+    round_timeout: float = param(30.0, "Close a round after this long.", POSITIVE, "s")
+    quorum: int | float = param(
+        1.0,
+        "Close a round early at this many contributions (int, own included) or this "
+        "fraction of the contributors expected (float in (0, 1]).",
+        None,
+    )
+    min_peers: int = param(
+        2,
+        "Contributions (own included) needed to apply an average; with fewer the node "
+        "falls back to its own update.",
+        COUNT,
+    )
+    future_window: int = param(
+        2, "Rounds ahead whose contributions are buffered, not rejected.", NON_NEGATIVE_INT
+    )
+    max_buffered_per_round: int = param(
+        256, "Buffered early contributions per future round.", COUNT
+    )
     # Membership ---------------------------------------------------------------------
-    heartbeat_interval: float = 5.0
-    eviction_timeout: float = 60.0
-    view_size: int = 0  # 0 = know everyone (flat); >0 = bounded partial view (gossip)
-    peer_exchange: int = 4  # peers advertised per heartbeat (partial views only)
+    heartbeat_interval: float = param(5.0, "Time between heartbeats.", POSITIVE, "s")
+    eviction_timeout: float = param(60.0, "Evict a peer silent this long.", POSITIVE, "s")
+    view_size: int = param(
+        0,
+        "Peers a node knows: 0 = everyone (flat), >0 = bounded partial view.",
+        Range(0, integer=True),
+    )
+    peer_exchange: int = param(
+        4, "Peers advertised per heartbeat (partial views only).", NON_NEGATIVE_INT
+    )
     # Validation and reputation ------------------------------------------------------
-    norm_factor: float = 4.0  # reject RMS norms above factor * median of accepted norms
-    norm_floor: float = 0.0  # ... but never reject below this absolute RMS norm
-    norm_history: int = 64  # accepted norms kept for the running median
-    norm_warmup: int = 4  # accept up to this many norms before the bound applies
-    ban_window: int = 8  # last N verdicts per peer that define its rejection rate
-    ban_threshold: float = 0.5  # rejection rate (over a full window) that earns a ban
-    ban_duration: float = 300.0
-    subnet_cap: float = 0.25  # largest share of an average one subnet may hold
-    ipv4_prefix: int = 24
-    ipv6_prefix: int = 48
+    norm_factor: float = param(
+        4.0,
+        "Reject RMS norms above this factor x the median of accepted norms.",
+        Range(1, lo_open=True),
+    )
+    norm_floor: float = param(0.0, "Never reject below this absolute RMS norm.", Range(0))
+    norm_history: int = param(64, "Accepted norms kept for the running median.", COUNT)
+    norm_warmup: int = param(4, "Norms accepted before the norm bound applies.", NON_NEGATIVE_INT)
+    ban_window: int = param(8, "Last N verdicts per peer that define its rejection rate.", COUNT)
+    ban_threshold: float = param(
+        0.5, "Rejection rate (over a full window) that earns a ban.", FRACTION
+    )
+    ban_duration: float = param(300.0, "How long a ban lasts.", Range(0), "s")
+    subnet_cap: float = param(0.25, "Largest share of an average one subnet may hold.", FRACTION)
+    ipv4_prefix: int = param(
+        24, "IPv4 prefix length that defines a subnet.", Range(8, 32, integer=True)
+    )
+    ipv6_prefix: int = param(
+        48, "IPv6 prefix length that defines a subnet.", Range(16, 128, integer=True)
+    )
     # Aggregation strategy -----------------------------------------------------------
-    strategy: Strategy = "flat"
-    gossip_fanout: int = 4
+    strategy: Strategy = param(  # noqa: RUF009 (param() is dataclasses.field())
+        "flat", "Who gets each update.", Range(choices=STRATEGIES)
+    )
+    gossip_fanout: int = param(4, "Peers each update is sent to (gossip).", COUNT)
     # Aggregation rule (runtime/aggregation/rules.py: guarantees and costs) -----------
-    aggregation_rule: RuleName = "mean"
-    trim_beta: float = 0.2  # trimmed_mean: share of the weight cut at each end, [0, 0.5)
-    krum_f: int | float = 0.25  # multi_krum: Byzantine inputs assumed (count, or fraction)
-    krum_m: int = 0  # multi_krum: inputs averaged (0 = n - f)
-    clip_tau: float = 1.0  # centered_clipping: radius, x median distance to the start
-    clip_iterations: int = 3  # centered_clipping: clipping steps
-    clip_bucket: int = 2  # centered_clipping: inputs averaged per bucket (1 = no bucketing)
-    geomed_iterations: int = 8  # geometric_median: Weiszfeld steps
+    aggregation_rule: RuleName = param(  # noqa: RUF009 (param() is dataclasses.field())
+        "mean", "How accepted contributions are combined.", Range(choices=RULES)
+    )
+    trim_beta: float = param(0.2, "trimmed_mean: share of the weight cut at each end.", None)
+    krum_f: int | float = param(
+        0.25, "multi_krum: Byzantine inputs assumed (count, or fraction).", None
+    )
+    krum_m: int = param(0, "multi_krum: inputs averaged (0 = n - f).", NON_NEGATIVE_INT)
+    clip_tau: float = param(
+        1.0, "centered_clipping: radius, x median distance to the start.", POSITIVE
+    )
+    clip_iterations: int = param(3, "centered_clipping: clipping steps.", COUNT)
+    clip_bucket: int = param(
+        2, "centered_clipping: inputs averaged per bucket (1 = no bucketing).", COUNT
+    )
+    geomed_iterations: int = param(8, "geometric_median: Weiszfeld steps.", COUNT)
     # Replica drift and state sync ---------------------------------------------------
-    param_sync_every: int = 10  # every Nth round exchanges parameters, not gradients (0=off)
-    drift_bound: float = 0.05  # relative sketch distance that triggers a state sync
-    lag_rounds: int = 3  # behind the peers' median round by this much -> state sync
-    sync_fanout: int = 3  # peers asked for state
-    sync_timeout: float = 20.0
-    sketch_size: int = 64
-    sketch_seed: int = 0x5EED
+    param_sync_every: int = param(
+        10, "Every Nth round averages parameters, not gradients (0 = off).", NON_NEGATIVE_INT
+    )
+    drift_bound: float = param(
+        0.05, "Relative sketch distance to the peers that triggers a state sync.", POSITIVE
+    )
+    lag_rounds: int = param(3, "Behind the peers' median round by this much: state sync.", COUNT)
+    sync_fanout: int = param(3, "Peers asked for state.", COUNT)
+    sync_timeout: float = param(20.0, "Give up on a state sync after this long.", POSITIVE, "s")
+    sketch_size: int = param(64, "Coordinates in a parameter sketch.", COUNT)
+    sketch_seed: int = param(
+        0x5EED, "Seed of the sketch's random projection.", Range(0, integer=True)
+    )
+
     # Communication ------------------------------------------------------------------
-    # Codec of this node's contributions (runtime/compression grammar: none, fp16, bf16,
-    # int8[:B], topk:F[+value stage]); receivers decode whatever a peer names on the wire.
-    compression: str = "none"
+    compression: str = param(
+        "none",
+        "Codec of this node's contributions (runtime/compression grammar); receivers "
+        "decode whatever a peer names on the wire.",
+        None,
+    )
 
     def __post_init__(self) -> None:
-        problems: list[str] = []
-        if not self.round_timeout > 0:
-            problems.append("round_timeout must be > 0")
-        if isinstance(self.quorum, bool) or not (
-            (isinstance(self.quorum, int) and self.quorum >= 1)
-            or (isinstance(self.quorum, float) and 0.0 < self.quorum <= 1.0)
-        ):
-            problems.append("quorum must be an int >= 1 or a float in (0, 1]")
-        if self.min_peers < 1:
-            problems.append("min_peers must be >= 1")
-        if self.future_window < 0:
-            problems.append("future_window must be >= 0")
-        if not 0 < self.heartbeat_interval < self.eviction_timeout:
-            problems.append("need 0 < heartbeat_interval < eviction_timeout")
-        if self.view_size < 0:
-            problems.append("view_size must be >= 0")
-        if self.norm_factor <= 1.0:
-            problems.append("norm_factor must be > 1")
-        if not 0.0 < self.ban_threshold <= 1.0:
-            problems.append("ban_threshold must be in (0, 1]")
-        if self.ban_window < 1 or self.ban_duration < 0:
-            problems.append("ban_window must be >= 1 and ban_duration >= 0")
-        if not 0.0 < self.subnet_cap <= 1.0:
-            problems.append("subnet_cap must be in (0, 1]")
-        if not (0 <= self.ipv4_prefix <= 32 and 0 <= self.ipv6_prefix <= 128):
-            problems.append("ipv4_prefix must be in [0, 32] and ipv6_prefix in [0, 128]")
-        if self.strategy not in ("flat", "gossip"):
-            problems.append("strategy must be 'flat' or 'gossip'")
-        if self.gossip_fanout < 1:
-            problems.append("gossip_fanout must be >= 1")
-        if self.param_sync_every < 0 or self.lag_rounds < 1 or self.sync_fanout < 1:
-            problems.append("param_sync_every >= 0, lag_rounds >= 1, sync_fanout >= 1")
-        if not self.drift_bound > 0 or self.sketch_size < 1:
-            problems.append("drift_bound must be > 0 and sketch_size >= 1")
-        problems += self.rule_params().problems()
-        try:
-            parse_codec(self.compression)
-        except CompressionError as e:
-            problems.append(f"compression: {e}")
+        problems = config_problems({f.name: getattr(self, f.name) for f in FIELDS})
         if problems:
-            raise ValueError("invalid ProtocolConfig: " + "; ".join(problems))
+            raise ProtocolConfigError(problems)
 
     def rule_params(self) -> RuleParams:
         return RuleParams(
@@ -134,3 +221,99 @@ class ProtocolConfig:
         if isinstance(self.quorum, int):
             return self.quorum
         return max(1, math.ceil(self.quorum * expected - 1e-9))
+
+
+class ProtocolConfigError(ValueError):
+    """Invalid parameters; ``problems`` is one (field, message) pair per problem."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("invalid ProtocolConfig: " + "; ".join(f"{f} {m}" for f, m in problems))
+
+
+FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(ProtocolConfig)
+NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+DEFAULTS: Mapping[str, Any] = {f.name: f.default for f in FIELDS}
+
+
+def param_doc(name: str) -> tuple[str, str, str]:
+    """(doc, unit, range) of one parameter, for generated docs and help texts."""
+    meta = _FIELD[name].metadata
+    rng: Range | None = meta["range"]
+    return meta["doc"], meta["unit"], rng.describe() if rng is not None else _CUSTOM_RANGE[name]
+
+
+def param_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not allowed for parameter ``name`` (None if it is)."""
+    rng: Range | None = _FIELD[name].metadata["range"]
+    return rng.problem(value) if rng is not None else _CUSTOM[name](value)
+
+
+def config_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every problem of a full or partial set of values (missing names take the default)."""
+    out = [
+        (name, msg)
+        for name in NAMES
+        if name in values and (msg := param_problem(name, values[name])) is not None
+    ]
+    if out:
+        return out  # the rules below compare values that must first be valid on their own
+    v = {**DEFAULTS, **values}
+    if v["heartbeat_interval"] >= v["eviction_timeout"]:
+        out.append(
+            (
+                "eviction_timeout",
+                f"must be greater than heartbeat_interval={v['heartbeat_interval']:g} "
+                f"(got {v['eviction_timeout']:g}), or every peer is evicted between heartbeats",
+            )
+        )
+    if isinstance(v["quorum"], int) and v["quorum"] < v["min_peers"]:
+        out.append(
+            (
+                "quorum",
+                f"a peer count below min_peers={v['min_peers']} (got {v['quorum']}) closes "
+                "rounds before enough updates arrive",
+            )
+        )
+    if v["view_size"] and v["gossip_fanout"] > v["view_size"]:
+        out.append(("gossip_fanout", f"must not exceed view_size={v['view_size']}"))
+    return out
+
+
+_FIELD = {f.name: f for f in FIELDS}
+def _rule_problem(name: str) -> Any:
+    """A rule parameter's check, as runtime/aggregation/rules.py defines it (one place)."""
+
+    def check(value: Any) -> str | None:
+        try:
+            params = RuleParams("mean", **{name: value})
+        except TypeError:
+            return "must be a number"
+        for line in params.problems():
+            if line.startswith(name):
+                return line.partition(": ")[2] or line
+        return None
+
+    return check
+
+
+def _compression_problem(value: Any) -> str | None:
+    try:
+        parse_codec(value)
+    except CompressionError as exc:
+        return str(exc)
+    return None
+
+
+_CUSTOM = {
+    "quorum": _quorum_problem,
+    "trim_beta": _rule_problem("trim_beta"),
+    "krum_f": _rule_problem("krum_f"),
+    "compression": _compression_problem,
+}
+_CUSTOM_RANGE = {
+    "quorum": "int >= 1 | (0, 1]",
+    "trim_beta": "[0, 0.5)",
+    "krum_f": "int >= 0 | [0, 0.5)",
+    "compression": "none | fp16 | bf16 | int8[:B] | topk:F[+stage]",
+}

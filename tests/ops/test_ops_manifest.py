@@ -167,7 +167,7 @@ def test_node_rules_are_enforced_on_manifests(tmp_path: Path) -> None:
     data["hyper"]["min_peers"] = 3
     path = tmp_path / "q.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(ManifestError, match="SWARM_QUORUM"):
+    with pytest.raises(ManifestError, match="hyper: quorum: a peer count below min_peers=3"):
         load_manifest(path)
 
 

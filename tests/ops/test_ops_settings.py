@@ -70,7 +70,7 @@ def test_defaults_are_valid() -> None:
         ("device", "gpu", "SWARM_DEVICE", "cpu, cuda"),
         ("device", "cuda:x", "SWARM_DEVICE", "cuda:N"),
         ("quorum", 0, "SWARM_QUORUM", "at least 1"),
-        ("quorum", 1.5, "SWARM_QUORUM", "fraction must be in (0, 1]"),
+        ("quorum", 1.5, "SWARM_QUORUM", "a fraction in (0, 1] (got 1.5)"),
         ("quorum", "half", "SWARM_QUORUM", "peer count"),
         ("subnet_cap", 0, "SWARM_SUBNET_CAP", "(0, 1]"),
         ("ipv4_prefix", 33, "SWARM_IPV4_PREFIX", "between 8 and 32"),
