@@ -161,7 +161,7 @@ class ProtocolConfig:
     gossip_fanout: int = param(4, "Peers each update is sent to (gossip).", COUNT)
     # Aggregation rule (runtime/aggregation/rules.py: guarantees and costs) -----------
     aggregation_rule: RuleName = param(  # noqa: RUF009 (param() is dataclasses.field())
-        "mean", "How accepted contributions are combined.", Range(choices=RULES)
+        "mean", "How accepted contributions are combined.", None
     )
     trim_beta: float = param(0.2, "trimmed_mean: share of the weight cut at each end.", None)
     krum_f: int | float = param(
@@ -281,12 +281,14 @@ def config_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 _FIELD = {f.name: f for f in FIELDS}
-def _rule_problem(name: str) -> Any:
+
+
+def _rule_problem(name: str, attr: str = "") -> Any:
     """A rule parameter's check, as runtime/aggregation/rules.py defines it (one place)."""
 
     def check(value: Any) -> str | None:
         try:
-            params = RuleParams("mean", **{name: value})
+            params = RuleParams(**{"name": "mean", attr or name: value})
         except TypeError:
             return "must be a number"
         for line in params.problems():
@@ -307,12 +309,14 @@ def _compression_problem(value: Any) -> str | None:
 
 _CUSTOM = {
     "quorum": _quorum_problem,
+    "aggregation_rule": _rule_problem("aggregation_rule", "name"),
     "trim_beta": _rule_problem("trim_beta"),
     "krum_f": _rule_problem("krum_f"),
     "compression": _compression_problem,
 }
 _CUSTOM_RANGE = {
     "quorum": "int >= 1 | (0, 1]",
+    "aggregation_rule": " | ".join(RULES),
     "trim_beta": "[0, 0.5)",
     "krum_f": "int >= 0 | [0, 0.5)",
     "compression": "none | fp16 | bf16 | int8[:B] | topk:F[+stage]",
