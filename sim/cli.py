@@ -9,22 +9,35 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pyarrow.compute as pc
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from swarm_tune.runtime.lazy_cli import lazy_group
-from swarm_tune.sim.recorder import REJECT_COLUMNS
-from swarm_tune.sim.run import RunOutput, default_out_dir, run_scenario, with_seed
-from swarm_tune.sim.scenario import ScenarioError, load_scenario
+
+if TYPE_CHECKING:
+    from swarm_tune.sim.run import RunOutput
 
 # sweep, baseline and regress need pandas and the analysis package: loaded when used.
 SWEEP_COMMANDS = {
-    name: ("swarm_tune.sim.sweep_cli", name) for name in ("sweep", "baseline", "regress")
+    "sweep": (
+        "swarm_tune.sim.sweep_cli",
+        "sweep",
+        "Run every point of SCENARIO's sweep (resumable) and write sweep.parquet + a report.",
+    ),
+    "baseline": (
+        "swarm_tune.sim.sweep_cli",
+        "baseline",
+        "Train the centralized baseline of SCENARIO; write it as a run folder.",
+    ),
+    "regress": (
+        "swarm_tune.sim.sweep_cli",
+        "regress",
+        "Run SCENARIO and its centralized baseline; fail if convergence regressed.",
+    ),
 }
 sim_app = typer.Typer(
     help="Simulate a swarm in virtual time (SimPy).",
@@ -40,6 +53,11 @@ def run(
     out: Annotated[Path | None, typer.Option(help="output folder for the run")] = None,
 ) -> None:
     """Run SCENARIO and write its run folder (config, manifest, parquet tables)."""
+    # Imported here, not at the top: ``sim --help`` and a bad scenario answer without
+    # loading torch, pandas or the simulator.
+    from swarm_tune.sim.run import default_out_dir, run_scenario, with_seed
+    from swarm_tune.sim.scenario import ScenarioError, load_scenario
+
     console = Console()
     try:
         sc = with_seed(load_scenario(scenario), seed)
@@ -75,6 +93,10 @@ def _fmt_bytes(n: float) -> str:
 
 
 def _summary(console: Console, out: RunOutput) -> None:
+    import pyarrow.compute as pc
+
+    from swarm_tune.sim.recorder import REJECT_COLUMNS
+
     r = out.result
     tables = r.recorder.tables()
     swarm, rounds = tables["swarm"], tables["rounds"]

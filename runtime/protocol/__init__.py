@@ -2,32 +2,78 @@
 
 Import what drivers need from here. This package must never import simpy, trio, libp2p or
 asyncio (tests/protocol/test_protocol_purity.py enforces it).
+
+The names below load on first use (PEP 562): importing ``protocol.config`` for a scenario or
+a settings check must not pay for torch, which the update summaries need, so that a bad
+input is refused in a fraction of a second.
 """
 
-from swarm_tune.runtime.protocol import effects
-from swarm_tune.runtime.protocol.config import ProtocolConfig
-from swarm_tune.runtime.protocol.events import (
-    Event,
-    LocalUpdateReady,
-    MessageReceived,
-    PeerConnected,
-    PeerDisconnected,
-    TimerFired,
-    TimerKey,
-    WireRejected,
-)
-from swarm_tune.runtime.protocol.messages import (
-    Contribution,
-    Goodbye,
-    Heartbeat,
-    Message,
-    StateRequest,
-    StateResponse,
-)
-from swarm_tune.runtime.protocol.node import ProtocolNode
-from swarm_tune.runtime.protocol.reasons import RejectReason
-from swarm_tune.runtime.protocol.rounds import Phase, ProtocolStateError
-from swarm_tune.runtime.protocol.tensors import ModelSpec, TensorDict, UpdateKind
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from swarm_tune.runtime.protocol import effects
+    from swarm_tune.runtime.protocol.config import ProtocolConfig
+    from swarm_tune.runtime.protocol.events import (
+        Event,
+        LocalUpdateReady,
+        MessageReceived,
+        PeerConnected,
+        PeerDisconnected,
+        TimerFired,
+        TimerKey,
+        WireRejected,
+    )
+    from swarm_tune.runtime.protocol.messages import (
+        Contribution,
+        Goodbye,
+        Heartbeat,
+        Message,
+        StateRequest,
+        StateResponse,
+    )
+    from swarm_tune.runtime.protocol.node import ProtocolNode
+    from swarm_tune.runtime.protocol.reasons import RejectReason
+    from swarm_tune.runtime.protocol.rounds import Phase, ProtocolStateError
+    from swarm_tune.runtime.protocol.tensors import ModelSpec, TensorDict, UpdateKind
+
+# exported name -> submodule that defines it
+_HOME = {
+    "ProtocolConfig": "config",
+    "Event": "events",
+    "LocalUpdateReady": "events",
+    "MessageReceived": "events",
+    "PeerConnected": "events",
+    "PeerDisconnected": "events",
+    "TimerFired": "events",
+    "TimerKey": "events",
+    "WireRejected": "events",
+    "Contribution": "messages",
+    "Goodbye": "messages",
+    "Heartbeat": "messages",
+    "Message": "messages",
+    "StateRequest": "messages",
+    "StateResponse": "messages",
+    "ProtocolNode": "node",
+    "RejectReason": "reasons",
+    "Phase": "rounds",
+    "ProtocolStateError": "rounds",
+    "ModelSpec": "tensors",
+    "TensorDict": "tensors",
+    "UpdateKind": "tensors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "effects":
+        return importlib.import_module(f"{__name__}.effects")
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
 
 __all__ = [
     "Contribution",

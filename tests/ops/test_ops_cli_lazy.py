@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import COMMANDS, app
+from swarm_tune.runtime.lazy_cli import LazyTable, load_command
+from swarm_tune.sim.cli import SWEEP_COMMANDS
 
 HEAVY = ("torch", "libp2p", "matplotlib", "pandas")
 
@@ -53,11 +55,21 @@ def test_sim_run_imports_only_what_simulation_needs(tmp_path: Path) -> None:
     assert (tmp_path / "qs" / "rounds.parquet").is_file()
 
 
-@pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_every_listed_command_loads_and_has_help(name: str) -> None:
-    res = CliRunner().invoke(app, [name, "--help"])
-    assert res.exit_code == 0, res.output
-    assert "Usage" in res.output
+@pytest.mark.parametrize("table", [COMMANDS, SWEEP_COMMANDS], ids=["root", "sim"])
+def test_every_listed_command_loads_and_its_help_line_is_its_own(table: LazyTable) -> None:
+    for name, (module, attribute, help_line) in table.items():
+        command = load_command(name, module, attribute)
+        own = (command.help or "").strip().splitlines()[0]
+        assert help_line == own, f"{name}: table says {help_line!r}, command says {own!r}"
+        parent = [] if table is COMMANDS else ["sim"]
+        res = CliRunner().invoke(app, [*parent, name, "--help"])
+        assert res.exit_code == 0, res.output
+        assert "Usage" in res.output
+
+
+def test_root_and_sim_help_import_no_area() -> None:
+    assert probe("--help") == {"code": 0, "loaded": []}
+    assert probe("sim", "--help")["code"] == 0
 
 
 def test_root_help_lists_every_command_and_typos_are_refused() -> None:
