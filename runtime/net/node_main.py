@@ -184,6 +184,7 @@ async def run_node(s: NodeSettings) -> int:
             batch_size=s.batch_size,
             lr=s.learning_rate,
             local_steps=s.local_steps,
+            diloco=s.diloco(),
         )
     )
     ckpt_dir = Path(s.checkpoint_dir)

@@ -47,6 +47,9 @@ from swarm_tune.runtime.ops.protocol_fields import (
 )
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 
+if TYPE_CHECKING:
+    from swarm_tune.runtime.training.diloco import DiLoCoConfig
+
 __all__ = [
     "BUILTIN_MODELS",
     "ENV_PREFIX",
@@ -216,6 +219,13 @@ class _NodeSettingsBase(BaseSettings):
 
     # protocol: every ProtocolConfig parameter is added below (``NodeSettings``), generated
     # from the core's schema by ops/protocol_fields.py; none is written here.
+
+    # DiLoCo (learner-side, runtime/training/diloco.py: the optimizer becomes the inner one)
+    diloco_inner_steps: int = Field(
+        default=0, description="DiLoCo: H inner steps per round; 0 = off (one step per round)."
+    )
+    outer_lr: float = Field(default=0.7, description="DiLoCo: outer SGD learning rate.")
+    outer_momentum: float = Field(default=0.9, description="DiLoCo: outer Nesterov momentum.")
 
     # test-only misbehaviour, used by the adversarial compose node ----------------------
     adversary: str = Field(
@@ -428,6 +438,13 @@ class _NodeSettingsBase(BaseSettings):
             problems.append(
                 ("node_key_file", "set either SWARM_NODE_KEY_SEED or SWARM_NODE_KEY_FILE, not both")
             )
+        if self.diloco_inner_steps < 0:
+            problems.append(("diloco_inner_steps", "must be >= 0 (0 = DiLoCo off)"))
+        elif self.diloco_inner_steps:
+            try:
+                self.diloco()
+            except ValueError as exc:
+                problems.append(("diloco_inner_steps", str(exc)))
         if self.metrics_port and self.metrics_port == self.listen_port:
             problems.append(
                 ("metrics_port", f"must differ from SWARM_LISTEN_PORT (both {self.metrics_port})")
@@ -439,6 +456,16 @@ class _NodeSettingsBase(BaseSettings):
                 {"problems": problems},
             )
         return self
+
+    def diloco(self) -> DiLoCoConfig | None:
+        """The learner's DiLoCo config (None when SWARM_DILOCO_INNER_STEPS is 0)."""
+        # Imported here: the training package pulls in tokenizers/transformers glue that the
+        # settings (read by every CLI command) should not pay for.
+        from swarm_tune.runtime.training.diloco import DiLoCoConfig
+
+        if not self.diloco_inner_steps:
+            return None
+        return DiLoCoConfig(self.diloco_inner_steps, self.outer_lr, self.outer_momentum)
 
     # ---- display -----------------------------------------------------------------------
 
