@@ -125,6 +125,12 @@ class ProtocolConfig:
     # Membership ---------------------------------------------------------------------
     heartbeat_interval: float = param(5.0, "Time between heartbeats.", POSITIVE, "s")
     eviction_timeout: float = param(60.0, "Evict a peer silent this long.", POSITIVE, "s")
+    contributor_rounds: int = param(
+        3,
+        "A live peer counts as an expected contributor (the quorum waits for it) only if it "
+        "sent a contribution for one of the last N rounds; 0 = every live peer.",
+        NON_NEGATIVE_INT,
+    )
     view_size: int = param(
         0,
         "Peers a node knows: 0 = everyone (flat), >0 = bounded partial view.",

@@ -51,6 +51,7 @@ from swarm_tune.runtime.protocol.messages import (
     StateRequest,
     StateResponse,
 )
+from swarm_tune.runtime.protocol.peer_memory import remember
 from swarm_tune.runtime.protocol.reasons import RejectReason
 from swarm_tune.runtime.protocol.reputation import Reputation
 from swarm_tune.runtime.protocol.rounds import (
@@ -113,6 +114,9 @@ class ProtocolNode:
         self.round = start_round
         self._open: OpenRound | None = None
         self._buffer: dict[int, dict[str, Contribution]] = {}
+        # Newest round each peer sent a contribution for (any verdict but a bad signature,
+        # which never reaches the core): who the quorum waits for. See _expected_peers.
+        self._contributed: dict[str, int] = {}
         self._sync: _PendingSync | None = None
         # Our own update sits in our own network's bucket of the subnet cap: on a LAN or
         # loopback everyone shares one subnet, and treating "self" as a separate network
@@ -159,7 +163,7 @@ class ProtocolNode:
         return []
 
     def _on_disconnected(self, ev: PeerDisconnected, now: float) -> Effects:
-        return [fx.Evict(ev.peer, "disconnected")] if self.peers.mark_gone(ev.peer) else []
+        return [fx.Evict(ev.peer, "disconnected")] if self._gone(ev.peer) else []
 
     def _on_wire_rejected(self, ev: WireRejected, now: float) -> Effects:
         # Counts against reputation only: the driver already counted the wire rejection, and
@@ -209,10 +213,12 @@ class ProtocolNode:
         if isinstance(msg, StateResponse):
             return self._on_state_response(peer, msg, now)
         if isinstance(msg, Goodbye):
-            return [fx.Evict(peer, "goodbye")] if self.peers.mark_gone(peer) else []
+            return [fx.Evict(peer, "goodbye")] if self._gone(peer) else []
         return []
 
     def _on_contribution(self, peer: str, c: Contribution, now: float) -> Effects:
+        if self._contributed.get(peer, -1) < c.round <= self.round + self.config.future_window:
+            remember(self._contributed, peer, c.round)
         if c.round < self.round:
             return self._verdict(peer, c.round, RejectReason.STALE, now)
         if c.round > self.round + self.config.future_window:
@@ -234,6 +240,7 @@ class ProtocolNode:
         if peer in rnd.submitted:
             return self._verdict(peer, c.round, RejectReason.DUPLICATE, now)
         rnd.submitted.add(peer)
+        rnd.expected.add(peer)  # a newcomer's first contribution counts in this round
         if c.encoded is not None and not c.tensors:
             try:  # validation and aggregation only ever see decoded tensors
                 c = replace(c, tensors=decode_update(self.spec, c.encoded))
@@ -262,7 +269,7 @@ class ProtocolNode:
     def _open_round(self, number: int, now: float) -> Effects:
         kind = update_kind(number, self.config.param_sync_every)
         self.round = number
-        self._open = OpenRound(number, kind, now)
+        self._open = OpenRound(number, kind, now, expected=self._expected_peers(number))
         out: Effects = [
             fx.TrainLocal(number, kind),
             fx.SetTimer(TimerKey(ROUND_TIMER, number), now + self.config.round_timeout),
@@ -302,10 +309,36 @@ class ProtocolNode:
         rnd = self._open
         if rnd is None or rnd.own is None:
             return []
-        expected = self._strategy.expected_contributions(len(self.peers.live_peers()))
+        expected = self._strategy.expected_contributions(len(rnd.expected))
         if rnd.count() >= self.config.quorum_count(expected):
             return self._close(now, "quorum")
         return []
+
+    def _gone(self, peer: str) -> bool:
+        """Mark ``peer`` gone; an open round stops waiting for it. True if it was live."""
+        if self._open is not None:
+            self._open.expected.discard(peer)
+        return self.peers.mark_gone(peer)
+
+    def _expected_peers(self, number: int) -> set[str]:
+        """Live peers round ``number`` waits for: those that contributed recently.
+
+        Membership that strangers cannot stall: a self-signed newcomer that heartbeats but
+        never contributes is live, and with a quorum of "all live peers" every round would
+        wait for it until the timeout. So a peer is expected only once it has sent a
+        contribution for one of the last ``contributor_rounds`` rounds (a late, STALE one
+        counts: it proves the peer trains). A newcomer's first contribution still counts
+        when it arrives before the round closes (it joins ``expected``);
+        from then on the rounds wait for it. At a cold start nobody has contributed yet, so
+        every live peer is expected. Computed once per round (O(live)); evictions shrink it.
+        """
+        live = self.peers.live_peers()
+        window = self.config.contributor_rounds
+        since = number - window
+        recent = {p for p in live if self._contributed.get(p, -1) >= since}
+        if window == 0 or not recent:
+            return set(live)  # the old rule, or a cold start: no one has contributed yet
+        return recent
 
     def _close(self, now: float, trigger: str) -> Effects:
         rnd = self._open
@@ -392,6 +425,8 @@ class ProtocolNode:
             fx.SetTimer(TimerKey(HEARTBEAT_TIMER), now + self.config.heartbeat_interval)
         ]
         out += [fx.Evict(p, "silent") for p in self.peers.expire(now)]
+        if self._open is not None:
+            self._open.expected.intersection_update(self.peers.live_peers())
         out += self._send_heartbeat(now)
         if self.phase in (Phase.TRAINING, Phase.COLLECTING) and self._sync is None:
             out += self._check_lag_and_drift(now)

@@ -98,6 +98,7 @@ class OpenRound:
     own_weight: int = 0
     admitted: dict[str, Admitted] = field(default_factory=dict)
     submitted: set[str] = field(default_factory=set)  # one submission per peer per round
+    expected: set[str] = field(default_factory=set)  # live peers the quorum waits for
 
     def count(self) -> int:
         return len(self.admitted) + (1 if self.own is not None else 0)

@@ -108,3 +108,65 @@ def test_reputation_memory_is_bounded_however_many_identities_pass_by() -> None:
     assert len(rep._verdicts) == TRACKED_PEERS
     assert rep.rejection_rate("sybil0") == 0.0  # the oldest was forgotten
     assert rep.rejection_rate(f"sybil{TRACKED_PEERS + 499}") == 1.0
+
+
+def _stranger_world(contributor_rounds: int) -> World:
+    """a, b, c train; s joins at t=20, heartbeats like any member, never contributes."""
+    cfg = ProtocolConfig(
+        quorum=1.0, min_peers=2, round_timeout=30.0, contributor_rounds=contributor_rounds
+    )
+    w = World(cfg, updates=lambda n, r: None if n == "s" else grad_like(1.0 + 0.01 * r))
+    for n in ("a", "b", "c"):
+        w.add(n)
+    w.connect_all()
+    for n in ("a", "b", "c"):
+        w.start(n)
+    w.run_until(20.0)
+    w.add("s")
+    for n in ("a", "b", "c"):
+        w.nodes[n].handle(PeerConnected("s", w.addresses["s"]), w.now)
+        w.nodes["s"].handle(PeerConnected(n, w.addresses[n]), w.now)
+    w.start("s", catch_up=True)
+    w.run_until(200.0)
+    return w
+
+
+def test_a_newcomer_that_never_contributes_does_not_keep_rounds_waiting() -> None:
+    w = _stranger_world(contributor_rounds=3)
+    assert "s" in w.nodes["a"].peers.live_peers()  # it is a member: it heartbeats
+    after = [e for e in w.effects_of(effects.RoundClosed, "a") if e.opened_at > 21.0]
+    assert len(after) > 50, "rounds kept waiting for the stranger"
+    assert {e.trigger for e in after} == {"quorum"}
+    assert {e.contributors for e in after} == {3}  # a, b, c: every honest one, never s
+    # The same world under the old rule (every live peer expected) times out every round.
+    old = _stranger_world(contributor_rounds=0)
+    stalled = [e for e in old.effects_of(effects.RoundClosed, "a") if e.opened_at > 21.0]
+    assert stalled and {e.trigger for e in stalled} == {"timeout"}
+
+
+def test_a_newcomer_that_contributes_is_waited_for_from_then_on() -> None:
+    """b joins a running swarm: it is not waited for before its first contribution, and
+    from its first counted contribution on, every round waits for it."""
+    cfg = ProtocolConfig(quorum=1.0, min_peers=2, round_timeout=30.0, contributor_rounds=3)
+    w = World(cfg)
+    for n in ("a", "c"):
+        w.add(n)
+    w.connect_all()
+    for n in ("a", "c"):
+        w.start(n)
+    w.run_until(10.0)
+    w.add("b")
+    for n in ("a", "c"):
+        w.nodes[n].handle(PeerConnected("b", w.addresses["b"]), w.now)
+        w.nodes["b"].handle(PeerConnected(n, w.addresses[n]), w.now)
+    w.start("b", catch_up=True)
+    w.run_until(60.0)
+    applied = w.effects_of(effects.ApplyAverage, "a")
+    with_b = [e for e in applied if "b" in e.contributors]
+    assert with_b, "b's contributions never counted"
+    first = with_b[0].round
+    closed = {e.round: e.trigger for e in w.effects_of(effects.RoundClosed, "a")}
+    later = [e for e in applied if e.round > first]
+    # Waited for: each later round either has b or ran to its timeout waiting for it.
+    assert all("b" in e.contributors or closed[e.round] == "timeout" for e in later)
+    assert sum("b" in e.contributors for e in later) >= 10
