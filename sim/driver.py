@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 import simpy
 import torch
@@ -205,23 +205,6 @@ class SimDriver:
         # Each omniscient coalition once, in adversary order (dicts keep insertion order).
         shared = {id(a.coalition): a.coalition for a in adv.values() if a.coalition.omniscient}
         self._omniscient = list(shared.values())
-        self._handlers: dict[type[Any], Callable[[SimNode, Any], None]] = {
-            fx.Send: self._fx_send,
-            fx.SetTimer: self._fx_set_timer,
-            fx.CancelTimer: self._fx_cancel_timer,
-            fx.TrainLocal: self._fx_train,
-            fx.ApplyAverage: self._fx_apply,
-            fx.LoadState: self._fx_load,
-            fx.ServeState: self._fx_serve,
-            fx.Evict: self._fx_evict,
-            fx.Ban: self._fx_ban,
-            fx.ContributionAccepted: self._fx_accepted,
-            fx.ContributionRejected: self._fx_rejected,
-            fx.RoundClosed: self._fx_round_closed,
-            fx.DriftObserved: self._fx_drift,
-            fx.SyncStarted: self._fx_sync_started,
-            fx.SyncFinished: self._fx_sync_finished,
-        }
 
     # -- world construction -----------------------------------------------------------
 
@@ -276,9 +259,42 @@ class SimDriver:
             self._execute(node, out)
 
     def _execute(self, node: SimNode, out: list[fx.Effect]) -> None:
-        handlers = self._handlers
+        # Exhaustive: a new effect that is not handled here fails mypy (assert_never), the
+        # same contract as the net driver. Most frequent effects first.
         for eff in out:
-            handlers[type(eff)](node, eff)
+            match eff:
+                case fx.Send():
+                    self._fx_send(node, eff)
+                case fx.SetTimer():
+                    self._fx_set_timer(node, eff)
+                case fx.CancelTimer():
+                    self._fx_cancel_timer(node, eff)
+                case fx.ContributionAccepted():
+                    self._fx_accepted(node, eff)
+                case fx.TrainLocal():
+                    self._fx_train(node, eff)
+                case fx.ApplyAverage():
+                    self._fx_apply(node, eff)
+                case fx.RoundClosed():
+                    self._fx_round_closed(node, eff)
+                case fx.ContributionRejected():
+                    self._fx_rejected(node, eff)
+                case fx.DriftObserved():
+                    self._fx_drift(node, eff)
+                case fx.LoadState():
+                    self._fx_load(node, eff)
+                case fx.ServeState():
+                    self._fx_serve(node, eff)
+                case fx.Evict():
+                    self._fx_evict(node, eff)
+                case fx.Ban():
+                    self._fx_ban(node, eff)
+                case fx.SyncStarted():
+                    self._fx_sync_started(node, eff)
+                case fx.SyncFinished():
+                    self._fx_sync_finished(node, eff)
+                case _:
+                    assert_never(eff)
 
     # -- effects ----------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import trio
 
@@ -248,49 +248,58 @@ class NodeDriver:
         self._feed(TimerFired(key))
 
     def _execute(self, out: list[fx.Effect]) -> None:
+        # Exhaustive: a new effect that is not handled here fails mypy (assert_never), the
+        # same contract as the sim driver.
         m = self.metrics
         for eff in out:
-            if isinstance(eff, fx.Send):
-                self._spawn(self._send, eff)
-            elif isinstance(eff, fx.SetTimer):
-                self._timers.set(eff.key, eff.at)
-            elif isinstance(eff, fx.CancelTimer):
-                self._timers.cancel(eff.key)
-            elif isinstance(eff, (fx.TrainLocal, fx.ApplyAverage, fx.LoadState, fx.ServeState)):
-                self._jobs_send.send_nowait(eff)
-            elif isinstance(eff, fx.Evict):
-                m.peers_evicted += 1
-                log.info("peer.evicted", peer=eff.peer, reason=eff.reason)
-            elif isinstance(eff, fx.Ban):
-                m.peers_banned += 1
-                self._banned[eff.peer] = eff.until
-                log.warning("peer.banned", peer=eff.peer, for_s=eff.until - trio.current_time())
-                self._spawn(self._disconnect, eff.peer)
-            elif isinstance(eff, fx.ContributionAccepted):
-                m.contributions_accepted += 1
-            elif isinstance(eff, fx.ContributionRejected):
-                m.contributions_rejected[eff.reason.value] += 1
-                log.info("contribution.rejected", round=eff.round, peer=eff.peer, reason=eff.reason)
-            elif isinstance(eff, fx.RoundClosed):
-                self._round_closed(eff)
-            elif isinstance(eff, fx.DriftObserved):
-                m.last_drift = eff.distance
-                log.debug("drift.observed", round=eff.round, distance=eff.distance, peers=eff.peers)
-            elif isinstance(eff, fx.SyncStarted):
-                m.syncs_started += 1
-                log.info("sync.started", reason=eff.reason, asked=list(eff.asked))
-            elif isinstance(eff, fx.SyncFinished):
-                if eff.ok:
-                    m.syncs_ok += 1
-                else:
-                    m.syncs_failed += 1
-                log.info(
-                    "sync.finished",
-                    ok=eff.ok,
-                    round=eff.round,
-                    responders=eff.responders,
-                    agreeing=eff.agreeing,
-                )
+            match eff:
+                case fx.Send():
+                    self._spawn(self._send, eff)
+                case fx.SetTimer():
+                    self._timers.set(eff.key, eff.at)
+                case fx.CancelTimer():
+                    self._timers.cancel(eff.key)
+                case fx.TrainLocal() | fx.ApplyAverage() | fx.LoadState() | fx.ServeState():
+                    self._jobs_send.send_nowait(eff)
+                case fx.Evict():
+                    m.peers_evicted += 1
+                    log.info("peer.evicted", peer=eff.peer, reason=eff.reason)
+                case fx.Ban():
+                    m.peers_banned += 1
+                    self._banned[eff.peer] = eff.until
+                    log.warning("peer.banned", peer=eff.peer, for_s=eff.until - trio.current_time())
+                    self._spawn(self._disconnect, eff.peer)
+                case fx.ContributionAccepted():
+                    m.contributions_accepted += 1
+                case fx.ContributionRejected():
+                    m.contributions_rejected[eff.reason.value] += 1
+                    log.info(
+                        "contribution.rejected", round=eff.round, peer=eff.peer, reason=eff.reason
+                    )
+                case fx.RoundClosed():
+                    self._round_closed(eff)
+                case fx.DriftObserved():
+                    m.last_drift = eff.distance
+                    log.debug(
+                        "drift.observed", round=eff.round, distance=eff.distance, peers=eff.peers
+                    )
+                case fx.SyncStarted():
+                    m.syncs_started += 1
+                    log.info("sync.started", reason=eff.reason, asked=list(eff.asked))
+                case fx.SyncFinished():
+                    if eff.ok:
+                        m.syncs_ok += 1
+                    else:
+                        m.syncs_failed += 1
+                    log.info(
+                        "sync.finished",
+                        ok=eff.ok,
+                        round=eff.round,
+                        responders=eff.responders,
+                        agreeing=eff.agreeing,
+                    )
+                case _:
+                    assert_never(eff)
         m.round = self.protocol.round
         m.peers_live = len(self.protocol.peers.live_peers())
 
