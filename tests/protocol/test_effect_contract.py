@@ -63,7 +63,7 @@ protocol:
   round_timeout: 6
   heartbeat_interval: 2
   eviction_timeout: 9
-  quorum: 1.0
+  quorum: 2
   min_peers: 2
   param_sync_every: 0
   ban_window: 2
@@ -94,10 +94,11 @@ def contribution(rnd: int, value: float) -> Contribution:
 TRACE: list[tuple[float, str, int, Any]] = [
     (0.5, "ready", 0, ready(0, 1.0)),
     (0.6, "msg", 1, contribution(0, 1.1)),
-    (0.7, "msg", 2, contribution(0, float("nan"))),  # rejected at close
+    (0.7, "msg", 2, contribution(0, float("nan"))),  # round 0 closed at quorum: stale
     (1.1, "msg", 1, Heartbeat(1, 10, "d1", (0.5, 0.5), (), 0)),
     (1.5, "ready", 0, ready(1, 1.2)),
-    (3.1, "garbage", 2, b"\x00not a frame"),  # second bad verdict in the window: ban
+    (2.9, "garbage", 2, b"\x00not a frame"),
+    (3.1, "garbage", 2, b"\x01still not"),  # a full window of bad verdicts: ban
     (3.3, "msg", 1, contribution(1, 1.3)),
     (7.5, "ready", 0, ready(2, 1.4)),
     (8.1, "msg", 1, Heartbeat(2, 10, "d2", (0.5, 0.5), (), 1)),
