@@ -310,7 +310,8 @@ class SimDriver:
                 + PEER_ENTRY_BYTES * len(msg.known_peers)
             )
         if isinstance(msg, StateResponse):
-            return self.control + self.payload + SKETCH_BYTES * len(msg.sketch)
+            outer = self.payload if msg.outer else 0  # DiLoCo momentum: one more model's worth
+            return self.control + self.payload + outer + SKETCH_BYTES * len(msg.sketch)
         return self.control
 
     def _fx_send(self, node: SimNode, eff: fx.Send) -> None:
@@ -444,6 +445,7 @@ class SimDriver:
 
     def _fx_load(self, node: SimNode, eff: fx.LoadState) -> None:
         node.learner.load_state(eff.tensors)
+        node.learner.load_outer_state(eff.outer)
         self.rec.event(self.env.now, "load_state", node.id, value=eff.round)
 
     def _fx_serve(self, node: SimNode, eff: fx.ServeState) -> None:

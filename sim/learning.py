@@ -102,6 +102,12 @@ class NodeLearner:
     def load_state(self, params: TensorDict) -> None:
         self._owner.load_state(self.node_index, params)
 
+    def outer_state(self) -> TensorDict:
+        return self._owner.outer_state(self.node_index)
+
+    def load_outer_state(self, state: TensorDict) -> None:
+        self._owner.load_outer_state(self.node_index, state)
+
     def evaluate(self) -> float:
         return self._owner.eval_losses([self.node_index])[0]
 
@@ -469,6 +475,27 @@ class BatchedLearning:
         self._settle([node_index])
         with torch.no_grad():
             self._flat[node_index].copy_(params[PARAMS])
+
+    def outer_state(self, node_index: int) -> TensorDict:
+        """The node's DiLoCo momentum row (a copy), or {} when the run keeps none."""
+        if self._real is not None:
+            return self._real.learner(node_index).outer_state()
+        self._known(node_index)
+        if not self._outer_b.numel():
+            return {}
+        self._settle([node_index])
+        return {PARAMS: self._outer_b[node_index].clone()}
+
+    def load_outer_state(self, node_index: int, state: TensorDict) -> None:
+        if self._real is not None:
+            self._real.learner(node_index).load_outer_state(state)
+            return
+        self._known(node_index)
+        if not state or not self._outer_b.numel():
+            return
+        self._check_tensors(state)
+        self._settle([node_index])
+        self._outer_b[node_index].copy_(state[PARAMS])
 
     def settle(self) -> None:
         """Apply every queued average now (reads do this implicitly)."""

@@ -61,6 +61,8 @@ SKETCH_TENSOR: Final = "__sketch__"
 # Parts of a compressed update ("__c.q", "__c.s", ...): cannot collide with HF parameter names.
 CODED_PREFIX: Final = "__c."
 MAX_CODEC_LEN: Final = 64
+# A state response's outer-optimizer state ("__o.<parameter name>"), checked by the core.
+OUTER_PREFIX: Final = "__o."
 MAX_SKETCH: Final = 65_536
 MAX_DIGEST_LEN: Final = 128
 MAX_KNOWN_PEERS: Final = 64
@@ -121,6 +123,7 @@ def to_envelope(message: Message, run_id: str, sender: str, *, round: int = 0) -
         meta["nonce"] = message.nonce
         meta["digest"] = message.digest
         tensors.update(message.tensors)
+        tensors.update({OUTER_PREFIX + k: v for k, v in message.outer.items()})
         tensors[SKETCH_TENSOR] = _sketch_tensor(message.sketch)
     elif isinstance(message, Goodbye):
         msg_type, rnd = MsgType.GOODBYE, round
@@ -247,13 +250,21 @@ def from_envelope(env: Envelope) -> Message:
     if env.msg_type == MsgType.STATE_RESPONSE:
         _allowed_meta(meta, _RESP_META)
         sketch = _sketch(env.tensors)
-        params = {k: v for k, v in env.tensors.items() if k != SKETCH_TENSOR}
+        params = {
+            k: v
+            for k, v in env.tensors.items()
+            if k != SKETCH_TENSOR and not k.startswith(OUTER_PREFIX)
+        }
+        outer = {
+            k[len(OUTER_PREFIX) :]: v for k, v in env.tensors.items() if k.startswith(OUTER_PREFIX)
+        }
         return StateResponse(
             nonce=_int(meta, "nonce"),
             round=env.round,
             digest=_str(meta, "digest", MAX_DIGEST_LEN),
             sketch=sketch,
             tensors=params,
+            outer=outer,
         )
     if env.msg_type == MsgType.GOODBYE:
         _allowed_meta(meta, _BYE_META)

@@ -59,6 +59,7 @@ class LoadState:
     round: int
     tensors: TensorDict = field(repr=False, compare=False)
     digest: str
+    outer: TensorDict = field(default_factory=dict, repr=False, compare=False)  # see StateResponse
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,9 @@ class StateResponse:
     digest: str
     sketch: Sketch
     tensors: TensorDict = field(repr=False, compare=False)
+    # The learner's outer-optimizer state (DiLoCo's momentum, named like the parameters) a
+    # joiner needs to step exactly as the swarm does; empty when the run keeps none.
+    outer: TensorDict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

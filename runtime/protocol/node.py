@@ -492,7 +492,7 @@ class ProtocolNode:
             return out + (self._open_round(self.round, now) if waiting else [])
         resume = max(decision.round, self.round)
         out = [
-            fx.LoadState(resume, decision.tensors, decision.digest),
+            fx.LoadState(resume, decision.tensors, decision.digest, decision.outer),
             fx.SyncFinished(True, resume, decision.responders, decision.agreeing),
         ]
         if waiting:

@@ -7,7 +7,8 @@ from the sender), responses within ``drift_bound`` of each other agree, and the 
 agreeing group wins if it is a strict majority of responders. The node adopts the average of
 that group's states (bit-identical responders make this the exact shared state; a lying
 minority is outside the group and has no say) and the median of their rounds (a liar cannot
-push us to round 10^9).
+push us to round 10^9). The outer-optimizer state (DiLoCo momentum) rides along and is
+averaged over the same group, so a joiner steps exactly like the replicas it copied.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class SyncDecision:
     digest: str
     agreeing: int
     responders: int
+    outer: TensorDict  # averaged outer state of the group (empty unless all of it sent one)
 
 
 def decide(
@@ -46,7 +48,10 @@ def decide(
     valid = {
         peer: r
         for peer, r in sorted(responses.items())
-        if r.round >= 0 and spec.mismatch(r.tensors) is None and all_finite(r.tensors)
+        if r.round >= 0
+        and spec.mismatch(r.tensors) is None
+        and all_finite(r.tensors)
+        and (not r.outer or (spec.mismatch(r.outer) is None and all_finite(r.outer)))
     }
     if not responses:
         return None
@@ -67,10 +72,13 @@ def decide(
         return None
     rounds = sorted(valid[p].round for p in best)
     tensors = weighted_average([valid[p].tensors for p in best], [1.0] * len(best))
+    outers = [valid[p].outer for p in best]
+    outer = weighted_average(outers, [1.0] * len(best)) if all(outers) else {}
     return SyncDecision(
         round=rounds[(len(rounds) - 1) // 2],
         tensors=tensors,
         digest=param_digest(tensors),
         agreeing=len(best),
         responders=len(responses),
+        outer=outer,
     )

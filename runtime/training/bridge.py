@@ -84,6 +84,7 @@ class LearnerBridge:
 
     def load(self, effect: LoadState) -> None:
         self.learner.load_state(effect.tensors)
+        self.learner.load_outer_state(effect.outer)
 
     def state_response(self, effect: ServeState, round_number: int) -> StateResponse:
         params = self.learner.parameters()
@@ -94,4 +95,5 @@ class LearnerBridge:
             digest=param_digest(snapshot),
             sketch=param_sketch(snapshot, self._cfg.sketch_size, self._cfg.sketch_seed),
             tensors=snapshot,
+            outer=self.learner.outer_state(),
         )

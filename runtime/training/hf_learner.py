@@ -157,6 +157,17 @@ class HFLearner:
         self._copy_in(params)
         self.optimizer.zero_grad(set_to_none=True)
 
+    def outer_state(self) -> TensorDict:
+        return {n: b.detach().cpu().clone() for n, b in self.outer_momentum.items()}
+
+    def load_outer_state(self, state: TensorDict) -> None:
+        if not state:
+            return
+        self._check(state)
+        self.outer_momentum = {
+            n: t.to(device=self.device, dtype=torch.float32).clone() for n, t in state.items()
+        }
+
     @torch.no_grad()
     def evaluate(self) -> float:
         data = self.eval_data if self.eval_data is not None else self.train_data

@@ -63,6 +63,15 @@ class Learner(Protocol):
         """Replace the parameters wholesale (state sync after a join or a drift alarm)."""
         ...
 
+    def outer_state(self) -> TensorDict:
+        """Outer-optimizer state a joiner needs (DiLoCo momentum, named like the parameters;
+        a copy), or {} when the learner keeps none."""
+        ...
+
+    def load_outer_state(self, state: TensorDict) -> None:
+        """Adopt the swarm's outer-optimizer state (from ``outer_state`` of peers)."""
+        ...
+
     def evaluate(self) -> float:
         """Loss on the held-out split."""
         ...

@@ -95,3 +95,38 @@ rounds: {target: 4}
     assert result.stop_reason == "target_round"
     assert result.virtual_s >= 4 * 10 * 0.9  # each round is H = 10 modelled steps
     assert driver.engine.divergence(range(3)) < 1e-6
+
+
+def test_state_sync_carries_the_outer_momentum_over_the_wire() -> None:
+    from swarm_tune.runtime.net.protocol_codec import from_envelope, to_envelope
+    from swarm_tune.runtime.protocol import ProtocolConfig, StateResponse
+    from swarm_tune.runtime.protocol.effects import LoadState, ServeState
+    from swarm_tune.runtime.protocol.sync import decide
+    from swarm_tune.runtime.training.bridge import LearnerBridge
+    from swarm_tune.runtime.wire import Identity, decode, encode
+
+    bl = _swarm(3, diloco=dict(inner_steps=2))
+    _rounds(bl, 2, 2)  # nodes 0 and 1 trained together; node 2 is a fresh joiner
+    views = [bl.add_node(i, i) for i in range(3)]
+    cfg = ProtocolConfig()
+    ident = Identity.from_seed(bytes(range(32)))
+    responses = {}
+    for i in (0, 1):
+        resp = LearnerBridge(views[i], cfg).state_response(ServeState("x", 7), 2)
+        assert resp.outer and torch.equal(resp.outer[PARAMS], bl._outer_b[i])
+        env = decode(
+            bytes(encode(to_envelope(resp, "r", ident.peer_id), ident)), expected_run_id="r"
+        )
+        got = from_envelope(env)
+        assert isinstance(got, StateResponse) and torch.equal(got.outer[PARAMS], resp.outer[PARAMS])
+        responses[f"p{i}"] = got
+    decision = decide(responses, bl.spec, cfg.drift_bound, cfg.sketch_size, cfg.sketch_seed)
+    assert decision is not None
+    LearnerBridge(views[2], cfg).load(
+        LoadState(decision.round, decision.tensors, decision.digest, decision.outer)
+    )
+    assert torch.equal(bl._outer_b[2], bl._outer_b[0])
+    assert torch.equal(bl.parameters(2)[PARAMS], bl.parameters(0)[PARAMS])
+    # a response whose outer state does not fit the model is not a valid response
+    bad = StateResponse(7, 2, "d", (), bl.parameters(0), {PARAMS: torch.zeros(3)})
+    assert decide({"p0": bad}, bl.spec, cfg.drift_bound, cfg.sketch_size, cfg.sketch_seed) is None
