@@ -152,6 +152,7 @@ async def run_node(s: NodeSettings) -> int:
     """Run one training node until max_rounds or a signal; returns the exit code."""
     import trio
 
+    from swarm_tune.runtime.compression.codecs import CompressionError
     from swarm_tune.runtime.net.adversary import Adversary
     from swarm_tune.runtime.net.driver import DriverConfig, NodeDriver
     from swarm_tune.runtime.net.node import open_net_node
@@ -159,12 +160,14 @@ async def run_node(s: NodeSettings) -> int:
         CheckpointError,
         latest_checkpoint,
         load_checkpoint,
+        load_node_state,
         save_checkpoint,
+        save_node_state,
     )
     from swarm_tune.runtime.ops.logging import get_logger
     from swarm_tune.runtime.protocol.node import ProtocolNode
     from swarm_tune.runtime.protocol.tensors import ModelSpec
-    from swarm_tune.runtime.training import SHIPPED_CORPUS, build_learner
+    from swarm_tune.runtime.training import SHIPPED_CORPUS, LearnerStateError, build_learner
     from swarm_tune.runtime.training.bridge import LearnerBridge
 
     log = get_logger("swarm_tune.node")
@@ -189,6 +192,8 @@ async def run_node(s: NodeSettings) -> int:
     )
     ckpt_dir = Path(s.checkpoint_dir)
     start_round = 0
+    resumed = False
+    bridge = LearnerBridge(learner, pcfg)
     info = latest_checkpoint(ckpt_dir, s.run_id)
     if info is not None:
         try:
@@ -201,14 +206,22 @@ async def run_node(s: NodeSettings) -> int:
             )
             learner.load_state(tensors)
             start_round = meta.round
+            resumed = True
             log.info("node.resumed", round=start_round, checkpoint=str(info.tensor_path))
         except CheckpointError as exc:  # keep the file (evidence), start fresh
             log.error("node.checkpoint_unusable", path=str(info.meta_path), error=str(exc))
+    if resumed:  # the residual and outer momentum saved with that checkpoint, if any
+        try:
+            bridge.load_node_state(load_node_state(ckpt_dir, s.run_id, start_round))
+        except (CheckpointError, CompressionError, LearnerStateError) as exc:
+            log.error("node.node_state_unusable", error=str(exc))
 
     def checkpoint(round_: int, extra: dict[str, Any]) -> Path:
-        return save_checkpoint(
+        path = save_checkpoint(
             ckpt_dir, s.run_id, round_, learner.parameters(), s.model_name, extra
         )
+        save_node_state(ckpt_dir, s.run_id, round_, bridge.node_state())
+        return path
 
     params = learner.parameters()
     import random
@@ -222,7 +235,6 @@ async def run_node(s: NodeSettings) -> int:
         start_round=start_round,
         address=_own_address(s.listen_host),
     )
-    bridge = LearnerBridge(learner, pcfg)
     adversary = Adversary(s.adversary, s.adversary_strength, seed=seed ^ s.shard_index)
     if adversary.active:
         log.warning("node.adversary_enabled", mode=s.adversary, strength=s.adversary_strength)

@@ -442,3 +442,52 @@ def _check_spec(tensors: Mapping[str, torch.Tensor], spec: TensorSpec) -> None:
             raise ShapeMismatchError(
                 f"{name}: {tuple(t.shape)}/{t.dtype} on disk, model needs {tuple(shape)}/{dtype}"
             )
+
+
+# -- node-private learner state ----------------------------------------------------------
+
+NODE_STATE_FILE = "node-state.safetensors"
+
+
+def save_node_state(
+    directory: str | Path, run_id: str, round: int, state: Mapping[str, torch.Tensor]
+) -> Path | None:
+    """Write the node's private learner state beside its checkpoint of ``round``.
+
+    Why a separate file: a checkpoint's tensors are the model (peers, ``evaluate`` and
+    ``reconstruct`` read them as such); what only this node needs to resume exactly (the
+    error-feedback residual of its compressor, DiLoCo's outer momentum) is not the model.
+    One file, replaced atomically at every checkpoint, tagged with run and round: it is used
+    only with the checkpoint of the same round. Nothing to write -> nothing written (None).
+    """
+    from safetensors.torch import save
+
+    _check_run_id(run_id)
+    if not state:
+        return None
+    d = Path(directory).resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    cpu = {n: t.detach().to("cpu").contiguous().clone() for n, t in state.items()}
+    path = d / NODE_STATE_FILE
+    _atomic_write_bytes(path, save(cpu, metadata={"run_id": run_id, "round": str(round)}))
+    return path
+
+
+def load_node_state(directory: str | Path, run_id: str, round: int) -> dict[str, torch.Tensor]:
+    """The node state saved with checkpoint ``round`` of ``run_id``, or {} when there is none
+    for exactly that checkpoint; ``CorruptCheckpointError`` when the file does not parse."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load
+
+    path = Path(directory).resolve() / NODE_STATE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("run_id") != run_id or meta.get("round") != str(round):
+            log.warning("node_state.stale", path=str(path), round=meta.get("round"), want=round)
+            return {}
+        return dict(load(path.read_bytes()))
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        raise CorruptCheckpointError(f"{path.name}: {exc}") from exc

@@ -8,7 +8,7 @@ delay, the real node in a worker thread).
 
 from __future__ import annotations
 
-from swarm_tune.runtime.compression.codecs import Encoded
+from swarm_tune.runtime.compression.codecs import CompressionError, Encoded
 from swarm_tune.runtime.compression.update import UpdateCompressor
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.effects import ApplyAverage, LoadState, ServeState, TrainLocal
@@ -41,6 +41,10 @@ def compress_result(
         return update, None
     decoded, enc = comp.compress(update)
     return decoded, enc
+
+
+OUTER_KEY = "outer."  # node_state: DiLoCo momentum, by parameter name
+RESIDUAL_KEY = "ef.residual"  # node_state: the compressor's error-feedback residual
 
 
 class LearnerBridge:
@@ -78,6 +82,29 @@ class LearnerBridge:
             sketch=sketch,
             encoded=encoded,
         )
+
+    def node_state(self) -> TensorDict:
+        """What only this node needs to resume exactly (for checkpoints): the compressor's
+        error-feedback residual and the learner's outer-optimizer state."""
+        state = {OUTER_KEY + n: t for n, t in self.learner.outer_state().items()}
+        comp = self.compressor
+        residual = comp.feedback.state() if comp is not None else None
+        if residual is not None:
+            state[RESIDUAL_KEY] = residual
+        return state
+
+    def load_node_state(self, state: TensorDict) -> None:
+        """Inverse of ``node_state`` (checked: a residual of the wrong size is refused)."""
+        outer = {n[len(OUTER_KEY) :]: t for n, t in state.items() if n.startswith(OUTER_KEY)}
+        self.learner.load_outer_state(outer)
+        residual = state.get(RESIDUAL_KEY)
+        comp = self.compressor
+        if residual is not None and comp is not None:
+            if residual.numel() != comp.spec.numel:
+                raise CompressionError(
+                    f"saved residual has {residual.numel()} values, the model {comp.spec.numel}"
+                )
+            comp.feedback.load_state(residual)
 
     def apply(self, effect: ApplyAverage) -> None:
         self.learner.apply_average(effect.kind, effect.update)
