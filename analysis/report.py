@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from swarm_tune.analysis.columns import display_frame
 from swarm_tune.analysis.figures import png_bytes
 from swarm_tune.analysis.load import RunData
 from swarm_tune.analysis.metrics import (
@@ -43,9 +44,14 @@ REPORT_NAME = "report.html"
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+.table{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:12px;margin:1em 0}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3}
+th{background:#f3f3f3;max-width:9em}
+dl.meanings{font-size:11px;color:#555;display:grid;grid-template-columns:max-content 1fr;
+gap:0 1em;margin:0 0 1.5em}
+dl.meanings dt{font-weight:bold}dl.meanings dd{margin:0}
+figure img{max-width:100%;height:auto}
 figure{margin:1.5em 0}
 figcaption{font-size:12px;color:#555}
 .fail{color:#b00;font-weight:bold}.pass{color:#070;font-weight:bold}
@@ -97,6 +103,7 @@ def _figure_html(plot: Plot) -> str:
     data = {
         "key": plot.key,
         "title": plot.title,
+        "highlight": list(plot.highlight),
         "series": [
             {
                 "label": s.label,
@@ -120,8 +127,14 @@ def _figure_html(plot: Plot) -> str:
 
 
 def _table_html(df: pd.DataFrame) -> str:
-    text: str = df.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4g}", border=0)
-    return text
+    """Human headers and values (analysis/columns.py), then one line per column's meaning."""
+    shown, meanings = display_frame(df)
+    table: str = shown.to_html(index=False, border=0, escape=True)
+    legend = "".join(
+        f"<dt>{html.escape(header)}</dt><dd>{html.escape(meaning)}</dd>"
+        for header, meaning in meanings
+    )
+    return f'<div class="table">{table}</div><dl class="meanings">{legend}</dl>'
 
 
 def render_html(

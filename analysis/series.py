@@ -24,7 +24,9 @@ import pandas as pd
 from swarm_tune.analysis.load import RunData
 from swarm_tune.analysis.metrics import LOSS_COLUMN, swarm_tokens
 
-Style = Literal["line", "dashed", "step", "bar", "hist", "hline", "scatter"]
+Style = Literal["line", "dashed", "step", "bar", "hist", "hline", "scatter", "vlines"]
+# How the y axis reads: plain numbers, humanised bytes (kB/MB/GB), or whole counts.
+YFormat = Literal["plain", "bytes", "count"]
 Value = float | str
 
 
@@ -43,6 +45,11 @@ class Plot:
     xlabel: str
     ylabel: str
     series: list[Series] = field(default_factory=list)
+    yformat: YFormat = "plain"
+    ymin: float | None = None  # lower y limit where negative values would mean nothing
+    # Bar categories to mark (drawn in red, named in the legend), e.g. adversarial nodes.
+    highlight: tuple[str, ...] = ()
+    highlight_label: str = ""
 
 
 def _floats(values: pd.Series | np.ndarray) -> list[float]:
@@ -103,12 +110,22 @@ def divergence_plot(runs: Sequence[RunData]) -> Plot:
         "divergence",
         "Replica divergence (mean relative L2 distance to the sample mean)",
         "round",
-        "divergence",
+        "relative L2 distance",
+        ymin=0.0,
     )
     for label, group in _group([r for r in runs if not r.is_baseline]).items():
         xs, ys = _mean_by_round(group, "divergence", "round")
         plot.series.append(Series(label, xs, ys, "line"))
     return plot
+
+
+def adversary_nodes(run: RunData) -> tuple[str, ...]:
+    """Nodes the run recorded with an adversarial behaviour (the rounds table says which)."""
+    r = run.rounds
+    if r.empty or "adversary" not in r:
+        return ()
+    marked = r.loc[r["adversary"].fillna("").astype(str) != "", "node"]
+    return tuple(sorted({str(n) for n in marked}))
 
 
 def bytes_plot(run: RunData) -> Plot:
@@ -118,6 +135,10 @@ def bytes_plot(run: RunData) -> Plot:
         f"Bytes per node — {run.run_id}",
         "node",
         "bytes",
+        yformat="bytes",
+        ymin=0.0,
+        highlight=adversary_nodes(run),
+        highlight_label="adversary",
     )
     r = run.rounds
     if r.empty:
@@ -136,6 +157,8 @@ def contributions_plot(run: RunData) -> Plot:
         f"Contributions accepted vs rejected by reason — {run.run_id}",
         "outcome",
         "contributions",
+        yformat="count",
+        ymin=0.0,
     )
     r = run.rounds
     if r.empty:
@@ -157,6 +180,8 @@ def durations_plot(run: RunData) -> Plot:
         f"Round-duration distribution — {run.run_id}",
         "round duration (virtual s)",
         "rounds closed",
+        yformat="count",
+        ymin=0.0,
     )
     r = run.rounds
     if r.empty:
@@ -176,7 +201,9 @@ def churn_plot(run: RunData) -> Plot:
         f"churn:{run.run_id}",
         f"Churn timeline — {run.run_id}",
         "virtual time (s)",
-        "nodes online / event",
+        "nodes online",
+        yformat="count",
+        ymin=0.0,
     )
     s = run.swarm
     plot.series.append(Series("online", _floats(s["t"]), _floats(s["online"]), "step"))
@@ -185,9 +212,8 @@ def churn_plot(run: RunData) -> Plot:
         for kind in CHURN_KINDS:
             ts = e.loc[e["kind"] == kind, "t"]
             if len(ts):
-                # Each event kind on its own band just under the online curve's range.
-                level = -1.0 - CHURN_KINDS.index(kind)
-                plot.series.append(Series(kind, _floats(ts), [level] * len(ts), "scatter"))
+                # Events are moments, not levels: a vertical mark per event, one colour per kind.
+                plot.series.append(Series(kind, _floats(ts), [], "vlines"))
     return plot
 
 

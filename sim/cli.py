@@ -84,17 +84,11 @@ def run(
     _summary(console, result)
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000:
-            return f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n:,.1f} PB"
-
-
 def _summary(console: Console, out: RunOutput) -> None:
     import pyarrow.compute as pc
 
+    # The report's formatters: the screen and the report show a figure the same way.
+    from swarm_tune.analysis.columns import human_bytes, human_seconds
     from swarm_tune.sim.recorder import REJECT_COLUMNS
 
     r = out.result
@@ -127,8 +121,13 @@ def _summary(console: Console, out: RunOutput) -> None:
     if swarm.num_rows:
         msgs = swarm["messages"][-1].as_py()
         sent = swarm["bytes"][-1].as_py()
-        t.add_row("network", f"{msgs:,} messages, {_fmt_bytes(sent)}")
-    t.add_row("time", f"virtual {r.virtual_s:,.1f} s, wall {r.wall_s:,.1f} s")
-    t.add_row("events", f"{r.events:,} protocol events ({r.events / max(r.wall_s, 1e-9):,.0f}/s)")
+        t.add_row("network", f"{msgs:,} messages, {human_bytes(sent)}")
+    # wall_s is the manifest's figure (the report's "wall time"): the simulation alone.
+    wall = out.manifest["wall_s"]
+    t.add_row(
+        "time",
+        f"virtual {human_seconds(r.virtual_s)}, wall {human_seconds(wall)} (simulation only)",
+    )
+    t.add_row("events", f"{r.events:,} protocol events ({r.events / max(wall, 1e-9):,.0f}/s)")
     t.add_row("output", str(out.out_dir))
     console.print(t)

@@ -10,34 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from swarm_tune.analysis.columns import column
 from swarm_tune.analysis.load import NotARunError, load_run
 from swarm_tune.analysis.report import count_images, plot_data
 from swarm_tune.runtime.cli import app
-from swarm_tune.sim.baseline import run_baseline
 from swarm_tune.sim.run import run_scenario
 from swarm_tune.sim.scenario import load_scenario
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml"
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("quickstart")
-    scenario = load_scenario(QUICKSTART)
-    run_scenario(scenario, root / "run")
-    run_baseline(scenario, root / "baseline")
-    return root / "run", root / "baseline"
-
-
-@pytest.fixture(scope="module")
-def report_html(runs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> str:
-    run, base = runs
-    out = tmp_path_factory.mktemp("report")
-    res = CliRunner().invoke(app, ["report", str(run), "--baseline", str(base), "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    path = Path(res.output.strip().splitlines()[-1])
-    assert path == out / "report.html"
-    return path.read_text(encoding="utf-8")
 
 
 def _series(data: dict[str, dict], key: str, label: str) -> dict:
@@ -95,6 +75,9 @@ def test_traffic_and_contributions_match_the_parquet(
         assert s_val == float(mine["bytes_sent"].sum())
         assert r_val == float(mine["bytes_recv"].sum())
     assert sorted(sent["x"]) == sorted(rounds["node"].unique())
+    # The quickstart adversary is marked on the traffic plot, and only it.
+    adversaries = sorted(rounds.loc[rounds["adversary"] != "", "node"].unique())
+    assert adversaries and data["bytes_per_node:quickstart-s7"]["highlight"] == adversaries
     # Rejections by reason, cross-checked against the separate rejections table.
     c = _series(data, "contributions:quickstart-s7", "contributions")
     counts = dict(zip(c["x"], c["y"], strict=True))
@@ -152,3 +135,24 @@ def test_several_runs_give_one_line_per_configuration(
         _series(data, "loss_vs_round", "quickstart-s8")["y"],
         s8["eval_loss_median"].dropna().tolist(),
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("bytes", 1833556452, "1.83 GB"),
+        ("bytes", 512, "512 B"),
+        ("wall_s", 0.983, "0.983 s"),
+        ("virtual_s", 132.0, "2 min 12 s"),
+        ("virtual_s", 59.7, "59.7 s"),
+        ("virtual_s", 3599.6, "1 h 00 min"),
+        ("tokens_to_target", math.inf, "never"),
+        ("x_baseline_tokens", 1.047, "1.05×"),
+        ("final_loss", math.nan, "—"),
+        ("some_new_metric", 12345.0, "12,345"),
+    ],
+)
+def test_columns_are_shown_humanised(name: str, value: float, shown: str) -> None:
+    col = column(name)
+    assert "_" not in col.header
+    assert col.fmt(value) == shown

@@ -1,4 +1,5 @@
-"""A real headless Chromium driven over the DevTools protocol (CDP), for the dashboard tests.
+"""A real headless Chromium driven over the DevTools protocol (CDP), for the dashboard and report
+tests.
 
 Why CDP and not ``--dump-dom``: the dashboard is a polling page, and the test must watch it
 *over time* on one page (two samples of the same chart, a reload with the node gone) —
