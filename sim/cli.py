@@ -38,6 +38,11 @@ SWEEP_COMMANDS = {
         "regress",
         "Run SCENARIO and its centralized baseline; fail if convergence regressed.",
     ),
+    "matrix": (
+        "swarm_tune.sim.robustness_cli",
+        "matrix",
+        "Rules x attacks x Byzantine fraction x data skew -> loss gap, honest rejections/bans.",
+    ),
 }
 sim_app = typer.Typer(
     help="Simulate a swarm in virtual time (SimPy).",

@@ -185,6 +185,9 @@ class SimDriver:
         self.compute = ComputeModel(scenario.compute, total, self.seed)
         adv = assign_adversaries(scenario.adversaries, list(range(scenario.nodes.count)), self.seed)
         self.churn = ChurnModel(scenario.churn, scenario.nodes.count, sorted(adv), self.seed)
+        # Counterfactual runs: the would-be attackers never start, everyone else is unchanged.
+        self._absent = frozenset(i for i, a in adv.items() if a.spec.absent)
+        adv = {i: a for i, a in adv.items() if i not in self._absent}
         self.network = self._build_network(total)
         self.nodes: list[SimNode] = []
         for i in range(total):
@@ -718,12 +721,13 @@ class SimDriver:
         self._wall0 = time.perf_counter()
         env = self.env
         initial = self.s.nodes.count
-        for i in range(initial):
+        present = [i for i in range(initial) if i not in self._absent]
+        for i in present:
             self._bring_up(self.nodes[i], 0)
         self._measure(0, 0)
         self._milestone = 0
-        self._initial_connections(initial)
-        for i in range(initial):
+        self._initial_connections(present)
+        for i in present:
             node = self.nodes[i]
             assert node.proto is not None
             self._execute(node, node.proto.start(0.0))
@@ -752,16 +756,17 @@ class SimDriver:
             advs,
         )
 
-    def _initial_connections(self, initial: int) -> None:
+    def _initial_connections(self, present: list[int]) -> None:
         if self.flat:
-            for a in range(initial):
-                for b in range(a + 1, initial):
+            for j, a in enumerate(present):
+                for b in present[j + 1 :]:
                     self._connect(self.nodes[a], self.nodes[b])
             return
-        k = min(initial - 1, self.s.rounds.bootstrap_peers)
-        for a in range(initial):
-            for b in sorted(self._rng.sample(range(initial - 1), k)):
-                self._connect(self.nodes[a], self.nodes[b if b < a else b + 1])
+        k = min(len(present) - 1, self.s.rounds.bootstrap_peers)
+        for j, a in enumerate(present):
+            others = present[:j] + present[j + 1 :]
+            for b in sorted(self._rng.sample(range(len(others)), k)):
+                self._connect(self.nodes[a], self.nodes[others[b]])
 
 
 def _payload(ev: simpy.Event) -> Any:

@@ -175,6 +175,10 @@ class AdversarySpec(_Strict):
     group_size: int | None = Field(default=None, ge=1, description="sybil: nodes per /24")
     subnet: str = "203.0.113.0"
     start_round: int = Field(default=0, ge=0)
+    absent: bool = Field(
+        default=False,
+        description="counterfactual: the same nodes are picked but never start (clean run)",
+    )
 
     @model_validator(mode="after")
     def _sized(self) -> AdversarySpec:

@@ -17,11 +17,14 @@ Cost: one sort per coordinate, O(n log n * d) time and O(n * d) memory (n inputs
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+Floats = npt.NDArray[np.floating[Any]]  # float32 updates, float64 statistics
 
 
 def as_f32(values: object) -> F32:
@@ -29,7 +32,7 @@ def as_f32(values: object) -> F32:
     return np.asarray(values, dtype=np.float32)
 
 
-def _sorted_with_weights(rows: F32, weights: F64) -> tuple[F32, F64]:
+def _sorted_with_weights(rows: Floats, weights: F64) -> tuple[Floats, F64]:
     """Each column sorted, and the cumulative normalised weight at each sorted position."""
     order = np.argsort(rows, axis=0, kind="stable")
     values = np.take_along_axis(rows, order, axis=0)
@@ -38,7 +41,7 @@ def _sorted_with_weights(rows: F32, weights: F64) -> tuple[F32, F64]:
     return values, cumulative
 
 
-def weighted_median(rows: F32, weights: F64) -> F32:
+def weighted_median(rows: Floats, weights: F64) -> F32:
     """Per coordinate, the lower weighted median: the smallest value whose cumulative
     weight reaches one half.
 

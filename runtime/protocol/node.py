@@ -350,7 +350,9 @@ class ProtocolNode:
         candidates = [(p, a.check.summary) for p, a in admitted if a.check.summary is not None]
         own_check = rnd.own_check
         own_summary = own_check.summary if own_check is not None else None
-        rejected = self._judge.judge(rnd.kind, own_summary, candidates)
+        subnets = {p: a.subnet for p, a in admitted}
+        subnets[""] = self._self_subnet
+        rejected = self._judge.judge(rnd.kind, own_summary, candidates, subnets)
         accepted: list[tuple[str, Admitted]] = []
         for peer, adm in admitted:
             reason = rejected.get(peer)

@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
+from swarm_tune.runtime.aggregation.coordinate import weighted_median
+from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Contribution
 from swarm_tune.runtime.protocol.peer_memory import remember
@@ -97,8 +100,12 @@ class CloseTimeJudge:
         kind: UpdateKind,
         own: UpdateSummary | None,
         candidates: Sequence[tuple[str, UpdateSummary]],
+        subnets: Mapping[str, str] | None = None,
     ) -> dict[str, RejectReason]:
-        """Verdicts for peers' candidates; ``own`` informs the statistics but is trusted."""
+        """Verdicts for peers' candidates; ``own`` informs the statistics but is trusted.
+
+        ``subnets`` (peer -> subnet, ``""`` for our own) weighs the direction statistics
+        with the subnet cap; a peer without an entry counts as its own subnet."""
         rejected: dict[str, RejectReason] = {}
         for peer, summary in candidates:
             if self._is_replay(peer, summary.fingerprint):
@@ -112,7 +119,13 @@ class CloseTimeJudge:
         if kind == "grad":
             kept = [(p, s) for p, s in candidates if p not in rejected]
             pool = [s for _, s in kept] + ([own] if own is not None else [])
-            for peer in self._hostile(kept, self._cosines_to_median(pool)):
+            nets = subnets or {}
+            groups = [nets.get(p, p) for p, _ in kept] + ([nets.get("", "")] if own else [])
+            weights = np.asarray(
+                subnet_capped_weights([1.0] * len(pool), groups, self._cfg.subnet_cap)
+            )
+            cosines = self._cosines_to_median(pool, weights)
+            for peer in self._hostile(kept, cosines, weights):
                 rejected[peer] = RejectReason.DIRECTION
         accepted = [s.rms for p, s in candidates if p not in rejected]
         if own_norm is not None:
@@ -136,14 +149,16 @@ class CloseTimeJudge:
         return max(self._cfg.norm_floor, self._cfg.norm_factor * median)
 
     @staticmethod
-    def _cosines_to_median(pool: list[UpdateSummary]) -> list[float]:
-        """Each update's cosine to the coordinate-wise median of the pool ([] if undefined)."""
+    def _cosines_to_median(
+        pool: list[UpdateSummary], weights: npt.NDArray[np.float64]
+    ) -> list[float]:
+        """Each update's cosine to the subnet-capped weighted coordinate median of the pool
+        ([] if undefined). Weighted, so identical updates from one subnet hold at most the
+        cap's share and cannot capture the reference that judges everyone else."""
         if len(pool) < 3:
             return []
         directions = np.stack([s.direction for s in pool])
-        # The lower median (as torch.median), by selection rather than a full sort.
-        k = (len(pool) - 1) // 2
-        reference = np.partition(directions, k, axis=0)[k]
+        reference = weighted_median(directions, weights).astype(np.float64)
         ref_norm = math.sqrt(float(reference @ reference))
         if ref_norm == 0.0 or not math.isfinite(ref_norm):
             return []
@@ -152,17 +167,24 @@ class CloseTimeJudge:
             dot / max(s.direction_norm * ref_norm, 1e-30) for s, dot in zip(pool, dots, strict=True)
         ]
 
-    def _hostile(self, kept: list[tuple[str, UpdateSummary]], cosines: list[float]) -> list[str]:
+    def _hostile(
+        self,
+        kept: list[tuple[str, UpdateSummary]],
+        cosines: list[float],
+        weights: npt.NDArray[np.float64],
+    ) -> list[str]:
         """Peers whose updates point against the round's median (``cosines``: pool order,
-        ``kept`` first, our own last; empty when the median is undefined)."""
+        ``kept`` first, our own last; empty when the median is undefined). The round's
+        centre and spread of cosines are weighted medians under the same subnet-capped
+        weights: a colluding group cannot shift them by its numbers."""
         if not cosines:
             return []
         if len(cosines) < ROBUST_POOL:
             return [p for (p, _), c in zip(kept, cosines, strict=False) if c < MIN_COSINE]
-        ordered = sorted(cosines)
-        centre = ordered[len(ordered) // 2]
-        deviations = sorted(abs(c - centre) for c in cosines)
-        spread = max(1.4826 * deviations[len(deviations) // 2], MIN_SPREAD)
+        values = np.asarray(cosines)[:, None]
+        centre = float(weighted_median(values, weights)[0])
+        deviation = float(weighted_median(np.abs(values - centre), weights)[0])
+        spread = max(1.4826 * deviation, MIN_SPREAD)
         hostile = []
         for (peer, _), cosine in zip(kept, cosines, strict=False):
             score = (cosine - centre) / spread
