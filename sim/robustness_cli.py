@@ -57,7 +57,7 @@ def matrix(
             console.print(f"[red]error[/red] {scenario}: sweep.matrix.{where}: {err['msg']}")
         raise typer.Exit(2) from None
     bad = spec.problems(base.nodes.count)
-    rule = default_rule or base.protocol.aggregation_rule
+    rule = default_rule or base.protocol_config().aggregation_rule
     if rule not in spec.rules:
         bad.append(f"--default: {rule!r} is not one of the matrix's rules")
     if bad:
