@@ -140,10 +140,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3000, help="inner steps per node, every run")
     ap.add_argument("--quick", action="store_true", help="H in {10, 100} x {none, int8} only")
+    ap.add_argument("--grid", default="", help="explicit runs instead, e.g. 250:int8,500:int8")
     args = ap.parse_args()
     torch.set_num_threads(1)
     hs = [10, 100] if args.quick else [10, 50, 100, 500]
     codecs = ["none", "int8"] if args.quick else ["none", "fp16", "int8", "topk:0.01"]
+    grid = [(h, c) for h in hs for c in codecs]
+    if args.grid:
+        grid = [(int(h), c) for h, _, c in (item.partition(":") for item in args.grid.split(","))]
     print(
         f"{NODES} nodes, {args.steps} inner steps per node per run, virtual payload "
         f"{GPT2_124M_FP32_BYTES / 1e6:.0f} MB (GPT-2 124M fp32); goal: >= {GOAL_RATIO:.0f}x "
@@ -155,7 +159,8 @@ def main() -> None:
     print(
         f"baseline {base.label}: final held-out loss {base.final_loss:.4f} (= target), "
         f"{base_bytes / 1e9:.1f} GB/node to reach {TOLERANCE * target:.4f}, "
-        f"{base.final_bytes / 1e9:.1f} GB/node in all ({base.wall_s:.0f} s)"
+        f"{base.final_bytes / 1e9:.1f} GB/node in all ({base.wall_s:.0f} s)",
+        flush=True,
     )
     header = (
         f"{'run':<28} {'bytes to target':>16} {'ratio':>9} {'final loss':>10} "
@@ -164,21 +169,21 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     met = []
-    for h in hs:
-        for codec in codecs:
-            out = run(h, codec, args.steps)
-            to_target = out.bytes_to(TOLERANCE * target)
-            ratio = base_bytes / to_target if math.isfinite(to_target) else 0.0
-            worse = out.final_loss / target - 1.0
-            ok = ratio >= GOAL_RATIO and out.final_loss <= TOLERANCE * target
-            if ok:
-                met.append(out.label)
-            shown = f"{to_target / 1e6:.1f} MB" if math.isfinite(to_target) else "not reached"
-            print(
-                f"{out.label:<28} {shown:>16} {ratio:>8.0f}x {out.final_loss:>10.4f} "
-                f"{100 * worse:>+7.1f}% {out.final_bytes / 1e6:>9.1f} MB "
-                f"{out.divergence:>8.1e} {'MET' if ok else '-':>5}   ({out.wall_s:.0f} s)"
-            )
+    for h, codec in grid:
+        out = run(h, codec, args.steps)
+        to_target = out.bytes_to(TOLERANCE * target)
+        ratio = base_bytes / to_target if math.isfinite(to_target) else 0.0
+        worse = out.final_loss / target - 1.0
+        ok = ratio >= GOAL_RATIO and out.final_loss <= TOLERANCE * target
+        if ok:
+            met.append(out.label)
+        shown = f"{to_target / 1e6:.1f} MB" if math.isfinite(to_target) else "not reached"
+        print(
+            f"{out.label:<28} {shown:>16} {ratio:>8.0f}x {out.final_loss:>10.4f} "
+            f"{100 * worse:>+7.1f}% {out.final_bytes / 1e6:>9.1f} MB "
+            f"{out.divergence:>8.1e} {'MET' if ok else '-':>5}   ({out.wall_s:.0f} s)",
+            flush=True,
+        )
     print(f"goal met by: {', '.join(met) if met else 'none'}")
 
 
