@@ -6,8 +6,11 @@ driver does — turn the world into events and execute effects — with virtual 
 
 * timers    -> one SimPy timeout each; cancel/replace by a version number (a cancelled
                timeout still fires and is ignored: cheaper than removing it from the heap);
-* Send      -> ``Network.transmit`` computes queueing analytically; ONE SimPy event per
-               delivered message; adversaries rewrite outgoing Contributions here;
+* Send      -> ``Network.send`` per peer, then ``commit`` for the burst: control messages
+               cost one SimPy event (the arrival), bulk ones share links fairly (one wake-up
+               per burst, one arrival each; ``sim.links``); a node's new Contribution
+               cancels its transfers of older rounds still in flight (the real runtime
+               drops stale sends too); adversaries rewrite outgoing Contributions here;
 * TrainLocal-> the node's modelled compute time, then LocalUpdateReady. Learning is batched:
                requests are collected and run in one ``BatchedLearning.flush`` when the first
                of them is due (a node's parameters do not change between its TrainLocal and
@@ -124,6 +127,9 @@ class SimNode:
     # Codec + error-feedback residual (None: the run does not compress). On the node, not
     # on its protocol state: a residual survives a crash and rejoin like the learner does.
     compressor: UpdateCompressor | None = None
+    # Whole-run totals: copies of its own updates sent, and how often a peer averaged one in.
+    updates_sent: int = 0
+    updates_used: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,11 +243,13 @@ class SimDriver:
             ups.append(c.uplink_mbps * 1e6)
             downs.append(c.downlink_mbps * 1e6)
         return Network(
+            self.env,
             sites,
             latency,
             ups,
             downs,
             random.Random(f"{self.seed}:network"),
+            self._on_delivery,
             self.s.links.jitter_ms,
             self.s.links.loss,
         )
@@ -319,30 +327,27 @@ class SimDriver:
 
     def _fx_send(self, node: SimNode, eff: fx.Send) -> None:
         msg = eff.message
-        if node.adversary is not None and isinstance(msg, Contribution):
-            msg = node.adversary.rewrite(msg)
+        key: int | None = None
+        if isinstance(msg, Contribution):
+            if node.adversary is not None:
+                msg = node.adversary.rewrite(msg)
+            key = msg.round
+            self.network.supersede(node.index, key)
+            node.updates_sent += len(eff.peers)
         size = self._wire_size(msg)
-        env = self.env
-        now = env.now
-        arrival_of = self.network.arrival
+        send = self.network.send
         src = node.index
         src_id = node.id
         index = self._index
         nodes = self.nodes
-        deliver = self._on_delivery
         for peer in eff.peers:
             dst = index.get(peer)
             if dst is None:
                 continue
             node.msgs_sent += 1
             node.bytes_sent += size
-            arrival = arrival_of(src, dst, size, now)
-            if arrival is None:
-                continue
-            ev = simpy.Timeout(
-                env, max(0.0, arrival - now), (dst, nodes[dst].incarnation, src, src_id, msg, size)
-            )
-            ev.callbacks.append(deliver)
+            send(src, dst, size, (dst, nodes[dst].incarnation, src, src_id, msg, size), key)
+        self.network.commit()
 
     def _on_delivery(self, ev: simpy.Event) -> None:
         dst, inc, src, src_id, msg, size = _payload(ev)
@@ -445,6 +450,11 @@ class SimDriver:
 
     def _fx_apply(self, node: SimNode, eff: fx.ApplyAverage) -> None:
         node.learner.apply_average(eff.kind, eff.update)
+        if not eff.fallback:
+            index, nodes = self._index, self.nodes
+            for peer in eff.contributors:
+                if peer != node.id:
+                    nodes[index[peer]].updates_used += 1
 
     def _fx_load(self, node: SimNode, eff: fx.LoadState) -> None:
         node.learner.load_state(eff.tensors)
@@ -577,6 +587,7 @@ class SimDriver:
         if not crash:
             self._execute(node, node.proto.stop(self.env.now))
         node.online = False
+        self.network.disconnect(idx)
         # The dead process's protocol state is never read again (a rejoin builds a new one):
         # drop it now, or thousands of offline nodes pin their buffered contributions (views
         # into whole batched-gradient chunks), peer tables and reputations for the whole run.

@@ -1,38 +1,31 @@
-"""The network model: latency, jitter, bandwidth with FIFO queues, loss and partitions.
+"""The network model: latency, jitter, fairly shared bandwidth, loss, partitions.
 
-Why analytical queueing instead of SimPy resources: a 10,000-node swarm sends millions of
-messages; modelling each uplink as a SimPy ``Resource`` costs several events per message
-(request, hold, release) and a process per transfer. Each node's uplink and downlink are FIFO
-servers, so the time a message leaves and lands can be *computed* at send time from two
-numbers per node (``uplink_free_at``, ``downlink_free_at``), and the driver schedules exactly
-one SimPy event: the arrival. The arithmetic (a cut-through transfer through two FIFO links):
+Two lanes per node, because real transports give each transfer its own stream:
 
-    up_start   = max(now, uplink_free_at[src])
-    up_end     = up_start + bits / uplink_bps[src]          -> uplink_free_at[src]
-    first_bit  = up_start + latency(src, dst)
-    down_start = max(first_bit, downlink_free_at[dst])
-    arrival    = max(down_start + bits / downlink_bps[dst], up_end + latency(src, dst))
-                                                            -> downlink_free_at[dst]
+* **bulk** (contributions, state responses: anything above ``control_max_bytes``, 64 KiB by
+  default) goes through ``sim.links.FairLinks``: concurrent transfers share the sender's
+  uplink and the receiver's downlink fairly, a slow sender only takes the bandwidth it can
+  use, and a transfer nobody needs any more is cancelled (see that module for the model and
+  why it is computed with virtual clocks: one heap operation per link per transfer, one
+  wake-up per burst of equal-size copies).
+* **control** (heartbeats, state requests, goodbyes) has its own FIFO clocks per node,
+  computed analytically at send time (one SimPy event per message, the arrival):
 
-So a 250 MB update on a 20 Mbit/s uplink holds it for 100 s, anything sent after it waits,
-and the slower of the two ends sets the pace. Downlink queueing is computed in *send* order,
-which equals arrival order except when a later-sent message over a much shorter path would
-overtake; the error is bounded by the latency difference and is accepted for one event per
-message.
+      up_start   = max(now, control_up_free_at[src])
+      up_end     = up_start + bits / uplink_bps[src]
+      down_start = max(up_start + latency, control_down_free_at[dst])
+      arrival    = max(down_start + bits / downlink_bps[dst], up_end + latency)
 
-Control messages (heartbeats, state requests, goodbyes: anything up to ``control_max_bytes``,
-64 KiB by default) travel in a separate lane per node with its own FIFO clocks. Real
-transports do not make a 300-byte heartbeat wait 100 s behind a bulk upload: each transfer
-is its own yamux/QUIC stream or connection, and the kernel interleaves their packets. Without
-this, heartbeats queued behind 248 MB contributions on 20 Mbit/s uplinks and the protocol
-evicted thousands of healthy peers (wan-heterogeneous). The lane only ignores the *bulk*
-queue; control messages still pay latency plus their own serialisation time and queue
-behind each other. Their bytes are too few to slow bulk transfers, so bulk ignores them.
+  A 300-byte heartbeat does not wait 100 s behind a bulk upload on a real link (the kernel
+  interleaves the streams' packets); without the lane, heartbeats queued behind 248 MB
+  contributions on 20 Mbit/s uplinks and the protocol evicted thousands of healthy peers
+  (wan-heterogeneous). Control bytes are too few to slow bulk transfers, so bulk ignores them.
 
 Loss drops a whole message (transports retransmit packets; what the protocol sees is a
-message that never arrives, e.g. a stream reset). A lost message still occupied the uplink.
-Partitions are group labels per node: while a partition is open, messages between different
-groups are dropped when sent and when they would arrive.
+message that never arrives, e.g. a stream reset); a lost message still occupies its uplink.
+Partitions are group labels per node: a message across the cut is dropped when sent, bulk
+transfers crossing it are cancelled when it opens, and a delivery across it is discarded by
+the driver (``reachable``).
 """
 
 from __future__ import annotations
@@ -40,31 +33,30 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import simpy
 
 from swarm_tune.sim.distributions import Constant, Distribution
+from swarm_tune.sim.links import Deliver, FairLinks
 
 CONTROL_MAX_BYTES = 64 * 1024  # messages up to this size use the control lane
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The outcome of one transmission: when it lands, or why it does not."""
-
-    arrival: float | None  # None = dropped
-    reason: str = ""  # "loss" | "partition" when dropped
-
-
 class Network:
-    """Per-node link state and the site-to-site latency matrix (seconds)."""
+    """Per-node links and the site-to-site latency matrix (seconds), in ``env``'s time.
+
+    ``deliver`` is the SimPy callback of every arrival; its event's value is the ``value``
+    given to ``send``."""
 
     def __init__(
         self,
+        env: simpy.Environment,
         site_of: Sequence[int],
         latency_s: Sequence[Sequence[float]],
         uplink_bps: Sequence[float],
         downlink_bps: Sequence[float],
         rng: random.Random,
+        deliver: Deliver,
         jitter_ms: Distribution | None = None,
         loss: float = 0.0,
         control_max_bytes: int = CONTROL_MAX_BYTES,
@@ -76,16 +68,17 @@ class Network:
             raise ValueError("bandwidths must be positive")
         if not 0.0 <= loss < 1.0:
             raise ValueError("loss must be in [0, 1)")
+        self.env = env
         self.site_of = list(site_of)
         self.latency_s = [list(row) for row in latency_s]
         self.uplink_bps = list(uplink_bps)
         self.downlink_bps = list(downlink_bps)
-        self.uplink_free_at = [0.0] * n  # bulk lane
-        self.downlink_free_at = [0.0] * n
+        self.bulk = FairLinks(env, uplink_bps, downlink_bps, deliver)
         self.control_up_free_at = [0.0] * n  # control lane (see module docstring)
         self.control_down_free_at = [0.0] * n
         self.control_max_bytes = control_max_bytes
         self.loss = loss
+        self._deliver = deliver
         self._rng = rng
         jitter = jitter_ms if jitter_ms is not None else Constant(value=0.0)
         self._jitter: Distribution | None = (
@@ -108,7 +101,9 @@ class Network:
     def partition(self, group_of: Sequence[int]) -> None:
         if len(group_of) != len(self.site_of):
             raise ValueError("one group label per node")
-        self._group = list(group_of)
+        g = list(group_of)
+        self._group = g
+        self.bulk.cancel_where(lambda s, d: g[s] != g[d], self.env.now)
 
     def heal(self) -> None:
         self._group = None
@@ -121,45 +116,75 @@ class Network:
     def partitioned(self) -> bool:
         return self._group is not None
 
+    # -- links --------------------------------------------------------------------------
+
+    def set_bandwidth(self, node: int, up_bps: float, down_bps: float) -> None:
+        """The node's access link changes class (transfers in flight continue at the new rates)."""
+        self.bulk.set_capacity(node, up_bps, down_bps, self.env.now)
+        self.uplink_bps[node] = up_bps
+        self.downlink_bps[node] = down_bps
+
+    def disconnect(self, node: int) -> None:
+        """The node went offline: its bulk transfers, both ways, stop."""
+        self.bulk.cancel_node(node, self.env.now)
+
+    def supersede(self, src: int, key: int) -> None:
+        """src no longer needs its bulk transfers keyed below ``key`` (an older round's)."""
+        self.bulk.cancel_older(src, key, self.env.now)
+
     # -- transmission ---------------------------------------------------------------------
 
-    def transmit(self, src: int, dst: int, size_bytes: int, now: float) -> Delivery:
-        """Occupy src's uplink and dst's downlink for one message; when does it land?"""
-        arrival = self.arrival(src, dst, size_bytes, now)
-        return Delivery(arrival, "" if arrival is not None else self.last_drop)
+    def send(
+        self, src: int, dst: int, size_bytes: int, value: object, key: int | None = None
+    ) -> bool:
+        """Start one message; False when it is dropped at once (why: ``last_drop``).
 
-    def arrival(self, src: int, dst: int, size_bytes: int, now: float) -> float | None:
-        """``transmit`` without the result object (the driver's per-message hot path):
-        the arrival time, or None when dropped (why: ``last_drop``)."""
+        Bulk messages only start here: call ``commit`` after the last message of a burst."""
+        now = self.env.now
         self.sent_messages += 1
         self.sent_bytes += size_bytes
-        if size_bytes <= self.control_max_bytes:
-            up_free, down_free = self.control_up_free_at, self.control_down_free_at
-        else:
-            up_free, down_free = self.uplink_free_at, self.downlink_free_at
-        bits = 8.0 * size_bytes
-        up_start = up_free[src]
-        if up_start < now:
-            up_start = now
-        up_end = up_start + bits / self.uplink_bps[src]
-        up_free[src] = up_end
         g = self._group
         if g is not None and g[src] != g[dst]:
             self._drop("partition")
-            return None
-        if self.loss and self._rng.random() < self.loss:
-            self._drop("loss")
-            return None
+            return False
+        lost = bool(self.loss) and self._rng.random() < self.loss
         lat = self.latency_s[self.site_of[src]][self.site_of[dst]]
         if self._jitter is not None:
             lat += self._jitter.sample(self._rng) / 1000.0
         if lat == math.inf:
             self._drop("unreachable")
-            return None
-        down_start = max(up_start + lat, down_free[dst])
-        arrival = max(down_start + bits / self.downlink_bps[dst], up_end + lat)
-        down_free[dst] = arrival
-        return arrival
+            return False
+        bits = 8.0 * size_bytes
+        if size_bytes > self.control_max_bytes:
+            self.bulk.start(src, dst, bits, lat, lost, key, value, now)
+        else:
+            up_start = self.control_up_free_at[src]
+            if up_start < now:
+                up_start = now
+            up_end = up_start + bits / self.uplink_bps[src]
+            self.control_up_free_at[src] = up_end
+            if not lost:
+                down_start = max(up_start + lat, self.control_down_free_at[dst])
+                arrival = max(down_start + bits / self.downlink_bps[dst], up_end + lat)
+                self.control_down_free_at[dst] = arrival
+                ev = simpy.Timeout(self.env, arrival - now, value)
+                ev.callbacks.append(self._deliver)
+        if lost:
+            self._drop("loss")
+            return False
+        return True
+
+    def commit(self) -> None:
+        """End of a burst of ``send`` calls: bulk transfers take their shares."""
+        self.bulk.commit(self.env.now)
+
+    @property
+    def cancelled(self) -> int:
+        return self.bulk.cancelled
+
+    @property
+    def cancelled_bytes(self) -> int:
+        return int(self.bulk.cancelled_bits / 8)
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1

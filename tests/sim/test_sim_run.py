@@ -265,3 +265,25 @@ def test_flat_rounds_share_the_quorum_among_all_senders() -> None:
     assert share.sum() > 0  # the quorum does leave updates behind: the test has teeth
     assert share.mean() < 0.35
     assert share.max() < 0.75, share.sort_values().tail(6).round(2).to_dict()
+
+
+def test_slow_uplinks_do_not_stop_fast_nodes_averaging() -> None:
+    """Issue 15's case (scenarios/slow-uplinks.yaml): 30% of the nodes on 1 Mbit/s uplinks,
+    250 MB updates. With the old FIFO downlinks every fast node fell back to its own update
+    (0 of 350 node-rounds averaged, measured); with fair sharing the fast nodes average with
+    each other and the slow nodes' updates are late (cancelled when their senders move on)."""
+    s = load_scenario(SCENARIOS / "slow-uplinks.yaml")
+    s = s.model_copy(update={"rounds": s.rounds.model_copy(update={"target": 8})})
+    drv = SimDriver(s)
+    res = drv.run()
+    slow = [n for n in drv.nodes if drv.network.uplink_bps[n.index] < 2e6]
+    fast = [n for n in drv.nodes if n not in slow]
+    assert 0.2 <= len(slow) / len(drv.nodes) <= 0.4
+    rounds = res.recorder.tables()["rounds"].to_pandas()
+    mine = rounds[rounds.node.isin({n.id for n in fast})]
+    assert len(mine) >= 7 * len(fast)
+    assert (mine.outcome == "average").mean() >= 0.9
+    slow_used = sum(n.updates_used for n in slow) / sum(n.updates_sent for n in slow)
+    fast_used = sum(n.updates_used for n in fast) / sum(n.updates_sent for n in fast)
+    assert slow_used <= 0.1 < 0.5 <= fast_used
+    assert drv.network.cancelled > 0

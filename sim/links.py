@@ -1,0 +1,492 @@
+"""Bulk transfers on shared links: fair sharing of every uplink and downlink in virtual time.
+
+Why: a FIFO per link (the previous model) let one slow transfer hold a receiver's downlink
+until its last bit arrived, so a 250 MB update trickling from a 1 Mbit/s uplink (2,000 s)
+delayed a fast message sent 1 s later to t = 2,002 s. Real transports run one TCP stream per
+transfer and the kernel interleaves their packets: concurrent transfers share a link, and a
+transfer limited elsewhere (by a slow sender) only takes the bandwidth it can use.
+
+The model, per node, with one heap operation per link per transfer ("flow"):
+
+* **uplink**: processor sharing. Each of the n flows a node is sending gets C_up / n. Exact
+  processor sharing is computed with a virtual clock V (the service a flow present since the
+  clock started would have received): dV/dt = C / n, and a flow that started when the clock
+  read V0 finishes when V reaches V0 + bits. Its finish tag never changes, so starting or
+  ending a flow is a heap push or pop, and the link needs ONE pending SimPy wake-up, for its
+  smallest tag. The protocol's usual send (one update to k peers at once: equal sizes, equal
+  tags) costs one wake-up for all k copies.
+* **downlink**: water-filling over the flows' caps, a flow's cap being its sender's equal
+  share when its burst started. Flows capped below the water level L are *uplink-limited*:
+  each reserves its cap of the downlink while it is being sent. The others are
+  *downlink-limited* and share what the reservations leave by processor sharing (a second
+  virtual clock), each at L = (C_down - reserved) / n. Adding or removing a flow moves L, and
+  flows cross between the two sets (two small heaps of caps keep that O(log n)). A flow
+  lands (plus propagation latency) when every link it uses has served all its bits.
+
+This is max-min fair (what TCP flows converge to) for one flow alone, any number of flows on
+one uplink, any flows into one downlink from senders whose shares do not change, and the
+slow-sender case above (the fast flow gets C_down - 1 Mbit/s). To stay local (a change at a
+link never ripples beyond the flows on it), it approximates in two ways: a flow's cap is
+taken when its burst starts (when the sender's other flows finish, the flow is sent faster
+than its reservation says, and the receiver's other flows are not slowed by the difference);
+and a downlink-limited flow keeps its equal share of its sender's uplink (max-min would hand
+the part it cannot use to the sender's other flows, which are therefore slower than max-min).
+
+Cancellation: a transfer nobody needs any more (the sender superseded it with a newer round's
+update, either end left, a partition cut the path) is removed from both links at once and
+its bandwidth goes to the others, as the real runtime cancels a stale send. The bits it had
+already sent are counted as wasted (``cancelled_bits``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import simpy
+
+# A wake-up fires when the clock reaches a tag up to rounding: tags are sums of many floats.
+TAG_TOLERANCE = 1e-9
+# Stale cap entries (flows that finished while reserved) are swept once they outnumber the
+# live ones by this much, so a downlink that never needs water-filling does not grow a heap.
+SWEEP_SLACK = 32
+
+Deliver = Callable[[simpy.Event], None]
+FlowEntry = tuple[float, int, "Flow"]  # (tag or cap, sequence number, flow)
+BatchEntry = tuple[float, int, list["Flow"]]  # (finish tag, sequence number, equal-tag flows)
+
+
+class Flow:
+    """One bulk transfer in flight. ``value`` is what the delivery event carries."""
+
+    __slots__ = (
+        "bits",
+        "cap",
+        "down_left",
+        "down_tag",
+        "dst",
+        "key",
+        "lat",
+        "live",
+        "lost",
+        "reserved",
+        "seq",
+        "src",
+        "up_left",
+        "up_tag",
+        "value",
+    )
+
+    def __init__(
+        self, seq: int, src: int, dst: int, bits: float, lat: float, lost: bool, key: int | None
+    ) -> None:
+        self.seq = seq
+        self.src = src
+        self.dst = dst
+        self.bits = bits
+        self.lat = lat
+        self.lost = lost  # occupies the uplink, never lands (a reset stream)
+        self.key = key  # sender's ordering key (its round): older keys can be superseded
+        self.value: Any = None
+        self.live = True
+        self.up_left = True  # the uplink still serves it
+        self.up_tag = 0.0
+        self.cap = 0.0  # its sender's share when its burst started (bit/s)
+        self.reserved = False  # uplink-limited: holds ``cap`` of the downlink
+        self.down_left = False  # downlink-limited: the downlink's processor sharing serves it
+        self.down_tag = 0.0
+
+
+class _Server:
+    """Processor sharing in virtual time: ``v`` advances at (capacity - reserved) / n."""
+
+    __slots__ = ("capacity", "n", "reserved", "t", "v", "version", "wake")
+
+    def __init__(self, capacity: float) -> None:
+        self.capacity = capacity
+        self.reserved = 0.0  # downlink: the sum of its reservations' caps
+        self.v = 0.0  # virtual clock: bits served per flow
+        self.t = 0.0  # when v was last brought up to date
+        self.n = 0  # flows served by processor sharing
+        self.version = 0  # bumped when the pending wake-up is replaced
+        self.wake = math.inf  # when the pending wake-up fires
+
+    def advance(self, now: float) -> None:
+        n = self.n
+        if n:
+            free = self.capacity - self.reserved
+            if free > 0.0:
+                self.v += (now - self.t) * free / n
+        self.t = now
+
+    def top_tag(self) -> float | None:
+        raise NotImplementedError
+
+    def next_due(self) -> float:
+        tag = self.top_tag()
+        free = self.capacity - self.reserved
+        if tag is None or not self.n or free <= 0.0:
+            return math.inf
+        return self.t + (tag - self.v) * self.n / free
+
+
+class Uplink(_Server):
+    """A sender's uplink. Heap entries are batches: the copies of one update sent to k peers
+    at once share a finish tag, so they cost one heap entry and one wake-up."""
+
+    __slots__ = ("heap",)
+
+    def __init__(self, capacity: float) -> None:
+        super().__init__(capacity)
+        self.heap: list[BatchEntry] = []
+
+    def top(self) -> BatchEntry | None:
+        heap = self.heap
+        while heap:
+            tag, _, flows = heap[0]
+            for f in flows:
+                if f.live and f.up_left and f.up_tag == tag:
+                    return heap[0]
+            heapq.heappop(heap)  # every flow of the batch finished, left or was re-tagged
+        return None
+
+    def top_tag(self) -> float | None:
+        top = self.top()
+        return None if top is None else top[0]
+
+
+class Downlink(_Server):
+    """A receiver's downlink: reservations of uplink-limited flows plus processor sharing of
+    the rest, with the two heaps of caps water-filling needs (the largest reserved cap, the
+    smallest shared one)."""
+
+    __slots__ = ("heap", "ps_caps", "res_caps", "reservations")
+
+    def __init__(self, capacity: float) -> None:
+        super().__init__(capacity)
+        self.heap: list[FlowEntry] = []  # finish tags of the processor-sharing flows
+        self.reservations = 0
+        self.res_caps: list[FlowEntry] = []  # max-heap (negated caps) of reservations
+        self.ps_caps: list[FlowEntry] = []  # min-heap of the processor-sharing flows' caps
+
+    def top(self) -> FlowEntry | None:
+        heap = self.heap
+        while heap:
+            tag, _, f = heap[0]
+            if f.live and f.down_left and f.down_tag == tag:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    def top_tag(self) -> float | None:
+        top = self.top()
+        return None if top is None else top[0]
+
+    def reserve(self, f: Flow) -> None:
+        f.reserved = True
+        self.reserved += f.cap
+        self.reservations += 1
+        heapq.heappush(self.res_caps, (-f.cap, f.seq, f))
+
+    def unreserve(self, f: Flow) -> None:
+        f.reserved = False
+        self.reservations -= 1
+        if not self.reservations:
+            self.reserved = 0.0  # no float residue
+            self.res_caps.clear()
+        else:
+            self.reserved -= f.cap
+            if len(self.res_caps) > 2 * self.reservations + SWEEP_SLACK:
+                self.res_caps = [e for e in self.res_caps if e[2].reserved and e[2].live]
+                heapq.heapify(self.res_caps)
+
+    def max_reserved(self) -> FlowEntry | None:
+        res = self.res_caps
+        while res and not (res[0][2].live and res[0][2].reserved):
+            heapq.heappop(res)
+        return res[0] if res else None
+
+    def min_shared(self) -> FlowEntry | None:
+        ps = self.ps_caps
+        while ps and not (ps[0][2].live and ps[0][2].down_left):
+            heapq.heappop(ps)
+        return ps[0] if ps else None
+
+
+class FairLinks:
+    """The bulk lane of every node: start flows, commit a burst, cancel, change capacity."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        uplink_bps: Sequence[float],
+        downlink_bps: Sequence[float],
+        deliver: Deliver,
+    ) -> None:
+        self.env = env
+        self.up = [Uplink(c) for c in uplink_bps]
+        self.down = [Downlink(c) for c in downlink_bps]
+        self._deliver = deliver
+        n = len(self.up)
+        self._out: list[dict[int, Flow]] = [{} for _ in range(n)]  # in flight, by sender
+        self._in: list[dict[int, Flow]] = [{} for _ in range(n)]  # by receiver
+        self._new: list[Flow] = []  # started, not yet committed
+        self._batch: BatchEntry | None = None  # the uplink entry the burst is filling
+        self._dirty: list[_Server] = []  # links whose wake-up may have moved
+        self._seq = 0
+        self.cancelled = 0
+        self.cancelled_bits = 0.0  # bits already sent by cancelled flows: wasted work
+
+    # -- starting ---------------------------------------------------------------------
+
+    def start(
+        self,
+        src: int,
+        dst: int,
+        bits: float,
+        lat: float,
+        lost: bool,
+        key: int | None,
+        value: Any,
+        now: float,
+    ) -> None:
+        """Put one flow on src's uplink; ``commit`` finishes the burst (see there)."""
+        up = self.up[src]
+        up.advance(now)
+        self._seq += 1
+        f = Flow(self._seq, src, dst, bits, lat, lost, key)
+        f.value = value
+        tag = f.up_tag = up.v + bits
+        batch = self._batch
+        if batch is not None and batch[0] == tag and batch[2][0].src == src:
+            batch[2].append(f)
+        else:
+            self._batch = batch = (tag, f.seq, [f])
+            heapq.heappush(up.heap, batch)
+            self._dirty.append(up)
+        up.n += 1
+        self._out[src][f.seq] = f
+        self._in[dst][f.seq] = f
+        self._new.append(f)
+
+    def commit(self, now: float) -> None:
+        """Place the burst's flows on their downlinks and (re)schedule the links' wake-ups.
+
+        Done once per burst, so every copy's cap is the sender's final share C_up / n."""
+        for f in self._new:
+            if not f.live or f.lost:
+                continue  # a lost message never reaches the receiver's link
+            up = self.up[f.src]
+            cap = f.cap = up.capacity / up.n
+            d = self.down[f.dst]
+            if not d.n and d.reserved + cap <= d.capacity:
+                d.reserve(f)  # room for every cap: nothing shares, no clock to move
+            else:
+                d.advance(now)
+                d.reserve(f)
+                self._rebalance(d, now)
+        self._new.clear()
+        self._batch = None
+        self._reschedule(now)
+
+    # -- downlink water-filling ---------------------------------------------------------------
+
+    def _rebalance(self, d: Downlink, now: float) -> None:
+        """Water-filling at one downlink (its clock already advanced to ``now``): flows
+        capped above the level L share by processor sharing, the others keep their caps."""
+        while True:
+            big = d.max_reserved()
+            free = d.capacity - d.reserved
+            if big is not None and (-big[0] * d.n > free if d.n else d.reserved > d.capacity):
+                heapq.heappop(d.res_caps)  # the largest cap is above the level: it shares
+                f = big[2]
+                d.unreserve(f)
+                up = self.up[f.src]
+                up.advance(now)
+                f.down_tag = d.v + max(0.0, f.up_tag - up.v)  # bits not yet through
+                f.down_left = True
+                heapq.heappush(d.heap, (f.down_tag, f.seq, f))
+                heapq.heappush(d.ps_caps, (f.cap, f.seq, f))
+                d.n += 1
+                continue
+            small = d.min_shared()
+            if small is not None and small[0] * d.n < free:
+                heapq.heappop(d.ps_caps)  # the smallest cap is below the level: reserve it
+                f = small[2]
+                f.down_left = False
+                d.n -= 1
+                if not d.n:
+                    d.ps_caps.clear()
+                d.reserve(f)
+                self._backpressure(f, d, now)
+                continue
+            break
+        self._dirty.append(d)
+
+    def _backpressure(self, f: Flow, d: Downlink, now: float) -> None:
+        """f leaves processor sharing at d: its sender could only push what d took (TCP's
+        back-pressure), so what is left to send is what the receiver still lacks."""
+        up = self.up[f.src]
+        up.advance(now)
+        lacking = f.down_tag - d.v
+        if lacking > (f.up_tag - up.v if f.up_left else 0.0):
+            if not f.up_left:
+                f.up_left = True
+                up.n += 1
+            f.up_tag = up.v + lacking
+            self._seq += 1
+            heapq.heappush(up.heap, (f.up_tag, self._seq, [f]))
+            self._dirty.append(up)
+
+    # -- the clock ----------------------------------------------------------------------
+
+    def _reschedule(self, now: float) -> None:
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        for link in dirty:
+            due = link.next_due()
+            if link.wake == due:
+                continue  # the pending wake-up is still right (or none is needed)
+            link.version += 1
+            link.wake = due
+            if due == math.inf:
+                continue
+            ev = simpy.Timeout(self.env, max(0.0, due - now), (link, link.version))
+            ev.callbacks.append(self._on_wake)
+
+    def _on_wake(self, ev: simpy.Event) -> None:
+        link, version = ev._value
+        if version != link.version:
+            return  # replaced by a later wake-up
+        now = self.env.now
+        link.wake = math.inf
+        link.advance(now)
+        if isinstance(link, Uplink):
+            self._uplink_done(link, now)
+        else:
+            self._downlink_done(link, now)
+        self._dirty.append(link)
+        self._reschedule(now)
+
+    def _due(self, link: _Server, tag: float, first: bool) -> bool:
+        # The first tag is due by construction (any change to the heap's top or to the rate
+        # moved the wake-up); rounding may leave the clock a hair short of it.
+        return first or tag <= link.v + TAG_TOLERANCE * max(1.0, tag)
+
+    def _uplink_done(self, up: Uplink, now: float) -> None:
+        first = True
+        while (top := up.top()) is not None and self._due(up, top[0], first):
+            first = False
+            heapq.heappop(up.heap)
+            tag = top[0]
+            for f in top[2]:
+                if not (f.live and f.up_left and f.up_tag == tag):
+                    continue
+                up.n -= 1
+                f.up_left = False
+                if f.reserved:
+                    d = self.down[f.dst]
+                    if d.n:
+                        d.advance(now)
+                        d.unreserve(f)
+                        self._rebalance(d, now)
+                    else:
+                        d.unreserve(f)
+                if not f.down_left:
+                    self._land(f)
+
+    def _downlink_done(self, d: Downlink, now: float) -> None:
+        first = True
+        while (top := d.top()) is not None and self._due(d, top[0], first):
+            first = False
+            heapq.heappop(d.heap)
+            f = top[2]
+            d.n -= 1
+            f.down_left = False
+            if not f.up_left:
+                self._land(f)
+        if not d.n:
+            d.ps_caps.clear()
+        self._rebalance(d, now)
+
+    def _land(self, f: Flow) -> None:
+        f.live = False
+        del self._out[f.src][f.seq]
+        del self._in[f.dst][f.seq]
+        if not f.lost:
+            ev = simpy.Timeout(self.env, f.lat, f.value)
+            ev.callbacks.append(self._deliver)
+        f.value = None
+
+    # -- cancelling and changing links ------------------------------------------------------
+
+    def _cancel(self, f: Flow, now: float) -> None:
+        f.live = False
+        del self._out[f.src][f.seq]
+        del self._in[f.dst][f.seq]
+        f.value = None
+        self.cancelled += 1
+        if f.up_left:
+            up = self.up[f.src]
+            up.advance(now)
+            up.n -= 1
+            self.cancelled_bits += f.bits - max(0.0, f.up_tag - up.v)
+            self._dirty.append(up)
+        else:
+            self.cancelled_bits += f.bits
+        if f.reserved or f.down_left:
+            d = self.down[f.dst]
+            d.advance(now)
+            if f.reserved:
+                d.unreserve(f)
+            else:
+                f.down_left = False
+                d.n -= 1
+            self._rebalance(d, now)
+
+    def cancel_older(self, src: int, key: int, now: float) -> int:
+        """Cancel src's flows whose key is below ``key`` (superseded); how many."""
+        out = self._out[src]
+        if not out:
+            return 0
+        stale = [f for f in out.values() if f.key is not None and f.key < key]
+        return self._cancel_all(stale, now)
+
+    def cancel_node(self, node: int, now: float) -> int:
+        """Cancel everything ``node`` sends or receives (it went offline)."""
+        flows = list(self._out[node].values())
+        flows += [f for f in self._in[node].values() if f.src != node]
+        return self._cancel_all(flows, now)
+
+    def cancel_where(self, cut: Callable[[int, int], bool], now: float) -> int:
+        """Cancel every flow whose (src, dst) satisfies ``cut`` (a partition opened)."""
+        flows = [f for out in self._out for f in out.values() if cut(f.src, f.dst)]
+        return self._cancel_all(flows, now)
+
+    def _cancel_all(self, flows: list[Flow], now: float) -> int:
+        for f in flows:
+            self._cancel(f, now)
+        if flows:
+            self._reschedule(now)
+        return len(flows)
+
+    def set_capacity(self, node: int, up_bps: float, down_bps: float, now: float) -> None:
+        """A node's link changes class; flows in flight continue at the new rates."""
+        if up_bps <= 0 or down_bps <= 0:
+            raise ValueError("bandwidths must be positive")
+        up, down = self.up[node], self.down[node]
+        up.advance(now)
+        up.capacity = up_bps
+        self._dirty.append(up)
+        down.advance(now)
+        down.capacity = down_bps
+        self._rebalance(down, now)
+        self._reschedule(now)
+
+    def in_flight(self, node: int) -> int:
+        """Flows ``node`` is sending now (tests and reports)."""
+        return len(self._out[node])
