@@ -87,8 +87,12 @@ class ChurnModel:
 
     def first_session(self, node: int) -> float:
         # Stationary start: the first session is a uniformly random tail of a session, so
-        # churners do not all leave in one burst at t = session length.
+        # churners do not all leave in one burst at t = session length — unless the scenario
+        # gives the first session its own distribution.
         rng = self.rng(node)
+        first = self.spec.first_session
+        if first is not None:
+            return self.spec.first_leave_after + max(0.0, first.sample(rng))
         return self.spec.first_leave_after + rng.random() * self.spec.session.sample(rng)
 
     def session(self, node: int) -> float:

@@ -68,7 +68,9 @@ def run(
         sc = with_seed(load_scenario(scenario), seed)
     except ScenarioError as exc:
         for p in exc.problems:
-            console.print(f"[red]error[/red] {p.render(exc.source)}", highlight=False)
+            console.print(
+                f"[red]error[/red] {p.render(exc.source)}", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(2) from None
     target = out if out is not None else default_out_dir(sc)
     with Progress(

@@ -32,7 +32,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, assert_never
 
 import simpy
@@ -64,6 +64,7 @@ from swarm_tune.sim.churn import ChurnModel, ComputeModel, node_rng, weighted_pi
 from swarm_tune.sim.network import Network, graph_latency_s, latency_matrix_ms_to_s
 from swarm_tune.sim.recorder import Recorder
 from swarm_tune.sim.scenario import Scenario
+from swarm_tune.sim.scripted import Groups, Timeline
 
 SKETCH_BYTES = 8  # per sketch coordinate on the wire (float64)
 PEER_ENTRY_BYTES = 48  # one (peer id, address) pair in a peer exchange
@@ -188,17 +189,28 @@ class SimDriver:
         self._wall0 = 0.0
         total = scenario.total_nodes
         width = max(4, len(str(total - 1)))
+        self.groups = Groups(scenario)
+        self.timeline = Timeline(scenario, self.groups)
         self.compute = ComputeModel(scenario.compute, total, self.seed)
-        adv = assign_adversaries(scenario.adversaries, list(range(scenario.nodes.count)), self.seed)
-        self.churn = ChurnModel(scenario.churn, scenario.nodes.count, sorted(adv), self.seed)
-        # Counterfactual runs: the would-be attackers never start, everyone else is unchanged.
-        self._absent = frozenset(i for i, a in adv.items() if a.spec.absent)
+        for i, cls in self.groups.pinned_compute().items():
+            self.compute.profiles[i] = replace(self.compute.profiles[i], compute_class=cls)
+        pool = [i for i in range(scenario.nodes.count) if i not in self.groups.grouped]
+        adv = assign_adversaries(scenario.adversaries, pool, self.seed)
+        adv.update(self.groups.adversaries())
+        exempt = set(adv) | self.timeline.moved | self.groups.offline_at_start
+        self.churn = ChurnModel(scenario.churn, scenario.nodes.count, sorted(exempt), self.seed)
+        # Counterfactual runs (an entry's ``absent`` or the scenario's without_adversaries):
+        # the would-be attackers never start; every node, shard and per-node draw is kept.
+        self._absent = frozenset(
+            i for i, a in adv.items() if a.spec.absent or scenario.without_adversaries
+        )
         adv = {i: a for i, a in adv.items() if i not in self._absent}
         self.network = self._build_network(total)
         self.nodes: list[SimNode] = []
         for i in range(total):
             a = adv.get(i)
-            address = a.address if a is not None and a.address else _honest_address(i)
+            address = a.address if a is not None and a.address else None
+            address = address or self.groups.address(i) or _honest_address(i)
             self.nodes.append(
                 SimNode(
                     index=i,
@@ -234,6 +246,7 @@ class SimDriver:
             for k in range(n_sites):  # two nodes at one site still cross a LAN hop
                 latency[k][k] = topo.graph.hop_latency_ms / 2000.0
             sites = [rng.randrange(n_sites) for _ in range(total)]
+        self.groups.pin_sites(sites)
         self.site_of = sites
         classes = self.s.links.bandwidth
         weights = [c.weight for c in classes]
@@ -242,6 +255,7 @@ class SimDriver:
             c = classes[weighted_pick(weights, node_rng(self.seed, "bandwidth", i))]
             ups.append(c.uplink_mbps * 1e6)
             downs.append(c.downlink_mbps * 1e6)
+        self.groups.pin_bandwidth(ups, downs)
         return Network(
             self.env,
             sites,
@@ -686,6 +700,7 @@ class SimDriver:
                     self._next_gc = current + GC_EVERY_ROUNDS
                 if self.progress is not None:
                     self.progress(min(current, target), target, self.env.now)
+            self.timeline.on_round(current)
             if current >= target:
                 self._finish("target_round")
                 return
@@ -732,16 +747,18 @@ class SimDriver:
         self._wall0 = time.perf_counter()
         env = self.env
         initial = self.s.nodes.count
-        present = [i for i in range(initial) if i not in self._absent]
-        for i in present:
+        waiting = self._absent | self.groups.offline_at_start
+        starters = [i for i in range(initial) if i not in waiting]
+        for i in starters:
             self._bring_up(self.nodes[i], 0)
         self._measure(0, 0)
         self._milestone = 0
-        self._initial_connections(present)
-        for i in present:
+        self._initial_connections(initial)
+        for i in starters:
             node = self.nodes[i]
             assert node.proto is not None
             self._execute(node, node.proto.start(0.0))
+        self.timeline.start(self, self._absent)
         for i in self.churn.churners:
             env.process(self._churn_process(i))
         for at, idx in self.churn.joiner_times(initial):
@@ -767,17 +784,29 @@ class SimDriver:
             advs,
         )
 
-    def _initial_connections(self, present: list[int]) -> None:
+    def _initial_connections(self, initial: int) -> None:
+        nodes = self.nodes
         if self.flat:
-            for j, a in enumerate(present):
-                for b in present[j + 1 :]:
-                    self._connect(self.nodes[a], self.nodes[b])
+            up = [i for i in range(initial) if nodes[i].online]
+            for j, a in enumerate(up):
+                for b in up[j + 1 :]:
+                    self._connect(nodes[a], nodes[b])
             return
-        k = min(len(present) - 1, self.s.rounds.bootstrap_peers)
-        for j, a in enumerate(present):
-            others = present[:j] + present[j + 1 :]
-            for b in sorted(self._rng.sample(range(len(others)), k)):
-                self._connect(self.nodes[a], self.nodes[others[b]])
+        # Every node draws its sample whether or not it started: the draws stay the same.
+        k = min(initial - 1, self.s.rounds.bootstrap_peers)
+        for a in range(initial):
+            for b in sorted(self._rng.sample(range(initial - 1), k)):
+                peer = nodes[b if b < a else b + 1]
+                if nodes[a].online and peer.online:
+                    self._connect(nodes[a], peer)
+
+    # -- the script's interface (sim.scripted.World) -----------------------------------
+
+    def leave(self, idx: int, crash: bool) -> None:
+        self._leave(idx, crash)
+
+    def join(self, idx: int, kind: str) -> None:
+        self._join(idx, kind)
 
 
 def _payload(ev: simpy.Event) -> Any:

@@ -40,6 +40,7 @@ from swarm_tune.runtime.ops.protocol_fields import (
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.sim.distributions import Constant, Distribution
 from swarm_tune.sim.learning_settings import LearningSettings
+from swarm_tune.sim.timeline import GroupSpec, TimelineEvent, check_timeline, resolve_groups
 
 
 class _Strict(BaseModel):
@@ -159,6 +160,10 @@ class ChurnSpec(_Strict):
     offline: Distribution = Field(default_factory=lambda: Constant(value=120.0))
     crash_probability: float = Field(default=0.5, ge=0, le=1)
     first_leave_after: float = Field(default=0.0, ge=0)
+    first_session: Distribution | None = Field(
+        default=None,
+        description="length of the first session (default: a random tail of ``session``)",
+    )
     joiners: JoinersSpec = Field(default_factory=JoinersSpec)
 
 
@@ -239,6 +244,12 @@ class Scenario(_Strict):
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     rounds: RoundsSpec = Field(default_factory=RoundsSpec)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
+    groups: list[GroupSpec] = Field(default_factory=list)
+    timeline: list[TimelineEvent] = Field(default_factory=list)
+    without_adversaries: bool = Field(
+        default=False,
+        description="counterfactual: the same world with every adversary absent",
+    )
     sweep: dict[str, Any] | None = None  # expanded by the sweep runner; ignored by one run
 
     @property
@@ -427,4 +438,40 @@ def check_feasible(s: Scenario) -> list[Problem]:
         out.append(Problem("learning.mode", "real mode is limited to 64 nodes"))
     if s.churn.fraction > 0 and s.churn.fraction * n < 1:
         out.append(Problem("churn.fraction", f"{s.churn.fraction} of {n} nodes is no node"))
+    out += _check_groups(s, total_adv)
+    return out
+
+
+def _check_groups(s: Scenario, random_adversaries: int) -> list[Problem]:
+    n = s.nodes.count
+    members, issues = resolve_groups(s.groups, n, s.total_nodes, s.seed)
+    out = [Problem(i.path, i.message) for i in issues]
+    regions = [r.name for r in s.topology.regions]
+    classes = [c.name for c in s.compute.classes]
+    grouped_adv = 0
+    for i, g in enumerate(s.groups):
+        if g.region is not None and (s.topology.kind != "regions" or g.region not in regions):
+            out.append(Problem(f"groups.{i}.region", f"unknown region {g.region!r}"))
+        if g.compute is not None and g.compute not in classes:
+            out.append(Problem(f"groups.{i}.compute", f"unknown compute class {g.compute!r}"))
+        if g.adversary is not None:
+            grouped_adv += len(members.get(g.name, []))
+    grouped = sum(len(m) for m in members.values())
+    if s.groups and random_adversaries > n - grouped:
+        out.append(
+            Problem(
+                "adversaries",
+                f"{random_adversaries} adversaries but only {n - grouped} nodes outside groups",
+            )
+        )
+    if grouped_adv and grouped_adv + random_adversaries >= n:
+        out.append(Problem("groups", "every node is an adversary: nothing to protect"))
+    if out:
+        return out
+    offline = {m for g in s.groups if g.start == "offline" for m in members[g.name]}
+    offline |= set(range(n, s.total_nodes))  # joiners arrive later
+    grouped_set = {m for ms in members.values() for m in ms}
+    pool = [i for i in range(n) if i not in grouped_set]
+    for issue in check_timeline(s.timeline, members, offline, regions, pool, s.total_nodes, s.seed):
+        out.append(Problem(issue.path, issue.message))
     return out
