@@ -56,10 +56,10 @@ class Groups:
             spec = AdversarySpec(
                 behaviour=a.behaviour,
                 count=len(members),
-                factor=a.factor,
-                std=a.std,
+                strength=a.strength,
+                sybil=a.sybil,
                 start_round=a.start_round,
-                group_size=len(members) if a.behaviour == "sybil" else None,
+                group_size=len(members) if a.sybil else None,
                 subnet=g.subnet or "203.0.113.0",
             )
             out.update(assign_adversaries([spec], members, self.s.seed))

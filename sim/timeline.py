@@ -31,7 +31,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Behaviour = Literal["nan", "inf", "scaled", "sign_flip", "noise", "stale_replay", "sybil"]
+from swarm_tune.runtime.adversary.attacks import Behaviour
+
 Action = Literal["leave", "crash", "join", "partition", "heal", "link"]
 NODE_ACTIONS = frozenset({"leave", "crash", "join", "link"})
 
@@ -49,8 +50,8 @@ class GroupAdversary(_Strict):
     """The behaviour every member runs (same meaning as an ``adversaries:`` entry)."""
 
     behaviour: Behaviour
-    factor: float | None = None
-    std: float = Field(default=10.0, ge=0)
+    strength: float | None = Field(default=None, description="the behaviour's knob")
+    sybil: bool = Field(default=False, description="identical updates from one /24")
     start_round: int = Field(default=0, ge=0)
 
 

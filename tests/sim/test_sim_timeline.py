@@ -39,7 +39,7 @@ groups:
   - name: evil
     nodes: [n0000, n0001]
     subnet: 198.51.100.0
-    adversary: {behaviour: scaled, factor: 50}
+    adversary: {behaviour: scale, strength: 50}
   - {name: late, count: 2, start: offline, compute: slow}
 timeline:
   - {round: 3, do: leave, group: leavers}
