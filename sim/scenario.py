@@ -252,6 +252,23 @@ class Scenario(_Strict):
     )
     sweep: dict[str, Any] | None = None  # expanded by the sweep runner; ignored by one run
 
+    @model_validator(mode="after")
+    def _rounds_fit_local_steps(self) -> Scenario:
+        # A DiLoCo round is H modelled steps: a timeout shorter than that closes every round
+        # on the node's own update (a fallback) and nothing is ever averaged.
+        diloco = self.learning.diloco
+        if diloco is not None:
+            fastest = min(c.step_time.mean for c in self.compute.classes)
+            need = diloco.inner_steps * fastest
+            timeout = self.protocol_config().round_timeout
+            if timeout <= need:
+                raise ValueError(
+                    f"protocol.round_timeout ({timeout:g} s) must exceed H={diloco.inner_steps} "
+                    f"local steps at the fastest compute class's mean step time "
+                    f"({need:g} s), or every round closes on the node's own update"
+                )
+        return self
+
     @property
     def total_nodes(self) -> int:
         return self.nodes.count + self.churn.joiners.count

@@ -130,3 +130,18 @@ def test_state_sync_carries_the_outer_momentum_over_the_wire() -> None:
     # a response whose outer state does not fit the model is not a valid response
     bad = StateResponse(7, 2, "d", (), bl.parameters(0), {PARAMS: torch.zeros(3)})
     assert decide({"p0": bad}, bl.spec, cfg.drift_bound, cfg.sketch_size, cfg.sketch_seed) is None
+
+
+def test_round_timeout_shorter_than_h_steps_is_refused() -> None:
+    from swarm_tune.sim.scenario import ScenarioError
+
+    text = """
+name: too-short
+nodes: {count: 2}
+compute: {classes: [{step_time: {dist: constant, value: 1.0}}]}
+learning: {diloco: {inner_steps: 50}}
+protocol: {round_timeout: 30}
+"""
+    with pytest.raises(ScenarioError, match="round_timeout"):
+        parse_scenario(text)
+    parse_scenario(text.replace("round_timeout: 30", "round_timeout: 60"))
