@@ -318,6 +318,10 @@ class SimDriver:
                     self._fx_sync_started(node, eff)
                 case fx.SyncFinished():
                     self._fx_sync_finished(node, eff)
+                case fx.WaitingForPeers():
+                    self.rec.event(self.env.now, "waiting", node.id, value=eff.members)
+                case fx.StartedRounds():
+                    self.rec.event(self.env.now, "started", node.id, "", eff.reason, eff.round)
                 case _:
                     assert_never(eff)
 
@@ -569,10 +573,11 @@ class SimDriver:
         self._set_online(node.index, True)
 
     def _connect(self, a: SimNode, b: SimNode) -> None:
-        now = self.env.now
+        """Both ends learn of each other; a simulated peer is a verified member at once (the
+        sim has no other runs to tell apart), which is half of the core's handshake."""
         assert a.proto is not None and b.proto is not None
-        a.proto.handle(PeerConnected(b.id, b.address), now)
-        b.proto.handle(PeerConnected(a.id, a.address), now)
+        self._execute(a, a.proto.handle(PeerConnected(b.id, b.address), self.env.now))
+        self._execute(b, b.proto.handle(PeerConnected(a.id, a.address), self.env.now))
 
     def _dial(self, node: SimNode) -> None:
         """Connect a (re)joining node: to everyone (flat) or to a few random peers."""

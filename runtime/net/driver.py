@@ -13,13 +13,14 @@ learner. Its shape follows from three rules:
    (``trio.to_thread.run_sync``): ``ApplyAverage(r)`` must finish before ``TrainLocal(r+1)``
    starts, ``ServeState`` must not snapshot half-applied parameters, and checkpoints must see
    a consistent model. Large encodes/decodes also run in a thread.
-3. **Peers are members only once they speak the protocol.** A libp2p connection proves an
-   identity, not membership of this run (a relay, a DHT neighbour or a node of another run
-   connects too). On every new connection the driver sends a Heartbeat ("hello") built from
-   the core's public state; the peer becomes a ``PeerConnected`` for the core when its first
-   message decodes, verifies (signature, run id, replay window, signer == transport peer)
-   and maps to a valid protocol message. Bad bytes become ``WireRejected`` and a counter,
-   never an exception.
+3. **The driver reports facts; the core decides.** A libp2p connection is fed as an
+   *unverified* ``PeerConnected`` (an identity, not membership of this run: relays, DHT
+   neighbours and other runs connect too); the core answers with its hello and admits the
+   peer with its first message that decodes and verifies here (signature, run id, replay
+   window, signer == transport peer). Bans, readiness to start (WAITING_FOR_PEERS),
+   staleness of a queued TrainLocal and campaign progress are asked of the core too; no
+   list or threshold of its own lives here. Bad bytes become ``WireRejected`` and a
+   counter, never an exception.
 
 Every task lives in the driver's nursery; ``run`` returns only after a clean shutdown
 (Goodbye sent, final checkpoint written under a shielded cancel scope).
@@ -58,7 +59,6 @@ from swarm_tune.runtime.protocol.events import (
 )
 from swarm_tune.runtime.protocol.messages import (
     Contribution,
-    Heartbeat,
     Message,
     StateResponse,
 )
@@ -160,12 +160,9 @@ class NodeDriver:
         self._jobs_send, self._jobs_recv = trio.open_memory_channel[_Job](math.inf)
         self._nursery: trio.Nursery | None = None
         self._done = trio.Event()  # max_rounds reached
-        self._peers_changed = trio.Event()
         self._worker_idle = trio.Event()
         self._final_written = trio.Event()
         self._stopping = False
-        self._banned: dict[str, float] = {}
-        self._ips: dict[str, str] = {}
         #: Rounds whose result the learner's parameters already reflect (next to apply).
         self.applied_round = protocol.round if applied_round is None else applied_round
         self.final_checkpoint: Path | None = None
@@ -185,29 +182,25 @@ class NodeDriver:
             nursery.start_soon(self._learner_worker)
             nursery.start_soon(self._redial_loop)
             self._jobs_send.send_nowait(_Evaluate("start"))
-            await self._wait_for_peers(stop)
+            await self._wait_for_bootstrap(stop)
             if not stop.is_set():
-                live = self.protocol.peers.live_peers()
-                log.info("node.start", round=self.protocol.round, peers=len(live))
-                self._execute(self.protocol.start(trio.current_time(), catch_up=bool(live)))
+                log.info("node.start", round=self.protocol.round, peers=self.protocol.members() - 1)
+                # The core decides readiness (WAITING_FOR_PEERS until min_peers members or
+                # start_deadline) and whether to catch up first (only if peers are there).
+                self._execute(self.protocol.start(trio.current_time(), catch_up=True))
                 async with trio.open_nursery() as waiters:
                     for ev in (stop, self._done):
                         waiters.start_soon(_set_then_cancel, ev, waiters.cancel_scope)
             await self._shutdown()
             nursery.cancel_scope.cancel()
 
-    async def _wait_for_peers(self, stop: trio.Event) -> None:
-        need = max(1, self.protocol.config.min_peers - 1)
+    async def _wait_for_bootstrap(self, stop: trio.Event) -> None:
+        """Let the first dials finish (bounded by join_timeout): a transport matter only;
+        readiness to count rounds is the core's (ProtocolNode.start)."""
         with trio.move_on_after(self.config.join_timeout):
             async with trio.open_nursery() as waiters:
                 waiters.start_soon(_set_then_cancel, stop, waiters.cancel_scope)
                 await self.net.bootstrap_done.wait()
-                while True:
-                    live = set(self.protocol.peers.live_peers())
-                    if len(live) >= need and set(self.net.bootstrapped) <= live:
-                        break
-                    self._peers_changed = trio.Event()
-                    await self._peers_changed.wait()
                 waiters.cancel_scope.cancel()
 
     async def _shutdown(self) -> None:
@@ -251,6 +244,7 @@ class NodeDriver:
         # Exhaustive: a new effect that is not handled here fails mypy (assert_never), the
         # same contract as the sim driver.
         m = self.metrics
+        now = trio.current_time()
         for eff in out:
             match eff:
                 case fx.Send():
@@ -266,8 +260,7 @@ class NodeDriver:
                     log.info("peer.evicted", peer=eff.peer, reason=eff.reason)
                 case fx.Ban():
                     m.peers_banned += 1
-                    self._banned[eff.peer] = eff.until
-                    log.warning("peer.banned", peer=eff.peer, for_s=eff.until - trio.current_time())
+                    log.warning("peer.banned", peer=eff.peer, for_s=eff.until - now)
                     self._spawn(self._disconnect, eff.peer)
                 case fx.ContributionAccepted():
                     m.contributions_accepted += 1
@@ -286,6 +279,17 @@ class NodeDriver:
                 case fx.SyncStarted():
                     m.syncs_started += 1
                     log.info("sync.started", reason=eff.reason, asked=list(eff.asked))
+                case fx.WaitingForPeers():
+                    log.info(
+                        "node.waiting_for_peers",
+                        members=eff.members,
+                        need=eff.need,
+                        deadline_in_s=None if eff.deadline is None else eff.deadline - now,
+                    )
+                case fx.StartedRounds():
+                    log.info(
+                        "node.started_rounds", round=eff.round, members=eff.members, why=eff.reason
+                    )
                 case fx.SyncFinished():
                     if eff.ok:
                         m.syncs_ok += 1
@@ -324,7 +328,9 @@ class NodeDriver:
         )
         if self.observer is not None:
             self.observer.round_closed(eff)
-        if self.config.max_rounds and eff.round + 1 >= self.config.max_rounds:
+        # Campaign progress is the core's: rounds the swarm averaged (a fallback round alone
+        # does not count), so one node never completes a multi-node campaign by itself.
+        if self.config.max_rounds and self.protocol.progress >= self.config.max_rounds:
             self._done.set()
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -378,10 +384,6 @@ class NodeDriver:
         except Exception as exc:  # py-libp2p may raise anything for a vanished peer
             log.info("peer.disconnect_failed", peer=peer, error=str(exc))
 
-    def _hello(self) -> Heartbeat:
-        p = self.protocol
-        return Heartbeat(p.round, p.dataset_size, p.digest, p.sketch)
-
     # ------------------------------------------------------------------ receiving
 
     async def _incoming_loop(self) -> None:
@@ -393,7 +395,7 @@ class NodeDriver:
         m.messages_in += 1
         m.bytes_in += len(inc.data)
         peer = inc.peer_id
-        if self._banned.get(peer, -math.inf) > trio.current_time():
+        if self.protocol.is_banned(peer, trio.current_time()):
             m.wire_rejected["banned"] += 1  # dropped undecoded: a ban must save us the work
             return
         try:
@@ -412,10 +414,8 @@ class NodeDriver:
             return
         if self.observer is not None:
             self.observer.heard(peer, message)
-        if self.protocol.peers.get(peer) is None:
-            self._feed(PeerConnected(peer, inc.remote_ip or self._ips.get(peer, "")))
-            log.info("peer.joined", peer=peer, address=inc.remote_ip)
-            self._peers_changed.set()
+        if peer not in self.protocol.peers:
+            log.info("peer.joined", peer=peer, address=inc.remote_ip)  # the core admits it
         if isinstance(message, Contribution) and self._adversary.active:
             self._adversary.observe(peer, message)
         self._feed(MessageReceived(peer, message))
@@ -423,22 +423,18 @@ class NodeDriver:
     async def _peer_event_loop(self) -> None:
         async for ev in self.net.peer_events:
             if isinstance(ev, NetPeerConnected):
-                if self._banned.get(ev.peer_id, -math.inf) > trio.current_time():
+                if self.protocol.is_banned(ev.peer_id, trio.current_time()):
                     # A banned peer redialled us: hang up before it costs any decoding.
                     log.info("net.refused_banned", peer=ev.peer_id)
                     self._spawn(self._disconnect, ev.peer_id)
                     continue
-                self._ips[ev.peer_id] = ev.remote_ip
                 log.info("net.connected", peer=ev.peer_id, address=ev.remote_ip)
-                if self.protocol.peers.get(ev.peer_id) is not None:
-                    self._feed(PeerConnected(ev.peer_id, ev.remote_ip))  # a member came back
-                    self._peers_changed.set()
+                # Unverified: the core greets it (hello) and admits it when it speaks.
                 if not self._stopping:
-                    self._spawn(self._send, fx.Send((ev.peer_id,), self._hello()))
+                    self._feed(PeerConnected(ev.peer_id, ev.remote_ip, verified=False))
             elif isinstance(ev, NetPeerDisconnected):
                 log.info("net.disconnected", peer=ev.peer_id)
-                if self.protocol.peers.get(ev.peer_id) is not None:
-                    self._feed(PeerDisconnected(ev.peer_id))
+                self._feed(PeerDisconnected(ev.peer_id))
             elif isinstance(ev, PeerMisbehaved):
                 # A transport fault of an authenticated peer: the core keeps the score.
                 self._feed(WireRejected(ev.peer_id, ev.reason))
@@ -451,7 +447,7 @@ class NodeDriver:
             async with trio.open_nursery() as n:
                 for addr in self.config.bootstrap:
                     peer = addr.rsplit("/p2p/", 1)[-1]
-                    if peer in connected or self._banned.get(peer, -math.inf) > now:
+                    if peer in connected or self.protocol.is_banned(peer, now):
                         continue
                     n.start_soon(self._try_dial, addr)
             await trio.sleep(self.config.redial_interval)  # a poll period, not a sync point
@@ -477,7 +473,7 @@ class NodeDriver:
     async def _run_job(self, job: _Job) -> None:
         if isinstance(job, fx.TrainLocal):
             p = self.protocol
-            if self._stopping or p.round != job.round or p.phase is not Phase.TRAINING:
+            if self._stopping or not p.wants_update(job.round):
                 return  # the round this was for is gone; a later TrainLocal is queued
             started = time.perf_counter()
             ready: LocalUpdateReady = await trio.to_thread.run_sync(self.bridge.train, job)
@@ -503,7 +499,7 @@ class NodeDriver:
             self.applied_round = job.round
             self.metrics.states_loaded += 1
             log.info("state.loaded", round=job.round, digest=job.digest)
-            if self.config.max_rounds and job.round >= self.config.max_rounds:
+            if self.config.max_rounds and self.protocol.progress >= self.config.max_rounds:
                 self._done.set()
         elif isinstance(job, fx.ServeState):
             resp = await trio.to_thread.run_sync(

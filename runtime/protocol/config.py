@@ -112,9 +112,17 @@ class ProtocolConfig:
     )
     min_peers: int = param(
         2,
-        "Contributions (own included) needed to apply an average; with fewer the node "
-        "falls back to its own update.",
+        "Contributions (own included) needed to apply an average, and swarm members (itself "
+        "included) a node waits for before its first round; with fewer contributions it "
+        "falls back to its own update, and such rounds do not count towards max_rounds.",
         COUNT,
+    )
+    start_deadline: float = param(
+        30.0,
+        "Wait at most this long for min_peers members before the first round, then proceed "
+        "(rounds fall back, and do not count, until peers arrive); 0 = wait forever.",
+        Range(0),
+        "s",
     )
     future_window: int = param(
         2, "Rounds ahead whose contributions are buffered, not rejected.", NON_NEGATIVE_INT

@@ -124,6 +124,24 @@ class SyncStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingForPeers:
+    """The node wants to start but has fewer than ``need`` members (itself included)."""
+
+    members: int
+    need: int
+    deadline: float | None  # when it proceeds anyway (None: it waits for peers forever)
+
+
+@dataclass(frozen=True, slots=True)
+class StartedRounds:
+    """The node left WAITING_FOR_PEERS: ``reason`` "peers" (enough members) or "deadline"."""
+
+    round: int
+    members: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SyncFinished:
     ok: bool
     round: int
@@ -147,4 +165,6 @@ Effect = (
     | DriftObserved
     | SyncStarted
     | SyncFinished
+    | WaitingForPeers
+    | StartedRounds
 )

@@ -17,8 +17,14 @@ from swarm_tune.runtime.protocol.tensors import Sketch, TensorDict, UpdateKind
 
 @dataclass(frozen=True, slots=True)
 class PeerConnected:
+    """A transport connection to authenticated ``peer`` is open (see the admission handshake
+    in ProtocolNode._on_connected). ``verified``: the world already knows it is a member of
+    this run (the simulator's peers); a real transport says False and the peer becomes a
+    member with its first verified message."""
+
     peer: str
     address: str  # remote IP, for the subnet cap
+    verified: bool = True
 
 
 @dataclass(frozen=True, slots=True)

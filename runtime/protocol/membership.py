@@ -105,11 +105,12 @@ class PeerTable:
             rec.subnet = subnet_of(address, self._cfg.ipv4_prefix, self._cfg.ipv6_prefix)
         return self._mark_alive(rec, now)
 
-    def heard_from(self, peer: str, now: float, rng: random.Random) -> bool:
-        """Any message proves liveness; True if this brought an evicted peer back."""
+    def heard_from(self, peer: str, now: float, rng: random.Random, address: str = "") -> bool:
+        """Any message proves liveness; True if this admitted a new peer (at ``address``)
+        or brought an evicted one back."""
         rec = self._peers.get(peer)
         if rec is None:
-            return self.connect(peer, "", now, rng)
+            return self.connect(peer, address, now, rng)
         return self._mark_alive(rec, now)
 
     def apply_heartbeat(self, peer: str, hb: Heartbeat) -> None:

@@ -48,6 +48,7 @@ from swarm_tune.runtime.protocol.messages import (
     Contribution,
     Goodbye,
     Heartbeat,
+    Message,
     StateRequest,
     StateResponse,
 )
@@ -74,6 +75,8 @@ from swarm_tune.runtime.protocol.validation import CloseTimeJudge, check_structu
 ROUND_TIMER = "round"
 HEARTBEAT_TIMER = "heartbeat"
 SYNC_TIMER = "sync"
+START_TIMER = "start"
+MAX_PENDING_ADDRESSES = 1024  # transport peers not yet members whose address we keep
 SELF_SUBNET = "self"
 
 Effects = list[fx.Effect]
@@ -127,20 +130,72 @@ class ProtocolNode:
         self.digest = ""
         self.sketch: Sketch = ()
         self.sketch_round = -1
+        #: Campaign progress: rounds the swarm actually averaged (the last round this node
+        #: closed with an average, or the swarm round a state sync loaded, plus one). Fallback
+        #: rounds do not advance it, so a node alone never completes a multi-node campaign.
+        self.progress = start_round
+        self._catch_up = False
+        # Addresses of transport peers that have not spoken the protocol yet (bounded: any
+        # libp2p neighbour connects); used when they do, for the subnet cap.
+        self._pending_addresses: dict[str, str] = {}
 
     # -- entry points ---------------------------------------------------------------
 
     def start(self, now: float, catch_up: bool = False) -> Effects:
-        """Begin participating; with ``catch_up`` first ask peers for the swarm's state."""
+        """Begin participating: wait for ``min_peers`` members (WAITING_FOR_PEERS, at most
+        ``start_deadline``), then, with ``catch_up``, ask peers for the swarm's state first."""
         out: Effects = [
             fx.SetTimer(TimerKey(HEARTBEAT_TIMER), now + self.config.heartbeat_interval)
         ]
-        if catch_up and self.peers.live_peers():
-            out += self._begin_sync("join", now)
-        else:
-            self._transition(Trigger.START)
-            out += self._open_round(self.round, now)
-        return out
+        self._catch_up = catch_up
+        members = self.members()
+        if members < self.config.min_peers:
+            self._transition(Trigger.WAIT)
+            wait = self.config.start_deadline
+            deadline = now + wait if wait > 0 else None
+            if deadline is not None:
+                out.append(fx.SetTimer(TimerKey(START_TIMER), deadline))
+            out.append(fx.WaitingForPeers(members, self.config.min_peers, deadline))
+            return out
+        return out + self._begin(now)
+
+    def _begin(self, now: float) -> Effects:
+        if self._catch_up and self.peers.live_peers():
+            return self._begin_sync("join", now)
+        self._transition(Trigger.START)
+        return self._open_round(self.round, now)
+
+    def _maybe_stop_waiting(self, now: float) -> Effects:
+        if self.phase is not Phase.WAITING_FOR_PEERS or self.members() < self.config.min_peers:
+            return []
+        out: Effects = [
+            fx.CancelTimer(TimerKey(START_TIMER)),
+            fx.StartedRounds(self.round, self.members(), "peers"),
+        ]
+        return out + self._begin(now)
+
+    # -- what drivers ask the core ----------------------------------------------------
+
+    def members(self) -> int:
+        """Swarm members this node counts, itself included (``min_peers`` counts the same)."""
+        return len(self.peers.live_peers()) + 1
+
+    def is_banned(self, peer: str, now: float) -> bool:
+        """Drivers refuse a banned peer's bytes and redials with this (no list of their own)."""
+        return self.reputation.is_banned(peer, now)
+
+    def wants_update(self, round_number: int) -> bool:
+        """Is a TrainLocal for ``round_number`` still wanted? (A queued one may be stale.)"""
+        return self.phase is Phase.TRAINING and self.round == round_number
+
+    def hello(self) -> Heartbeat:
+        """What this node says first on a new connection: a heartbeat without peer exchange."""
+        return self._heartbeat(())
+
+    def _heartbeat(self, known: tuple[tuple[str, str], ...]) -> Heartbeat:
+        return Heartbeat(
+            self.round, self.dataset_size, self.digest, self.sketch, known, self.sketch_round
+        )
 
     def stop(self, now: float) -> Effects:
         """Graceful leave: tell peers, abandon the open round."""
@@ -159,10 +214,26 @@ class ProtocolNode:
     # -- membership -----------------------------------------------------------------
 
     def _on_connected(self, ev: PeerConnected, now: float) -> Effects:
-        self.peers.connect(ev.peer, ev.address, now, self._rng)
-        return []
+        """The admission handshake. A *verified* connection (the sim's: every simulated
+        peer is in this run) makes a member at once. An unverified one (a libp2p connection
+        proves an identity, not membership: relays, DHT neighbours and other runs connect
+        too) makes a member only if it already was one (a reconnect); otherwise we greet it
+        with a hello and keep its address until its first verified message admits it."""
+        if ev.peer == self.node_id:
+            return []
+        if ev.verified or ev.peer in self.peers:
+            self.peers.connect(ev.peer, ev.address, now, self._rng)
+            out = self._maybe_stop_waiting(now)
+        else:
+            if len(self._pending_addresses) >= MAX_PENDING_ADDRESSES:
+                self._pending_addresses.pop(next(iter(self._pending_addresses)))
+            self._pending_addresses[ev.peer] = ev.address
+            out = []
+        # A real connection may be a restarted peer that forgot us: greet it either way.
+        return out if ev.verified else [fx.Send((ev.peer,), self.hello()), *out]
 
     def _on_disconnected(self, ev: PeerDisconnected, now: float) -> Effects:
+        self._pending_addresses.pop(ev.peer, None)
         return [fx.Evict(ev.peer, "disconnected")] if self._gone(ev.peer) else []
 
     def _on_wire_rejected(self, ev: WireRejected, now: float) -> Effects:
@@ -177,9 +248,7 @@ class ProtocolNode:
             return []
         partial = self.config.view_size > 0
         known = self.peers.sample_known(self.config.peer_exchange, self._rng) if partial else ()
-        hb = Heartbeat(
-            self.round, self.dataset_size, self.digest, self.sketch, known, self.sketch_round
-        )
+        hb = self._heartbeat(known)
         targets = (
             self._strategy.targets(live, self._rng, self.node_id, self.round)
             if partial
@@ -203,7 +272,13 @@ class ProtocolNode:
             if isinstance(msg, Contribution):
                 return [fx.ContributionRejected(msg.round, peer, RejectReason.BANNED)]
             return []
-        self.peers.heard_from(peer, now, self._rng)
+        # Any verified message admits an unknown sender (the second half of the handshake,
+        # see _on_connected), with the address its transport connection reported.
+        joined = self.peers.heard_from(peer, now, self._rng, self._pending_addresses.pop(peer, ""))
+        out = self._dispatch(peer, msg, now)
+        return out + self._maybe_stop_waiting(now) if joined else out
+
+    def _dispatch(self, peer: str, msg: Message, now: float) -> Effects:
         if isinstance(msg, Heartbeat):
             return self._on_heartbeat(peer, msg, now)
         if isinstance(msg, Contribution):
@@ -402,6 +477,7 @@ class ProtocolNode:
                 avg = weighted_average([e[1] for e in entries], capped)
             out.append(fx.ApplyAverage(rnd.number, rnd.kind, avg, tuple(contributors), False))
             outcome = "average"
+            self.progress = max(self.progress, rnd.number + 1)
         elif rnd.own is not None:
             out.append(fx.ApplyAverage(rnd.number, rnd.kind, rnd.own, (self.node_id,), True))
             outcome = "fallback"
@@ -420,6 +496,11 @@ class ProtocolNode:
             return self._on_heartbeat_tick(now)
         if key.name == SYNC_TIMER and self._sync is not None and self._sync.nonce == key.round:
             return self._finish_sync(now)
+        waiting = self.phase is Phase.WAITING_FOR_PEERS
+        if key.name == START_TIMER and waiting and self.config.start_deadline > 0:
+            # Proceed alone: rounds fall back (and do not count) until members arrive.
+            out: Effects = [fx.StartedRounds(self.round, self.members(), "deadline")]
+            return out + self._begin(now)
         return []
 
     def _on_heartbeat_tick(self, now: float) -> Effects:
@@ -463,7 +544,7 @@ class ProtocolNode:
         asked = tuple(sorted(pick(self._rng, live, self.config.sync_fanout)))
         nonce = self._rng.getrandbits(62)
         self._sync = _PendingSync(nonce, reason, asked, {})
-        if self.phase is Phase.IDLE:
+        if self.phase in (Phase.IDLE, Phase.WAITING_FOR_PEERS):
             self._transition(Trigger.SYNC_BEGIN)
         return [
             fx.SyncStarted(reason, asked),
@@ -493,6 +574,7 @@ class ProtocolNode:
             out: Effects = [fx.SyncFinished(False, self.round, len(sync.responses), 0)]
             return out + (self._open_round(self.round, now) if waiting else [])
         resume = max(decision.round, self.round)
+        self.progress = max(self.progress, resume)  # the swarm's averaged state, loaded
         out = [
             fx.LoadState(resume, decision.tensors, decision.digest, decision.outer),
             fx.SyncFinished(True, resume, decision.responders, decision.agreeing),

@@ -16,10 +16,14 @@ On close the node averages (>= min_peers valid contributions), falls back to its
 (fewer), or skips (no own update either, e.g. a straggler whose deadline passed), and the next
 round begins immediately. Contributions for up to ``future_window`` rounds ahead are buffered
 (peers are never perfectly in step); anything further ahead or already closed is refused.
-A node that starts with ``catch_up`` waits in SYNCING for peers' state before its first
-round. Later syncs (lag, drift) run beside the rounds; if one lands on a later round the
-open round is abandoned (JUMP: no average, no second contribution) and the node continues
-at the swarm's round.
+Before its first round a node waits in WAITING_FOR_PEERS until ``min_peers`` swarm members,
+itself included, are present (it cannot average with fewer, so counting rounds alone would
+only produce fallbacks), or until ``start_deadline`` passes, after which it proceeds: its
+rounds fall back until peers arrive, and only rounds it actually averaged count as campaign
+progress (``ProtocolNode.progress``). A node that starts with ``catch_up`` then waits in
+SYNCING for peers' state before its first round. Later syncs (lag, drift) run beside the
+rounds; if one lands on a later round the open round is abandoned (JUMP: no average, no
+second contribution) and the node continues at the swarm's round.
 
 Transitions live in ``TRANSITIONS``; anything else is a bug in the core and raises.
 """
@@ -36,6 +40,7 @@ from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
 
 class Phase(Enum):
     IDLE = "idle"
+    WAITING_FOR_PEERS = "waiting_for_peers"
     TRAINING = "training"
     COLLECTING = "collecting"
     SYNCING = "syncing"
@@ -43,6 +48,7 @@ class Phase(Enum):
 
 
 class Trigger(Enum):
+    WAIT = "wait"  # start requested, too few members yet
     START = "start"
     OWN_READY = "own_ready"
     CLOSE = "close"  # quorum or timeout; the next round starts in TRAINING
@@ -53,8 +59,12 @@ class Trigger(Enum):
 
 
 TRANSITIONS: dict[tuple[Phase, Trigger], Phase] = {
+    (Phase.IDLE, Trigger.WAIT): Phase.WAITING_FOR_PEERS,
     (Phase.IDLE, Trigger.START): Phase.TRAINING,
     (Phase.IDLE, Trigger.SYNC_BEGIN): Phase.SYNCING,
+    (Phase.WAITING_FOR_PEERS, Trigger.START): Phase.TRAINING,
+    (Phase.WAITING_FOR_PEERS, Trigger.SYNC_BEGIN): Phase.SYNCING,
+    (Phase.WAITING_FOR_PEERS, Trigger.STOP): Phase.STOPPED,
     (Phase.TRAINING, Trigger.OWN_READY): Phase.COLLECTING,
     (Phase.TRAINING, Trigger.CLOSE): Phase.TRAINING,
     (Phase.COLLECTING, Trigger.CLOSE): Phase.TRAINING,

@@ -1,0 +1,93 @@
+"""Readiness, admission and campaign progress: decisions the core makes for both drivers.
+
+* A node waits, visibly (WAITING_FOR_PEERS, a WaitingForPeers effect), until ``min_peers``
+  members, itself included, are present; after ``start_deadline`` it proceeds alone.
+* Admission is one handshake: an unverified transport connection gets a hello (with
+  sketch_round) and no membership; the peer's first verified message admits it, at the
+  address its connection reported.
+* Campaign progress counts rounds that were averaged: a node alone never advances it.
+"""
+
+from __future__ import annotations
+
+import random
+
+from harness import SPEC, World
+
+from swarm_tune.runtime.protocol import (
+    Heartbeat,
+    MessageReceived,
+    PeerConnected,
+    Phase,
+    ProtocolConfig,
+    ProtocolNode,
+    TimerFired,
+    effects,
+)
+from swarm_tune.runtime.protocol.events import TimerKey
+from swarm_tune.runtime.protocol.node import START_TIMER
+
+CFG = ProtocolConfig(min_peers=2, start_deadline=10.0, round_timeout=5.0, param_sync_every=0)
+
+
+def lone(cfg: ProtocolConfig = CFG) -> ProtocolNode:
+    return ProtocolNode("n0", cfg, SPEC, 10, random.Random(0), address="10.0.0.1")
+
+
+def test_a_lone_node_waits_visibly_then_a_verified_message_admits_and_starts_it() -> None:
+    n = lone()
+    out = n.start(0.0, catch_up=True)
+    assert n.phase is Phase.WAITING_FOR_PEERS
+    assert effects.WaitingForPeers(1, 2, 10.0) in out
+    assert not any(isinstance(e, effects.TrainLocal) for e in out)
+    # A transport connection is not membership: the core greets, and keeps the address.
+    out = n.handle(PeerConnected("p1", "192.0.2.7", verified=False), 1.0)
+    [hello] = out
+    assert isinstance(hello, effects.Send) and hello.peers == ("p1",)
+    assert isinstance(hello.message, Heartbeat) and hello.message.sketch_round == n.sketch_round
+    assert n.phase is Phase.WAITING_FOR_PEERS and n.members() == 1
+    # Its first verified message admits it (with that address) and ends the wait.
+    out = n.handle(MessageReceived("p1", Heartbeat(0, 10, "d", (), (), -1)), 2.0)
+    rec = n.peers.get("p1")
+    assert rec is not None and rec.address == "192.0.2.7"
+    started = [e for e in out if isinstance(e, effects.StartedRounds)]
+    assert started == [effects.StartedRounds(0, 2, "peers")]
+    assert effects.CancelTimer(TimerKey(START_TIMER)) in out
+    assert n.phase is Phase.SYNCING  # catch_up with a peer present: ask for state first
+
+
+def test_after_the_deadline_it_proceeds_alone_and_makes_no_progress() -> None:
+    w = World(CFG)
+    w.add("n0")
+    w.start("n0")
+    assert w.nodes["n0"].phase is Phase.WAITING_FOR_PEERS
+    w.run_until(60.0)
+    n = w.nodes["n0"]
+    assert [e.reason for e in w.effects_of(effects.StartedRounds)] == ["deadline"]
+    closed = w.effects_of(effects.RoundClosed)
+    assert len(closed) >= 5 and {c.outcome for c in closed} == {"fallback"}
+    assert n.progress == 0  # rounds alone never count towards max_rounds
+
+
+def test_waiting_forever_with_no_deadline() -> None:
+    n = lone(ProtocolConfig(min_peers=2, start_deadline=0.0))
+    out = n.start(0.0)
+    assert effects.WaitingForPeers(1, 2, None) in out
+    assert not any(isinstance(e, effects.SetTimer) and e.key.name == START_TIMER for e in out)
+    assert n.handle(TimerFired(TimerKey(START_TIMER)), 1e9) == []
+    assert n.phase is Phase.WAITING_FOR_PEERS
+
+
+def test_progress_counts_averaged_rounds() -> None:
+    w = World(CFG)
+    for i in range(3):
+        w.add(f"n{i}")
+    w.connect_all()
+    for i in range(3):
+        w.start(f"n{i}")
+    assert not w.effects_of(effects.WaitingForPeers)  # already enough members
+    w.run_until(20.0)
+    for i in range(3):
+        n = w.nodes[f"n{i}"]
+        averaged = [c.round for c in w.effects_of(effects.RoundClosed, f"n{i}")]
+        assert averaged and n.progress == max(averaged) + 1
