@@ -187,7 +187,9 @@ class NodeDriver:
                 log.info("node.start", round=self.protocol.round, peers=self.protocol.members() - 1)
                 # The core decides readiness (WAITING_FOR_PEERS until min_peers members or
                 # start_deadline) and whether to catch up first (only if peers are there).
-                self._execute(self.protocol.start(trio.current_time(), catch_up=True))
+                now = trio.current_time()
+                dialled = self.net.bootstrapped  # wait for these to speak, as the core decides
+                self._execute(self.protocol.start(now, catch_up=True, expected=dialled))
                 async with trio.open_nursery() as waiters:
                     for ev in (stop, self._done):
                         waiters.start_soon(_set_then_cancel, ev, waiters.cancel_scope)
@@ -330,7 +332,7 @@ class NodeDriver:
             self.observer.round_closed(eff)
         # Campaign progress is the core's: rounds the swarm averaged (a fallback round alone
         # does not count), so one node never completes a multi-node campaign by itself.
-        if self.config.max_rounds and self.protocol.progress >= self.config.max_rounds:
+        if self.protocol.completed(self.config.max_rounds):
             self._done.set()
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -499,7 +501,7 @@ class NodeDriver:
             self.applied_round = job.round
             self.metrics.states_loaded += 1
             log.info("state.loaded", round=job.round, digest=job.digest)
-            if self.config.max_rounds and self.protocol.progress >= self.config.max_rounds:
+            if self.protocol.completed(self.config.max_rounds):
                 self._done.set()
         elif isinstance(job, fx.ServeState):
             resp = await trio.to_thread.run_sync(

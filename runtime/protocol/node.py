@@ -18,7 +18,7 @@ stay close.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -135,21 +135,25 @@ class ProtocolNode:
         #: rounds do not advance it, so a node alone never completes a multi-node campaign.
         self.progress = start_round
         self._catch_up = False
+        self._expected: frozenset[str] = frozenset()
         # Addresses of transport peers that have not spoken the protocol yet (bounded: any
         # libp2p neighbour connects); used when they do, for the subnet cap.
         self._pending_addresses: dict[str, str] = {}
 
     # -- entry points ---------------------------------------------------------------
 
-    def start(self, now: float, catch_up: bool = False) -> Effects:
-        """Begin participating: wait for ``min_peers`` members (WAITING_FOR_PEERS, at most
-        ``start_deadline``), then, with ``catch_up``, ask peers for the swarm's state first."""
+    def start(self, now: float, catch_up: bool = False, expected: Iterable[str] = ()) -> Effects:
+        """Begin participating: wait (WAITING_FOR_PEERS, at most ``start_deadline``) for
+        ``min_peers`` members, itself included, and for the ``expected`` peers (those the
+        driver dialled at bootstrap, so a swarm that starts together opens round 0
+        together); then, with ``catch_up``, ask peers for the swarm's state first."""
         out: Effects = [
             fx.SetTimer(TimerKey(HEARTBEAT_TIMER), now + self.config.heartbeat_interval)
         ]
         self._catch_up = catch_up
+        self._expected = frozenset(expected) - {self.node_id}
         members = self.members()
-        if members < self.config.min_peers:
+        if not self._ready():
             self._transition(Trigger.WAIT)
             wait = self.config.start_deadline
             deadline = now + wait if wait > 0 else None
@@ -165,8 +169,13 @@ class ProtocolNode:
         self._transition(Trigger.START)
         return self._open_round(self.round, now)
 
+    def _ready(self) -> bool:
+        if self.members() < self.config.min_peers:
+            return False
+        return all((r := self.peers.get(p)) is not None and r.live for p in self._expected)
+
     def _maybe_stop_waiting(self, now: float) -> Effects:
-        if self.phase is not Phase.WAITING_FOR_PEERS or self.members() < self.config.min_peers:
+        if self.phase is not Phase.WAITING_FOR_PEERS or not self._ready():
             return []
         out: Effects = [
             fx.CancelTimer(TimerKey(START_TIMER)),
@@ -183,6 +192,17 @@ class ProtocolNode:
     def is_banned(self, peer: str, now: float) -> bool:
         """Drivers refuse a banned peer's bytes and redials with this (no list of their own)."""
         return self.reputation.is_banned(peer, now)
+
+    def completed(self, max_rounds: int) -> bool:
+        """Is a campaign of ``max_rounds`` rounds done for this node? When the swarm averaged
+        that many (``progress``), or when its round is past the end, it averaged at least
+        once and every peer has left (they finished first). A node that never averaged,
+        alone from the start, never completes: rounds alone are no campaign."""
+        if max_rounds <= 0:
+            return False
+        if self.progress >= max_rounds:
+            return True
+        return self.round >= max_rounds and self.progress > 0 and not self.peers.live_peers()
 
     def wants_update(self, round_number: int) -> bool:
         """Is a TrainLocal for ``round_number`` still wanted? (A queued one may be stale.)"""

@@ -18,6 +18,7 @@ from swarm_tune.runtime.protocol import (
     Heartbeat,
     MessageReceived,
     PeerConnected,
+    PeerDisconnected,
     Phase,
     ProtocolConfig,
     ProtocolNode,
@@ -91,3 +92,26 @@ def test_progress_counts_averaged_rounds() -> None:
         n = w.nodes[f"n{i}"]
         averaged = [c.round for c in w.effects_of(effects.RoundClosed, f"n{i}")]
         assert averaged and n.progress == max(averaged) + 1
+
+
+def test_a_campaign_completes_on_averaged_rounds_never_alone() -> None:
+    w = World(CFG)
+    w.add("n0")
+    w.start("n0")
+    w.run_until(80.0)
+    alone = w.nodes["n0"]
+    assert alone.round >= 5 and not alone.completed(3)  # past round 3, but never averaged
+    w = World(CFG)
+    for i in range(2):
+        w.add(f"n{i}")
+    w.connect_all()
+    for i in range(2):
+        w.start(f"n{i}")
+    w.run_until(20.0)
+    assert all(n.completed(3) for n in w.nodes.values())
+    # Peers that finished first and left: a node that averaged with them completes too.
+    late = w.nodes["n1"]
+    late.progress = 2
+    assert not late.completed(3)
+    late.handle(PeerDisconnected("n0"), 20.0)
+    assert late.completed(3)
