@@ -7,6 +7,7 @@ averages the decoded tensors, which are bit-identical to what the sender average
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -105,3 +106,26 @@ def test_core_averages_decoded_tensors_and_refuses_a_size_mismatch() -> None:
     assert avg.contributors == ("a", "p") and not avg.fallback
     for k in UPDATE:  # the weighted mean of exactly the decoded contributions it names
         assert torch.allclose(avg.update[k], (peer_dec[k] + own_dec[k]) / 2, atol=1e-6)
+
+
+def test_hostile_payloads_are_refused_before_anything_is_applied() -> None:
+    # A header claiming 2^40 values is refused on the wire, before any allocation.
+    _, enc = UpdateCompressor("int8:16", SPEC).compress(UPDATE)
+    env = to_envelope(Contribution(3, "grad", 10, {}, encoded=enc), "run", ID.peer_id)
+    huge = Envelope(
+        env.msg_type, env.run_id, env.round, env.sender, {**env.meta, "numel": 1 << 40},
+        dict(env.tensors),
+    )  # fmt: skip
+    with pytest.raises(ProtocolMismatch):
+        from_envelope(huge)
+    # Well-formed parts whose values decode to NaN: the core refuses them as non-finite.
+    node = _node()
+    nan_scales = Encoded(
+        enc.codec, enc.numel, {**enc.parts, "s": torch.full_like(enc.parts["s"], math.nan)}
+    )
+    out = node.handle(
+        MessageReceived("q", Contribution(0, "grad", 10, {}, encoded=nan_scales)), 0.1
+    )
+    assert [e.reason for e in out if isinstance(e, effects.ContributionRejected)] == [
+        RejectReason.NON_FINITE
+    ]
