@@ -106,6 +106,10 @@ class _HyperBase(_Strict):
     batch_size: int = Field(ge=1)
     local_steps: int = Field(default=1, ge=1)
     rounds: int = Field(ge=0, description="0 = until stopped.")
+    # DiLoCo (runtime/training/diloco.py): the outer step must be the same on every replica.
+    diloco_inner_steps: int = Field(default=0, ge=0, le=100_000, description="H; 0 = off.")
+    outer_lr: float = Field(default=0.7, gt=0, le=10, allow_inf_nan=False)
+    outer_momentum: float = Field(default=0.9, ge=0, lt=1)
 
     def protocol_config(self) -> ProtocolConfig:
         return config_from(self, aliased=True)
@@ -278,6 +282,9 @@ class RunManifest(_Strict):
             batch_size=str(h.batch_size),
             learning_rate=repr(h.learning_rate),
             local_steps=str(h.local_steps),
+            diloco_inner_steps=str(h.diloco_inner_steps),
+            outer_lr=repr(h.outer_lr),
+            outer_momentum=repr(h.outer_momentum),
             max_rounds=str(h.rounds),
             bootstrap_peers=",".join(self.bootstrap_peers),
             listen_host="0.0.0.0",

@@ -78,6 +78,8 @@ def test_every_participant_env_loads_back(runs: Path, tmp_path: Path, run_id: st
         assert loaded.device == "cuda:0"
         assert loaded.learning_rate == manifest.hyper.learning_rate
         assert loaded.max_rounds == manifest.hyper.rounds
+        assert loaded.diloco_inner_steps == manifest.hyper.diloco_inner_steps
+        assert loaded.outer_lr == manifest.hyper.outer_lr
         assert loaded.num_shards == manifest.shards.num_shards
         assert loaded.bootstrap_peers == manifest.bootstrap_peers
         shards_per_run.setdefault(loaded.run_id, set()).add(loaded.shard_index)
