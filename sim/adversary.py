@@ -8,7 +8,8 @@ real adversarial node); this module only places them in the world:
 * who colludes: every omniscient behaviour (alie, ipm, min_max, min_sum, mimic) is one
   coalition per scenario entry; ``sybil: true`` makes any behaviour a Sybil group that shares
   one /24 (``group_size`` nodes per /24) and sends one identical update per round; otherwise
-  each adversary acts alone;
+  each adversary acts alone; ``jitter: true`` adds a tiny per-member perturbation, so that
+  colluders are not bit-identical (against duplicate collapsing, runtime/aggregation/rules.py);
 * what they see: the driver hands every honest update of a round to the omniscient
   coalitions as soon as it is computed (``observe``) - the omniscient threat model of the
   ALIE/IPM papers, a stronger adversary than the real runtime's, which sees only what it
@@ -24,9 +25,12 @@ from __future__ import annotations
 
 import random
 
+import torch
+
 from swarm_tune.runtime.adversary.attacks import OMNISCIENT, AttackParams
 from swarm_tune.runtime.adversary.coalition import Coalition
 from swarm_tune.runtime.protocol.messages import Contribution
+from swarm_tune.runtime.protocol.tensors import TensorDict
 from swarm_tune.sim.scenario import AdversarySpec
 
 
@@ -34,20 +38,37 @@ class Adversary:
     """One adversarial node: its scenario entry, its coalition and its address."""
 
     def __init__(
-        self, spec: AdversarySpec, coalition: Coalition, address: str | None = None
+        self, spec: AdversarySpec, coalition: Coalition, address: str | None = None, seed: int = 0
     ) -> None:
         self.spec = spec
         self.behaviour = spec.behaviour
         self.coalition = coalition
         self.address = address  # sybils share a /24; others keep their honest-looking one
         self.crafted_sent = 0
+        self._jitter = torch.Generator().manual_seed(seed)
 
     def rewrite(self, c: Contribution) -> Contribution:
         if c.round < self.spec.start_round:
             return c
         tensors = self.coalition.craft(c.round, c.kind, c.tensors)
+        if self.spec.jitter:
+            tensors = jittered(tensors, self._jitter)
         self.crafted_sent += 1
         return Contribution(c.round, c.kind, c.dataset_size, tensors)
+
+
+JITTER = 1e-3  # relative to the update's RMS: invisible to aggregation, not bit-identical
+
+
+def jittered(tensors: TensorDict, gen: torch.Generator) -> TensorDict:
+    """The coalition's update plus a tiny per-member perturbation, so colluders are no longer
+    bit-identical (what an attacker does against duplicate collapsing)."""
+    out = {}
+    for name, t in tensors.items():
+        rms = float(t.double().pow(2).mean().sqrt()) if t.numel() else 0.0
+        noise = torch.randn(t.shape, generator=gen, dtype=torch.float32) * (JITTER * rms)
+        out[name] = t + noise.to(t.dtype)
+    return out
 
 
 def assign_adversaries(
@@ -72,7 +93,7 @@ def assign_adversaries(
             if coalition is None or (not shared and j % size == 0):
                 coalition = Coalition(params, seed * 1_000_003 + e * 7919 + node, n, k)
             address = sybil_address(spec, j // size, j % size) if spec.sybil else None
-            out[node] = Adversary(spec, coalition, address)
+            out[node] = Adversary(spec, coalition, address, seed * 1_000_003 + node)
     return out
 
 

@@ -36,6 +36,7 @@ from swarm_tune.sim.scenario import Scenario
 
 NEUTRAL = frozenset({"stale", "too_far_future", "buffer_full", "banned"})
 SYBIL_SUFFIX = "+sybil"  # an attack run by a Sybil group on one /24
+JITTER_SUFFIX = "+jitter"  # colluders perturb their shared update (not bit-identical)
 
 
 class MatrixSpec(BaseModel):
@@ -54,7 +55,7 @@ class MatrixSpec(BaseModel):
         for rule in self.rules:
             out += [f"rules: {p}" for p in RuleParams(rule).problems()]
         for attack in self.attacks:
-            behaviour, strength, _ = parse_attack(attack)
+            behaviour, strength, _, _ = parse_attack(attack)
             if behaviour not in BEHAVIOURS:
                 out.append(f"attacks: unknown attack {attack!r}; one of {', '.join(BEHAVIOURS)}")
             if strength is not None and not math.isfinite(strength):
@@ -67,14 +68,17 @@ class MatrixSpec(BaseModel):
         return out
 
 
-def parse_attack(attack: str) -> tuple[str, float | None, bool]:
-    """``name[:strength][+sybil]`` -> (behaviour, strength, sybil), e.g. ``sign_flip:3+sybil``."""
-    sybil = attack.endswith(SYBIL_SUFFIX)
-    name, _, strength = attack.removesuffix(SYBIL_SUFFIX).partition(":")
+def parse_attack(attack: str) -> tuple[str, float | None, bool, bool]:
+    """``name[:strength][+sybil][+jitter]`` -> (behaviour, strength, sybil, jitter), e.g.
+    ``sign_flip:3+sybil`` or ``alie+jitter``."""
+    jitter = attack.endswith(JITTER_SUFFIX)
+    rest = attack.removesuffix(JITTER_SUFFIX)
+    sybil = rest.endswith(SYBIL_SUFFIX)
+    name, _, strength = rest.removesuffix(SYBIL_SUFFIX).partition(":")
     try:
-        return name, (float(strength) if strength else None), sybil
+        return name, (float(strength) if strength else None), sybil, jitter
     except ValueError:
-        return name, math.nan, sybil
+        return name, math.nan, sybil, jitter
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +101,13 @@ def _variant(base: Scenario, rule: str, attack: str, fraction: float, non_iid: f
             [{"behaviour": "sign_flip", "fraction": fraction, "absent": True}] if fraction else []
         )
     else:
-        behaviour, strength, sybil = parse_attack(attack)
-        adv: dict[str, Any] = {"behaviour": behaviour, "fraction": fraction, "sybil": sybil}
+        behaviour, strength, sybil, jitter = parse_attack(attack)
+        adv: dict[str, Any] = {
+            "behaviour": behaviour,
+            "fraction": fraction,
+            "sybil": sybil,
+            "jitter": jitter,
+        }
         if strength is not None:
             adv["strength"] = strength
         data["adversaries"] = [adv]

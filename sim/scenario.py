@@ -177,6 +177,9 @@ class AdversarySpec(_Strict):
         default=None, description="the behaviour's one knob (attacks.py); None = its default"
     )
     sybil: bool = Field(default=False, description="share one /24 and send identical updates")
+    jitter: bool = Field(
+        default=False, description="each member perturbs the shared update a little (1e-3 RMS)"
+    )
     group_size: int | None = Field(default=None, ge=1, description="sybil: nodes per /24")
     subnet: str = "203.0.113.0"
     start_round: int = Field(default=0, ge=0)

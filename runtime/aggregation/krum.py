@@ -43,13 +43,13 @@ def krum_scores(rows: F32, weights: F64, f: int) -> F64:
     dist = np.maximum(squares[:, None] + squares[None, :] - 2.0 * (x @ x.T), 0.0)
     w = weights * (n / weights.sum())
     budget = float(n - f - 2)
-    scores = np.empty(n)
-    for i in range(n):
-        order = np.argsort(dist[i], kind="stable")
-        order = order[order != i]
-        take = np.clip(budget - (np.cumsum(w[order]) - w[order]), 0.0, w[order])
-        scores[i] = float(take @ dist[i, order])
-    return scores
+    # Row i: the other inputs by distance (self last: +inf, and it never counts).
+    np.fill_diagonal(dist, np.inf)
+    order = np.argsort(dist, axis=1, kind="stable")
+    near = np.take_along_axis(dist, order, axis=1)[:, :-1]
+    mass = w[order][:, :-1]
+    take = np.clip(budget - (np.cumsum(mass, axis=1) - mass), 0.0, mass)
+    return np.asarray((take * near).sum(axis=1), dtype=np.float64)
 
 
 def multi_krum(rows: F32, weights: F64, f: int | float, m: int) -> F32:

@@ -10,8 +10,9 @@ Contract every rule keeps:
   order, one influence weight each, and a seed derived from the round and the contributor set.
   Same inputs -> same bits, whatever order they arrived in (the core sorts by peer id; rules
   that shuffle use the seed, which every replica derives alike).
-* Influence weights compose the dataset-size weights with the subnet cap
-  (``influence_weights``): for the weighted mean exactly as before (FedAvg weights, capped);
+* Influence weights compose the dataset-size weights with duplicate collapsing (k
+  bit-identical updates count as one) and the subnet cap (``influence_weights``): for the
+  weighted mean exactly as before when no two updates are identical (FedAvg weights, capped);
   for robust rules each self-declared size is first clipped to the round's median size, so a
   minority cannot buy influence by claiming a huge dataset, and then the subnet cap bounds
   every /24's share of the weight. Each rule then uses weights where its statistic allows
@@ -204,14 +205,43 @@ def make_rule(p: RuleParams) -> Rule:
 
 
 def influence_weights(
-    sizes: Sequence[float], subnets: Sequence[str], cap: float, robust: bool
+    sizes: Sequence[float],
+    subnets: Sequence[str],
+    cap: float,
+    robust: bool,
+    fingerprints: Sequence[int | None] = (),
 ) -> list[float]:
-    """Dataset-size weights composed with the subnet cap (see the module docstring)."""
+    """Dataset-size weights composed with duplicate collapsing and the subnet cap (see the
+    module docstring)."""
     if robust and sizes:
         ordered = sorted(sizes)
         ceiling = ordered[(len(ordered) - 1) // 2]
         sizes = [min(s, ceiling) for s in sizes]
+    if fingerprints:
+        sizes = collapse_duplicates(sizes, fingerprints)
     return subnet_capped_weights(sizes, subnets, cap)
+
+
+def collapse_duplicates(
+    weights: Sequence[float], fingerprints: Sequence[int | None]
+) -> list[float]:
+    """``k`` bit-identical updates share the weight of one (their mean weight, split k ways).
+
+    Why: independent honest trainers never produce bit-identical updates, colluders
+    (Sybils, mimics, coordinated crafted updates) do, and k copies otherwise buy k times
+    the influence whatever the rule. What it cannot see: copies made different by a little
+    noise - the robust rules have to handle those."""
+    groups: dict[int, list[int]] = {}
+    for i, fp in enumerate(fingerprints):
+        if fp is not None:
+            groups.setdefault(fp, []).append(i)
+    out = list(weights)
+    for members in groups.values():
+        if len(members) > 1:
+            share = sum(weights[i] for i in members) / len(members) ** 2
+            for i in members:
+                out[i] = share
+    return out
 
 
 def aggregate(rule: Rule, rows: Sequence[F32], weights: Sequence[float], seed: int) -> F32:

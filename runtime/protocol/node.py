@@ -63,6 +63,7 @@ from swarm_tune.runtime.protocol.rounds import (
     next_phase,
     update_kind,
 )
+from swarm_tune.runtime.protocol.summary import UpdateSummary
 from swarm_tune.runtime.protocol.sync import decide
 from swarm_tune.runtime.protocol.tensors import (
     ModelSpec,
@@ -457,7 +458,8 @@ class ProtocolNode:
         count = len(accepted) + (1 if rnd.own is not None else 0)
         outcome = "skipped"
         if count >= self.config.min_peers and count > 0:
-            # (peer, tensors, weight, subnet), ourselves included, in peer-id order: every
+            # (peer, tensors, flat, weight, subnet, fingerprint), ourselves included, in
+            # peer-id order: every
             # node that accepted the same set sums in the same order, so replicas that saw
             # the same contributions stay bit-identical.
             entries = [
@@ -467,12 +469,20 @@ class ProtocolNode:
                     a.check.flat,
                     float(a.contribution.dataset_size),
                     a.subnet,
+                    _fingerprint(a.check.summary),
                 )
                 for p, a in accepted
             ]
             if rnd.own is not None:
                 own_flat = own_check.flat if own_check is not None else None
-                own = (self.node_id, rnd.own, own_flat, float(rnd.own_weight), self._self_subnet)
+                own = (
+                    self.node_id,
+                    rnd.own,
+                    own_flat,
+                    float(rnd.own_weight),
+                    self._self_subnet,
+                    _fingerprint(own_summary),
+                )
                 entries.append(own)
             entries.sort(key=lambda e: e[0])
             contributors = [e[0] for e in entries]
@@ -482,6 +492,7 @@ class ProtocolNode:
                 [e[4] for e in entries],
                 self.config.subnet_cap,
                 rule.robust,
+                [e[5] for e in entries],
             )
             rows = [e[2] for e in entries if e[2] is not None]
             if rule.robust:
@@ -621,6 +632,10 @@ class ProtocolNode:
 
     def _transition(self, trigger: Trigger) -> None:
         self.phase = next_phase(self.phase, trigger)
+
+
+def _fingerprint(summary: UpdateSummary | None) -> int | None:
+    return summary.fingerprint if summary is not None else None
 
 
 # Dispatch by event type. A class-level table of plain functions, not bound methods stored on

@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from swarm_tune.runtime.aggregation.coordinate import weighted_median
+from swarm_tune.runtime.aggregation.rules import collapse_duplicates
 from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Contribution
@@ -121,9 +122,8 @@ class CloseTimeJudge:
             pool = [s for _, s in kept] + ([own] if own is not None else [])
             nets = subnets or {}
             groups = [nets.get(p, p) for p, _ in kept] + ([nets.get("", "")] if own else [])
-            weights = np.asarray(
-                subnet_capped_weights([1.0] * len(pool), groups, self._cfg.subnet_cap)
-            )
+            units = collapse_duplicates([1.0] * len(pool), [s.fingerprint for s in pool])
+            weights = np.asarray(subnet_capped_weights(units, groups, self._cfg.subnet_cap))
             cosines = self._cosines_to_median(pool, weights)
             for peer in self._hostile(kept, cosines, weights):
                 rejected[peer] = RejectReason.DIRECTION
@@ -152,9 +152,11 @@ class CloseTimeJudge:
     def _cosines_to_median(
         pool: list[UpdateSummary], weights: npt.NDArray[np.float64]
     ) -> list[float]:
-        """Each update's cosine to the subnet-capped weighted coordinate median of the pool
-        ([] if undefined). Weighted, so identical updates from one subnet hold at most the
-        cap's share and cannot capture the reference that judges everyone else."""
+        """Each update's cosine to the weighted coordinate median of the pool ([] if
+        undefined). Weighted (identical updates count once, then the subnet cap), so a group
+        of identical updates - on one subnet or on many - cannot capture the reference that
+        judges everyone else (issue 12: 40 identical flips among 100 got honest peers
+        banned)."""
         if len(pool) < 3:
             return []
         directions = np.stack([s.direction for s in pool])

@@ -83,3 +83,21 @@ def test_a_coalition_sends_one_update_and_mimic_copies_someone_else() -> None:
     replay = Coalition(AttackParams("stale_replay"), seed=1, n=10, f=1)
     assert replay.craft(0, "grad", ups["a"])["w"].equal(ups["a"]["w"])
     assert replay.craft(1, "grad", ups["b"])["w"].equal(ups["a"]["w"])
+
+
+def test_the_real_node_crafts_alie_from_what_it_received() -> None:
+    """runtime/net's adversary sees only the contributions it received plus its own."""
+    from swarm_tune.runtime.net.adversary import Adversary
+    from swarm_tune.runtime.protocol.messages import Contribution
+
+    gen = torch.Generator().manual_seed(0)
+    received = [Contribution(4, "grad", 10, {"w": torch.randn(8, generator=gen)}) for _ in range(5)]
+    own = Contribution(4, "grad", 10, {"w": torch.randn(8, generator=gen)})
+    adv = Adversary("alie", seed=1)
+    for i, c in enumerate(received):
+        adv.observe(f"p{i}", c)
+    crafted = adv.corrupt(own, swarm_size=6)["w"].numpy()
+    h = np.stack([c.tensors["w"].numpy() for c in [*received, own]]).astype(np.float64)
+    expected = h.mean(0) - alie_z(6, 1) * h.std(0)
+    np.testing.assert_allclose(crafted, expected, rtol=1e-5, atol=1e-6)
+    assert Adversary("none").corrupt(own, 6) is own.tensors

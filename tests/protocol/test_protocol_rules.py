@@ -178,3 +178,27 @@ def test_a_node_applies_the_same_bits_whatever_the_arrival_order(rule: str) -> N
     a, b = close(peers), close(peers[::-1])
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(4, 9).flatmap(lambda n: matrix(n, 3)), f=st.integers(0, 3))
+def test_unit_weight_krum_scores_are_classic_krum(rows: np.ndarray, f: int) -> None:
+    from swarm_tune.runtime.aggregation.krum import effective_f, krum_scores
+
+    n = len(rows)
+    fe = effective_f(n, f)
+    x = rows.astype(np.float64)
+    classic = []
+    for i in range(n):
+        d = sorted(float(((x[i] - x[j]) ** 2).sum()) for j in range(n) if j != i)
+        classic.append(sum(d[: n - fe - 2]))
+    np.testing.assert_allclose(krum_scores(rows, np.ones(n), fe), classic, rtol=1e-6, atol=1e-3)
+
+
+def test_bit_identical_updates_share_the_weight_of_one() -> None:
+    from swarm_tune.runtime.aggregation.rules import collapse_duplicates
+
+    assert collapse_duplicates([1.0, 1.0, 1.0, 2.0], [7, 7, 7, 8]) == [1 / 3, 1 / 3, 1 / 3, 2.0]
+    assert collapse_duplicates([3.0, 1.0], [None, None]) == [3.0, 1.0]  # unknown: untouched
+    w = influence_weights([1.0] * 4, ["a", "b", "c", "d"], 1.0, False, [5, 5, 6, 9])
+    assert w == [0.5, 0.5, 1.0, 1.0]  # two copies of one update weigh as much as one
