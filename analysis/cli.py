@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from swarm_tune.analysis.load import NotARunError, load_runs
-from swarm_tune.analysis.report import DEFAULT_TARGET_FRACTION, write_report
+# Only the folder checks at the top: a bad path is refused before pandas and matplotlib load.
+from swarm_tune.analysis.run_dirs import NotARunError, check_run_dir, find_runs
 
 
 def report(
@@ -28,15 +28,26 @@ def report(
         typer.Option("--baseline", help="centralized-baseline run folder (reference line)"),
     ] = None,
     target_fraction: Annotated[
-        float, typer.Option(help="target loss: this share of the baseline's improvement")
-    ] = DEFAULT_TARGET_FRACTION,
+        float | None,
+        typer.Option(
+            help="target loss: this share of the baseline's improvement (default 0.75)",
+            show_default=False,
+        ),
+    ] = None,
     title: Annotated[str, typer.Option(help="report title")] = "Swarm-Tune report",
 ) -> None:
     """Write a self-contained HTML report (plots + tables) for one or many runs."""
     try:
-        runs = load_runs([*run_dirs, *(baseline or [])])
+        folders = find_runs([*run_dirs, *(baseline or [])])
+        for folder in folders:
+            check_run_dir(folder)
+        from swarm_tune.analysis.load import load_run
+        from swarm_tune.analysis.report import DEFAULT_TARGET_FRACTION, write_report
+
+        runs = [load_run(folder) for folder in folders]
     except NotARunError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    target = write_report(runs, out or runs[0].path, title=title, target_fraction=target_fraction)
+    fraction = DEFAULT_TARGET_FRACTION if target_fraction is None else target_fraction
+    target = write_report(runs, out or runs[0].path, title=title, target_fraction=fraction)
     typer.echo(str(target))

@@ -15,7 +15,6 @@ not a run at all and raises ``NotARunError`` naming the folder and what is missi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-REQUIRED_FILES = ("manifest.json", "swarm.parquet")
+from swarm_tune.analysis.run_dirs import (
+    BASELINE_KIND,
+    NotARunError,
+    check_run_dir,
+)
+
 OPTIONAL_TABLES = ("rounds", "rejections", "events")
-BASELINE_KIND = "centralized_baseline"
-
-
-class NotARunError(ValueError):
-    """The folder is not a run folder (or its files cannot be read)."""
 
 
 @dataclass(frozen=True)
@@ -72,18 +71,10 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise NotARunError(f"{path}: not a readable parquet table ({exc})") from None
 
 
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and all((path / f).is_file() for f in REQUIRED_FILES)
-
-
 def load_run(path: str | Path) -> RunData:
     """Load one run folder; raise ``NotARunError`` if it is not one."""
     p = Path(path)
-    if not p.is_dir():
-        raise NotARunError(f"{p}: no such folder")
-    missing = [f for f in REQUIRED_FILES if not (p / f).is_file()]
-    if missing:
-        raise NotARunError(f"{p}: not a run folder (missing {', '.join(missing)})")
+    check_run_dir(p)
     try:
         manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -111,24 +102,3 @@ def load_run(path: str | Path) -> RunData:
         rejections=tables.get("rejections", pd.DataFrame()),
         events=tables.get("events", pd.DataFrame()),
     )
-
-
-def find_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand each path: a run folder itself, or every run folder below it (sorted)."""
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if is_run_dir(p):
-            out.append(p)
-            continue
-        found = sorted(m.parent for m in p.rglob("manifest.json") if is_run_dir(m.parent))
-        if not found:
-            # Let load_run produce the precise message (missing folder / missing files).
-            out.append(p)
-        out.extend(found)
-    return out
-
-
-def load_runs(paths: Sequence[str | Path]) -> list[RunData]:
-    """Load run folders (or folders containing runs, e.g. a sweep's output)."""
-    return [load_run(p) for p in find_runs(paths)]

@@ -23,13 +23,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from swarm_tune.analysis.load import load_run
-from swarm_tune.analysis.metrics import Comparison, compare
-from swarm_tune.analysis.report import write_report
-from swarm_tune.sim.baseline import run_baseline
-from swarm_tune.sim.run import run_scenario
-from swarm_tune.sim.scenario import Scenario
+if TYPE_CHECKING:  # the runners load in run_regression: a bad scenario is refused first
+    from swarm_tune.analysis.metrics import Comparison
+    from swarm_tune.sim.scenario import Scenario
 
 DEFAULT_OUT = Path("runs_out/regression")
 
@@ -73,6 +71,12 @@ def run_regression(
 ) -> RegressionResult:
     tol = tol or Tolerances()
     swarm_dir, base_dir = out_dir / "swarm", out_dir / "baseline"
+    from swarm_tune.analysis.load import load_run
+    from swarm_tune.analysis.metrics import compare
+    from swarm_tune.analysis.report import write_report
+    from swarm_tune.sim.baseline import run_baseline
+    from swarm_tune.sim.run import run_scenario
+
     run_scenario(scenario, swarm_dir)
     run_baseline(scenario, base_dir)
     swarm, base = load_run(swarm_dir), load_run(base_dir)

@@ -60,18 +60,21 @@ def run(
     """Run SCENARIO and write its run folder (config, manifest, parquet tables)."""
     # Imported here, not at the top: ``sim --help`` and a bad scenario answer without
     # loading torch, pandas or the simulator.
-    from swarm_tune.sim.run import default_out_dir, run_scenario, with_seed
     from swarm_tune.sim.scenario import ScenarioError, load_scenario
 
     console = Console()
     try:
-        sc = with_seed(load_scenario(scenario), seed)
+        loaded = load_scenario(scenario)
     except ScenarioError as exc:
         for p in exc.problems:
             console.print(
                 f"[red]error[/red] {p.render(exc.source)}", highlight=False, soft_wrap=True
             )
         raise typer.Exit(2) from None
+    # The simulator (torch, SimPy, pyarrow) loads only once the scenario is known to be good.
+    from swarm_tune.sim.run import default_out_dir, run_scenario, with_seed
+
+    sc = with_seed(loaded, seed)
     target = out if out is not None else default_out_dir(sc)
     with Progress(
         TextColumn("[bold]{task.description}"),

@@ -16,12 +16,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from swarm_tune.sim.baseline import run_baseline
+# Only light modules at the top: a bad scenario or option is refused before the simulator,
+# pandas or the analysis package load (each command imports its runner after the checks).
 from swarm_tune.sim.baseline_regress import DEFAULT_OUT, Tolerances, format_figures, run_regression
-from swarm_tune.sim.run import with_seed
 from swarm_tune.sim.scenario import Scenario, ScenarioError, load_scenario
-from swarm_tune.sim.sweep import SweepError
-from swarm_tune.sim.sweep_run import Backend, SweepBackendError, run_sweep
 
 _DEFAULT = Tolerances()
 
@@ -49,8 +47,11 @@ def sweep(
     if backend not in ("local", "ray"):
         console.print(f"[red]error[/red] --backend must be local or ray, not {backend!r}")
         raise typer.Exit(2)
-    chosen: Backend = "ray" if backend == "ray" else "local"
     _load(console, scenario)
+    from swarm_tune.sim.sweep import SweepError
+    from swarm_tune.sim.sweep_run import Backend, SweepBackendError, run_sweep
+
+    chosen: Backend = "ray" if backend == "ray" else "local"
     with Progress(
         TextColumn("[bold]sweep"),
         BarColumn(),
@@ -99,7 +100,11 @@ def baseline(
 ) -> None:
     """Train the centralized baseline of SCENARIO; write it as a run folder."""
     console = Console()
-    sc = with_seed(_load(console, scenario), seed)
+    loaded = _load(console, scenario)
+    from swarm_tune.sim.baseline import run_baseline
+    from swarm_tune.sim.run import with_seed
+
+    sc = with_seed(loaded, seed)
     if sc.learning.mode != "surrogate":
         console.print("[red]error[/red] the centralized baseline supports learning.mode surrogate")
         raise typer.Exit(2)

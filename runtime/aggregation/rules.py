@@ -41,7 +41,6 @@ import numpy.typing as npt
 from swarm_tune.runtime.aggregation.centered import centered_clipping, geometric_median
 from swarm_tune.runtime.aggregation.coordinate import as_f32, weighted_median, weighted_trimmed_mean
 from swarm_tune.runtime.aggregation.krum import multi_krum
-from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -213,6 +212,10 @@ def influence_weights(
 ) -> list[float]:
     """Dataset-size weights composed with duplicate collapsing and the subnet cap (see the
     module docstring)."""
+    # Imported here: weighted.py needs torch, and the parameter schema imports this module
+    # to check a scenario or a setting, which must not cost torch's start-up.
+    from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights
+
     if robust and sizes:
         ordered = sorted(sizes)
         ceiling = ordered[(len(ordered) - 1) // 2]

@@ -35,26 +35,58 @@ arrive whole (bounded by ``NetConfig.max_message_size``) in the same ``incoming`
 as small ones; the SWRM decoder (``swarm_tune.runtime.wire``) tells them apart.
 
 Why the bulk plane leaves libp2p for the bytes: see ``bulk.py`` (measured ~15x).
+
+The names load on first use (runtime/lazy_exports.py): ``swarm-tune node`` checks its
+settings before py-libp2p and trio load.
 """
 
-from swarm_tune.runtime.net.config import NetConfig
-from swarm_tune.runtime.net.errors import (
-    ConfigError,
-    FrameError,
-    NetError,
-    SendError,
-    SendRejected,
-    SendTimeout,
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from swarm_tune.runtime.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from swarm_tune.runtime.net.config import NetConfig
+    from swarm_tune.runtime.net.errors import (
+        ConfigError,
+        FrameError,
+        NetError,
+        SendError,
+        SendRejected,
+        SendTimeout,
+    )
+    from swarm_tune.runtime.net.events import (
+        Incoming,
+        PeerConnected,
+        PeerDisconnected,
+        PeerEvent,
+        PeerMisbehaved,
+    )
+    from swarm_tune.runtime.net.host import peer_id_from_seed
+    from swarm_tune.runtime.net.node import NetNode, open_net_node
+
+# exported name -> the submodule that defines it
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "NetConfig": "config",
+        "ConfigError": "errors",
+        "FrameError": "errors",
+        "NetError": "errors",
+        "SendError": "errors",
+        "SendRejected": "errors",
+        "SendTimeout": "errors",
+        "Incoming": "events",
+        "PeerConnected": "events",
+        "PeerDisconnected": "events",
+        "PeerEvent": "events",
+        "PeerMisbehaved": "events",
+        "peer_id_from_seed": "host",
+        "NetNode": "node",
+        "open_net_node": "node",
+    },
 )
-from swarm_tune.runtime.net.events import (
-    Incoming,
-    PeerConnected,
-    PeerDisconnected,
-    PeerEvent,
-    PeerMisbehaved,
-)
-from swarm_tune.runtime.net.host import peer_id_from_seed
-from swarm_tune.runtime.net.node import NetNode, open_net_node
 
 __all__ = [
     "ConfigError",

@@ -33,10 +33,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-import torch
+
+if TYPE_CHECKING:  # checking a path or a manifest must not pay torch's start-up
+    import torch
 
 FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^ckpt-(\d{9})\.json$")
@@ -46,7 +48,7 @@ MAX_MANIFEST_BYTES = 1 << 20
 
 log = structlog.get_logger(__name__)
 
-TensorSpec = Mapping[str, tuple[tuple[int, ...], torch.dtype]]
+TensorSpec = Mapping[str, tuple[tuple[int, ...], "torch.dtype"]]
 
 
 class CheckpointError(Exception):
@@ -168,6 +170,8 @@ def _meta_name(round_: int) -> str:
 def param_digest(params: Mapping[str, torch.Tensor]) -> str:
     """sha256 over (name, dtype, shape, raw bytes) in name order: same values, same digest,
     whatever the device, file layout or dict order."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(params):
         t = params[name].detach().to("cpu").contiguous()
@@ -376,6 +380,14 @@ def check_inside(path: Path, allowed_dir: Path) -> Path:
     root = allowed_dir.resolve()
     if not resolved.is_relative_to(root):
         raise OutsideAllowedDirError(f"{path} resolves to {resolved}, outside {root}")
+    return resolved
+
+
+def existing_inside(path: Path, allowed_dir: Path) -> Path:
+    """``check_inside``, and the path must exist (what the CLI checks before loading torch)."""
+    resolved = check_inside(path, allowed_dir)
+    if not resolved.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
     return resolved
 
 

@@ -31,7 +31,7 @@ from swarm_tune.runtime.ops.checkpoint import WrongModelError
 from swarm_tune.runtime.ops.evaluate import BenchmarkResult, benchmark, load_model_source
 from swarm_tune.runtime.ops.manifest import ManifestError, load_manifest
 from swarm_tune.runtime.ops.provenance import code_version
-from swarm_tune.runtime.training.data import SHIPPED_CORPUS
+from swarm_tune.runtime.training.corpus import SHIPPED_CORPUS
 
 __all__ = ["TIE_RULE", "EvalPlan", "benchmark_command", "compete", "plan_from_manifest"]
 

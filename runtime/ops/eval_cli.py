@@ -20,11 +20,15 @@ from typing import Annotated, Any
 
 import typer
 
-from swarm_tune.runtime.ops.checkpoint import CheckpointError
+# Light imports only: a bad path or option is refused before torch and transformers load
+# (each command checks its inputs with existing_inside, then imports its runner).
+from swarm_tune.runtime.ops.checkpoint import (
+    CheckpointError,
+    OutsideAllowedDirError,
+    existing_inside,
+)
 from swarm_tune.runtime.ops.manifest import ManifestError
-from swarm_tune.runtime.training.data import SHIPPED_CORPUS, DataError
-from swarm_tune.runtime.training.models import ModelLoadError
-from swarm_tune.runtime.training.tokenizer import TokenizerError
+from swarm_tune.runtime.training.corpus import SHIPPED_CORPUS
 
 __all__ = ["benchmark", "checkpoint_app", "compete"]
 
@@ -46,6 +50,9 @@ MaxBatchesOpt = Annotated[
 def _errors() -> tuple[type[Exception], ...]:
     from swarm_tune.runtime.ops.evaluate import EvalError
     from swarm_tune.runtime.ops.publish import PublishError
+    from swarm_tune.runtime.training.data import DataError
+    from swarm_tune.runtime.training.models import ModelLoadError
+    from swarm_tune.runtime.training.tokenizer import TokenizerError
 
     return (
         CheckpointError,
@@ -59,6 +66,15 @@ def _errors() -> tuple[type[Exception], ...]:
     )
 
 
+def _check_inputs(paths: list[Path], allowed_dir: Path) -> None:
+    """Refuse a missing or out-of-bounds input at once, before the runner's heavy imports."""
+    for path in paths:
+        try:
+            existing_inside(path, allowed_dir)
+        except CheckpointError as exc:
+            raise _fail(exc) from None
+
+
 def _quiet_logs() -> None:
     # Results go to stdout (``--json`` must stay parseable); logs to the process's real
     # stderr, warnings only (a skipped torn checkpoint is worth seeing, "saved" is not).
@@ -70,6 +86,9 @@ def _quiet_logs() -> None:
 def _fail(exc: Exception) -> typer.Exit:
     # One line: manifest errors may carry several problems; join them.
     message = " ".join(str(exc).split("\n")) or type(exc).__name__
+    if isinstance(exc, OutsideAllowedDirError):
+        # Say the fix, not only the refusal.
+        message += " (pass --allowed-dir FOLDER to read checkpoints below another folder)"
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
 
@@ -88,6 +107,7 @@ def reconstruct_cmd(
     allowed_dir: AllowedDirOpt = Path("."),
 ) -> None:
     """Merge or average node checkpoints into a model folder (save_pretrained)."""
+    _check_inputs(checkpoints, allowed_dir)
     from swarm_tune.runtime.ops.reconstruct import reconstruct
 
     _quiet_logs()
@@ -176,6 +196,7 @@ def benchmark(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
 ) -> None:
     """Perplexity of a checkpoint on a held-out split (deterministic, with hashes)."""
+    _check_inputs([checkpoint], allowed_dir)
     from swarm_tune.runtime.ops.evaluate import benchmark as run_benchmark
 
     _quiet_logs()
@@ -222,6 +243,7 @@ def compete(
     allowed_dir: AllowedDirOpt = Path("."),
 ) -> None:
     """Evaluate two teams' checkpoints on the same data and write a verifiable result."""
+    _check_inputs([team_a, team_b], allowed_dir)
     from swarm_tune.runtime.ops.compete import compete as run_compete
 
     _quiet_logs()

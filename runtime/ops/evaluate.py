@@ -38,6 +38,7 @@ from swarm_tune.runtime.ops.checkpoint import (
     ShapeMismatchError,
     WrongRunError,
     check_inside,
+    existing_inside,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -48,8 +49,8 @@ from swarm_tune.runtime.ops.provenance import (
     sha256_tensor,
     sha256_text_source,
 )
-from swarm_tune.runtime.training.corpus import CORPUS_TRAIN, CORPUS_VALID
-from swarm_tune.runtime.training.data import SHIPPED_CORPUS, TokenShard, load_dataset_shard
+from swarm_tune.runtime.training.corpus import CORPUS_TRAIN, CORPUS_VALID, SHIPPED_CORPUS
+from swarm_tune.runtime.training.data import TokenShard, load_dataset_shard
 from swarm_tune.runtime.training.models import TINY_MODELS, load_model
 from swarm_tune.runtime.training.tokenizer import TextTokenizer, load_tokenizer
 
@@ -81,9 +82,7 @@ def is_hf_folder(path: Path) -> bool:
 def resolve_checkpoint(path: Path, allowed_dir: Path, run_id: str | None = None) -> Path:
     """A swarm checkpoint file (manifest or tensor file), a node's checkpoint folder (its
     latest complete checkpoint, of ``run_id`` if given) or a saved HF model folder."""
-    resolved = check_inside(path, allowed_dir)
-    if not resolved.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
+    resolved = existing_inside(path, allowed_dir)
     if resolved.is_file() or is_hf_folder(resolved):
         return resolved
     info = latest_checkpoint(resolved, run_id)

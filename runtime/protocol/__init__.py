@@ -3,15 +3,16 @@
 Import what drivers need from here. This package must never import simpy, trio, libp2p or
 asyncio (tests/protocol/test_protocol_purity.py enforces it).
 
-The names below load on first use (PEP 562): importing ``protocol.config`` for a scenario or
-a settings check must not pay for torch, which the update summaries need, so that a bad
-input is refused in a fraction of a second.
+The names below load on first use (runtime/lazy_exports.py): importing ``protocol.config``
+for a scenario or a settings check must not pay for torch, which the update summaries need,
+so that a bad input is refused in a fraction of a second.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from swarm_tune.runtime.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from swarm_tune.runtime.protocol import effects
@@ -39,41 +40,35 @@ if TYPE_CHECKING:
     from swarm_tune.runtime.protocol.rounds import Phase, ProtocolStateError
     from swarm_tune.runtime.protocol.tensors import ModelSpec, TensorDict, UpdateKind
 
-# exported name -> submodule that defines it
-_HOME = {
-    "ProtocolConfig": "config",
-    "Event": "events",
-    "LocalUpdateReady": "events",
-    "MessageReceived": "events",
-    "PeerConnected": "events",
-    "PeerDisconnected": "events",
-    "TimerFired": "events",
-    "TimerKey": "events",
-    "WireRejected": "events",
-    "Contribution": "messages",
-    "Goodbye": "messages",
-    "Heartbeat": "messages",
-    "Message": "messages",
-    "StateRequest": "messages",
-    "StateResponse": "messages",
-    "ProtocolNode": "node",
-    "RejectReason": "reasons",
-    "Phase": "rounds",
-    "ProtocolStateError": "rounds",
-    "ModelSpec": "tensors",
-    "TensorDict": "tensors",
-    "UpdateKind": "tensors",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name == "effects":
-        return importlib.import_module(f"{__name__}.effects")
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
-
+# exported name -> the submodule that defines it
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "effects": "effects",
+        "ProtocolConfig": "config",
+        "Event": "events",
+        "LocalUpdateReady": "events",
+        "MessageReceived": "events",
+        "PeerConnected": "events",
+        "PeerDisconnected": "events",
+        "TimerFired": "events",
+        "TimerKey": "events",
+        "WireRejected": "events",
+        "Contribution": "messages",
+        "Goodbye": "messages",
+        "Heartbeat": "messages",
+        "Message": "messages",
+        "StateRequest": "messages",
+        "StateResponse": "messages",
+        "ProtocolNode": "node",
+        "RejectReason": "reasons",
+        "Phase": "rounds",
+        "ProtocolStateError": "rounds",
+        "ModelSpec": "tensors",
+        "TensorDict": "tensors",
+        "UpdateKind": "tensors",
+    },
+)
 
 __all__ = [
     "Contribution",

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from swarm_tune.runtime.aggregation.rules import RULES, RuleName, RuleParams
-from swarm_tune.runtime.compression.codecs import CompressionError, parse_codec
 
 Strategy = Literal["flat", "gossip"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -314,6 +313,12 @@ def _rule_problem(name: str, attr: str = "") -> Any:
 
 
 def _compression_problem(value: Any) -> str | None:
+    if value == "none":  # the default: nothing to parse
+        return None
+    # Imported here: the codecs need torch, and checking a scenario or a setting must not pay
+    # torch's start-up (tests/ops/test_ops_cli_lazy.py holds bad input under a second).
+    from swarm_tune.runtime.compression.codecs import CompressionError, parse_codec
+
     try:
         parse_codec(value)
     except CompressionError as exc:

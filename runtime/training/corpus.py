@@ -19,6 +19,7 @@ from pathlib import Path
 # runtime/training/corpus.py -> repository root; resolve() follows the .pkg symlinks.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "data"
+SHIPPED_CORPUS = "tinytales"  # the name a data setting uses for the corpus shipped in data/
 CORPUS_TRAIN = DATA_DIR / "tinytales-train.txt"
 CORPUS_VALID = DATA_DIR / "tinytales-valid.txt"
 TOKENIZER_PATH = DATA_DIR / "tinytales-tokenizer.json"

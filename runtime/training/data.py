@@ -22,10 +22,8 @@ from typing import Any
 
 import torch
 
-from swarm_tune.runtime.training.corpus import CORPUS_TRAIN, CORPUS_VALID
+from swarm_tune.runtime.training.corpus import CORPUS_TRAIN, CORPUS_VALID, SHIPPED_CORPUS
 from swarm_tune.runtime.training.tokenizer import TextTokenizer
-
-SHIPPED_CORPUS = "tinytales"
 
 
 class DataError(ValueError):

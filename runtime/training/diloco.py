@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: the scenario schema imports the config, not torch
+    import torch
 
 __all__ = ["DiLoCoConfig", "outer_delta"]
 

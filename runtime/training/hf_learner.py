@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 import torch
 
+from swarm_tune.runtime.training.corpus import SHIPPED_CORPUS
 from swarm_tune.runtime.training.data import (
-    SHIPPED_CORPUS,
     DataError,
     TokenShard,
     load_dataset_shard,

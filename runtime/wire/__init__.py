@@ -21,39 +21,98 @@ Receiving, in full::
     if env is not None:
         replay_guard.admit(env)                               # raises Replay
         protocol.on_message(env, now)
+
+The names load on first use (runtime/lazy_exports.py): reading a node key or checking a
+setting must not pay for torch, which the codec needs.
 """
 
-from swarm_tune.runtime.wire.codec import (
-    DTYPES,
-    FORMAT_VERSION,
-    MAGIC,
-    decode,
-    encode,
-    encode_buffer,
-    message_id,
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from swarm_tune.runtime.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from swarm_tune.runtime.wire.codec import (
+        DTYPES,
+        FORMAT_VERSION,
+        MAGIC,
+        decode,
+        encode,
+        encode_buffer,
+        message_id,
+    )
+    from swarm_tune.runtime.wire.envelope import Envelope, MetaScalar, MetaValue, MsgType
+    from swarm_tune.runtime.wire.errors import (
+        BadMagic,
+        BadSignature,
+        Expired,
+        InconsistentChunks,
+        Malformed,
+        Oversized,
+        ReassemblyLimit,
+        Replay,
+        SenderMismatch,
+        Truncated,
+        UnsupportedVersion,
+        WireError,
+        WrongRun,
+    )
+    from swarm_tune.runtime.wire.framing import FRAME_HEADER_BYTES, iter_frames, split_frames
+    from swarm_tune.runtime.wire.identity import (
+        SEED_ENV_VAR,
+        Identity,
+        InsecureKeyFile,
+        KeyFileError,
+    )
+    from swarm_tune.runtime.wire.limits import DEFAULT_FRAME_BYTES, WireLimits
+    from swarm_tune.runtime.wire.peer_id import peer_id_from_public_key, public_key_from_peer_id
+    from swarm_tune.runtime.wire.reassembly import Reassembler
+    from swarm_tune.runtime.wire.replay import ReplayGuard
+
+# exported name -> the submodule that defines it
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "DTYPES": "codec",
+        "FORMAT_VERSION": "codec",
+        "MAGIC": "codec",
+        "decode": "codec",
+        "encode": "codec",
+        "encode_buffer": "codec",
+        "message_id": "codec",
+        "Envelope": "envelope",
+        "MetaScalar": "envelope",
+        "MetaValue": "envelope",
+        "MsgType": "envelope",
+        "BadMagic": "errors",
+        "BadSignature": "errors",
+        "Expired": "errors",
+        "InconsistentChunks": "errors",
+        "Malformed": "errors",
+        "Oversized": "errors",
+        "ReassemblyLimit": "errors",
+        "Replay": "errors",
+        "SenderMismatch": "errors",
+        "Truncated": "errors",
+        "UnsupportedVersion": "errors",
+        "WireError": "errors",
+        "WrongRun": "errors",
+        "FRAME_HEADER_BYTES": "framing",
+        "iter_frames": "framing",
+        "split_frames": "framing",
+        "SEED_ENV_VAR": "identity",
+        "Identity": "identity",
+        "InsecureKeyFile": "identity",
+        "KeyFileError": "identity",
+        "DEFAULT_FRAME_BYTES": "limits",
+        "WireLimits": "limits",
+        "peer_id_from_public_key": "peer_id",
+        "public_key_from_peer_id": "peer_id",
+        "Reassembler": "reassembly",
+        "ReplayGuard": "replay",
+    },
 )
-from swarm_tune.runtime.wire.envelope import Envelope, MetaScalar, MetaValue, MsgType
-from swarm_tune.runtime.wire.errors import (
-    BadMagic,
-    BadSignature,
-    Expired,
-    InconsistentChunks,
-    Malformed,
-    Oversized,
-    ReassemblyLimit,
-    Replay,
-    SenderMismatch,
-    Truncated,
-    UnsupportedVersion,
-    WireError,
-    WrongRun,
-)
-from swarm_tune.runtime.wire.framing import FRAME_HEADER_BYTES, iter_frames, split_frames
-from swarm_tune.runtime.wire.identity import SEED_ENV_VAR, Identity, InsecureKeyFile, KeyFileError
-from swarm_tune.runtime.wire.limits import DEFAULT_FRAME_BYTES, WireLimits
-from swarm_tune.runtime.wire.peer_id import peer_id_from_public_key, public_key_from_peer_id
-from swarm_tune.runtime.wire.reassembly import Reassembler
-from swarm_tune.runtime.wire.replay import ReplayGuard
 
 __all__ = [
     "DEFAULT_FRAME_BYTES",

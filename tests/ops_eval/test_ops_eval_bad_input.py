@@ -84,7 +84,7 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     "benchmark-outside-allowed": (
         lambda t, p: ["benchmark", _ckpt(t), "--allowed-dir", str(t.node_dirs[1])],
-        "outside",
+        "pass --allowed-dir FOLDER",
     ),
     "benchmark-symlink-escape": (
         lambda t, p: ["benchmark", str(_outside_link(t, p)), "--allowed-dir", str(p / "allowed")],
@@ -102,7 +102,7 @@ CASES: dict[str, tuple[Case, str]] = {
             ["compete", "--team-a", _ckpt(t, 1), "--team-b", _ckpt(t, 0)]
             + ["--out", str(p / "result.json"), "--allowed-dir", str(t.node_dirs[1])]
         ),
-        "outside",
+        "pass --allowed-dir FOLDER",
     ),
 }
 
