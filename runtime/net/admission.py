@@ -14,7 +14,8 @@ reset. A cap that refuses newcomers is a cap an attacker fills first. Here:
 * **Accepted transfers** (an authenticated peer's OFFER was accepted) are capped in number,
   ``max_transfers_per_peer`` per peer and ``max_inbound_transfers`` in total. When the total
   is reached, the transfer furthest behind the ``min_rate`` schedule is evicted, if any is
-  behind at all (after a ``preauth_timeout`` start grace); otherwise the offer gets BUSY.
+  behind at all (after a ``stall_grace`` start grace); otherwise the offer gets BUSY (which
+  senders retry with backoff).
   Peer ids are free, so a per-peer cap alone would not hold; a stalled transfer is what an
   attacker can produce cheaply, and it is exactly what gets evicted.
 

@@ -23,8 +23,9 @@ The protocol (``/swarm-tune/bulk/2.0.0``), always opened by the sender:
 
 Failure is never final on the first path: any failure of a DIRECT attempt (connect
 refused, token arrived late and was dropped, tampered chunk, reset) is retried once in
-STREAM mode on a fresh stream. Only the receiver's explicit refusals (TOO_LARGE, BUSY)
-are returned to the caller as :class:`SendRejected`.
+STREAM mode on a fresh stream. BUSY is retried with backoff until the caller's deadline
+(slots free up; stalled ones are evicted). Only TOO_LARGE and BAD_REQUEST are returned to
+the caller as :class:`SendRejected` at once.
 
 Hostile peers (see ``admission.py`` for slots):
 * memory is taken only as bytes arrive, never on an OFFER: the receive buffer grows chunk
@@ -85,6 +86,8 @@ log = logging.getLogger(__name__)
 BULK_PROTOCOL = TProtocol("/swarm-tune/bulk/2.0.0")
 STREAM_WRITE_CHUNK = 1 << 20
 SOCK_BUF = 4 << 20
+BUSY_BACKOFF = 0.1  # first retry after a BUSY answer (s), doubling up to the max
+BUSY_BACKOFF_MAX = 1.0
 
 Deliver = Callable[[Incoming], Awaitable[None]]
 
@@ -108,6 +111,10 @@ class _Stalled(Exception):
 
 class _MemoryFull(Exception):
     """Internal: the node-wide ceiling of buffered inbound bytes is reached."""
+
+
+class _Truncated(Exception):
+    """Internal: the sender hung up mid-transfer (a crash looks the same: no blame)."""
 
 
 def remote_ip_of(stream: INetStream) -> str | None:
@@ -250,6 +257,9 @@ class BulkPlane:
         except trio.TooSlowError:
             self._refusals.count("bulk_timeout")
             await _quiet_reset(stream)
+        except _Truncated:
+            self._refusals.count("bulk_truncated")
+            await _quiet_reset(stream)
         except Exception as exc:  # a broken stream must not take the handler down
             self._refusals.count("bulk_broken")
             log.info("bulk offer from %s failed: %s", peer_id, exc)
@@ -269,7 +279,7 @@ class BulkPlane:
         now = trio.current_time()
         slot = Slot(peer_id, now, offer.size)
         admitted, evicted = admit_transfer(
-            self._transfers, slot, now, cfg.preauth_timeout, cfg.min_rate
+            self._transfers, slot, now, cfg.stall_grace, cfg.min_rate
         )
         if evicted is not None:
             self._stalled(evicted)
@@ -347,7 +357,7 @@ class BulkPlane:
                     except EOFError:
                         chunk = b""
                 if not chunk:
-                    raise FrameError(f"stream ended after {slot.got} of {slot.size} bytes")
+                    raise _Truncated(f"stream ended after {slot.got} of {slot.size} bytes")
                 if len(chunk) > want:  # a muxer bug must not overrun the announced size
                     raise FrameError("stream returned more bytes than requested")
                 start = self._grow(buf, len(chunk))
@@ -418,6 +428,21 @@ class BulkPlane:
         except Exception as exc:
             raise SendError(f"invalid peer id {peer_id!r}") from exc
         view = memoryview(data).cast("B")
+        backoff = BUSY_BACKOFF
+        while True:
+            try:
+                await self._send_any(peer, view)
+                return
+            except SendRejected as exc:
+                if exc.reason != Status.BUSY.name:
+                    raise
+            # BUSY is transient by definition (slots free up, stalled transfers are evicted
+            # after stall_grace): retry with backoff until the caller's deadline.
+            self._refusals.count("send_busy_retry")
+            await trio.sleep(backoff)
+            backoff = min(2 * backoff, BUSY_BACKOFF_MAX)
+
+    async def _send_any(self, peer: ID, view: memoryview) -> None:
         if self._cfg.direct_tcp and not _is_relayed(self._host, peer):
             try:
                 await self._send_once(peer, view, Mode.DIRECT)

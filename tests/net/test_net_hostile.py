@@ -165,7 +165,7 @@ async def test_offers_pin_no_memory_are_capped_per_peer_and_expire_on_schedule()
 async def test_stalled_transfers_are_evicted_for_an_honest_offer() -> None:
     """Free peer ids fill every transfer slot with offers that never send: an honest
     offer evicts the one furthest behind schedule instead of hearing BUSY."""
-    cfg = NetConfig(control_timeout=2.0, preauth_timeout=0.3, max_inbound_transfers=3)
+    cfg = NetConfig(control_timeout=2.0, stall_grace=0.3, max_inbound_transfers=3)
     attackers = [build_host(seed(20 + i)) for i in range(3)]
     async with (
         open_net_node(seed(23), config=cfg) as victim,

