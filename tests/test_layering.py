@@ -22,7 +22,11 @@ def area(module: str) -> str:
     parts = module.split(".")
     if len(parts) >= 3 and parts[1] == "runtime":
         sub = parts[2]
-        return "cli" if sub in ("cli", "lazy_cli") else sub
+        if sub in ("cli", "lazy_cli"):
+            return "cli"
+        # runtime/<module>.py beside the areas (e.g. lazy_exports): shared plumbing that any
+        # area may import; the core's closure rules still apply to it.
+        return sub if (ROOT / "runtime" / sub).is_dir() else "runtime"
     return parts[1] if len(parts) > 1 else parts[0]
 
 
