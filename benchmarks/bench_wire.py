@@ -29,12 +29,9 @@ from swarm_tune.runtime.wire import (
     Envelope,
     Identity,
     MsgType,
-    Reassembler,
     decode,
     encode,
     encode_buffer,
-    iter_frames,
-    split_frames,
 )
 
 
@@ -151,31 +148,6 @@ def main() -> None:
         vk.verify(digest, sig)
     t_verify = (time.perf_counter() - t0) / n_sig
 
-    # -- chunking and reassembly ---------------------------------------------------------
-    frames = split_frames(buf)
-    t_split = row(
-        f"split_frames ({len(frames)} frames of <=60 KiB)", best(lambda: split_frames(buf), r)
-    )
-
-    def reassemble_raw() -> None:
-        ra = Reassembler(expected_run_id="bench")
-        out = [ra.push_bytes(ident.peer_id, f, 0.0) for f in frames]
-        assert out[-1] is not None
-
-    def reassemble_decode() -> None:
-        ra = Reassembler(expected_run_id="bench")
-        out = [ra.push(ident.peer_id, f, 0.0) for f in frames]
-        assert out[-1] is not None
-
-    def stream_frames() -> None:
-        for _frame in iter_frames(buf):
-            pass
-
-    row("iter_frames (one frame alive at a time)", best(stream_frames, r))
-    t_reasm = row("reassemble (frames -> bytearray)", best(reassemble_raw, r))
-    row("reassemble + decode + sender check", best(reassemble_decode, r))
-    row("full path: encode_buffer+split+reassemble+decode", t_enc + t_split + t_reasm + t_dec)
-
     # -- reference: torch.save / torch.load(weights_only=True) ---------------------------
     def torch_roundtrip() -> None:
         buf = io.BytesIO()
@@ -214,17 +186,6 @@ def main() -> None:
     paired.sort()
     paired_cpu.sort()
 
-    def full_path() -> None:
-        ra = Reassembler(expected_run_id="bench")
-        out = None
-        for frame in iter_frames(encode_buffer(env, ident)):
-            out = ra.push(ident.peer_id, frame, 0.0)
-        assert out is not None
-
-    t_stream = best(full_path, r)
-    print("streamed: encode_buffer -> iter_frames -> Reassembler.push (decode): ", end="")
-    print(f"{t_stream * 1e3:.1f} ms, {nbytes / t_stream / 1e6:.0f} MB/s")
-    print()
     print("ratios (same run, same bytes; >1 means faster than the reference):")
     med = paired[len(paired) // 2]
     print(f"  enc+dec vs numpy memcpy, PAIRED median      = {med:.2f}  (goal >= 0.5)", end="")
@@ -236,8 +197,6 @@ def main() -> None:
     print(f"  enc+dec (encode_buffer) vs bytearray memcpy = {t_ba / t_rt:.2f}")
     print(f"  enc+dec (encode, bytearray) vs numpy memcpy = {t_np / t_rt_ba:.2f}")
     print(f"  enc+dec vs torch.save+torch.load            = {t_torch / t_rt:.2f}")
-    print(f"  streamed framed path vs torch.save+load     = {t_torch / t_stream:.2f}")
-    print(f"  split+reassemble time / enc+dec time        = {(t_split + t_reasm) / t_rt:.2f}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,6 @@ from swarm_tune.runtime.wire.codec import decode, encode
 from swarm_tune.runtime.wire.errors import (
     BadSignature,
     Oversized,
-    ReassemblyLimit,
     Replay,
     SenderMismatch,
     WireError,
@@ -109,7 +108,7 @@ def wire_reason(err: WireError) -> RejectReason:
         return RejectReason.WRONG_RUN
     if isinstance(err, Replay):
         return RejectReason.REPLAY
-    if isinstance(err, (Oversized, ReassemblyLimit)):
+    if isinstance(err, Oversized):
         return RejectReason.OVERSIZED
     return RejectReason.MALFORMED
 

@@ -9,18 +9,13 @@ The layers, bottom up (each module's docstring explains its design):
   that commits to a BLAKE3 payload digest; zero-copy decode into ``torch.frombuffer`` views.
 * `identity` / `peer_id` — `Identity`: the node's Ed25519 key, which is also its libp2p
   identity, so signer, claimed sender and transport peer are all the same id.
-* `framing` / `reassembly` — `split_frames` / `Reassembler`: 60 KiB frames for Noise's
-  65,535-byte limit and memory-capped, time-bounded reassembly keyed on the authenticated
-  transport peer.
 * `replay` — `ReplayGuard`: bounded duplicate/stale-round rejection.
 * `errors` / `limits` — `WireError` hierarchy (metric-ready ``reason``) and `WireLimits`.
 
-Receiving, in full::
+Receiving, in full (the net driver; the transport hands over whole, bounded messages)::
 
-    env = reassembler.push(transport_peer_id, frame, now)   # None until complete
-    if env is not None:
-        replay_guard.admit(env)                               # raises Replay
-        protocol.on_message(env, now)
+    env = decode(data, expected_run_id=run_id)   # raises a WireError
+    replay_guard.admit(env)                       # raises Replay
 
 The names load on first use (runtime/lazy_exports.py): reading a node key or checking a
 setting must not pay for torch, which the codec needs.
@@ -46,11 +41,8 @@ if TYPE_CHECKING:
     from swarm_tune.runtime.wire.errors import (
         BadMagic,
         BadSignature,
-        Expired,
-        InconsistentChunks,
         Malformed,
         Oversized,
-        ReassemblyLimit,
         Replay,
         SenderMismatch,
         Truncated,
@@ -58,16 +50,14 @@ if TYPE_CHECKING:
         WireError,
         WrongRun,
     )
-    from swarm_tune.runtime.wire.framing import FRAME_HEADER_BYTES, iter_frames, split_frames
     from swarm_tune.runtime.wire.identity import (
         SEED_ENV_VAR,
         Identity,
         InsecureKeyFile,
         KeyFileError,
     )
-    from swarm_tune.runtime.wire.limits import DEFAULT_FRAME_BYTES, WireLimits
+    from swarm_tune.runtime.wire.limits import WireLimits
     from swarm_tune.runtime.wire.peer_id import peer_id_from_public_key, public_key_from_peer_id
-    from swarm_tune.runtime.wire.reassembly import Reassembler
     from swarm_tune.runtime.wire.replay import ReplayGuard
 
 # exported name -> the submodule that defines it
@@ -87,46 +77,34 @@ __getattr__ = lazy_exports(
         "MsgType": "envelope",
         "BadMagic": "errors",
         "BadSignature": "errors",
-        "Expired": "errors",
-        "InconsistentChunks": "errors",
         "Malformed": "errors",
         "Oversized": "errors",
-        "ReassemblyLimit": "errors",
         "Replay": "errors",
         "SenderMismatch": "errors",
         "Truncated": "errors",
         "UnsupportedVersion": "errors",
         "WireError": "errors",
         "WrongRun": "errors",
-        "FRAME_HEADER_BYTES": "framing",
-        "iter_frames": "framing",
-        "split_frames": "framing",
         "SEED_ENV_VAR": "identity",
         "Identity": "identity",
         "InsecureKeyFile": "identity",
         "KeyFileError": "identity",
-        "DEFAULT_FRAME_BYTES": "limits",
         "WireLimits": "limits",
         "peer_id_from_public_key": "peer_id",
         "public_key_from_peer_id": "peer_id",
-        "Reassembler": "reassembly",
         "ReplayGuard": "replay",
     },
 )
 
 __all__ = [
-    "DEFAULT_FRAME_BYTES",
     "DTYPES",
     "FORMAT_VERSION",
-    "FRAME_HEADER_BYTES",
     "MAGIC",
     "SEED_ENV_VAR",
     "BadMagic",
     "BadSignature",
     "Envelope",
-    "Expired",
     "Identity",
-    "InconsistentChunks",
     "InsecureKeyFile",
     "KeyFileError",
     "Malformed",
@@ -134,8 +112,6 @@ __all__ = [
     "MetaValue",
     "MsgType",
     "Oversized",
-    "Reassembler",
-    "ReassemblyLimit",
     "Replay",
     "ReplayGuard",
     "SenderMismatch",
@@ -147,9 +123,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_buffer",
-    "iter_frames",
     "message_id",
     "peer_id_from_public_key",
     "public_key_from_peer_id",
-    "split_frames",
 ]

@@ -31,7 +31,7 @@ Design choices and why:
   (one copy + two hash passes); SHA-256 would make that ~6x. A non-cryptographic hash
   (xxhash) would be faster but would let a sender equivocate or a relay substitute data.
 * **The sender field is the peer id, and the peer id contains the key**, so "the signing
-  key maps to the claimed sender" holds by construction; the reassembler additionally
+  key maps to the claimed sender" holds by construction; the net driver additionally
   checks it equals the authenticated transport peer.
 * **Verify before parsing.** Only fixed-size fields are read before the signature and the
   payload digest are checked, so corrupted or relay-tampered messages are dropped before any
@@ -45,7 +45,7 @@ Design choices and why:
   each region while it is still in cache. `encode` returns a bytearray; `encode_buffer`
   returns an uninitialised numpy-backed memoryview (no zero-fill, transparent huge pages),
   which is ~1.6x faster for a 250 MB update. Decode returns ``torch.frombuffer`` views of the
-  received buffer when it is writable and aligned (as the reassembler's buffers are);
+  received buffer when it is writable and aligned (as the bulk plane's buffers are);
   read-only input (``bytes``) is copied once so callers can never mutate an immutable
   object through a tensor.
 * **Never pickle, never torch.load.** dtype comes from a fixed table of names.

@@ -84,8 +84,8 @@ class Envelope:
     """A protocol message as the wire sees it.
 
     ``meta`` and ``tensors`` are stored as read-only mappings. Tensors produced by `decode`
-    are zero-copy views of the received buffer when it is writable (bytearray, the
-    reassembler's buffers, `encode_buffer` output); read-only input is copied once. Equality
+    are zero-copy views of the received buffer when it is writable (bytearray, the bulk
+    plane's buffers, `encode_buffer` output); read-only input is copied once. Equality
     is identity (``eq=False``): comparing tensors elementwise is the caller's business.
     ``digest`` is filled in by `decode` (BLAKE3 of the signed header, which commits to the
     payload digest); it identifies the message for replay protection and is empty on

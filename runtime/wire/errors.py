@@ -2,7 +2,7 @@
 
 Why one hierarchy: the wire layer sits directly on hostile input, and the node must turn
 every bad message into "drop it, count it, maybe penalise the sender" and never into a
-crash. So every failure of `decode`, `split_frames`' parser, `Reassembler.push` and
+crash. So every failure of `decode` and
 `ReplayGuard` raises a `WireError` subclass and nothing else. Drivers catch `WireError`
 once; the class tells the protocol core *what kind* of misbehaviour it was (a corrupt
 frame is not the same offence as a forged signature), and `reason` is a short, stable,
@@ -16,11 +16,8 @@ from __future__ import annotations
 __all__ = [
     "BadMagic",
     "BadSignature",
-    "Expired",
-    "InconsistentChunks",
     "Malformed",
     "Oversized",
-    "ReassemblyLimit",
     "Replay",
     "SenderMismatch",
     "Truncated",
@@ -93,21 +90,3 @@ class Replay(WireError):
     """Already seen (or too old to tell): a duplicate or replayed message."""
 
     default_reason = "replay"
-
-
-class ReassemblyLimit(WireError):
-    """Accepting this frame would exceed a reassembly memory or count cap."""
-
-    default_reason = "reassembly_limit"
-
-
-class InconsistentChunks(Malformed):
-    """Frames of one message disagree (count, total, sizes, or differing duplicate bytes)."""
-
-    default_reason = "inconsistent_chunks"
-
-
-class Expired(WireError):
-    """A frame arrived for a partially reassembled message whose deadline has passed."""
-
-    default_reason = "expired"

@@ -6,19 +6,16 @@ produces what its peers would reject) and the decoder. Keeping them together mak
 memory budget of a node auditable in one place, and lets the ops config build one from
 ``SWARM_*`` settings.
 
-Defaults are sized for full fp16 updates of models up to ~500M parameters (1 GiB message)
-and for py-libp2p's Noise transport, whose frames carry at most 65,535 bytes: we cut at
-60 KiB to leave room for Noise/yamux overhead.
+Defaults are sized for full fp16 updates of models up to ~500M parameters (1 GiB message).
+(Chunking a message for the transport is the net layer's job: runtime/net/bulk.py reads a
+whole message from a stream under its own bounds.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_FRAME_BYTES", "WireLimits"]
-
-#: Largest frame `split_frames` produces by default: 60 KiB, frame header included.
-DEFAULT_FRAME_BYTES = 61_440
+__all__ = ["WireLimits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,18 +31,6 @@ class WireLimits:
     max_name_len: int = 256
     max_ndim: int = 16
     max_run_id_len: int = 128
-    #: Largest frame accepted by the reassembler (and default for split_frames).
-    max_frame_bytes: int = DEFAULT_FRAME_BYTES
-    #: Smallest chunk (frame payload) of a multi-frame message; bounds the chunk count so
-    #: per-message bookkeeping stays proportional to the message size.
-    min_chunk_bytes: int = 1024
-    #: Reservation cap for partially received messages from one transport peer.
-    max_reassembly_bytes_per_peer: int = (1 << 30) + (64 << 20)
-    #: Reservation cap across all peers.
-    max_reassembly_bytes_total: int = 4 << 30
-    max_incomplete_per_peer: int = 8
-    #: An incomplete message is dropped this long after its first frame arrived.
-    reassembly_timeout: float = 120.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -55,11 +40,6 @@ class WireLimits:
             "max_name_len",
             "max_ndim",
             "max_run_id_len",
-            "max_frame_bytes",
-            "min_chunk_bytes",
-            "max_reassembly_bytes_per_peer",
-            "max_reassembly_bytes_total",
-            "max_incomplete_per_peer",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"WireLimits.{name} must be positive")
@@ -67,5 +47,3 @@ class WireLimits:
             raise ValueError("WireLimits.max_meta_entries must be >= 0")
         if self.max_run_id_len > 255:
             raise ValueError("WireLimits.max_run_id_len must fit in one byte (<= 255)")
-        if not self.reassembly_timeout > 0:
-            raise ValueError("WireLimits.reassembly_timeout must be positive")

@@ -17,12 +17,9 @@ from wire_helpers import ALICE, RUN, small_envelope
 from swarm_tune.runtime.wire import (
     Envelope,
     MsgType,
-    Reassembler,
     WireError,
-    WireLimits,
     decode,
     encode,
-    split_frames,
 )
 
 VALID = bytes(encode(small_envelope(), ALICE))
@@ -89,18 +86,15 @@ def test_hostile_length_fields(length_fields: tuple[int, int, int]) -> None:
 
 
 def test_seeded_random_fuzz_loop() -> None:
-    """Bounded volume fuzz of decode and of the reassembler with mutated real frames."""
+    """Bounded volume fuzz of decode with mutated real messages (valid small and large)."""
     rng = random.Random(20240601)
     big = encode(
         Envelope(MsgType.CONTRIBUTION, RUN, 4, ALICE.peer_id, {"k": 1}, {"w": torch.ones(3000)}),
         ALICE,
     )
-    frames = split_frames(big, max_frame_bytes=2048)
-    limits = WireLimits(max_frame_bytes=2048, max_reassembly_bytes_total=200_000)
-    r = Reassembler(expected_run_id=RUN, limits=limits)
     accepted = 0
     for i in range(3000):
-        data = bytearray(VALID if i % 2 else rng.choice(frames))
+        data = bytearray(VALID if i % 2 else big)
         for _ in range(rng.randint(1, 4)):
             op = rng.random()
             if op < 0.6:
@@ -111,13 +105,11 @@ def test_seeded_random_fuzz_loop() -> None:
                     del data[rng.randrange(len(data)) :]
             else:
                 data[rng.randrange(len(data) + 1) : 0] = rng.randbytes(rng.randint(1, 8))
+        if data == (VALID if i % 2 else big):
+            continue  # a no-op mutation (a byte set to its own value) is still valid
         try:
-            if i % 2:
-                decode(data, expected_run_id=RUN)
-                accepted += 1
-            else:
-                r.push(ALICE.peer_id, data, now=i * 0.01)
+            decode(data, expected_run_id=RUN)
+            accepted += 1
         except WireError:
             pass
-        assert r.buffered_bytes <= limits.max_reassembly_bytes_total
     assert accepted == 0
