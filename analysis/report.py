@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from swarm_tune.analysis.columns import display_frame
+from swarm_tune.analysis.explain import explain_plots, mark_round_plots
 from swarm_tune.analysis.figures import png_bytes
 from swarm_tune.analysis.load import RunData
 from swarm_tune.analysis.metrics import (
@@ -61,8 +62,10 @@ figcaption{font-size:12px;color:#555}
 def report_plots(runs: Sequence[RunData]) -> list[Plot]:
     """Every plot the report draws, in order (comparison first, then per-run detail)."""
     plots = comparison_plots(runs)
+    mark_round_plots(plots, runs)
     for run in [r for r in runs if not r.is_baseline][:MAX_DETAIL_RUNS]:
         plots.extend(per_run_plots(run))
+        plots.extend(explain_plots(run))
     return plots
 
 

@@ -669,6 +669,8 @@ class SimDriver:
             "messages": self.network.sent_messages,
             "bytes": self.network.sent_bytes,
             "dropped": self.network.dropped,
+            "cancelled": self.network.cancelled,
+            "cancelled_bytes": self.network.cancelled_bytes,
             "accepted": self._accepted_total,
             "rejected": self._rejected_total,
         }

@@ -44,10 +44,14 @@ Output folder (stable names and columns; ``analysis/`` builds reports on them):
   deterministic column), online, median_round, eval_loss_mean_model (held-out loss of the
   parameter average of the honest sample), eval_loss_median (median of the sample's own
   held-out losses), divergence (true mean relative L2 distance to the sample mean),
-  messages, bytes, dropped (cumulative network counters), accepted, rejected (cumulative).
+  messages, bytes, dropped (cumulative network counters), cancelled, cancelled_bytes
+  (cumulative: bulk transfers dropped as no longer needed, and the bytes they had already
+  sent — wasted work), accepted, rejected (cumulative).
 
 ``events.parquet`` t, kind, node, peer, detail, value — kinds: join, rejoin, leave, crash,
-  partition_open, partition_heal, ban (value = until), evict (detail = reason),
+  partition_open, partition_heal (detail = "timeline.K" when scripted), script_leave,
+  script_crash, script_join, script_link (detail = "timeline.K", value = nodes moved),
+  ban (value = until), evict (detail = reason),
   sync_start (detail = reason, value = peers asked), sync_done (detail = "ok"/"failed",
   value = round), load_state (value = round).
 """
@@ -98,7 +102,16 @@ _ADD_INT = (
 )
 _ADD_FLOAT = ("t_open", "t_close", "duration", "loss", "drift")
 
-_SWARM_INT = ("round", "online", "median_round", "messages", "bytes", "dropped")
+_SWARM_INT = (
+    "round",
+    "online",
+    "median_round",
+    "messages",
+    "bytes",
+    "dropped",
+    "cancelled",
+    "cancelled_bytes",
+)
 _SWARM_INT2 = ("accepted", "rejected")
 _SWARM_FLOAT = ("t", "wall_s", "eval_loss_mean_model", "eval_loss_median", "divergence")
 

@@ -71,6 +71,10 @@ def run_scenario(
         "nodes_total": scenario.total_nodes,
         "nodes_online_at_end": result.online,
         "adversaries": result.adversaries,
+        "groups": {
+            name: [driver.nodes[i].id for i in members]
+            for name, members in driver.groups.members.items()
+        },
         "payload_bytes": driver.payload,
         "tables": ["rounds", "swarm", "rejections", "events"],
     }
