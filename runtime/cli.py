@@ -37,17 +37,17 @@ COMMANDS = {
         "Write a self-contained HTML report (plots + tables) for one or many runs.",
     ),
     "checkpoint": (
-        "swarm_tune.runtime.ops.eval_cli",
+        "swarm_tune.runtime.eval.cli",
         "checkpoint_app",
         "Turn node checkpoints into a model and publish it.",
     ),
     "benchmark": (
-        "swarm_tune.runtime.ops.eval_cli",
+        "swarm_tune.runtime.eval.cli",
         "benchmark",
         "Perplexity of a checkpoint on a held-out split (deterministic, with hashes).",
     ),
     "compete": (
-        "swarm_tune.runtime.ops.eval_cli",
+        "swarm_tune.runtime.eval.cli",
         "compete",
         "Evaluate two teams' checkpoints on the same data and write a verifiable result.",
     ),

@@ -39,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "wire": set(),
     "training": {"protocol", "compression"},
     "ops": {"protocol", "training", "wire", "adversary", "aggregation", "compression"},
+    "eval": {"ops", "training"},  # benchmark/compete/reconstruct/publish finished runs
     "net": {
         "protocol",
         "wire",
@@ -62,6 +63,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {
         "protocol",
         "ops",
+        "eval",
         "net",
         "sim",
         "analysis",

@@ -10,7 +10,7 @@ from ops_eval_helpers import STEPS, Trained, meta_path
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
-from swarm_tune.runtime.ops.evaluate import benchmark
+from swarm_tune.runtime.eval.evaluate import benchmark
 from swarm_tune.runtime.training.corpus import CORPUS_VALID
 
 MAX_BATCHES = 4

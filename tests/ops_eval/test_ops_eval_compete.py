@@ -15,7 +15,7 @@ from ops_eval_helpers import STEPS, Trained, meta_path, tree_digest
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
-from swarm_tune.runtime.ops.evaluate import benchmark
+from swarm_tune.runtime.eval.evaluate import benchmark
 from swarm_tune.runtime.training.corpus import CORPUS_VALID
 
 MAX_BATCHES = 3
@@ -88,7 +88,7 @@ def test_result_names_winner_and_benchmark_reproduces_it(trained: Trained, tmp_p
 
 
 def test_equal_checkpoints_tie(trained: Trained, tmp_path: Path) -> None:
-    from swarm_tune.runtime.ops.compete import compete
+    from swarm_tune.runtime.eval.compete import compete
 
     node = trained.node_dirs[0]
     result = compete(

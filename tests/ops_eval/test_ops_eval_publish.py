@@ -11,7 +11,7 @@ from ops_eval_helpers import STEPS, Trained, tree_digest
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
-from swarm_tune.runtime.ops.reconstruct import reconstruct
+from swarm_tune.runtime.eval.reconstruct import reconstruct
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from ops_eval_helpers import STEPS, Trained, meta_path
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
+from swarm_tune.runtime.eval.evaluate import benchmark
 from swarm_tune.runtime.ops.checkpoint import param_digest
-from swarm_tune.runtime.ops.evaluate import benchmark
 from swarm_tune.runtime.training import load_tokenizer
 
 
@@ -56,7 +56,7 @@ def test_average_round_trips_and_equals_closed_form(trained: Trained, tmp_path: 
 def test_latest_mode_takes_newest_round_and_benchmarks_the_same(
     trained: Trained, tmp_path: Path
 ) -> None:
-    from swarm_tune.runtime.ops.reconstruct import reconstruct
+    from swarm_tune.runtime.eval.reconstruct import reconstruct
 
     node = trained.node_dirs[0]
     out = tmp_path / "latest"

@@ -48,8 +48,8 @@ MaxBatchesOpt = Annotated[
 
 
 def _errors() -> tuple[type[Exception], ...]:
-    from swarm_tune.runtime.ops.evaluate import EvalError
-    from swarm_tune.runtime.ops.publish import PublishError
+    from swarm_tune.runtime.eval.evaluate import EvalError
+    from swarm_tune.runtime.eval.publish import PublishError
     from swarm_tune.runtime.training.data import DataError
     from swarm_tune.runtime.training.models import ModelLoadError
     from swarm_tune.runtime.training.tokenizer import TokenizerError
@@ -108,7 +108,7 @@ def reconstruct_cmd(
 ) -> None:
     """Merge or average node checkpoints into a model folder (save_pretrained)."""
     _check_inputs(checkpoints, allowed_dir)
-    from swarm_tune.runtime.ops.reconstruct import reconstruct
+    from swarm_tune.runtime.eval.reconstruct import reconstruct
 
     _quiet_logs()
 
@@ -158,7 +158,7 @@ def publish_cmd(
     """Push a model folder and a generated model card to the Hugging Face Hub."""
     import tempfile
 
-    from swarm_tune.runtime.ops.publish import publish, resolve_token, stage_upload
+    from swarm_tune.runtime.eval.publish import publish, resolve_token, stage_upload
 
     _quiet_logs()
 
@@ -197,7 +197,7 @@ def benchmark(
 ) -> None:
     """Perplexity of a checkpoint on a held-out split (deterministic, with hashes)."""
     _check_inputs([checkpoint], allowed_dir)
-    from swarm_tune.runtime.ops.evaluate import benchmark as run_benchmark
+    from swarm_tune.runtime.eval.evaluate import benchmark as run_benchmark
 
     _quiet_logs()
 
@@ -244,7 +244,7 @@ def compete(
 ) -> None:
     """Evaluate two teams' checkpoints on the same data and write a verifiable result."""
     _check_inputs([team_a, team_b], allowed_dir)
-    from swarm_tune.runtime.ops.compete import compete as run_compete
+    from swarm_tune.runtime.eval.compete import compete as run_compete
 
     _quiet_logs()
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarm_tune.runtime.eval.evaluate import is_hf_folder
+from swarm_tune.runtime.eval.reconstruct import PROVENANCE_FILE
 from swarm_tune.runtime.ops.atomic_io import atomic_write_text
-from swarm_tune.runtime.ops.evaluate import is_hf_folder
 from swarm_tune.runtime.ops.provenance import code_version, sha256_file
-from swarm_tune.runtime.ops.reconstruct import PROVENANCE_FILE
 
 __all__ = [
     "PublishError",

@@ -35,14 +35,7 @@ from typing import Any, Literal
 
 import torch
 
-from swarm_tune.runtime.ops.checkpoint import (
-    CheckpointError,
-    ShapeMismatchError,
-    WrongModelError,
-    WrongRunError,
-    param_digest,
-)
-from swarm_tune.runtime.ops.evaluate import (
+from swarm_tune.runtime.eval.evaluate import (
     ModelSource,
     build_model,
     check_tensor_names,
@@ -50,6 +43,13 @@ from swarm_tune.runtime.ops.evaluate import (
     is_hf_folder,
     load_model_source,
     model_spec,
+)
+from swarm_tune.runtime.ops.checkpoint import (
+    CheckpointError,
+    ShapeMismatchError,
+    WrongModelError,
+    WrongRunError,
+    param_digest,
 )
 from swarm_tune.runtime.ops.provenance import code_version
 from swarm_tune.runtime.training.corpus import TOKENIZER_PATH

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarm_tune.runtime.eval.evaluate import BenchmarkResult, benchmark, load_model_source
 from swarm_tune.runtime.ops.atomic_io import atomic_write_text
 from swarm_tune.runtime.ops.checkpoint import WrongModelError
-from swarm_tune.runtime.ops.evaluate import BenchmarkResult, benchmark, load_model_source
 from swarm_tune.runtime.ops.manifest import ManifestError, load_manifest
 from swarm_tune.runtime.ops.provenance import code_version
 from swarm_tune.runtime.training.corpus import SHIPPED_CORPUS
