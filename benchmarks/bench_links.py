@@ -62,7 +62,7 @@ def model_run(bursts: list[tuple[float, int]], k: int) -> tuple[float, int]:
     pick = random.Random(4)
 
     def burst(ev: simpy.Event) -> None:
-        src = int(ev.value)
+        src: int = ev._value  # set at construction (the sim driver reads it the same way)
         for dst in [d for d in pick.sample(range(NODES), k + 1) if d != src][:k]:
             net.send(src, dst, SIZE, None, 1)
         net.commit()
