@@ -182,7 +182,7 @@ def test_bare_top_level_import_is_refused() -> None:
     ("file", "line", "rule"),
     [
         ("runtime/protocol/rounds.py", "import time", "the core's closure imports time"),
-        ("runtime/aggregation/picks.py", "import trio", "the core's closure imports trio"),
+        ("runtime/aggregation/weighted.py", "import trio", "the core's closure imports trio"),
         ("sim/network.py", "from swarm_tune.runtime.net import driver", "sim may not import net"),
         ("runtime/net/timers.py", "import swarm_tune.sim.run", "net may not import sim"),
         ("analysis/load.py", "from swarm_tune.runtime.ops import settings", "analysis imports"),

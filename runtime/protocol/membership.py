@@ -19,9 +19,9 @@ import random
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from swarm_tune.runtime.aggregation.picks import pick, pick_one
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Heartbeat
+from swarm_tune.runtime.protocol.picks import pick, pick_one
 from swarm_tune.runtime.protocol.tensors import Sketch
 
 UNKNOWN_SUBNET = "unknown"

@@ -25,9 +25,7 @@ from typing import Any
 import torch
 
 from swarm_tune.runtime.aggregation.centered import bucket_seed
-from swarm_tune.runtime.aggregation.picks import pick
 from swarm_tune.runtime.aggregation.rules import aggregate, influence_weights, make_rule
-from swarm_tune.runtime.aggregation.strategy import make_strategy
 from swarm_tune.runtime.aggregation.weighted import weighted_average, weighted_average_flat
 from swarm_tune.runtime.compression.codecs import CompressionError
 from swarm_tune.runtime.compression.update import decode_update
@@ -53,6 +51,7 @@ from swarm_tune.runtime.protocol.messages import (
     StateResponse,
 )
 from swarm_tune.runtime.protocol.peer_memory import remember
+from swarm_tune.runtime.protocol.picks import pick
 from swarm_tune.runtime.protocol.reasons import RejectReason
 from swarm_tune.runtime.protocol.reputation import Reputation
 from swarm_tune.runtime.protocol.rounds import (
@@ -63,6 +62,7 @@ from swarm_tune.runtime.protocol.rounds import (
     next_phase,
     update_kind,
 )
+from swarm_tune.runtime.protocol.strategy import make_strategy
 from swarm_tune.runtime.protocol.summary import UpdateSummary
 from swarm_tune.runtime.protocol.sync import decide
 from swarm_tune.runtime.protocol.tensors import (

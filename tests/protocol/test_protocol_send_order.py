@@ -1,4 +1,4 @@
-"""Send order of contributions (runtime/aggregation/strategy.py): every receiver equally
+"""Send order of contributions (runtime/protocol/strategy.py): every receiver equally
 often early and late, no receiver hit by every sender at once."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm_tune.runtime.aggregation.strategy import FlatStrategy, GossipStrategy, ring_order
+from swarm_tune.runtime.protocol.strategy import FlatStrategy, GossipStrategy, ring_order
 
 IDS = st.lists(st.text("0123456789abcdef", min_size=4, max_size=8), min_size=2, max_size=40)
 

@@ -27,7 +27,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from swarm_tune.runtime.aggregation.picks import pick
+from swarm_tune.runtime.protocol.picks import pick
 
 # Golden-ratio stride: successive rounds' rotations spread evenly over the ring.
 _ROTATION_STRIDE = 0.6180339887498949
