@@ -40,6 +40,9 @@ def matrix(
     ] = "",
     workers: Annotated[int | None, typer.Option(help="processes (default: the file's)")] = None,
     costs: Annotated[bool, typer.Option(help="also time each rule at 100/1,000 inputs")] = True,
+    reuse: Annotated[
+        bool, typer.Option(help="report an existing OUT/matrix.csv instead of running")
+    ] = False,
 ) -> None:
     """Rules x attacks x Byzantine fraction x data skew -> loss gap, honest rejections/bans."""
     console = Console()
@@ -65,18 +68,22 @@ def matrix(
             console.print(f"[red]error[/red] {scenario}: sweep.matrix.{line}", highlight=False)
         raise typer.Exit(2)
     points = expand(base, spec)
-    console.print(f"{len(points)} runs on {workers or spec.workers} workers")
     t0 = time.perf_counter()
+    if reuse:
+        # "nan" is an attack name here, not a missing value.
+        table = pd.read_csv(out / "matrix.csv", keep_default_na=False, na_values=[""])
+        lines = [f"reported from {out / 'matrix.csv'} ({len(table)} cells)"]
+    else:
+        console.print(f"{len(points)} runs on {workers or spec.workers} workers")
 
-    def progress(done: int, total: int) -> None:
-        if done % 25 == 0 or done == total:
-            console.print(f"  {done}/{total} runs, {time.perf_counter() - t0:,.0f} s")
+        def progress(done: int, total: int) -> None:
+            if done % 25 == 0 or done == total:
+                console.print(f"  {done}/{total} runs, {time.perf_counter() - t0:,.0f} s")
 
-    rows = with_gaps(run_matrix(points, workers or spec.workers, progress))
-    table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "matrix.csv", index=False)
-    lines = [f"wall: {time.perf_counter() - t0:,.0f} s for {len(points)} runs"]
+        table = pd.DataFrame(with_gaps(run_matrix(points, workers or spec.workers, progress)))
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "matrix.csv", index=False)
+        lines = [f"wall: {time.perf_counter() - t0:,.0f} s for {len(points)} runs"]
     if costs:
         import torch
 

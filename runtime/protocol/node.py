@@ -492,7 +492,8 @@ class ProtocolNode:
                 [e[4] for e in entries],
                 self.config.subnet_cap,
                 rule.robust,
-                [e[5] for e in entries],
+                # Replicas in step hold bit-identical parameters: only gradients collapse.
+                [e[5] for e in entries] if rnd.kind == "grad" else (),
             )
             rows = [e[2] for e in entries if e[2] is not None]
             if rule.robust:
