@@ -14,6 +14,7 @@ Usage: python benchmarks/bench_links.py [--bursts N]
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import time
 
@@ -78,6 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bursts", type=int, default=20_000)
     args = ap.parse_args()
+    gc.disable()  # as SimDriver.run does: the world frees everything by reference counting
     for label, k, n in (("gossip-like, bursts of 4", 4, args.bursts), ("flat-like, 99", 99, 800)):
         bursts = plan(n)
         floor_s, floor_n = floor_run(bursts, k)
