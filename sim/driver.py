@@ -322,6 +322,8 @@ class SimDriver:
                     self.rec.event(self.env.now, "waiting", node.id, value=eff.members)
                 case fx.StartedRounds():
                     self.rec.event(self.env.now, "started", node.id, "", eff.reason, eff.round)
+                case fx.Dial():
+                    self._fx_dial(node, eff)
                 case _:
                     assert_never(eff)
 
@@ -483,6 +485,16 @@ class SimDriver:
         assert node.proto is not None
         resp = LearnerBridge(node.learner, self.cfg).state_response(eff, node.proto.round)
         self._fx_send(node, fx.Send((eff.peer,), resp))
+
+    def _fx_dial(self, node: SimNode, eff: fx.Dial) -> None:
+        """The core asked to (re)connect: it succeeds when the peer is up and reachable
+        (not partitioned off), as a real dial would; the hint is not needed here."""
+        dst = self._index.get(eff.peer)
+        if dst is None:
+            return
+        other = self.nodes[dst]
+        if other.online and other.proto is not None and self.network.reachable(node.index, dst):
+            self._connect(node, other)
 
     def _fx_evict(self, node: SimNode, eff: fx.Evict) -> None:
         self.rec.event(self.env.now, "evict", node.id, eff.peer, eff.reason)

@@ -303,6 +303,8 @@ class NodeDriver:
                         responders=eff.responders,
                         agreeing=eff.agreeing,
                     )
+                case fx.Dial():
+                    self._spawn(self._dial, eff)
                 case _:
                     assert_never(eff)
         m.round = self.protocol.round
@@ -378,6 +380,20 @@ class NodeDriver:
             return
         self.metrics.messages_out += 1
         self.metrics.bytes_out += len(data)
+
+    async def _dial(self, eff: fx.Dial) -> None:
+        """Discovery, decided by the core: connect to a peer it learned of or lost."""
+        if eff.peer in self.net.connected_peers():
+            return  # (the core never asks for a banned peer)
+        if f"/p2p/{eff.peer}" not in eff.hint:
+            return  # not a multiaddr of that peer (e.g. a bare IP): nothing to dial
+        self.metrics.dials += 1
+        try:
+            await self.net.connect(eff.hint)
+            log.info("net.dialled", peer=eff.peer, address=eff.hint)
+        except NetError as exc:
+            self.metrics.dials_failed += 1
+            log.info("net.dial_failed", peer=eff.peer, address=eff.hint, error=str(exc))
 
     async def _disconnect(self, peer: str) -> None:
         try:

@@ -28,6 +28,8 @@ class NodeMetrics:
     bytes_in: int = 0
     bytes_out: int = 0
     send_failures: int = 0
+    dials: int = 0  # Dial effects executed (discovery)
+    dials_failed: int = 0
     peers_live: int = 0
     peers_evicted: int = 0
     peers_banned: int = 0
@@ -61,6 +63,8 @@ class NodeMetrics:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "send_failures": self.send_failures,
+            "dials": self.dials,
+            "dials_failed": self.dials_failed,
             "peers_live": self.peers_live,
             "peers_evicted": self.peers_evicted,
             "peers_banned": self.peers_banned,

@@ -257,6 +257,7 @@ async def run_node(s: NodeSettings) -> int:
                 log.info("node.peer_id", peer_id=net.peer_id)
                 log.info("node.multiaddr", multiaddrs=net.multiaddrs)
                 _announce(net.peer_id, net.multiaddrs)
+                protocol.dial = dial_hint(net.multiaddrs)
                 driver = NodeDriver(
                     protocol,
                     net,
@@ -390,6 +391,12 @@ def relay(
         node_id=node_id,
     )
     _run(run_relay, s)
+
+
+def dial_hint(multiaddrs: list[str]) -> str:
+    """The address peers pass on for us (peer exchange): one they can dial, not 0.0.0.0."""
+    dialable = [a for a in multiaddrs if "/ip4/0.0.0.0/" not in a and "/ip6/::/" not in a]
+    return dialable[0] if dialable else ""
 
 
 def _own_address(listen_host: str) -> str:

@@ -102,6 +102,7 @@ def to_envelope(message: Message, run_id: str, sender: str, *, round: int = 0) -
         meta["sketch_round"] = message.sketch_round
         meta["kp_ids"] = [p for p, _ in message.known_peers]
         meta["kp_addrs"] = [a for _, a in message.known_peers]
+        meta["dial"] = message.dial
         tensors[SKETCH_TENSOR] = _sketch_tensor(message.sketch)
     elif isinstance(message, Contribution):
         msg_type, rnd = MsgType.CONTRIBUTION, message.round
@@ -184,7 +185,9 @@ def _no_tensors(env: Envelope, allowed: frozenset[str] = frozenset()) -> None:
         raise ProtocolMismatch("unexpected_tensors")
 
 
-_HB_META: Final = frozenset({"n", "dataset_size", "digest", "sketch_round", "kp_ids", "kp_addrs"})
+_HB_META: Final = frozenset(
+    {"n", "dataset_size", "digest", "sketch_round", "kp_ids", "kp_addrs", "dial"}
+)
 _CONTRIB_META: Final = frozenset({"n", "kind", "dataset_size", "codec", "numel"})
 _REQ_META: Final = frozenset({"n", "nonce"})
 _RESP_META: Final = frozenset({"n", "nonce", "digest"})
@@ -227,6 +230,7 @@ def from_envelope(env: Envelope) -> Message:
             sketch=_sketch(env.tensors),
             sketch_round=_int(meta, "sketch_round", lo=-1),
             known_peers=tuple(zip(ids, addrs, strict=True)),
+            dial=_str(meta, "dial", MAX_ADDRESS_LEN) if "dial" in meta else "",
         )
     if env.msg_type == MsgType.CONTRIBUTION:
         _allowed_meta(meta, _CONTRIB_META)

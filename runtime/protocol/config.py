@@ -144,7 +144,18 @@ class ProtocolConfig:
         Range(0, integer=True),
     )
     peer_exchange: int = param(
-        4, "Peers advertised per heartbeat (partial views only).", NON_NEGATIVE_INT
+        4,
+        "Peers advertised per heartbeat, with the dial hints they declared (peer exchange).",
+        NON_NEGATIVE_INT,
+    )
+    dial_peers: int = param(
+        4,
+        "Peers a node asks its driver to dial per heartbeat: advertised ones it is not "
+        "connected to, and evicted ones (0 = the core never dials).",
+        NON_NEGATIVE_INT,
+    )
+    redial_interval: float = param(
+        30.0, "Least time between two dials of the same peer.", POSITIVE, "s"
     )
     # Validation and reputation ------------------------------------------------------
     norm_factor: float = param(

@@ -23,6 +23,17 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class Dial:
+    """Connect to ``peer`` (not connected now), reachable per ``hint`` — the dial hint the
+    peer declared for itself (a multiaddr in the real runtime; the node id in the sim) or
+    one that another peer passed on. A hint is only a route: the connection still proves
+    the peer id."""
+
+    peer: str
+    hint: str
+
+
+@dataclass(frozen=True, slots=True)
 class SetTimer:
     key: TimerKey
     at: float
@@ -151,6 +162,7 @@ class SyncFinished:
 
 Effect = (
     Send
+    | Dial
     | SetTimer
     | CancelTimer
     | TrainLocal

@@ -31,9 +31,13 @@ UNKNOWN_SUBNET = "unknown"
 def subnet_of(address: str, ipv4_prefix: int = 24, ipv6_prefix: int = 48) -> str:
     """The network a peer's address belongs to, as the key of the subnet cap.
 
-    Unparseable or missing addresses all share one bucket: an attacker must not be able to
-    escape the cap by hiding its address.
+    ``address`` is an IP or a multiaddr (a dial hint). Unparseable or missing addresses all
+    share one bucket: an attacker must not be able to escape the cap by hiding its address.
     """
+    if address.startswith("/"):  # a multiaddr dial hint: its /ip4/ or /ip6/ component
+        parts = address.split("/")
+        hosts = [parts[i + 1] for i in range(len(parts) - 1) if parts[i] in ("ip4", "ip6")]
+        address = hosts[0] if hosts else ""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -56,6 +60,7 @@ class PeerRecord:
     digest: str = ""
     sketch: Sketch = field(default=(), repr=False)
     sketch_round: int = -1
+    dial: str = ""  # the dial hint the peer declared (or was passed on with); "" = none
 
 
 class PeerTable:
@@ -119,6 +124,8 @@ class PeerTable:
             return
         rec.round, rec.dataset_size = hb.round, hb.dataset_size
         rec.digest, rec.sketch, rec.sketch_round = hb.digest, hb.sketch, hb.sketch_round
+        if hb.dial:
+            rec.dial = hb.dial
 
     def learn(self, peers: tuple[tuple[str, str], ...], now: float, rng: random.Random) -> None:
         """Peer exchange (partial views only): fill free or dead slots with advertised peers,
@@ -155,9 +162,14 @@ class PeerTable:
         return gone
 
     def sample_known(self, k: int, rng: random.Random) -> tuple[tuple[str, str], ...]:
+        """Up to ``k`` live peers as (id, dial hint or address) for peer exchange."""
         live = self._live
         picked = pick(rng, live, k)
-        return tuple((p, self._peers[p].address) for p in picked)
+        return tuple((p, self._peers[p].dial or self._peers[p].address) for p in picked)
+
+    def dead_peers(self) -> list[str]:
+        """Evicted peers still on record, sorted by id."""
+        return sorted(self._dead)
 
     def _add(self, peer: str, address: str, now: float) -> None:
         subnet = subnet_of(address, self._cfg.ipv4_prefix, self._cfg.ipv6_prefix)

@@ -23,11 +23,13 @@ class Heartbeat:
     dataset_size: int
     digest: str
     sketch: Sketch
-    # Partial views only: a few (peer_id, address) pairs for peer exchange.
+    # Peer exchange: a few (peer_id, dial hint) pairs of live peers.
     known_peers: tuple[tuple[str, str], ...] = ()
     # The round whose *start* the digest and sketch describe: only sketches of the same
     # round are comparable (a single optimizer step moves parameters measurably).
     sketch_round: int = -1
+    # How the sender says it can be reached (its multiaddr; "" = do not pass it on).
+    dial: str = ""
 
 
 @dataclass(frozen=True, slots=True)

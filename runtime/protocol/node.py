@@ -17,6 +17,7 @@ stay close.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -91,6 +92,9 @@ class _PendingSync:
     responses: dict[str, StateResponse]
 
 
+DIAL_QUEUE = 64  # advertised peers kept between two heartbeat ticks
+
+
 class ProtocolNode:
     """A node's protocol state. Drivers own one per (virtual or real) node."""
 
@@ -103,8 +107,11 @@ class ProtocolNode:
         rng: random.Random,
         start_round: int = 0,
         address: str = "",
+        dial: str = "",
     ) -> None:
         self.node_id = node_id
+        #: How peers can reach us (our multiaddr; the sim: ""), sent in heartbeats.
+        self.dial = dial
         self.config = config
         self.spec = spec
         self.dataset_size = dataset_size
@@ -121,6 +128,8 @@ class ProtocolNode:
         # Newest round each peer sent a contribution for (any verdict but a bad signature,
         # which never reaches the core): who the quorum waits for. See _expected_peers.
         self._contributed: dict[str, int] = {}
+        self._dialed: dict[str, float] = {}  # peer -> when we last asked to dial it
+        self._to_dial: dict[str, str] = {}  # peer -> hint, advertised since the last tick
         self._sync: _PendingSync | None = None
         # Our own update sits in our own network's bucket of the subnet cap: on a LAN or
         # loopback everyone shares one subnet, and treating "self" as a separate network
@@ -215,7 +224,13 @@ class ProtocolNode:
 
     def _heartbeat(self, known: tuple[tuple[str, str], ...]) -> Heartbeat:
         return Heartbeat(
-            self.round, self.dataset_size, self.digest, self.sketch, known, self.sketch_round
+            self.round,
+            self.dataset_size,
+            self.digest,
+            self.sketch,
+            known,
+            self.sketch_round,
+            self.dial,
         )
 
     def stop(self, now: float) -> Effects:
@@ -268,7 +283,7 @@ class ProtocolNode:
         if not live:
             return []
         partial = self.config.view_size > 0
-        known = self.peers.sample_known(self.config.peer_exchange, self._rng) if partial else ()
+        known = self.peers.sample_known(self.config.peer_exchange, self._rng)
         hb = self._heartbeat(known)
         targets = (
             self._strategy.targets(live, self._rng, self.node_id, self.round)
@@ -279,9 +294,41 @@ class ProtocolNode:
 
     def _on_heartbeat(self, peer: str, hb: Heartbeat, now: float) -> Effects:
         self.peers.apply_heartbeat(peer, hb)
-        if hb.known_peers and self.config.view_size > 0:
-            self.peers.learn(hb.known_peers[: self.config.peer_exchange], now, self._rng)
+        known = hb.known_peers[: self.config.peer_exchange]
+        if known and self.config.view_size > 0:
+            self.peers.learn(known, now, self._rng)
+        if self.config.dial_peers:
+            for peer, hint in known:  # dialled at the next tick, a bounded number per tick
+                if hint and peer != self.node_id:
+                    remember(self._to_dial, peer, hint, limit=DIAL_QUEUE)
         return []
+
+    def _hint(self, peer: str) -> str:
+        rec = self.peers.get(peer)
+        return "" if rec is None else rec.dial or rec.address
+
+    def _dials(self, candidates: Iterable[tuple[str, str]], now: float) -> Effects:
+        """Discovery: ask the driver to dial peers we are not connected to (advertised by
+        peer exchange, or evicted ones that may be back), at most ``dial_peers`` per
+        heartbeat tick and each at most once per ``redial_interval``. Banned peers are never
+        dialled; a hint is only a route (the connection proves the peer id)."""
+        out: Effects = []
+        budget = self.config.dial_peers
+        for peer, hint in candidates:
+            if len(out) >= budget:
+                break
+            rec = self.peers.get(peer)
+            if (
+                not hint
+                or peer == self.node_id
+                or (rec is not None and rec.live and rec.round >= 0)  # live and heard
+                or self.reputation.is_banned(peer, now)
+                or self._dialed.get(peer, -math.inf) > now - self.config.redial_interval
+            ):
+                continue
+            remember(self._dialed, peer, now)
+            out.append(fx.Dial(peer, hint))
+        return out
 
     # -- messages ---------------------------------------------------------------------
 
@@ -542,6 +589,13 @@ class ProtocolNode:
         out += [fx.Evict(p, "silent") for p in self.peers.expire(now)]
         if self._open is not None:
             self._open.expected.intersection_update(self.peers.live_peers())
+        if self.config.dial_peers:
+            # Advertised peers first, then evicted ones (they may be back). One budget per
+            # tick, whoever sends how many heartbeats: strangers cannot make us dial more.
+            learned = list(self._to_dial.items())
+            self._to_dial.clear()
+            dead = [(p, self._hint(p)) for p in self.peers.dead_peers()]
+            out += self._dials(learned + dead, now)
         out += self._send_heartbeat(now)
         if self.phase in (Phase.TRAINING, Phase.COLLECTING) and self._sync is None:
             out += self._check_lag_and_drift(now)

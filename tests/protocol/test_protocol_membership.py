@@ -170,3 +170,47 @@ def test_a_newcomer_that_contributes_is_waited_for_from_then_on() -> None:
     # Waited for: each later round either has b or ran to its timeout waiting for it.
     assert all("b" in e.contributors or closed[e.round] == "timeout" for e in later)
     assert sum("b" in e.contributors for e in later) >= 10
+
+
+def _tick(n: ProtocolNode, now: float) -> list[effects.Effect]:
+    from swarm_tune.runtime.protocol.node import HEARTBEAT_TIMER
+
+    return n.handle(TimerFired(TimerKey(HEARTBEAT_TIMER)), now)
+
+
+def test_the_core_dials_advertised_and_evicted_peers_within_a_budget() -> None:
+    from swarm_tune.runtime.protocol import Goodbye, Heartbeat
+
+    cfg = ProtocolConfig(
+        dial_peers=2, peer_exchange=5, redial_interval=30.0, heartbeat_interval=1.0
+    )
+    n = ProtocolNode("me", cfg, SPEC, 10, random.Random(0))
+    n.handle(PeerConnected("b", "10.0.0.2"), 0.0)
+    n.handle(MessageReceived("b", Heartbeat(0, 10, "d", (), (), -1, "/ip4/10.0.0.2/p2p/b")), 0.0)
+    advertised = tuple((f"x{i}", f"/ip4/10.1.0.{i}/tcp/1/p2p/x{i}") for i in range(3))
+    hb = Heartbeat(0, 10, "d", (), (("b", "hb"), ("me", "self"), *advertised), -1)
+    # A stranger repeating its heartbeat cannot make us dial more: one budget per tick.
+    for _ in range(5):
+        assert n.handle(MessageReceived("b", hb), 1.0) == []
+    dials = [e for e in _tick(n, 1.5) if isinstance(e, effects.Dial)]
+    assert dials == [effects.Dial("x0", advertised[0][1]), effects.Dial("x1", advertised[1][1])]
+    # Not again within redial_interval; b (live, heard) and ourselves never.
+    n.handle(MessageReceived("b", hb), 2.0)
+    dials = [e for e in _tick(n, 2.5) if isinstance(e, effects.Dial)]
+    assert dials == [effects.Dial("x2", advertised[2][1])]
+    # An evicted peer is redialled with the hint it declared, once per redial_interval.
+    n.handle(PeerConnected("c", "10.0.0.3"), 3.0)
+    n.handle(MessageReceived("c", Heartbeat(0, 10, "d", (), (), -1, "/ip4/10.0.0.3/p2p/c")), 3.0)
+    n.handle(MessageReceived("c", Goodbye()), 4.0)
+    assert [e for e in _tick(n, 5.0) if isinstance(e, effects.Dial)] == [
+        effects.Dial("c", "/ip4/10.0.0.3/p2p/c")
+    ]
+    assert [e for e in _tick(n, 6.0) if isinstance(e, effects.Dial)] == []
+    assert [e for e in _tick(n, 36.0) if isinstance(e, effects.Dial)] == [
+        effects.Dial("c", "/ip4/10.0.0.3/p2p/c")
+    ]
+    # A banned peer is never dialled.
+    for _ in range(cfg.ban_window):
+        n.handle(WireRejected("c", RejectReason.MALFORMED), 40.0)
+    dials = [e for e in _tick(n, 80.0) if isinstance(e, effects.Dial)]
+    assert "c" not in {e.peer for e in dials}  # (b, silent since t=2, is evicted and dialled)
