@@ -15,13 +15,13 @@ again is compared with the rate before the cut, for:
   what-if patched into the sim's engine: what carrying optimizer state would buy);
 * SGD (no optimizer state: the control).
 
-Measured on the 2-core box (seed 21; deterministic): Adam params-only re-grows 1.47x as fast
-after the heal as before the cut; with the moments carried 0.53x; SGD 1.17x. The extra re-growth is the
-optimizer state that state sync leaves behind: two halves that averaged different gradients
-for 10 rounds hold different Adam moments, and the same averaged gradient then moves their
-(equal) parameters apart. Carrying the moments (averaged over the agreeing responders, as the
-parameters are) is the fix; it is a wire + core + learner change (StateResponse/LoadState),
-not a sim one.
+Measured on the 2-core box (seed 21; deterministic): Adam params-only re-grows 1.47x as
+fast after the heal as before the cut; with the moments carried 0.53x; SGD 1.17x. The extra
+re-growth is the optimizer state that state sync leaves behind: two halves that averaged
+different gradients for 10 rounds hold different Adam moments, and the same averaged
+gradient then moves their (equal) parameters apart. Carrying the moments (averaged over the
+agreeing responders, as the parameters are) is the fix; it is a wire + core + learner change
+(StateResponse/LoadState), not a sim one.
 
 Usage: python benchmarks/bench_split_regrowth.py
 """
