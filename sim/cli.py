@@ -70,6 +70,13 @@ def run(
             console.print(
                 f"[red]error[/red] {p.render(exc.source)}", highlight=False, soft_wrap=True
             )
+        if not scenario.exists():
+            console.print(
+                "hint: `swarm-tune sim init` lists the scenarios shipped with the package and "
+                "`swarm-tune sim init NAME` writes one here",
+                highlight=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(2) from None
     # The simulator (torch, SimPy, pyarrow) loads only once the scenario is known to be good.
     from swarm_tune.sim.run import default_out_dir, run_scenario, with_seed
@@ -92,6 +99,57 @@ def run(
 
         result = run_scenario(sc, target, progress=progress)
     _summary(console, result)
+
+
+@sim_app.command("init")
+def init(
+    name: Annotated[
+        str | None, typer.Argument(help="shipped scenario (e.g. quickstart); omit to list them")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="file to write (default: NAME.yaml in this folder)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace a different file")] = False,
+) -> None:
+    """Write a scenario shipped with the package to a file you can run and edit."""
+    from swarm_tune.runtime.resources import shipped_scenario, shipped_scenarios
+
+    console = Console()
+    if name is None:
+        for stem, path in shipped_scenarios().items():
+            console.print(f"{stem}: {_description(path)}", highlight=False, soft_wrap=True)
+        return
+    try:
+        source = shipped_scenario(name)
+    except KeyError as exc:
+        console.print(f"[red]error[/red] {exc.args[0]}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    target = out if out is not None else Path(source.name)
+    text = source.read_text(encoding="utf-8")
+    if target.exists() and not force:
+        if target.is_file() and target.read_text(encoding="utf-8") == text:
+            console.print(f"{target} is already the shipped {source.stem}", highlight=False)
+            return
+        console.print(
+            f"[red]error[/red] {target}: exists and differs; pass --force to replace it",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        console.print(f"[red]error[/red] {target}: {exc.strerror}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"wrote {target}; run it with: swarm-tune sim run {target}", highlight=False)
+
+
+def _description(path: Path) -> str:
+    """The scenario's ``description:`` line, read without YAML (listing must stay instant)."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("description:"):
+            return line.removeprefix("description:").strip()
+    return ""
 
 
 def _summary(console: Console, out: RunOutput) -> None:

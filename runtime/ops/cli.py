@@ -57,6 +57,16 @@ EnvFileOpt = Annotated[
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder holding *.json manifests.")]
 
 
+def _readable_runs(runs_dir: Path) -> Path:
+    """``runs/`` here when there is one; otherwise (an installed wheel, run from anywhere) the
+    manifests shipped with the package. Only readers fall back: set-bootstrap writes ./runs."""
+    if runs_dir == Path("runs") and not runs_dir.is_dir():
+        from swarm_tune.runtime.resources import shipped_dir
+
+        return shipped_dir("runs")
+    return runs_dir
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(message, err=True)
     return typer.Exit(code)
@@ -166,7 +176,7 @@ def join(
 ) -> None:
     """Write the .env for node N of a run and print how to start it."""
     try:
-        path, manifest = find_manifest(runs_dir, run_id)
+        path, manifest = find_manifest(_readable_runs(runs_dir), run_id)
         plan = plan_join(
             manifest,
             path,
@@ -200,6 +210,7 @@ def join(
 @manifest_app.command("validate")
 def manifest_validate(runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Check every manifest; print one line per problem and exit 2 if any is invalid."""
+    runs_dir = _readable_runs(runs_dir)
     good, bad = load_manifests(runs_dir)
     if not good and not bad:
         raise _fail(f"{runs_dir}: no *.json manifests found")

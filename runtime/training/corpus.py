@@ -16,9 +16,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-# runtime/training/corpus.py -> repository root; resolve() follows the .pkg symlinks.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = REPO_ROOT / "data"
+from swarm_tune.runtime.resources import shipped_dir
+
+# data/ in a checkout, swarm_tune/data in an installed wheel (runtime/resources.py).
+DATA_DIR = shipped_dir("data")
 SHIPPED_CORPUS = "tinytales"  # the name a data setting uses for the corpus shipped in data/
 CORPUS_TRAIN = DATA_DIR / "tinytales-train.txt"
 CORPUS_VALID = DATA_DIR / "tinytales-valid.txt"

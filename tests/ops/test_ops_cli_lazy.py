@@ -89,6 +89,7 @@ BAD_INPUTS = {
     "sim-sweep-bad": ["sim", "sweep", "{tmp}/bad.yaml"],
     "sim-baseline-bad": ["sim", "baseline", "{tmp}/bad.yaml"],
     "sim-regress-bad": ["sim", "regress", "{tmp}/bad.yaml"],
+    "sim-init-unknown": ["sim", "init", "no-such-scenario"],
     "report-missing": ["report", "{tmp}/nope"],
     "benchmark-outside": ["benchmark", "/nonexistent-ckpt"],
     "compete-missing": ["compete", "--team-a", "a", "--team-b", "b", "--out", "{tmp}/r.json"],

@@ -185,3 +185,19 @@ def test_teams_must_cover_indices(tmp_path: Path) -> None:
 def test_settings_field_names_cover_manifest_env(runs: Path) -> None:
     _, manifest = find_manifest(runs, "gpt2-data-parallel")
     assert set(manifest.node_env(0)) <= set(NodeSettings.model_fields)
+
+
+def test_readers_fall_back_to_the_shipped_manifests_where_there_is_no_runs_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An installed wheel run from any folder: join and validate read the packaged runs/.
+    from typer.testing import CliRunner
+
+    from swarm_tune.runtime.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["manifest", "validate"])
+    assert res.exit_code == 0 and "(local-tiny, 4 nodes)" in res.output, res.output
+    res = CliRunner().invoke(app, ["join", "--run-id", "local-tiny", "--node-index", "1"])
+    assert res.exit_code == 0, res.output
+    assert "SWARM_RUN_ID=local-tiny" in (tmp_path / ".env").read_text()

@@ -95,13 +95,13 @@ class Proc:
         self.killed = False
         self._lock = threading.Lock()
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path = REPO) -> None:
         full = dict(os.environ)
         full.update(env)
         self.killed = False
         self.proc = subprocess.Popen(
             list(argv),
-            cwd=REPO,
+            cwd=cwd,
             env=full,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -185,7 +185,8 @@ class NodeProc(Proc):
 
     ``env`` holds its SWARM_* settings (kept, so a restart reuses them); the per-node ones
     (id, shard, key, listen address, checkpoint folder, bootstrap peers) are set here.
-    ``prefix`` runs it under another command, e.g. ``ip netns exec NS``.
+    ``prefix`` runs it under another command, e.g. ``ip netns exec NS``; ``python`` and
+    ``cwd`` run another installation (the wheel test's fresh venv, outside the checkout).
     """
 
     def __init__(
@@ -198,8 +199,12 @@ class NodeProc(Proc):
         host: str = "127.0.0.1",
         seed_offset: int = 1,
         prefix: Sequence[str] = (),
+        python: str = sys.executable,
+        cwd: Path = REPO,
     ) -> None:
         super().__init__(f"n{index}")
+        self.python = python
+        self.cwd = cwd
         self.index = index
         self.host = host
         self.port = port
@@ -232,7 +237,8 @@ class NodeProc(Proc):
         with self._lock:
             self.records = []
             self.stdout = []
-        self.spawn([*self.prefix, sys.executable, "-m", "swarm_tune.runtime.cli", "node"], env)
+        argv = [*self.prefix, self.python, "-m", "swarm_tune.runtime.cli", "node"]
+        self.spawn(argv, env, self.cwd)
 
     def closed_rounds(self) -> list[Record]:
         return self.events("round.closed")

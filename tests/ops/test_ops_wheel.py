@@ -1,0 +1,146 @@
+"""The built wheel works on its own: installed into a fresh venv, run from outside the checkout.
+
+Why build and install for real: an editable install and PYTHONPATH=.pkg both see the whole
+repository, so a file that the wheel forgets (the corpus, the tokenizer, the scenarios) only
+shows up as a crash on a user's machine. Here the wheel is built from a copy of the sources
+(nothing is written into the checkout), installed with ``--no-deps`` into a venv made without
+pip, and run with PYTHONPATH unset from a folder outside the source tree.
+
+Why the venv borrows the test environment's site-packages through a ``.pth`` line: the
+dependencies (torch, libp2p, ...) are already installed, there is no network at test time, and
+a path line in a ``.pth`` file adds that folder without processing its own ``.pth`` files, so
+the editable install's link to the checkout stays out. The test checks that ``swarm_tune``
+and its data come from the fresh venv.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from procs import REPO, NodeProc, free_port, loopback_env, patience
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(patience(300))]
+
+# What the build reads: pyproject, the readme, the .pkg links and the folders they point at.
+SOURCES = ("pyproject.toml", "README.md", ".pkg", "runtime", "sim", "analysis")
+DATA = ("data", "scenarios", "runs")
+
+
+def _run(argv: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, timeout=patience(timeout), check=False
+    )
+    assert res.returncode == 0, f"{argv} -> {res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def _copy_sources(dst: Path) -> None:
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in (*SOURCES, *DATA):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, symlinks=True, ignore=skip)
+        else:
+            shutil.copy2(src, dst / name)
+
+
+def _fresh_venv(root: Path, wheel: Path) -> Path:
+    venv = root / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root)
+    python = venv / "bin" / "python"
+    purelib = Path(
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], root
+        ).stdout.strip()
+    )
+    shared = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (purelib / "zz-test-deps.pth").write_text("\n".join(shared) + "\n", encoding="utf-8")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            str(wheel),
+        ],
+        root,
+    )
+    return venv
+
+
+def test_wheel_installs_and_runs_quickstart_and_a_loopback_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    src, dist, work = tmp_path / "src", tmp_path / "dist", tmp_path / "work"
+    src.mkdir()
+    work.mkdir()
+    _copy_sources(src)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
+        + ["-q", "-w", str(dist), str(src)],
+        tmp_path,
+    )
+    (wheel,) = dist.glob("swarm_tune-*.whl")
+    venv = _fresh_venv(tmp_path, wheel)
+    python, cli = str(venv / "bin" / "python"), str(venv / "bin" / "swarm-tune")
+
+    # The package and its data come from the venv, not from the checkout.
+    where = _run(
+        [
+            python,
+            "-c",
+            "import json, sys, swarm_tune; from importlib.resources import files; "
+            "from swarm_tune.runtime.training.corpus import DATA_DIR, TOKENIZER_PATH; "
+            "print(json.dumps([swarm_tune.__file__, str(DATA_DIR), TOKENIZER_PATH.is_file(), "
+            "sys.path]))",
+        ],
+        work,
+    )
+    module, data_dir, has_tokenizer, path = json.loads(where.stdout)
+    assert Path(module).is_relative_to(venv) and Path(data_dir).is_relative_to(venv)
+    assert has_tokenizer
+    assert str(REPO) not in path and str(REPO / ".pkg") not in path, path
+
+    # Quickstart from the shipped scenario, in a folder of the user's.
+    _run([cli, "sim", "init", "quickstart"], work)
+    _run([cli, "sim", "run", "quickstart.yaml", "--out", "qs"], work, timeout=240)
+    manifest = json.loads((work / "qs" / "manifest.json").read_text("utf-8"))
+    assert manifest["stop_reason"] == "target_round" and manifest["swarm_round"] == 40
+    assert {p.name for p in (work / "qs").glob("*.parquet")} == {
+        "rounds.parquet",
+        "swarm.parquet",
+        "rejections.parquet",
+        "events.parquet",
+    }
+
+    # Two real node processes of the installed package average a round on loopback.
+    env = loopback_env(
+        SWARM_NUM_SHARDS="2",
+        SWARM_MAX_ROUNDS="2",
+        SWARM_ROUND_TIMEOUT_S="60",
+        SWARM_EVICTION_TIMEOUT_S="60",
+    )
+    nodes = [NodeProc(i, free_port(), work, env, python=python, cwd=work) for i in range(2)]
+    try:
+        for node in nodes:
+            node.start([p.addr for p in nodes if p is not node])
+        for node in nodes:
+            assert node.wait_exit(timeout=240) == 0, node.tail()
+        for node in nodes:
+            averaged = [r for r in node.committed() if r["contributors"] == 2]
+            assert averaged, f"{node.name} averaged no round with both nodes:\n{node.tail()}"
+    finally:
+        for node in nodes:
+            node.kill()
