@@ -435,7 +435,7 @@ class NodeDriver:
             log.info("peer.joined", peer=peer, address=inc.remote_ip)  # the core admits it
         if isinstance(message, Contribution) and self._adversary.active:
             self._adversary.observe(peer, message)
-        self._feed(MessageReceived(peer, message))
+        self._feed(MessageReceived(peer, message, inc.remote_ip))
 
     async def _peer_event_loop(self) -> None:
         async for ev in self.net.peer_events:

@@ -34,10 +34,13 @@ class PeerDisconnected:
 
 @dataclass(frozen=True, slots=True)
 class MessageReceived:
-    """A decoded message; ``peer`` is the *authenticated* sender, never a self-declared name."""
+    """A decoded message; ``peer`` is the *authenticated* sender, never a self-declared name.
+    ``address``: the transport's remote IP when the driver knows it (used if this message
+    admits the peer; see ProtocolNode._on_connected)."""
 
     peer: str
     message: Message
+    address: str = ""
 
 
 @dataclass(frozen=True, slots=True)

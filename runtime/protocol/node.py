@@ -342,7 +342,8 @@ class ProtocolNode:
             return []
         # Any verified message admits an unknown sender (the second half of the handshake,
         # see _on_connected), with the address its transport connection reported.
-        joined = self.peers.heard_from(peer, now, self._rng, self._pending_addresses.pop(peer, ""))
+        address = self._pending_addresses.pop(peer, "") or ev.address
+        joined = self.peers.heard_from(peer, now, self._rng, address)
         out = self._dispatch(peer, msg, now)
         return out + self._maybe_stop_waiting(now) if joined else out
 

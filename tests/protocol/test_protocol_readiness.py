@@ -115,3 +115,11 @@ def test_a_campaign_completes_on_averaged_rounds_never_alone() -> None:
     assert not late.completed(3)
     late.handle(PeerDisconnected("n0"), 20.0)
     assert late.completed(3)
+
+
+def test_a_first_message_carries_the_address_when_no_connection_reported_one() -> None:
+    n = lone()
+    n.start(0.0)
+    n.handle(MessageReceived("p2", Heartbeat(0, 10, "d", (), (), -1), "198.51.100.9"), 1.0)
+    rec = n.peers.get("p2")
+    assert rec is not None and rec.address == "198.51.100.9" and rec.subnet == "198.51.100.0/24"
