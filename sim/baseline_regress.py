@@ -75,7 +75,7 @@ def run_regression(
     from swarm_tune.analysis.metrics import compare
     from swarm_tune.analysis.report import write_report
     from swarm_tune.sim.baseline import run_baseline
-    from swarm_tune.sim.run import run_scenario
+    from swarm_tune.sim.runner import run_scenario
 
     run_scenario(scenario, swarm_dir)
     run_baseline(scenario, base_dir)

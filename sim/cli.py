@@ -19,7 +19,7 @@ from rich.table import Table
 from swarm_tune.runtime.lazy_cli import lazy_group
 
 if TYPE_CHECKING:
-    from swarm_tune.sim.run import RunOutput
+    from swarm_tune.sim.runner import RunOutput
 
 # sweep, baseline and regress need pandas and the analysis package: loaded when used.
 SWEEP_COMMANDS = {
@@ -79,7 +79,7 @@ def run(
             )
         raise typer.Exit(2) from None
     # The simulator (torch, SimPy, pyarrow) loads only once the scenario is known to be good.
-    from swarm_tune.sim.run import default_out_dir, run_scenario, with_seed
+    from swarm_tune.sim.runner import default_out_dir, run_scenario, with_seed
 
     sc = with_seed(loaded, seed)
     target = out if out is not None else default_out_dir(sc)

@@ -135,7 +135,7 @@ def run_point(point: Point) -> dict[str, Any]:
     """Run one cell (in a worker) and reduce it to its figures."""
     import torch
 
-    from swarm_tune.sim.run import run_scenario
+    from swarm_tune.sim.runner import run_scenario
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

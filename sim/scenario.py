@@ -368,6 +368,16 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(source, [Problem("", "the file must be a YAML mapping", 1)])
     lines: dict[tuple[str, ...], int] = {}
     _line_index(root, (), lines)
+    return scenario_from_data(data, source, lines)
+
+
+def scenario_from_data(
+    data: dict[str, Any], source: str = "<dict>", lines: dict[tuple[str, ...], int] | None = None
+) -> Scenario:
+    """Validate a scenario given as a mapping (YAML already parsed, or built in Python): the
+    schema, then feasibility; raise ScenarioError listing every problem (``lines``: where
+    each key sits in the source text, when there is one)."""
+    lines = {} if lines is None else lines
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -382,8 +392,16 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(Problem(".".join(loc), msg, _line_for(lines, loc)))
         raise ScenarioError(source, _dedupe(problems)) from None
+    return checked_feasible(scenario, source, lines)
+
+
+def checked_feasible(
+    scenario: Scenario, source: str = "<scenario>", lines: dict[tuple[str, ...], int] | None = None
+) -> Scenario:
+    """``scenario`` if it can run, else ScenarioError with every ``check_feasible`` problem."""
     problems = check_feasible(scenario)
     if problems:
+        lines = {} if lines is None else lines
         raise ScenarioError(
             source,
             [

@@ -102,7 +102,7 @@ def baseline(
     console = Console()
     loaded = _load(console, scenario)
     from swarm_tune.sim.baseline import run_baseline
-    from swarm_tune.sim.run import with_seed
+    from swarm_tune.sim.runner import with_seed
 
     sc = with_seed(loaded, seed)
     if sc.learning.mode != "surrogate":

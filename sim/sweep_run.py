@@ -69,7 +69,7 @@ def run_point(task: PointTask) -> dict[str, Any]:
 
     from swarm_tune.analysis.load import load_run
     from swarm_tune.analysis.metrics import final_loss, swarm_tokens
-    from swarm_tune.sim.run import run_scenario
+    from swarm_tune.sim.runner import run_scenario
     from swarm_tune.sim.scenario import parse_scenario
 
     torch.set_num_threads(1)

@@ -184,14 +184,14 @@ def test_bare_top_level_import_is_refused() -> None:
         ("runtime/protocol/rounds.py", "import time", "the core's closure imports time"),
         ("runtime/aggregation/weighted.py", "import trio", "the core's closure imports trio"),
         ("sim/network.py", "from swarm_tune.runtime.net import driver", "sim may not import net"),
-        ("runtime/net/timers.py", "import swarm_tune.sim.run", "net may not import sim"),
+        ("runtime/net/timers.py", "import swarm_tune.sim.runner", "net may not import sim"),
         ("analysis/load.py", "from swarm_tune.runtime.ops import settings", "analysis imports"),
         (
             "runtime/ops/join.py",
             "from swarm_tune.runtime.net import node",
             "ops may not import net",
         ),
-        ("sim/run.py", "from runtime.protocol import rounds", "bare import"),
+        ("sim/runner.py", "from runtime.protocol import rounds", "bare import"),
     ],
 )
 def test_rules_fail_when_broken(

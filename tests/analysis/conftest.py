@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
 from swarm_tune.sim.baseline import run_baseline
-from swarm_tune.sim.run import run_scenario
+from swarm_tune.sim.runner import run_scenario
 from swarm_tune.sim.scenario import load_scenario
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml"

@@ -10,7 +10,7 @@ import pytest
 from swarm_tune.analysis.explain import explain_plots, round_at
 from swarm_tune.analysis.load import load_run
 from swarm_tune.analysis.report import report_plots
-from swarm_tune.sim.run import run_scenario
+from swarm_tune.sim.runner import run_scenario
 from swarm_tune.sim.scenario import parse_scenario
 
 SCENARIO = """\

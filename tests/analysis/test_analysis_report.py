@@ -14,7 +14,7 @@ from swarm_tune.analysis.columns import column
 from swarm_tune.analysis.load import NotARunError, load_run
 from swarm_tune.analysis.report import count_images, plot_data
 from swarm_tune.runtime.cli import app
-from swarm_tune.sim.run import run_scenario
+from swarm_tune.sim.runner import run_scenario
 from swarm_tune.sim.scenario import load_scenario
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml"

@@ -15,7 +15,7 @@ import torch
 from swarm_tune.sim.driver import SimDriver
 from swarm_tune.sim.learning import BatchedLearning
 from swarm_tune.sim.recorder import WALL_CLOCK_COLUMNS
-from swarm_tune.sim.run import run_scenario
+from swarm_tune.sim.runner import run_scenario
 from swarm_tune.sim.scenario import Scenario, load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
