@@ -87,14 +87,20 @@ def test_report_renders_in_chromium(runs: tuple[Path, Path], tmp_path: Path) -> 
     async def drive() -> tuple[list[list[Any]], dict[str, Any], list[list[Any]]]:
         async with open_page(browser.page_ws_url()) as ws:
             page = Page(ws)
-            await page.wait_for("document.readyState === 'complete'", 30, "the report to load")
+            # The first target may still be about:blank: wait for the report itself.
+            await page.wait_for(
+                "document.readyState === 'complete' && location.href.endsWith('report.html')"
+                " && document.querySelectorAll('figure img').length > 0",
+                60,
+                "the report to load",
+            )
             ink = await page.eval(FIGURE_INK)
             facts = await page.eval(PAGE_FACTS)
             await page.screenshot(shot)
             await page.call("Page.navigate", url=damaged.as_uri())
             await page.wait_for(
                 "document.readyState === 'complete' && location.href.endsWith('damaged.html')",
-                30,
+                60,
                 "the damaged report to load",
             )
             damaged_ink = await page.eval(FIGURE_INK)

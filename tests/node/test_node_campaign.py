@@ -65,7 +65,10 @@ def test_staggered_start_waits_for_the_swarm(tmp_path: Path) -> None:
     try:
         nodes[0].start([a for a in everyone if a != nodes[0].addr])
         wait_until(
-            lambda: bool(nodes[0].events("node.waiting_for_peers")), 60, "node 0 waits", nodes[:1]
+            lambda: bool(nodes[0].events("node.waiting_for_peers")),
+            120,  # a node's start-up (torch, the model) on a busy box
+            "node 0 waits",
+            nodes[:1],
         )
         wait_until(
             lambda: (_state(metrics) or {}).get("phase") == "waiting_for_peers",
@@ -77,7 +80,7 @@ def test_staggered_start_waits_for_the_swarm(tmp_path: Path) -> None:
 
         nodes[1].start([nodes[0].addr])
         wait_until(
-            lambda: bool(nodes[1].events("node.waiting_for_peers")), 60, "node 1 waits", nodes
+            lambda: bool(nodes[1].events("node.waiting_for_peers")), 120, "node 1 waits", nodes
         )
         _hold_while(nodes[:2], STAGGER_S)
         waiting = nodes[0].events("node.waiting_for_peers")
