@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 # Per figure: [plot key, share of pixels that are not near-white], or [key, "broken"].
 FIGURE_INK = """(() => [...document.querySelectorAll('figure')].map(fig => {
