@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 import trio
 
 from swarm_tune.runtime.net.adversary import Adversary
+from swarm_tune.runtime.net.discovery import add_peers, announce_and_find
 from swarm_tune.runtime.net.errors import NetError
 from swarm_tune.runtime.net.events import Incoming, PeerMisbehaved
 from swarm_tune.runtime.net.events import PeerConnected as NetPeerConnected
@@ -54,6 +55,7 @@ from swarm_tune.runtime.protocol.events import (
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
+    PeersFound,
     TimerFired,
     WireRejected,
 )
@@ -98,6 +100,7 @@ class DriverConfig:
     join_timeout: float = 30.0  # wait this long for peers before starting alone
     redial_interval: float = 5.0
     send_timeout: float = 60.0  # on top of the net layer's own per-transfer deadline
+    discovery_interval: float = 30.0  # DHT: re-announce and look up this run's members
 
 
 def wire_reason(err: WireError) -> RejectReason:
@@ -180,6 +183,8 @@ class NodeDriver:
             nursery.start_soon(self._peer_event_loop)
             nursery.start_soon(self._learner_worker)
             nursery.start_soon(self._redial_loop)
+            if "dht" in self.net.services:
+                nursery.start_soon(self._discovery_loop, self.net.services["dht"])
             self._jobs_send.send_nowait(_Evaluate("start"))
             await self._wait_for_bootstrap(stop)
             if not stop.is_set():
@@ -468,6 +473,20 @@ class NodeDriver:
                         continue
                     n.start_soon(self._try_dial, addr)
             await trio.sleep(self.config.redial_interval)  # a poll period, not a sync point
+
+    async def _discovery_loop(self, dht: Any) -> None:
+        """DHT provider records under the run id: announce ourselves, hand the members found
+        to the core (``PeersFound``); the core decides whom to dial."""
+        await self.net.bootstrap_done.wait()
+        while True:
+            await add_peers(dht, self.net.connected_peers())
+            found = await announce_and_find(
+                dht, self.config.run_id, self.net.config.control_timeout
+            )
+            log.info("dht.found", peers=len(found))
+            if found:
+                self._feed(PeersFound(tuple(found)))
+            await trio.sleep(self.config.discovery_interval)  # a poll period, not a sync point
 
     async def _try_dial(self, addr: str) -> None:
         try:

@@ -245,6 +245,7 @@ async def run_node(s: NodeSettings) -> int:
         bootstrap=tuple(s.bootstrap_peers),
         join_timeout=max(2 * pcfg.heartbeat_interval, min(pcfg.round_timeout, 30.0)),
         redial_interval=max(1.0, pcfg.heartbeat_interval),
+        discovery_interval=max(10.0, 2 * pcfg.heartbeat_interval),
     )
     stop = trio.Event()
     async with trio.open_nursery() as outer:

@@ -80,8 +80,17 @@ class TimerKey:
     round: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PeersFound:
+    """The driver's discovery service (the DHT's provider records for this run) names peers
+    and the routes they published; the core decides whether to dial them."""
+
+    peers: tuple[tuple[str, str], ...]  # (peer id, dial hint)
+
+
 Event = (
     PeerConnected
+    | PeersFound
     | PeerDisconnected
     | MessageReceived
     | WireRejected

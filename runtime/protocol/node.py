@@ -38,6 +38,7 @@ from swarm_tune.runtime.protocol.events import (
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
+    PeersFound,
     TimerFired,
     TimerKey,
     WireRejected,
@@ -297,11 +298,19 @@ class ProtocolNode:
         known = hb.known_peers[: self.config.peer_exchange]
         if known and self.config.view_size > 0:
             self.peers.learn(known, now, self._rng)
+        self._queue_dials(known)
+        return []
+
+    def _on_peers_found(self, ev: PeersFound, now: float) -> Effects:
+        self._queue_dials(ev.peers[:DIAL_QUEUE])
+        return []
+
+    def _queue_dials(self, candidates: tuple[tuple[str, str], ...]) -> None:
+        """Remember peers to dial at the next tick (a bounded number per tick, see _dials)."""
         if self.config.dial_peers:
-            for peer, hint in known:  # dialled at the next tick, a bounded number per tick
+            for peer, hint in candidates:
                 if hint and peer != self.node_id:
                     remember(self._to_dial, peer, hint, limit=DIAL_QUEUE)
-        return []
 
     def _hint(self, peer: str) -> str:
         rec = self.peers.get(peer)
@@ -699,6 +708,7 @@ def _fingerprint(summary: UpdateSummary | None) -> int | None:
 # (the simulator turns that GC off while it runs, see sim/driver.py).
 _HANDLERS: dict[type[Any], Callable[[ProtocolNode, Any, float], Effects]] = {
     PeerConnected: ProtocolNode._on_connected,
+    PeersFound: ProtocolNode._on_peers_found,
     PeerDisconnected: ProtocolNode._on_disconnected,
     MessageReceived: ProtocolNode._on_message,
     WireRejected: ProtocolNode._on_wire_rejected,

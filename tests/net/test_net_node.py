@@ -138,3 +138,28 @@ async def test_dht_finds_a_peer_through_a_third_and_optional_services_start() ->
             info = await a.services["dht"].find_peer(ID.from_base58(c.peer_id))
         assert info is not None and str(info.peer_id) == c.peer_id
         assert {"relay", "dcutr"} <= set(a.services)
+
+
+@pytest.mark.trio
+async def test_dht_provider_records_under_the_run_id_name_the_members() -> None:
+    """A and C only know B: each announces itself as a provider of the run's key and
+    learns the other (with a dialable address) from the DHT."""
+    from swarm_tune.runtime.net.discovery import add_peers, announce_and_find
+
+    cfg = NetConfig(enable_dht=True)
+    async with (
+        open_net_node(seed(21), config=cfg) as a,
+        open_net_node(seed(22), config=cfg) as b,
+        open_net_node(seed(23), config=cfg) as c,
+    ):
+        await a.connect(b.multiaddrs[0])
+        await c.connect(b.multiaddrs[0])
+        for node in (a, b, c):
+            await add_peers(node.services["dht"], node.connected_peers())
+        await announce_and_find(a.services["dht"], "run-x", 10)
+        found = dict(await announce_and_find(c.services["dht"], "run-x", 10))
+        assert a.peer_id in found and found[a.peer_id].endswith(f"/p2p/{a.peer_id}")
+        await c.connect(found[a.peer_id])
+        assert a.peer_id in c.connected_peers()
+        other = dict(await announce_and_find(c.services["dht"], "run-y", 10))
+        assert a.peer_id not in other  # providers of another run's key only

@@ -2,8 +2,9 @@
 
 Before, discovery was a star: peers learned from heartbeats were never dialled (the core had
 no Dial effect), so nodes 1..5 reached node0 and nobody else, and lost the swarm with it.
-Now heartbeats carry a few (peer id, dial hint) pairs, the core decides whom to dial (a
-``Dial`` effect, at most ``dial_peers`` per heartbeat tick) and the driver dials it. The
+Now heartbeats carry a few (peer id, dial hint) pairs, each node announces itself in the DHT
+as a provider of the run's key and looks the others up (``PeersFound``), the core decides whom
+to dial (a ``Dial`` effect, at most ``dial_peers`` per heartbeat tick) and the driver dials. The
 test passes when every node is connected to all five others, and node1..5 stay connected and
 keep committing rounds with all five contributors after node0 is SIGKILLed.
 """
@@ -32,6 +33,7 @@ def test_six_nodes_bootstrapping_to_one_become_a_mesh_that_survives_it(tmp_path:
         SWARM_QUORUM="1.0",
         SWARM_HEARTBEAT_INTERVAL_S="1",
         SWARM_CHECKPOINT_EVERY_ROUNDS="0",
+        SWARM_ENABLE_DHT="true",  # provider records under the run id, next to peer exchange
     )
     nodes = [NodeProc(i, free_port(), tmp_path, env) for i in range(N)]
     hub = nodes[0]
@@ -47,6 +49,12 @@ def test_six_nodes_bootstrapping_to_one_become_a_mesh_that_survives_it(tmp_path:
         wait_until(lambda: mesh(nodes), 180, "a full mesh from one bootstrap peer", nodes)
         dialled = sum(len(n.events("net.dialled")) for n in nodes)
         assert dialled >= N - 2, "the mesh formed without the core's Dial effects"
+        wait_until(
+            lambda: all(any(r["peers"] > 0 for r in n.events("dht.found")) for n in nodes[1:]),
+            60,
+            "every node finds run members through the DHT's provider records",
+            nodes,
+        )
         hub.kill()
         rest = nodes[1:]
         base = {n.index: n.max_closed() for n in rest}

@@ -268,6 +268,7 @@ class _FakeTransport:
         self.refusals = Refusals()
         self.sent: list[tuple[str, int]] = []
         self.disconnected: list[str] = []
+        self.services: dict[str, object] = {}  # no DHT: the driver starts no discovery
 
     async def send_small(self, peer: str, data: bytes) -> None:
         self.sent.append((peer, len(data)))

@@ -214,3 +214,16 @@ def test_the_core_dials_advertised_and_evicted_peers_within_a_budget() -> None:
         n.handle(WireRejected("c", RejectReason.MALFORMED), 40.0)
     dials = [e for e in _tick(n, 80.0) if isinstance(e, effects.Dial)]
     assert "c" not in {e.peer for e in dials}  # (b, silent since t=2, is evicted and dialled)
+
+
+def test_peers_found_by_the_dht_are_dialled_by_the_core_within_its_budget() -> None:
+    from swarm_tune.runtime.protocol import PeersFound
+
+    n = ProtocolNode("me", ProtocolConfig(dial_peers=2), SPEC, 10, random.Random(0))
+    found = tuple((f"p{i}", f"/ip4/10.2.0.{i}/tcp/1/p2p/p{i}") for i in range(3))
+    assert n.handle(PeersFound((("me", "/ip4/1.1.1.1/tcp/1/p2p/me"), *found)), 0.0) == []
+    first = [e for e in _tick(n, 1.0) if isinstance(e, effects.Dial)]
+    assert first == [effects.Dial(p, h) for p, h in found[:2]]  # never ourselves
+    off = ProtocolNode("me", ProtocolConfig(dial_peers=0), SPEC, 10, random.Random(0))
+    off.handle(PeersFound(found), 0.0)
+    assert [e for e in _tick(off, 1.0) if isinstance(e, effects.Dial)] == []
