@@ -169,27 +169,33 @@ async def run_node(s: NodeSettings) -> int:
     from swarm_tune.runtime.protocol.tensors import ModelSpec
     from swarm_tune.runtime.training import SHIPPED_CORPUS, LearnerStateError, build_learner
     from swarm_tune.runtime.training.bridge import LearnerBridge
+    from swarm_tune.runtime.training.data import DataError
 
     log = get_logger("swarm_tune.node")
-    identity = build_identity(s)
     pcfg = build_protocol_config(s)
     if s.model_overrides:
         log.warning("node.model_overrides_ignored", overrides=s.model_overrides)
     seed = run_seed(s.run_id)
-    learner = await trio.to_thread.run_sync(
-        lambda: build_learner(
-            s.model_name,
-            s.dataset or SHIPPED_CORPUS,
-            num_shards=s.num_shards,
-            shard_index=s.shard_index,
-            device=s.device,
-            seed=seed,
-            batch_size=s.batch_size,
-            lr=s.learning_rate,
-            local_steps=s.local_steps,
-            diloco=s.diloco(),
+    try:
+        learner = await trio.to_thread.run_sync(
+            lambda: build_learner(
+                s.model_name,
+                s.dataset or SHIPPED_CORPUS,
+                num_shards=s.num_shards,
+                shard_index=s.shard_index,
+                device=s.device,
+                seed=seed,
+                batch_size=s.batch_size,
+                lr=s.learning_rate,
+                local_steps=s.local_steps,
+                diloco=s.diloco(),
+                text_column=s.dataset_text_field,
+            )
         )
-    )
+    except DataError as exc:  # bad dataset, column or shard: refused before anything is written
+        print(f"error: SWARM_DATASET: {exc}", file=sys.stderr)
+        return 2
+    identity = build_identity(s)  # after the data check: a refused node leaves no key file
     ckpt_dir = Path(s.checkpoint_dir)
     start_round = 0
     resumed = False

@@ -285,6 +285,7 @@ def build_learner(
     eval_batches: int = 8,
     dtype: str | torch.dtype | None = None,
     diloco: DiLoCoConfig | None = None,
+    text_column: str = "text",
 ) -> HFLearner:
     """Everything a node needs to learn, from names.
 
@@ -302,16 +303,21 @@ def build_learner(
         tok = load_tokenizer(tokenizer)
     else:
         tok = tokenizer
-    train = load_dataset_shard(data_source, num_shards, shard_index, tok, seq_len)
+    col = text_column
+    train = load_dataset_shard(data_source, num_shards, shard_index, tok, seq_len, text_column=col)
     eval_data: TokenShard | None = None
     src = str(data_source)
     if eval_source is not None:
-        eval_data = load_dataset_shard(eval_source, 1, 0, tok, seq_len, split="validation")
+        eval_data = load_dataset_shard(
+            eval_source, 1, 0, tok, seq_len, split="validation", text_column=col
+        )
     elif src == SHIPPED_CORPUS:
         eval_data = load_dataset_shard(src, 1, 0, tok, seq_len, split="validation")
     elif not Path(src).exists():
         try:  # many hub datasets have no validation split: evaluate on training data then
-            eval_data = load_dataset_shard(src, 1, 0, tok, seq_len, split="validation")
+            eval_data = load_dataset_shard(
+                src, 1, 0, tok, seq_len, split="validation", text_column=col
+            )
         except DataError:
             eval_data = None
     model = load_model(

@@ -13,6 +13,7 @@ keeps the pipeline (and its types) independent of which one is behind it, and ke
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,6 +83,11 @@ class LocalTokenizer:
     def save(self, path: str | Path) -> None:
         self._tok.save(str(path), pretty=False)
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the tokenizer's full definition (keys the token cache, data.py)."""
+        return hashlib.sha256(self._tok.to_str().encode()).hexdigest()
+
 
 class HubTokenizer:
     """A ``transformers`` tokenizer (hub name or local folder) seen through ``TextTokenizer``."""
@@ -115,6 +121,14 @@ class HubTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(ids)))
+
+    @property
+    def fingerprint(self) -> str | None:
+        """SHA-256 of a fast tokenizer's definition; None (no token cache) for a slow one."""
+        backend = getattr(self._tok, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        return hashlib.sha256(str(backend.to_str()).encode()).hexdigest()
 
 
 def train_bpe_tokenizer(
