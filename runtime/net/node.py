@@ -40,7 +40,7 @@ from swarm_tune.runtime.net.events import (
     PeerEvent,
     PeerMisbehaved,
 )
-from swarm_tune.runtime.net.guard import isolate_streams
+from swarm_tune.runtime.net.guard import isolate_streams, watch_resets
 from swarm_tune.runtime.net.host import (
     build_host,
     conn_ip,
@@ -216,6 +216,7 @@ async def open_net_node(
                 node.bulk.serve_data, _data_bind_host(cfg, listen_addrs), cfg.data_port
             )
         await _start_optional_services(node, cfg, stack)
+        watch_resets(host, node.refusals)
         nursery.start_soon(node._bootstrap, list(bootstrap))
         try:
             yield node

@@ -121,7 +121,7 @@ class Attacker:
         try:
             await stream.write(payload)
             with trio.move_on_after(5):
-                return bytes(await stream.read(64))
+                return bytes(await stream.read(128))
             return b""
         finally:
             await stream.reset()

@@ -291,3 +291,23 @@ async def test_tampering_on_the_path_is_a_transport_failure_not_the_signers_faul
             if isinstance(ev, PeerMisbehaved):
                 blamed.append(ev)
         assert blamed == []
+
+
+@pytest.mark.trio
+async def test_garbage_a_library_handler_refuses_is_counted() -> None:
+    """py-libp2p's Kad handler swallows its parse errors and resets the stream: the reset is
+    what makes the attack visible in the refusal counters."""
+    attacker = build_host(seed(29))
+    async with (
+        open_net_node(seed(30), config=NetConfig(enable_dht=True)) as victim,
+        attacker.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+    ):
+        for _ in range(2):
+            s = await _raw_stream(attacker, victim, TProtocol("/ipfs/kad/1.0.0"))
+            await s.write(b"\xff" * 16)  # a varint longer than 64 bits
+            with trio.fail_after(5), pytest.raises(Exception):  # noqa: B017 reset or EOF
+                if not await s.read(1):
+                    raise EOFError
+        with trio.fail_after(5):
+            while victim.refusals.counts["handler_reset:/ipfs/kad/1.0.0"] < 2:
+                await trio.sleep(0.05)  # bounded poll of the victim's own counter
