@@ -54,7 +54,7 @@ from swarm_tune.runtime.protocol.tensors import (
 from swarm_tune.runtime.training.diloco import outer_delta
 from swarm_tune.runtime.training.learner import Learner, LocalResult
 from swarm_tune.sim.learning_data import TaskData, mix32, mix_int
-from swarm_tune.sim.learning_model import batched_losses, init_params
+from swarm_tune.sim.learning_model import batched_accuracies, batched_losses, init_params
 from swarm_tune.sim.learning_settings import LearningSettings
 
 __all__ = [
@@ -581,6 +581,15 @@ class BatchedLearning:
             return self._real.eval_params(self._real.mean_params(node_indices))
         row = self._mean_row(node_indices).to(torch.float32)
         return float(batched_losses(self._split(row.unsqueeze(0)), self.data.eval)[0])
+
+    @torch.no_grad()
+    def mean_eval_accuracy(self, node_indices: Sequence[int]) -> float:
+        """Held-out accuracy (arg-max = target) of the parameter-average model; NaN in real
+        mode (a causal LM's next-token accuracy is not what its runs are judged by)."""
+        if self._real is not None:
+            return math.nan
+        row = self._mean_row(node_indices).to(torch.float32)
+        return float(batched_accuracies(self._split(row.unsqueeze(0)), self.data.eval)[0])
 
     @torch.no_grad()
     def divergence(self, node_indices: Sequence[int]) -> float:

@@ -12,8 +12,10 @@ Why these two tasks:
   downloaded). Loss starts at ln(vocab) ~ 3.8 and falls clearly within a few dozen steps. Home
   regions are contiguous blocks of stories, so ``non_iid`` skews which stories a node reads.
 * ``classification`` — inputs ~ N(0, I), labels from a fixed random teacher network (a known
-  ground truth the student can reach). Home regions are two classes per shard, so ``non_iid``
-  is classic label skew, the hard case for federated averaging.
+  ground truth the student can reach), or (``generator: gaussian-mixture``) one isotropic
+  Gaussian cluster per class, the standard federated toy task (Flower's own). Home regions are
+  two classes per shard, so ``non_iid`` is classic label skew, the hard case for federated
+  averaging.
 
 Shards are deterministic functions of ``(seed, shard)``; the held-out set is shared by everyone.
 """
@@ -114,14 +116,28 @@ class TaskData:
         d, k = s.features, s.classes
         self.vocab = 0
         self.num_outputs = k
-        self._t1 = torch.randn(d, 4 * d, generator=gen) / math.sqrt(d)
-        self._t2 = torch.randn(4 * d, k, generator=gen) / math.sqrt(4 * d)
         self.pool_size = s.pool_size
-        self.features = torch.randn(s.pool_size, d, generator=gen)
-        self.labels = self._teacher(self.features)
-        ex = torch.randn(s.eval_samples, d, generator=gen)
-        self.eval = Batch(ex[None], self._teacher(ex)[None])
+        if s.generator == "gaussian-mixture":
+            means = torch.randn(k, d, generator=gen) * s.separation
+            self.features, self.labels = self._mixture(means, s.pool_size, gen)
+            ex, ey = self._mixture(means, s.eval_samples, gen)
+            self.eval = Batch(ex[None], ey[None])
+        else:
+            self._t1 = torch.randn(d, 4 * d, generator=gen) / math.sqrt(d)
+            self._t2 = torch.randn(4 * d, k, generator=gen) / math.sqrt(4 * d)
+            self.features = torch.randn(s.pool_size, d, generator=gen)
+            self.labels = self._teacher(self.features)
+            ex = torch.randn(s.eval_samples, d, generator=gen)
+            self.eval = Batch(ex[None], self._teacher(ex)[None])
         self._by_class = [torch.nonzero(self.labels == c).flatten() for c in range(k)]
+
+    @staticmethod
+    def _mixture(
+        means: torch.Tensor, count: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` samples: a uniform class, its mean plus N(0, I) noise."""
+        labels = torch.randint(0, means.shape[0], (count,), generator=gen)
+        return means[labels] + torch.randn(count, means.shape[1], generator=gen), labels
 
     def _teacher(self, x: torch.Tensor) -> torch.Tensor:
         return torch.argmax(torch.tanh(x @ self._t1) @ self._t2, dim=-1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -26,24 +27,27 @@ from swarm_tune.sim.learning_settings import LearningSettings
 def init_params(
     settings: LearningSettings, vocab: int, num_outputs: int, seed: int
 ) -> dict[str, torch.Tensor]:
-    """One model's parameters (float32), identical for every node of a run."""
+    """One model's parameters (float32), identical for every node of a run.
+
+    Layers ``w1/b1 .. wL/bL`` (L = ``hidden_layers`` + 1), drawn in that order: with one
+    hidden layer the draws are exactly the historical model's, so seeded runs are unchanged.
+    """
     gen = torch.Generator().manual_seed(seed)
-    h = settings.hidden
     params: dict[str, torch.Tensor] = {}
     if settings.task == "char-lm":
         params["emb"] = torch.randn(vocab, settings.embed, generator=gen)
         fan_in = settings.context * settings.embed
     else:
         fan_in = settings.features
-    params["w1"] = torch.randn(fan_in, h, generator=gen) / math.sqrt(fan_in)
-    params["b1"] = torch.zeros(h)
-    params["w2"] = torch.randn(h, num_outputs, generator=gen) / math.sqrt(h)
-    params["b2"] = torch.zeros(num_outputs)
+    widths = [fan_in] + [settings.hidden] * settings.hidden_layers + [num_outputs]
+    for layer, (w_in, w_out) in enumerate(pairwise(widths), start=1):
+        params[f"w{layer}"] = torch.randn(w_in, w_out, generator=gen) / math.sqrt(w_in)
+        params[f"b{layer}"] = torch.zeros(w_out)
     return params
 
 
-def batched_losses(params: Mapping[str, torch.Tensor], batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy per node, shape [n]; every parameter has a leading node axis n.
+def batched_logits(params: Mapping[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+    """Logits per node and sample, shape [n, S, K]; every parameter has a leading node axis n.
 
     ``batch.inputs`` may have a leading axis of 1 (a shared held-out set): it is broadcast.
     """
@@ -60,10 +64,26 @@ def batched_losses(params: Mapping[str, torch.Tensor], batch: Batch) -> torch.Te
         x = emb.reshape(n * vocab, width).index_select(0, flat).reshape(n, s, c * width)
     else:
         x = inputs.expand(n, *inputs.shape[1:])
-    s = x.shape[1]
-    hidden = torch.tanh(torch.baddbmm(params["b1"].unsqueeze(1), x, w1))
-    logits = torch.baddbmm(params["b2"].unsqueeze(1), hidden, params["w2"])
-    k = logits.shape[-1]
+    layers = sum(1 for name in params if name.startswith("w"))
+    for layer in range(1, layers + 1):
+        x = torch.baddbmm(params[f"b{layer}"].unsqueeze(1), x, params[f"w{layer}"])
+        if layer < layers:
+            x = torch.tanh(x)
+    return x
+
+
+def batched_losses(params: Mapping[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy per node, shape [n] (see ``batched_logits``)."""
+    logits = batched_logits(params, batch)
+    n, s, k = logits.shape
     targets = batch.targets.expand(n, s).reshape(-1)
     ce = F.cross_entropy(logits.reshape(n * s, k), targets, reduction="none")
     return ce.reshape(n, s).mean(dim=1)
+
+
+def batched_accuracies(params: Mapping[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+    """Share of samples whose arg-max logit is the target, per node, shape [n]."""
+    logits = batched_logits(params, batch)
+    n, s, _ = logits.shape
+    hits = logits.argmax(dim=-1) == batch.targets.expand(n, s)
+    return hits.to(torch.float64).mean(dim=1)

@@ -20,7 +20,7 @@ charges that many bytes per contribution/state transfer instead of the real tens
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +28,10 @@ from swarm_tune.runtime.training.diloco import MAX_INNER_STEPS, DiLoCoConfig
 
 LearningMode = Literal["surrogate", "real"]
 LearningTask = Literal["char-lm", "classification"]
+# classification inputs/labels: a teacher network's labels on N(0, I) inputs, or a Gaussian
+# mixture (one isotropic cluster per class: the standard federated toy task, Flower's own).
+DataGenerator = Literal["teacher", "gaussian-mixture"]
+MAX_HIDDEN_LAYERS = 8
 OptimizerKind = Literal["sgd", "adam"]
 
 # Bytes of GPT-2 124M in fp16: the default "big model" a scenario pretends to ship.
@@ -58,11 +62,16 @@ class LearningSettings(BaseModel):
     task: LearningTask = "char-lm"
 
     # Model (surrogate) ------------------------------------------------------------------
+    # tanh hidden layers of width ``hidden``; 0 = a linear model (logistic regression).
+    hidden_layers: int = Field(default=1, ge=0, le=MAX_HIDDEN_LAYERS)
     hidden: int = Field(default=32, ge=1, le=4096)
     embed: int = Field(default=8, ge=1, le=1024, description="char-lm: embedding width")
     context: int = Field(default=6, ge=1, le=64, description="char-lm: characters of context")
     features: int = Field(default=16, ge=1, le=4096, description="classification: input dims")
     classes: int = Field(default=8, ge=2, le=1024, description="classification: label count")
+    generator: DataGenerator = "teacher"
+    # gaussian-mixture: class means ~ N(0, separation^2 I), each sample mean + N(0, I).
+    separation: float = Field(default=1.0, gt=0.0, le=100.0)
 
     # Optimisation -------------------------------------------------------------------------
     lr: float = Field(default=0.01, gt=0.0, le=100.0)
@@ -71,6 +80,9 @@ class LearningSettings(BaseModel):
     optimizer: OptimizerKind = "adam"
     # DiLoCo (the optimizer above is then the inner one); absent = one step per round.
     diloco: DiLoCoSettings | None = None
+    # FedAvg with E local epochs: sugar for diloco {inner_steps: E * ceil(samples_per_node /
+    # (batch_size * local_steps)), outer_lr: 1, outer_momentum: 0} (see _fedavg_epochs).
+    local_epochs: int | None = Field(default=None, ge=1, le=1000)
 
     # Data -----------------------------------------------------------------------------------
     samples_per_node: int = Field(default=256, ge=1, le=1_000_000)
@@ -91,6 +103,34 @@ class LearningSettings(BaseModel):
     data_source: str = "tinytales"
     seq_len: int = Field(default=32, ge=2, le=8192)
     device: str = "cpu"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fedavg_epochs(cls, data: Any) -> Any:
+        """``local_epochs`` -> the DiLoCo block of plain FedAvg (H local SGD steps, then the
+        average applied as is: outer lr 1, no momentum). Why resolved here: every consumer
+        (the batched learner, the round-timeout check, the recorder) reads ``diloco`` only."""
+        if not isinstance(data, dict) or data.get("local_epochs") is None:
+            return data
+        epochs = data["local_epochs"]
+        fields = cls.model_fields
+        samples = data.get("samples_per_node", fields["samples_per_node"].default)
+        batch = data.get("batch_size", fields["batch_size"].default)
+        per_step = batch * data.get("local_steps", fields["local_steps"].default)
+        ok = all(isinstance(v, int) and v >= 1 for v in (epochs, samples, per_step))
+        if not ok:
+            return data  # the field checks below name the bad one
+        steps = epochs * -(-samples // per_step)
+        fedavg = {"inner_steps": steps, "outer_lr": 1.0, "outer_momentum": 0.0}
+        given = data.get("diloco")
+        if given is not None:  # a resolved scenario carries both: they must agree
+            if isinstance(given, DiLoCoSettings):
+                given = given.model_dump()
+            if not isinstance(given, dict) or {**fedavg, **given} != fedavg:
+                raise ValueError(
+                    f"local_epochs={epochs} means diloco {fedavg}; give one of the two"
+                )
+        return {**data, "diloco": fedavg}
 
     @model_validator(mode="after")
     def _coherent(self) -> LearningSettings:

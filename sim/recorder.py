@@ -44,6 +44,7 @@ Output folder (stable names and columns; ``analysis/`` builds reports on them):
   deterministic column), online, median_round, eval_loss_mean_model (held-out loss of the
   parameter average of the honest sample), eval_loss_median (median of the sample's own
   held-out losses), divergence (true mean relative L2 distance to the sample mean),
+  eval_acc_mean_model (held-out accuracy of that parameter average: arg-max = target),
   messages, bytes, dropped (cumulative network counters), cancelled, cancelled_bytes
   (cumulative: bulk transfers dropped as no longer needed, and the bytes they had already
   sent — wasted work), accepted, rejected (cumulative).
@@ -113,7 +114,14 @@ _SWARM_INT = (
     "cancelled_bytes",
 )
 _SWARM_INT2 = ("accepted", "rejected")
-_SWARM_FLOAT = ("t", "wall_s", "eval_loss_mean_model", "eval_loss_median", "divergence")
+_SWARM_FLOAT = (
+    "t",
+    "wall_s",
+    "eval_loss_mean_model",
+    "eval_loss_median",
+    "divergence",
+    "eval_acc_mean_model",
+)
 
 
 class _Columns:
