@@ -47,7 +47,6 @@ from swarm_tune.runtime.eval.evaluate import (
 from swarm_tune.runtime.ops.checkpoint import (
     CheckpointError,
     ShapeMismatchError,
-    WrongModelError,
     WrongRunError,
     param_digest,
 )
@@ -138,8 +137,6 @@ def _load_all(
             raise WrongRunError(
                 f"{p}: checkpoint is from run {src.meta.run_id!r}, not {first_run!r}"
             )
-        if src.meta.model_name != model:  # pragma: no cover - load_checkpoint checks it
-            raise WrongModelError(f"{p}: checkpoint is for model {src.meta.model_name!r}")
         sources.append(src)
     if len({s.tensor_path for s in sources}) != len(sources):
         raise CheckpointError("the same checkpoint was given twice")

@@ -225,6 +225,39 @@ def _check_run_id(run_id: str) -> None:
         raise ValueError("run_id must be 1-256 printable characters")
 
 
+# Key in a checkpoint's ``extra``: the SHA-256 of the base model folder's config.json.
+BASE_CONFIG_KEY = "base_config_sha256"
+
+
+def base_config_sha256(model_name: str) -> str | None:
+    """SHA-256 of a local ``save_pretrained`` folder's config.json, the base model's identity
+    (a folder may move, or a path may come to hold another model); None for a built-in name
+    or a hub id, which are identified by their name."""
+    config = Path(model_name) / "config.json"
+    try:
+        return hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None
+    except OSError:
+        return None
+
+
+def check_model(meta: CheckpointMeta, expected_model: str) -> None:
+    """Refuse a checkpoint of another base model: by config hash where both sides have one,
+    else by name."""
+    want = base_config_sha256(expected_model)
+    have = meta.extra.get(BASE_CONFIG_KEY)
+    if want is not None and isinstance(have, str):
+        if want != have:
+            raise WrongModelError(
+                f"checkpoint is for a different base model: {meta.model_name!r} (config sha256 "
+                f"{have[:12]}), not {expected_model!r} ({want[:12]})"
+            )
+        return
+    if meta.model_name != expected_model:
+        raise WrongModelError(
+            f"checkpoint is for model {meta.model_name!r}, not {expected_model!r}"
+        )
+
+
 def save_checkpoint(
     directory: str | Path,
     run_id: str,
@@ -269,7 +302,7 @@ def save_checkpoint(
         file_size=len(data),
         tensor_file=tensor_path.name,
         created_unix=time.time(),
-        extra=json.loads(json.dumps(dict(extra or {}))),
+        extra=json.loads(json.dumps(_with_base(extra, model_name))),
     )
     _atomic_write_bytes(meta_path, meta.to_json().encode())
     if superseded is not None and superseded != tensor_path:
@@ -391,6 +424,14 @@ def existing_inside(path: Path, allowed_dir: Path) -> Path:
     return resolved
 
 
+def _with_base(extra: Mapping[str, Any] | None, model_name: str) -> dict[str, Any]:
+    out = dict(extra or {})
+    sha = base_config_sha256(model_name)
+    if sha is not None:
+        out[BASE_CONFIG_KEY] = sha
+    return out
+
+
 def load_checkpoint(
     path: str | Path | CheckpointInfo,
     *,
@@ -417,10 +458,8 @@ def load_checkpoint(
     meta = _read_meta(meta_path)
     if expected_run_id is not None and meta.run_id != expected_run_id:
         raise WrongRunError(f"checkpoint is from run {meta.run_id!r}, not {expected_run_id!r}")
-    if expected_model is not None and meta.model_name != expected_model:
-        raise WrongModelError(
-            f"checkpoint is for model {meta.model_name!r}, not {expected_model!r}"
-        )
+    if expected_model is not None:
+        check_model(meta, expected_model)
     tensor_path = check_inside(meta_path.parent / meta.tensor_file, allowed)
     try:
         data = tensor_path.read_bytes()
