@@ -37,7 +37,13 @@ from swarm_tune.analysis.metrics import (
     final_loss,
     swarm_tokens,
 )
-from swarm_tune.analysis.series import Plot, comparison_plots, finite_or_none, per_run_plots
+from swarm_tune.analysis.series import (
+    Plot,
+    comparison_plots,
+    finite_or_none,
+    per_run_plots,
+    rejections_by_reason,
+)
 
 MAX_DETAIL_RUNS = 6
 DEFAULT_TARGET_FRACTION = 0.75
@@ -89,7 +95,7 @@ def summary_table(runs: Sequence[RunData], target_fraction: float) -> pd.DataFra
             if "bytes" in run.swarm and len(run.swarm)
             else 0,
             "accepted": int(run.rounds["accepted"].sum()) if "accepted" in run.rounds else 0,
-            "rejected": int(run.rounds["rejected"].sum()) if "rejected" in run.rounds else 0,
+            "rejected": sum(rejections_by_reason(run).values()),
             "stop": m.get("stop_reason", ""),
         }
         if baselines and not run.is_baseline:

@@ -150,6 +150,17 @@ def bytes_plot(run: RunData) -> Plot:
     return plot
 
 
+def rejections_by_reason(run: RunData) -> dict[str, int]:
+    """Every refusal the run recorded, by reason, from ``rejections.parquet`` (one row per
+    refusal, including those that fell outside a closed round: a node that left mid-round,
+    or one still waiting for peers); the per-round ``rej_*`` counters are per-round views."""
+    rej = run.rejections
+    if rej.empty or "reason" not in rej:
+        return {}
+    counts = rej["reason"].astype(str).value_counts()
+    return {str(reason): int(n) for reason, n in sorted(counts.items())}
+
+
 def contributions_plot(run: RunData) -> Plot:
     """Peers' contributions accepted, and rejected split by reason (reasons seen only)."""
     plot = Plot(
@@ -165,11 +176,9 @@ def contributions_plot(run: RunData) -> Plot:
         return plot
     labels: list[Value] = ["accepted"]
     counts = [float(r["accepted"].sum())]
-    for col in sorted(c for c in r.columns if c.startswith("rej_")):
-        total = float(r[col].sum())
-        if total > 0:
-            labels.append(f"rejected: {col.removeprefix('rej_')}")
-            counts.append(total)
+    for reason, n in rejections_by_reason(run).items():
+        labels.append(f"rejected: {reason}")
+        counts.append(float(n))
     plot.series.append(Series("contributions", labels, counts, "bar"))
     return plot
 

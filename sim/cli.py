@@ -157,7 +157,6 @@ def _summary(console: Console, out: RunOutput) -> None:
 
     # The report's formatters: the screen and the report show a figure the same way.
     from swarm_tune.analysis.columns import human_bytes, human_seconds
-    from swarm_tune.sim.recorder import REJECT_COLUMNS
 
     r = out.result
     tables = r.recorder.tables()
@@ -177,12 +176,13 @@ def _summary(console: Console, out: RunOutput) -> None:
         (r0, first), (r1, last) = evals[0], evals[-1]
         t.add_row("held-out loss", f"{first:.4f} (round {r0}) -> {last:.4f} (round {r1})")
     acc = int(pc.sum(rounds["accepted"]).as_py() or 0)
-    rej = int(pc.sum(rounds["rejected"]).as_py() or 0)
-    t.add_row("contributions", f"{acc:,} accepted, {rej:,} rejected")
-    for col in REJECT_COLUMNS:
-        n = int(pc.sum(rounds[col]).as_py() or 0)
-        if n:
-            t.add_row("", f"  {col.removeprefix('rej_')}: {n:,}")
+    # Every refusal, from the rejections table (as the report counts them): per-round
+    # counters miss refusals outside a closed round.
+    reasons = pc.value_counts(tables["rejections"]["reason"]).to_pylist()
+    by_reason = sorted((str(v["values"]), int(v["counts"])) for v in reasons)
+    t.add_row("contributions", f"{acc:,} accepted, {sum(n for _, n in by_reason):,} rejected")
+    for reason, n in by_reason:
+        t.add_row("", f"  {reason}: {n:,}")
     if r.adversaries:
         kinds = sorted(set(r.adversaries.values()))
         t.add_row("adversaries", f"{len(r.adversaries)} ({', '.join(kinds)})")
