@@ -170,6 +170,7 @@ async def run_node(s: NodeSettings) -> int:
     from swarm_tune.runtime.training import SHIPPED_CORPUS, LearnerStateError, build_learner
     from swarm_tune.runtime.training.bridge import LearnerBridge
     from swarm_tune.runtime.training.data import DataError
+    from swarm_tune.runtime.training.lora import LoraError
 
     log = get_logger("swarm_tune.node")
     pcfg = build_protocol_config(s)
@@ -190,10 +191,14 @@ async def run_node(s: NodeSettings) -> int:
                 local_steps=s.local_steps,
                 diloco=s.diloco(),
                 text_column=s.dataset_text_field,
+                lora=s.lora(),
             )
         )
     except DataError as exc:  # bad dataset, column or shard: refused before anything is written
         print(f"error: SWARM_DATASET: {exc}", file=sys.stderr)
+        return 2
+    except LoraError as exc:  # e.g. a target module the model lacks
+        print(f"error: SWARM_LORA_TARGET_MODULES: {exc}", file=sys.stderr)
         return 2
     identity = build_identity(s)  # after the data check: a refused node leaves no key file
     ckpt_dir = Path(s.checkpoint_dir)

@@ -49,6 +49,7 @@ from swarm_tune.runtime.protocol.config import ProtocolConfig
 
 if TYPE_CHECKING:
     from swarm_tune.runtime.training.diloco import DiLoCoConfig
+    from swarm_tune.runtime.training.lora import LoraSpec
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -226,6 +227,17 @@ class _NodeSettingsBase(BaseSettings):
     )
     outer_lr: float = Field(default=0.7, description="DiLoCo: outer SGD learning rate.")
     outer_momentum: float = Field(default=0.9, description="DiLoCo: outer Nesterov momentum.")
+
+    # LoRA adapters (runtime/training/lora.py): only the adapters train and travel
+    peft: Literal["none", "lora"] = Field(
+        default="none", description="Parameter-efficient fine-tuning: none or lora."
+    )
+    lora_rank: int = Field(default=8, description="LoRA: rank r of the adapters.")
+    lora_alpha: int = Field(default=16, description="LoRA: alpha (the update is scaled alpha/r).")
+    lora_target_modules: str = Field(
+        default="q_proj,v_proj",
+        description="LoRA: comma-separated module names to adapt (e.g. c_attn for GPT-2).",
+    )
 
     # test-only misbehaviour, used by the adversarial compose node ----------------------
     adversary: str = Field(
@@ -445,6 +457,11 @@ class _NodeSettingsBase(BaseSettings):
                 self.diloco()
             except ValueError as exc:
                 problems.append(("diloco_inner_steps", str(exc)))
+        if self.peft == "lora":
+            try:
+                self.lora()
+            except ValueError as exc:
+                problems.append(("lora_rank", str(exc)))
         if self.metrics_port and self.metrics_port == self.listen_port:
             problems.append(
                 ("metrics_port", f"must differ from SWARM_LISTEN_PORT (both {self.metrics_port})")
@@ -466,6 +483,15 @@ class _NodeSettingsBase(BaseSettings):
         if not self.diloco_inner_steps:
             return None
         return DiLoCoConfig(self.diloco_inner_steps, self.outer_lr, self.outer_momentum)
+
+    def lora(self) -> LoraSpec | None:
+        """The learner's LoRA spec (None unless SWARM_PEFT=lora)."""
+        from swarm_tune.runtime.training.lora import LoraSpec, parse_targets
+
+        if self.peft != "lora":
+            return None
+        targets = parse_targets(self.lora_target_modules)
+        return LoraSpec(self.lora_rank, self.lora_alpha, targets)
 
     # ---- display -----------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from swarm_tune.runtime.training.data import (
 )
 from swarm_tune.runtime.training.diloco import DiLoCoConfig, outer_delta
 from swarm_tune.runtime.training.learner import LocalResult, TensorDict, UpdateKind
+from swarm_tune.runtime.training.lora import LoraSpec, apply_lora
 from swarm_tune.runtime.training.models import TINY_MODELS, load_model, resolve_device
 from swarm_tune.runtime.training.tokenizer import TextTokenizer, load_tokenizer
 
@@ -286,6 +287,7 @@ def build_learner(
     dtype: str | torch.dtype | None = None,
     diloco: DiLoCoConfig | None = None,
     text_column: str = "text",
+    lora: LoraSpec | None = None,
 ) -> HFLearner:
     """Everything a node needs to learn, from names.
 
@@ -329,6 +331,8 @@ def build_learner(
         eos_token_id=tok.eos_id,
         max_positions=max(seq_len, 128),
     )
+    if lora is not None:  # base frozen: only the adapters train and travel (lora.py)
+        model = apply_lora(model, lora, seed=seed)
     cfg = LearnerConfig(
         batch_size=batch_size,
         local_steps=local_steps,

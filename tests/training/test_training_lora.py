@@ -1,0 +1,108 @@
+"""LoRA adapters (runtime/training/lora.py): only the adapters train and travel.
+
+Three learners on three shards of the shipped corpus exchange their updates as the protocol
+would (the weighted mean of equal shards); what they exchange is <= 5% of the full model's
+bytes, the held-out loss falls, and the merged model is, in closed form, the base plus
+scale * B_avg @ A_avg on every adapted module. A target module the model lacks is one line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from procs import patience
+
+from swarm_tune.runtime.training import build_learner
+from swarm_tune.runtime.training.lora import LoraError, LoraSpec, apply_lora, merge
+from swarm_tune.runtime.training.models import load_model
+
+SPEC = LoraSpec(rank=4, alpha=8, target_modules=("q_proj", "v_proj"))
+
+
+def _bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_three_learners_exchange_adapters_only_and_merge_in_closed_form() -> None:
+    learners = [
+        build_learner("tiny-llama", "tinytales", 3, i, seq_len=32, batch_size=8, lr=0.05, lora=SPEC)
+        for i in range(3)
+    ]
+    base = load_model("tiny-llama", seed=0, vocab_size=1024, eos_token_id=0, max_positions=128)
+    full = _bytes({n: p.detach() for n, p in base.named_parameters()})
+    sent = _bytes(learners[0].parameters())
+    assert all(".lora_A." in n or ".lora_B." in n for n in learners[0].parameters())
+    print(f"bytes per contribution: LoRA {sent:,} vs full {full:,} = {sent / full:.2%}")
+    assert sent <= 0.05 * full
+    before = learners[0].evaluate()
+    for _ in range(6):
+        updates = [lr.compute_update("grad").update for lr in learners]
+        mean = {n: sum(u[n] for u in updates) / 3 for n in updates[0]}
+        for lr in learners:
+            lr.apply_average("grad", mean)
+    after = learners[0].evaluate()
+    print(f"held-out loss {before:.4f} -> {after:.4f}")
+    assert after < before
+    adapters = {n: t.detach().clone() for n, t in learners[0].parameters().items()}
+    for other in learners[1:]:  # replicas that applied the same averages agree
+        assert all(torch.equal(adapters[n], t) for n, t in other.parameters().items())
+
+    # Closed form: W_merged = W_base + (alpha / r) * B @ A for every adapted module.
+    reference = {n: p.detach().clone() for n, p in base.named_parameters()}
+    merged = dict(merge(base, SPEC, adapters).named_parameters())
+    adapted = 0
+    for name, w in reference.items():
+        module = name.removesuffix(".weight")
+        key = f"base_model.model.{module}.lora_%s.default.weight"
+        if key % "A" in adapters:
+            want = w + SPEC.scale * adapters[key % "B"] @ adapters[key % "A"]
+            torch.testing.assert_close(merged[name].detach(), want, rtol=1e-5, atol=1e-6)
+            adapted += 1
+        else:
+            assert torch.equal(merged[name].detach(), w), name  # untouched elsewhere
+    assert adapted == 4  # q_proj and v_proj in both layers
+
+
+def test_a_missing_target_module_is_a_typed_error() -> None:
+    model = load_model("tiny-gpt2", vocab_size=1024, eos_token_id=0)
+    with pytest.raises(
+        LoraError, match=r"not in the model: 'q_proj', 'v_proj' \(its linear layers: c_attn"
+    ):
+        apply_lora(model, SPEC)
+    with pytest.raises(LoraError, match="rank"):
+        LoraSpec(rank=0)
+
+
+def test_node_refuses_a_missing_target_module_in_one_line(tmp_path: Path) -> None:
+    env = {
+        "SWARM_RUN_ID": "bad-lora",
+        "SWARM_MODEL_NAME": "tiny-gpt2",
+        "SWARM_PEFT": "lora",
+        "SWARM_LORA_TARGET_MODULES": "q_proj,nope",
+        "SWARM_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "SWARM_LISTEN_PORT": "0",
+        "SWARM_METRICS_PORT": "0",
+        "SWARM_ENABLE_MDNS": "false",
+        "SWARM_ENABLE_DHT": "false",
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "swarm_tune.runtime.cli", "node"],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=patience(180),
+        check=False,
+    )
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    want = (
+        "error: SWARM_LORA_TARGET_MODULES: LoRA target modules not in the model: 'q_proj', 'nope'"
+    )
+    assert lines[0].startswith(want), lines
+    assert list(tmp_path.iterdir()) == []  # nothing written
