@@ -51,6 +51,7 @@ def _errors() -> tuple[type[Exception], ...]:
     from swarm_tune.runtime.eval.evaluate import EvalError
     from swarm_tune.runtime.eval.publish import PublishError
     from swarm_tune.runtime.training.data import DataError
+    from swarm_tune.runtime.training.lora import LoraError
     from swarm_tune.runtime.training.models import ModelLoadError
     from swarm_tune.runtime.training.tokenizer import TokenizerError
 
@@ -58,6 +59,7 @@ def _errors() -> tuple[type[Exception], ...]:
         CheckpointError,
         ManifestError,
         DataError,
+        LoraError,
         ModelLoadError,
         TokenizerError,
         EvalError,

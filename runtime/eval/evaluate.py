@@ -144,10 +144,10 @@ def _positions(tensors: Mapping[str, torch.Tensor] | None) -> int:
 
 
 def build_model(
-    name: str, tensors: Mapping[str, torch.Tensor] | None = None
+    name: str, tensors: Mapping[str, torch.Tensor] | None = None, *, seed: int = 0
 ) -> tuple[torch.nn.Module, TextTokenizer, str | None]:
-    """The model ``name`` (tiny built offline, else ``from_pretrained``), its tokenizer and
-    the tokenizer's source (a file path for the shipped one, else the name)."""
+    """The model ``name`` (tiny built offline with ``seed``, else ``from_pretrained``), its
+    tokenizer and the tokenizer's source (a file path for the shipped one, else the name)."""
     tok_source: str | None
     if name in TINY_MODELS:
         tok = load_tokenizer(None)
@@ -155,6 +155,7 @@ def build_model(
         model = load_model(
             name,
             "cpu",
+            seed=seed,
             vocab_size=tok.vocab_size,
             eos_token_id=tok.eos_id,
             max_positions=_positions(tensors),

@@ -52,6 +52,8 @@ from swarm_tune.runtime.ops.checkpoint import (
 )
 from swarm_tune.runtime.ops.provenance import code_version
 from swarm_tune.runtime.training.corpus import TOKENIZER_PATH
+from swarm_tune.runtime.training.lora import LORA_KEY, LoraSpec
+from swarm_tune.runtime.training.lora import merge as merge_lora
 
 __all__ = [
     "PROVENANCE_FILE",
@@ -183,11 +185,17 @@ def reconstruct(
         assert src.tensors is not None
     parts = [(s.meta.round, s.tensors) for s in sources if s.meta and s.tensors is not None]
     merged = merge_tensors(parts, mode)
-    net, _, tok_source = build_model(model, merged)
-    check_tensor_names(merged, model_spec(net), complete=True)
-    copy_into(net, merged)
     first = sources[0].meta
     assert first is not None
+    lora_record = first.extra.get(LORA_KEY)
+    if lora_record is not None:  # adapters only: fold their average into the base
+        spec, base_seed = LoraSpec.from_record(lora_record)
+        base, _, tok_source = build_model(model, None, seed=base_seed)
+        net = merge_lora(base, spec, merged)
+    else:
+        net, _, tok_source = build_model(model, merged)
+        check_tensor_names(merged, model_spec(net), complete=True)
+        copy_into(net, merged)
     provenance: dict[str, Any] = {
         "format": "swarm-tune/reconstruct/1",
         "run_id": first.run_id,
@@ -199,6 +207,7 @@ def reconstruct(
             {str(s.meta.extra["dataset"]) for s in sources if s.meta and "dataset" in s.meta.extra}
         ),
         "param_digest": param_digest(merged),
+        "lora": lora_record,
         "inputs": [
             {
                 "checkpoint": s.tensor_path.name,

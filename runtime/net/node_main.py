@@ -170,7 +170,7 @@ async def run_node(s: NodeSettings) -> int:
     from swarm_tune.runtime.training import SHIPPED_CORPUS, LearnerStateError, build_learner
     from swarm_tune.runtime.training.bridge import LearnerBridge
     from swarm_tune.runtime.training.data import DataError
-    from swarm_tune.runtime.training.lora import LoraError
+    from swarm_tune.runtime.training.lora import LORA_KEY, LoraError
 
     log = get_logger("swarm_tune.node")
     pcfg = build_protocol_config(s)
@@ -227,9 +227,13 @@ async def run_node(s: NodeSettings) -> int:
         except (CheckpointError, CompressionError, LearnerStateError) as exc:
             log.error("node.node_state_unusable", error=str(exc))
 
+    lora = s.lora()
+    # Adapters-only checkpoints say how to merge them back into the base (reconstruct).
+    lora_extra = {} if lora is None else {LORA_KEY: lora.record(seed)}
+
     def checkpoint(round_: int, extra: dict[str, Any]) -> Path:
         path = save_checkpoint(
-            ckpt_dir, s.run_id, round_, learner.parameters(), s.model_name, extra
+            ckpt_dir, s.run_id, round_, learner.parameters(), s.model_name, extra | lora_extra
         )
         save_node_state(ckpt_dir, s.run_id, round_, bridge.node_state())
         return path

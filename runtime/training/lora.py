@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch loads with the model, not when settings check a LoRA spec
     import torch
 
-__all__ = ["LoraError", "LoraSpec", "apply_lora", "merge"]
+__all__ = ["LORA_KEY", "LoraError", "LoraSpec", "apply_lora", "merge", "parse_targets"]
+
+LORA_KEY = "lora"  # key of a checkpoint's extra that holds LoraSpec.record(...)
 
 
 class LoraError(ValueError):
@@ -43,6 +45,29 @@ class LoraSpec:
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
+
+    def record(self, base_seed: int) -> dict[str, Any]:
+        """What a checkpoint keeps (``extra[LORA_KEY]``) so reconstruct can merge: the spec
+        and the seed a built-in tiny base was initialised with."""
+        return {
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "target_modules": list(self.target_modules),
+            "base_seed": base_seed,
+        }
+
+    @classmethod
+    def from_record(cls, record: object) -> tuple[LoraSpec, int]:
+        """(spec, base seed) from a checkpoint's record; LoraError if it is malformed."""
+        try:
+            assert isinstance(record, dict)
+            rank, alpha, seed = record["rank"], record["alpha"], record["base_seed"]
+            targets = record["target_modules"]
+            assert all(isinstance(v, int) and not isinstance(v, bool) for v in (rank, alpha, seed))
+            assert isinstance(targets, list) and all(isinstance(t, str) for t in targets)
+        except (AssertionError, KeyError) as exc:
+            raise LoraError(f"checkpoint's LoRA record is malformed: {record!r}") from exc
+        return cls(rank, alpha, tuple(targets)), seed
 
 
 def apply_lora(model: torch.nn.Module, spec: LoraSpec, *, seed: int = 0) -> torch.nn.Module:

@@ -12,13 +12,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from procs import patience
+from typer.testing import CliRunner
 
+from swarm_tune.runtime.cli import app
+from swarm_tune.runtime.eval.evaluate import build_model
+from swarm_tune.runtime.ops.checkpoint import save_checkpoint
 from swarm_tune.runtime.training import build_learner
-from swarm_tune.runtime.training.lora import LoraError, LoraSpec, apply_lora, merge
+from swarm_tune.runtime.training.lora import LORA_KEY, LoraError, LoraSpec, apply_lora, merge
 from swarm_tune.runtime.training.models import load_model
 
 SPEC = LoraSpec(rank=4, alpha=8, target_modules=("q_proj", "v_proj"))
@@ -28,12 +33,12 @@ def _bytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def test_three_learners_exchange_adapters_only_and_merge_in_closed_form() -> None:
+def test_three_learners_exchange_adapters_only_and_merge_in_closed_form(tmp_path: Path) -> None:
     learners = [
         build_learner("tiny-llama", "tinytales", 3, i, seq_len=32, batch_size=8, lr=0.05, lora=SPEC)
         for i in range(3)
     ]
-    base = load_model("tiny-llama", seed=0, vocab_size=1024, eos_token_id=0, max_positions=128)
+    base, _, _ = build_model("tiny-llama", None, seed=0)  # the learners' base (seed 0)
     full = _bytes({n: p.detach() for n, p in base.named_parameters()})
     sent = _bytes(learners[0].parameters())
     assert all(".lora_A." in n or ".lora_B." in n for n in learners[0].parameters())
@@ -66,6 +71,21 @@ def test_three_learners_exchange_adapters_only_and_merge_in_closed_form() -> Non
         else:
             assert torch.equal(merged[name].detach(), w), name  # untouched elsewhere
     assert adapted == 4  # q_proj and v_proj in both layers
+
+    # Adapter checkpoints carry their spec; reconstruct merges them into the same model.
+    extra = {LORA_KEY: SPEC.record(0)}
+    save_checkpoint(tmp_path / "ckpt", "lora", 6, adapters, "tiny-llama", extra)
+    res = CliRunner().invoke(
+        app,
+        ["checkpoint", "reconstruct", str(tmp_path / "ckpt"), "--model", "tiny-llama"]
+        + ["--out", str(tmp_path / "merged"), "--allowed-dir", str(tmp_path)],
+    )
+    assert res.exit_code == 0, res.output
+    from transformers import AutoModelForCausalLM
+
+    rebuilt: Any = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
+    for name, t in rebuilt.named_parameters():
+        assert torch.equal(t.detach(), merged[name].detach()), name
 
 
 def test_a_missing_target_module_is_a_typed_error() -> None:
