@@ -61,6 +61,7 @@ from swarm_tune.runtime.protocol.events import (
 )
 from swarm_tune.runtime.protocol.messages import (
     Contribution,
+    Heartbeat,
     Message,
     StateResponse,
 )
@@ -440,6 +441,8 @@ class NodeDriver:
             log.info("peer.joined", peer=peer, address=inc.remote_ip)  # the core admits it
         if isinstance(message, Contribution) and self._adversary.active:
             self._adversary.observe(peer, message)
+        if isinstance(message, Heartbeat) and message.dial:
+            message = replace(message, dial=observed_dial(message.dial, inc.remote_ip))
         self._feed(MessageReceived(peer, message, inc.remote_ip))
 
     async def _peer_event_loop(self) -> None:
@@ -567,6 +570,14 @@ class NodeDriver:
             if final:
                 self.final_checkpoint = path
             log.info("node.checkpoint", round=self.applied_round, final=final, path=str(path))
+
+
+def observed_dial(dial: str, remote_ip: str) -> str:
+    """A peer listening on every interface (0.0.0.0) declares ``/ip4/0.0.0.0/tcp/P/...``: the
+    route to pass on is that port at the address its connection came from."""
+    if remote_ip and "." in remote_ip and dial.startswith("/ip4/0.0.0.0/"):
+        return f"/ip4/{remote_ip}/" + dial.removeprefix("/ip4/0.0.0.0/")
+    return dial
 
 
 def _decode(data: bytes | bytearray, run_id: str) -> Any:

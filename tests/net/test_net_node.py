@@ -163,3 +163,16 @@ async def test_dht_provider_records_under_the_run_id_name_the_members() -> None:
         assert a.peer_id in c.connected_peers()
         other = dict(await announce_and_find(c.services["dht"], "run-y", 10))
         assert a.peer_id not in other  # providers of another run's key only
+
+
+def test_a_wildcard_dial_hint_is_completed_with_the_observed_address() -> None:
+    from swarm_tune.runtime.net.driver import observed_dial
+    from swarm_tune.runtime.net.node_main import dial_hint
+
+    wild = "/ip4/0.0.0.0/tcp/4001/p2p/12D3KooWpeer"
+    assert dial_hint([wild]) == wild
+    assert dial_hint([wild, "/ip4/10.0.0.5/tcp/4001/p2p/x"]) == "/ip4/10.0.0.5/tcp/4001/p2p/x"
+    assert observed_dial(wild, "192.0.2.7") == "/ip4/192.0.2.7/tcp/4001/p2p/12D3KooWpeer"
+    specific = "/ip4/10.0.0.5/tcp/4001/p2p/x"
+    assert observed_dial(specific, "192.0.2.7") == specific  # a declared address is kept
+    assert observed_dial(wild, "") == wild
