@@ -161,13 +161,14 @@ def _summary(console: Console, out: RunOutput) -> None:
     r = out.result
     tables = r.recorder.tables()
     swarm, rounds = tables["swarm"], tables["rounds"]
-    evals = [
-        (int(rn), float(v))
-        for rn, v in zip(
-            swarm["round"].to_pylist(), swarm["eval_loss_mean_model"].to_pylist(), strict=True
-        )
-        if v is not None and not math.isnan(v)
-    ]
+    evals, accs = (
+        [
+            (int(rn), float(v))
+            for rn, v in zip(swarm["round"].to_pylist(), swarm[col].to_pylist(), strict=True)
+            if v is not None and not math.isnan(v)
+        ]
+        for col in ("eval_loss_mean_model", "eval_acc_mean_model")
+    )
     t = Table(title=f"{out.manifest['run_id']}: {r.stop_reason}", show_header=False)
     t.add_column(style="bold")
     t.add_column()
@@ -175,6 +176,9 @@ def _summary(console: Console, out: RunOutput) -> None:
     if evals:
         (r0, first), (r1, last) = evals[0], evals[-1]
         t.add_row("held-out loss", f"{first:.4f} (round {r0}) -> {last:.4f} (round {r1})")
+    if accs:
+        (r0, first), (r1, last) = accs[0], accs[-1]
+        t.add_row("held-out accuracy", f"{first:.4f} (round {r0}) -> {last:.4f} (round {r1})")
     acc = int(pc.sum(rounds["accepted"]).as_py() or 0)
     # Every refusal, from the rejections table (as the report counts them): per-round
     # counters miss refusals outside a closed round.
