@@ -83,6 +83,7 @@ def _quorum_problem(value: Any) -> str | None:
     return "must be a peer count (a whole number >= 1) or a fraction in (0, 1]"
 
 
+DIRECTION_TESTS = ("auto", "on", "off")
 POSITIVE = Range(0, lo_open=True)
 COUNT = Range(1, integer=True)
 NON_NEGATIVE_INT = Range(0, integer=True)
@@ -185,7 +186,16 @@ class ProtocolConfig:
     gossip_fanout: int = param(4, "Peers each update is sent to (gossip).", COUNT)
     # Aggregation rule (runtime/aggregation/rules.py: guarantees and costs) -----------
     aggregation_rule: RuleName = param(  # noqa: RUF009 (param() is dataclasses.field())
-        "mean", "How accepted contributions are combined.", None
+        "geometric_median",
+        "How accepted contributions are combined (default chosen by docs/robustness.md).",
+        None,
+    )
+    direction_test: str = param(
+        "auto",
+        "Reject updates pointing against the round's median (validation.py): on, off, or "
+        "auto = only with the weighted mean (robust rules bound such updates themselves; "
+        "measured in docs/robustness.md: the test bans honest outliers in small pools).",
+        Range(choices=DIRECTION_TESTS),
     )
     trim_beta: float = param(0.2, "trimmed_mean: share of the weight cut at each end.", None)
     krum_f: int | float = param(
@@ -227,6 +237,13 @@ class ProtocolConfig:
         problems = config_problems({f.name: getattr(self, f.name) for f in FIELDS})
         if problems:
             raise ProtocolConfigError(problems)
+
+    @property
+    def judges_direction(self) -> bool:
+        """Whether the close-time direction test runs (``direction_test``)."""
+        if self.direction_test == "auto":
+            return self.aggregation_rule == "mean"
+        return self.direction_test == "on"
 
     def rule_params(self) -> RuleParams:
         return RuleParams(

@@ -117,7 +117,7 @@ class CloseTimeJudge:
             for peer, summary in candidates:
                 if peer not in rejected and summary.rms > bound:
                     rejected[peer] = RejectReason.NORM
-        if kind == "grad":
+        if kind == "grad" and self._cfg.judges_direction:
             kept = [(p, s) for p, s in candidates if p not in rejected]
             pool = [s for _, s in kept] + ([own] if own is not None else [])
             nets = subnets or {}

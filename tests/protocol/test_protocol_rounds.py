@@ -47,7 +47,10 @@ def closes(out: list[effects.Effect]) -> list[effects.RoundClosed]:
 
 
 def test_quorum_closes_the_round_early_with_the_weighted_average() -> None:
-    n = node(ProtocolConfig(quorum=3, min_peers=2, param_sync_every=0, subnet_cap=1.0))
+    cfg = ProtocolConfig(
+        quorum=3, min_peers=2, param_sync_every=0, subnet_cap=1.0, aggregation_rule="mean"
+    )
+    n = node(cfg)
     n.start(0.0)
     (sent,) = own_ready(n, 1.0, 1.0)
     assert isinstance(sent, effects.Send) and sent.peers == ("p0", "p1", "p2")
@@ -141,7 +144,8 @@ def test_structural_rejections() -> None:
 
 
 def test_scaled_and_sign_flipped_updates_rejected_at_close() -> None:
-    n = node(ProtocolConfig(quorum=5, min_peers=2, param_sync_every=0), peers=4)
+    cfg = ProtocolConfig(quorum=5, min_peers=2, param_sync_every=0, direction_test="on")
+    n = node(cfg, peers=4)
     n.start(0.0)
     own_ready(n, 1.0, 1.0)
     n.handle(MessageReceived("p0", contrib(0, 1.1)), 1.0)
@@ -202,7 +206,7 @@ def test_every_round_closes_exactly_once_under_random_timing(
 def test_subnet_cap_limits_one_networks_share_of_the_average() -> None:
     n = ProtocolNode(
         "me",
-        ProtocolConfig(quorum=4, subnet_cap=0.5, param_sync_every=0),
+        ProtocolConfig(quorum=4, subnet_cap=0.5, param_sync_every=0, aggregation_rule="mean"),
         SPEC,
         10,
         random.Random(1),
@@ -224,7 +228,7 @@ def test_subnet_cap_limits_one_networks_share_of_the_average() -> None:
 def test_own_update_shares_its_subnet_with_lan_peers() -> None:
     # Everyone on one /24 (a LAN, loopback): the cap cannot single anyone out, so the
     # result is the plain weighted average — our own update gets no outsized share.
-    cfg = ProtocolConfig(quorum=3, subnet_cap=0.25, param_sync_every=0)
+    cfg = ProtocolConfig(quorum=3, subnet_cap=0.25, param_sync_every=0, aggregation_rule="mean")
     n = ProtocolNode("me", cfg, SPEC, 10, random.Random(1), address="127.0.0.1")
     n.handle(PeerConnected("a", "127.0.0.2"), 0.0)
     n.handle(PeerConnected("b", "127.0.0.3"), 0.0)
