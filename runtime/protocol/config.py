@@ -83,7 +83,7 @@ def _quorum_problem(value: Any) -> str | None:
     return "must be a peer count (a whole number >= 1) or a fraction in (0, 1]"
 
 
-DIRECTION_TESTS = ("auto", "on", "off")
+DIRECTION_TESTS = ("auto", "always", "never")  # not on/off: YAML reads those as booleans
 POSITIVE = Range(0, lo_open=True)
 COUNT = Range(1, integer=True)
 NON_NEGATIVE_INT = Range(0, integer=True)
@@ -192,7 +192,7 @@ class ProtocolConfig:
     )
     direction_test: str = param(
         "auto",
-        "Reject updates pointing against the round's median (validation.py): on, off, or "
+        "Reject updates pointing against the round's median (validation.py): always, never, or "
         "auto = only with the weighted mean (robust rules bound such updates themselves; "
         "measured in docs/robustness.md: the test bans honest outliers in small pools).",
         Range(choices=DIRECTION_TESTS),
@@ -243,7 +243,7 @@ class ProtocolConfig:
         """Whether the close-time direction test runs (``direction_test``)."""
         if self.direction_test == "auto":
             return self.aggregation_rule == "mean"
-        return self.direction_test == "on"
+        return self.direction_test == "always"
 
     def rule_params(self) -> RuleParams:
         return RuleParams(

@@ -48,8 +48,8 @@ def _round(
 
 def _run(signal: float, rounds: int, seed: int = 0) -> list[dict[str, RejectReason]]:
     rng = np.random.default_rng(seed)
-    # direction_test on: it is what is under test (the default runs it only with the mean)
-    judge = CloseTimeJudge(ProtocolConfig(norm_factor=1e6, direction_test="on"))
+    # direction_test always: it is what is under test (the default runs it only with the mean)
+    judge = CloseTimeJudge(ProtocolConfig(norm_factor=1e6, direction_test="always"))
     verdicts = []
     for _ in range(rounds):
         own, candidates = _round(rng, signal, honest=40, flipped=2)
@@ -91,7 +91,7 @@ def test_honest_updates_with_almost_no_shared_signal_are_not_rejected() -> None:
 
 
 def test_small_pools_keep_the_fixed_cut() -> None:
-    judge = CloseTimeJudge(ProtocolConfig(norm_factor=1e6, direction_test="on"))
+    judge = CloseTimeJudge(ProtocolConfig(norm_factor=1e6, direction_test="always"))
     base = np.ones(SIZE)
     own = _summary(base)
     candidates = [("a", _summary(base * 1.1)), ("b", _summary(base * 0.9)), ("c", _summary(-base))]

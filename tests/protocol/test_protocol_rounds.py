@@ -144,7 +144,7 @@ def test_structural_rejections() -> None:
 
 
 def test_scaled_and_sign_flipped_updates_rejected_at_close() -> None:
-    cfg = ProtocolConfig(quorum=5, min_peers=2, param_sync_every=0, direction_test="on")
+    cfg = ProtocolConfig(quorum=5, min_peers=2, param_sync_every=0, direction_test="always")
     n = node(cfg, peers=4)
     n.start(0.0)
     own_ready(n, 1.0, 1.0)

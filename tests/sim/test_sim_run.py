@@ -113,7 +113,7 @@ def test_each_adversary_behaviour_is_rejected(behaviour: str, reasons: set[str])
     text = (
         SMALL.format(seed=3, behaviour=behaviour, rounds=8)
         .replace("fraction: 0.4", "fraction: 0")
-        .replace("protocol: {", "protocol: {direction_test: on, ")  # the filters under test
+        .replace("protocol: {", "protocol: {direction_test: always, ")  # the filters under test
     )
     if behaviour == "noise":  # 10 x RMS: out of the norm bound (3 x, the default, is inside)
         text = text.replace("count: 1}", "count: 1, strength: 10}")
