@@ -74,7 +74,9 @@ def test_bad_header_is_a_protocol_mismatch(meta_patch: dict[str, object]) -> Non
 
 
 def _node() -> ProtocolNode:
-    cfg = ProtocolConfig(min_peers=2, quorum=1.0, compression="int8:16", param_sync_every=0)
+    cfg = ProtocolConfig(  # the weighted mean: the expected average below is its closed form
+        min_peers=2, quorum=1.0, compression="int8:16", param_sync_every=0, aggregation_rule="mean"
+    )
     node = ProtocolNode("a", cfg, SPEC, 10, random.Random(1), address="10.0.0.1")
     node.handle(PeerConnected("p", "10.1.0.1"), 0.0)
     node.handle(PeerConnected("q", "10.2.0.1"), 0.0)
