@@ -13,8 +13,10 @@ someone else's result file; reading only below a folder the operator chose is th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,6 +68,32 @@ def _errors() -> tuple[type[Exception], ...]:
         PublishError,
         OSError,
     )
+
+
+@contextlib.contextmanager
+def _bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient Rich bar with an ETA on stderr (stdout stays the result): ``update(done,
+    total)``. On a non-terminal it draws nothing."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        TextColumn(f"{{task.completed:,.0f}}/{{task.total:,.0f}} {unit}"),
+        TimeRemainingColumn(),
+    )
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a pipe or a test: not even the bar's closing newline
+        yield lambda done, total: None
+        return
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(what, total=1)  # the real total comes with the first update
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def _check_inputs(paths: list[Path], allowed_dir: Path) -> None:
@@ -204,18 +232,20 @@ def benchmark(
     _quiet_logs()
 
     try:
-        r = run_benchmark(
-            checkpoint,
-            allowed_dir=allowed_dir,
-            model=model,
-            run_id=run_id,
-            data=data,
-            split=split,
-            seq_len=seq_len,
-            batch_size=batch_size,
-            max_batches=max_batches,
-            text_column=text_column,
-        )
+        with _bar("benchmark", "sequences") as progress:
+            r = run_benchmark(
+                checkpoint,
+                allowed_dir=allowed_dir,
+                model=model,
+                run_id=run_id,
+                data=data,
+                split=split,
+                seq_len=seq_len,
+                batch_size=batch_size,
+                max_batches=max_batches,
+                text_column=text_column,
+                progress=progress,
+            )
     except _errors() as exc:
         raise _fail(exc) from None
     if as_json:

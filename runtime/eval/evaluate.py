@@ -24,7 +24,7 @@ files. Reading never writes: bad input leaves every file as it was.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -224,7 +224,10 @@ def eval_tokens(
 
 @torch.no_grad()
 def mean_token_loss(
-    model: torch.nn.Module, input_ids: torch.Tensor, batch_size: int
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[float, int]:
     """Token-weighted mean next-token loss over all rows, and the number of tokens predicted."""
     if batch_size < 1:
@@ -234,12 +237,15 @@ def mean_token_loss(
     try:
         total = 0.0  # Python float = float64 accumulator
         tokens = 0
-        for start in range(0, int(input_ids.shape[0]), batch_size):
+        rows = int(input_ids.shape[0])
+        for start in range(0, rows, batch_size):
             batch = input_ids[start : start + batch_size]
             out: Any = model(input_ids=batch, labels=batch)
             n = int(batch.shape[0]) * (int(batch.shape[1]) - 1)
             total += float(out.loss.double()) * n
             tokens += n
+            if progress is not None:  # sequences done, of all
+                progress(min(start + batch_size, rows), rows)
     finally:
         model.train(was_training)
     if tokens == 0:
@@ -283,6 +289,7 @@ def benchmark(
     batch_size: int = 8,
     max_batches: int | None = None,
     text_column: str = "text",
+    progress: Callable[[int, int], None] | None = None,
 ) -> BenchmarkResult:
     """Perplexity of ``checkpoint`` on ``split`` of ``data`` (see the module docstring)."""
     if max_batches is not None and max_batches < 1:
@@ -305,7 +312,7 @@ def benchmark(
     ids = shard.input_ids
     if max_batches is not None:
         ids = ids[: max_batches * batch_size]
-    loss, tokens = mean_token_loss(net, ids, batch_size)
+    loss, tokens = mean_token_loss(net, ids, batch_size, progress)
     return BenchmarkResult(
         checkpoint=str(src.path),
         checkpoint_sha256=src.sha256,
