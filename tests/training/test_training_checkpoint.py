@@ -171,12 +171,14 @@ KILL_ITERATIONS = 20
 
 
 def _writer(directory: str, ready: Any) -> None:
-    """Resume from the latest checkpoint and keep writing the next rounds forever."""
+    """Resume from the latest checkpoint and keep writing the next rounds forever; ``ready``
+    once the first of them is complete (so every life makes progress, however busy the box:
+    the kill that follows is timed from there, not from the start of a slow process)."""
     info = latest_checkpoint(directory, "kill-run")
     r = 0 if info is None else info.round + 1
-    ready.set()
     while True:
         save_checkpoint(directory, "kill-run", r, _big_params(r), "m", {"r": r}, keep=2)
+        ready.set()
         r += 1
 
 
@@ -200,17 +202,21 @@ def test_sigkill_during_writes_never_leaves_a_corrupt_latest(tmp_path: Path) -> 
     rng = random.Random(1234)
     rounds_seen: list[int] = []
     interrupted = 0  # kills that visibly landed inside save_checkpoint
-    deadline = time.monotonic() + 120
+    # Extra kills (below) stop after this long: on a box whose disk is shared and busy one
+    # save took ~6 s, and the test must not turn that into a failure.
+    extra_until = time.monotonic() + 60
     iterations = 0
     # At least KILL_ITERATIONS kills; more (bounded) until some visibly landed inside a save,
     # so a lucky schedule cannot make the test vacuous.
-    while iterations < KILL_ITERATIONS or (interrupted < 3 and iterations < 3 * KILL_ITERATIONS):
+    while iterations < KILL_ITERATIONS or (
+        interrupted < 3 and iterations < 3 * KILL_ITERATIONS and time.monotonic() < extra_until
+    ):
         iterations += 1
         ready = ctx.Event()
         proc = ctx.Process(target=_writer, args=(str(tmp_path), ready), daemon=True)
         proc.start()
-        assert ready.wait(10)
-        # One save of this size takes tens of ms here: most kills land inside one.
+        assert ready.wait(120)
+        # One save of this size takes tens of ms here: most kills land inside the next one.
         time.sleep(rng.uniform(0.0, 0.15))
         assert proc.pid is not None
         os.kill(proc.pid, signal.SIGKILL)
@@ -228,8 +234,7 @@ def test_sigkill_during_writes_never_leaves_a_corrupt_latest(tmp_path: Path) -> 
         assert torch.equal(tensors["w"], _big_params(meta.round)["w"])
         assert torch.equal(tensors["b"], _big_params(meta.round)["b"])
         rounds_seen.append(meta.round)
-        assert time.monotonic() < deadline
     print(f"kills inside a write: {interrupted}/{iterations}, last round {rounds_seen[-1]}")
     assert interrupted >= 1  # the test did exercise torn writes
     assert rounds_seen == sorted(rounds_seen)  # progress is never lost
-    assert rounds_seen and rounds_seen[-1] >= 3  # writers made progress across kills
+    assert rounds_seen and rounds_seen[-1] >= iterations - 1  # every life saved a round
