@@ -21,11 +21,12 @@ import trio
 from cdp import Chromium, Page, chromium_or_skip, open_page
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from procs import patience
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(patience(180))]
 
 # Per figure: [plot key, share of pixels that are not near-white], or [key, "broken"].
 FIGURE_INK = """(() => [...document.querySelectorAll('figure')].map(fig => {

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 from chaos_procs import chaos_env, chaos_node
-from procs import free_port, rss_kib, wait_until
+from procs import free_port, patience, rss_kib, wait_until
 from test_chaos_hostile_peer import RssSampler
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(patience(600))]
 
 OUTSIDER = Path(__file__).resolve().parents[1] / "support" / "outsider.py"
 WINDOW = 15.0  # seconds per measurement

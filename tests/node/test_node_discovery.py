@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from procs import NodeProc, free_port, loopback_env, wait_until
+from procs import NodeProc, free_port, loopback_env, patience, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(patience(400))]
 
 N = 6
 

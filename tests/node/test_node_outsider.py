@@ -15,9 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from procs import NodeProc, free_port, loopback_env, wait_until
+from procs import NodeProc, free_port, loopback_env, patience, wait_until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(patience(240))
 
 OUTSIDER = Path(__file__).resolve().parents[1] / "support" / "outsider.py"
 
