@@ -41,7 +41,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -61,19 +61,7 @@ Behaviour = Literal[
     "min_sum",
     "mimic",
 ]
-BEHAVIOURS: tuple[Behaviour, ...] = (
-    "nan",
-    "inf",
-    "scale",
-    "sign_flip",
-    "noise",
-    "stale_replay",
-    "alie",
-    "ipm",
-    "min_max",
-    "min_sum",
-    "mimic",
-)
+BEHAVIOURS: tuple[Behaviour, ...] = get_args(Behaviour)
 # Behaviours that look at the honest updates of the round.
 OMNISCIENT: frozenset[Behaviour] = frozenset({"alie", "ipm", "min_max", "min_sum", "mimic"})
 DEFAULT_STRENGTH: dict[Behaviour, float] = {
