@@ -17,8 +17,11 @@ real adversarial node); this module only places them in the world:
 
 Why rewrite at the wire and not inside the learner: an attacker controls what it sends, not
 what the honest protocol would have computed. The adversarial node runs the same protocol and
-keeps learning honestly (so it stays in step and keeps being heard); the driver swaps the
-tensors of every ``Contribution`` it sends.
+keeps learning honestly (so it stays in step and keeps being heard); the driver passes every
+message it sends through ``rewrite`` (contributions: the coalition's update; heartbeats and
+state responses: ``runtime/adversary/claims.py``). The one attack that is not at the wire is
+``label_flip``: the driver marks the node's data as poisoned in the learner
+(``poison_labels``), which then trains it on flipped targets.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import random
 import torch
 
 from swarm_tune.runtime.adversary.attacks import OMNISCIENT, AttackParams
+from swarm_tune.runtime.adversary.claims import claimed_size, rewrite_message
 from swarm_tune.runtime.adversary.coalition import Coalition
-from swarm_tune.runtime.protocol.messages import Contribution
+from swarm_tune.runtime.protocol.messages import Contribution, Message
 from swarm_tune.runtime.protocol.tensors import TensorDict
 from swarm_tune.sim.scenario import AdversarySpec
 
@@ -45,16 +49,24 @@ class Adversary:
         self.coalition = coalition
         self.address = address  # sybils share a /24; others keep their honest-looking one
         self.crafted_sent = 0
+        self._started = spec.start_round <= 0  # other messages lie from its first contribution
         self._jitter = torch.Generator().manual_seed(seed)
 
-    def rewrite(self, c: Contribution) -> Contribution:
-        if c.round < self.spec.start_round:
-            return c
-        tensors = self.coalition.craft(c.round, c.kind, c.tensors)
+    def rewrite(self, msg: Message, sketch_size: int, sketch_seed: int) -> Message:
+        """What this node sends instead of ``msg`` (from ``spec.start_round`` on)."""
+        if not isinstance(msg, Contribution):
+            if self._started:
+                return rewrite_message(self.coalition.params, msg, sketch_size, sketch_seed)
+            return msg
+        if msg.round < self.spec.start_round:
+            return msg
+        self._started = True
+        tensors = self.coalition.craft(msg.round, msg.kind, msg.tensors)
         if self.spec.jitter:
             tensors = jittered(tensors, self._jitter)
         self.crafted_sent += 1
-        return Contribution(c.round, c.kind, c.dataset_size, tensors)
+        size = claimed_size(self.coalition.params, msg.dataset_size)
+        return Contribution(msg.round, msg.kind, size, tensors)
 
 
 JITTER = 1e-3  # relative to the update's RMS: invisible to aggregation, not bit-identical

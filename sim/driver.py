@@ -77,6 +77,7 @@ class LearningEngine(Protocol):
     spec: ModelSpec
 
     def add_node(self, node_index: int, shard: int) -> Learner: ...
+    def poison_labels(self, node_index: int) -> None: ...
     def dataset_size(self, node_index: int) -> int: ...
     def request(self, node_index: int, kind: UpdateKind) -> None: ...
     def flush(self) -> dict[int, LocalResult]: ...
@@ -224,6 +225,9 @@ class SimDriver:
                 )
             )
         self._index = {n.id: n.index for n in self.nodes}
+        for i, a in adv.items():
+            if a.behaviour == "label_flip":
+                self.engine.poison_labels(i)
         # Each omniscient coalition once, in adversary order (dicts keep insertion order).
         shared = {id(a.coalition): a.coalition for a in adv.values() if a.coalition.omniscient}
         self._omniscient = list(shared.values())
@@ -349,9 +353,9 @@ class SimDriver:
     def _fx_send(self, node: SimNode, eff: fx.Send) -> None:
         msg = eff.message
         key: int | None = None
+        if node.adversary is not None:
+            msg = node.adversary.rewrite(msg, self.cfg.sketch_size, self.cfg.sketch_seed)
         if isinstance(msg, Contribution):
-            if node.adversary is not None:
-                msg = node.adversary.rewrite(msg)
             key = msg.round
             self.network.supersede(node.index, key)
             node.updates_sent += len(eff.peers)

@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from swarm_tune.runtime.adversary.attacks import flip_labels
 from swarm_tune.runtime.protocol.tensors import (
     ModelSpec,
     Sketch,
@@ -53,7 +54,7 @@ from swarm_tune.runtime.protocol.tensors import (
 )
 from swarm_tune.runtime.training.diloco import outer_delta
 from swarm_tune.runtime.training.learner import Learner, LocalResult
-from swarm_tune.sim.learning_data import TaskData, mix32, mix_int
+from swarm_tune.sim.learning_data import Batch, TaskData, mix32, mix_int
 from swarm_tune.sim.learning_model import batched_accuracies, batched_losses, init_params
 from swarm_tune.sim.learning_settings import LearningSettings
 
@@ -161,6 +162,7 @@ class BatchedLearning:
         self._cursor = torch.zeros(capacity, dtype=torch.int64)  # samples drawn per node
         self._keys = torch.zeros(capacity, dtype=torch.int64)  # per-node data-order key
         self._sizes = torch.zeros(capacity, dtype=torch.int64)
+        self._poisoned = torch.zeros(capacity, dtype=torch.bool)  # label_flip attackers
         self._shard_rows = torch.zeros(capacity, self.data.max_shard_size, dtype=torch.int32)
         per_step = settings.batch_size * settings.local_steps
         self._per_step = per_step
@@ -347,7 +349,7 @@ class BatchedLearning:
         start = self._flat.index_select(0, idx)
         loss_sum = torch.zeros(len(nodes), dtype=torch.float64)
         for _ in range(h):
-            batch = self.data.batch(self._draw(idx))
+            batch = self._batch(idx)
             leaf = self._flat.index_select(0, idx).requires_grad_()
             with torch.enable_grad():
                 losses = batched_losses(self._split(leaf), batch)
@@ -365,6 +367,23 @@ class BatchedLearning:
             for pos, node in enumerate(nodes)
         }
 
+    def poison_labels(self, node_index: int) -> None:
+        """From now on node ``node_index`` trains on flipped targets (attack ``label_flip``)."""
+        if self._real is not None:
+            self._real.learner(node_index).poison_labels(flip_labels)
+            return
+        self._known(node_index)
+        self._poisoned[node_index] = True
+
+    def _batch(self, idx: torch.Tensor) -> Batch:
+        """The next batch of rows ``idx``; poisoned rows get flipped targets."""
+        batch = self.data.batch(self._draw(idx))
+        bad = self._poisoned[idx]
+        if not bool(bad.any()):
+            return batch
+        flipped = flip_labels(batch.targets, self.data.num_outputs)
+        return Batch(batch.inputs, torch.where(bad[:, None], flipped, batch.targets))
+
     def _draw(self, idx: torch.Tensor) -> torch.Tensor:
         """Pool indices of each row's next ``batch_size * local_steps`` samples; advances."""
         counters = self._cursor[idx][:, None] + torch.arange(self._per_step)
@@ -378,7 +397,7 @@ class BatchedLearning:
 
     def _compute_chunk(self, work: list[tuple[int, UpdateKind]]) -> dict[int, LocalResult]:
         idx = torch.tensor([i for i, _ in work], dtype=torch.int64)
-        batch = self.data.batch(self._draw(idx))
+        batch = self._batch(idx)
         leaf = self._flat.index_select(0, idx).requires_grad_()
         with torch.enable_grad():
             losses = batched_losses(self._split(leaf), batch)

@@ -26,6 +26,15 @@ min_max        mean(H) - g std(H), the largest g whose distance to every honest 
 min_sum        the same, bounding the sum of squared distances to the honest updates
 mimic          a copy of one honest update (the first in peer-id order), every round
                (Karimireddy et al. 2022: over-weights one shard on non-IID data)
+label_flip     data poisoning: the attacker trains on flipped targets (class c -> K-1-c,
+               ``flip_labels``) and sends what that honest arithmetic computes
+lying_heartbeat
+               the update is honest; every heartbeat claims round + strength [1000], a
+               dataset of strength x its own size and the negated sketch, and every
+               contribution claims the inflated dataset size (``claims.py``)
+poisoned_sync  the update is honest; every state-sync response it serves keeps the sketched
+               coordinates (so it agrees with honest responders on every sketch) and sends
+               -strength [1] x the parameters everywhere else (``claims.py``)
 =============  =========================================================================
 
 H always contains the coalition's own honest updates (an attacker trains honestly to stay in
@@ -45,6 +54,7 @@ from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 F32 = npt.NDArray[np.float32]
 
@@ -60,6 +70,9 @@ Behaviour = Literal[
     "min_max",
     "min_sum",
     "mimic",
+    "label_flip",
+    "lying_heartbeat",
+    "poisoned_sync",
 ]
 BEHAVIOURS: tuple[Behaviour, ...] = get_args(Behaviour)
 # Behaviours that look at the honest updates of the round.
@@ -69,7 +82,12 @@ DEFAULT_STRENGTH: dict[Behaviour, float] = {
     "sign_flip": 1.0,
     "noise": 3.0,
     "ipm": 0.5,
+    "lying_heartbeat": 1000.0,
+    "poisoned_sync": 1.0,
 }
+# Behaviours whose update is the honest arithmetic: the attack is elsewhere (the data it
+# trains on, the claims it makes, the state it serves).
+HONEST_UPDATE: frozenset[Behaviour] = frozenset({"label_flip", "lying_heartbeat", "poisoned_sync"})
 _SEARCH_STEPS = 30  # bisection steps of min-max / min-sum (g to ~1e-9 of its bracket)
 
 
@@ -176,4 +194,12 @@ def craft_from_own(
         return np.asarray(own + noise, dtype=np.float32)
     if b == "stale_replay":
         return own if first is None else first
+    if b in HONEST_UPDATE:
+        return own
     raise AttackError(f"{b!r} needs the honest updates of the round")
+
+
+def flip_labels(targets: torch.Tensor, classes: int) -> torch.Tensor:
+    """label_flip's poisoned targets: class ``c`` becomes ``classes - 1 - c`` (a fixed
+    permutation, so the attacker learns a consistently wrong task, the strongest flip)."""
+    return (classes - 1) - targets

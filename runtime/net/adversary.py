@@ -5,7 +5,10 @@ tests need a real node process that misbehaves in realistic ways, so that norm b
 rules and bans are exercised end to end over the real wire. It is off unless
 ``SWARM_ADVERSARY`` names a behaviour (the same names and meanings as a scenario's
 ``adversaries:`` block), it only touches what the node *sends* (its own model and its own
-averages stay honest, so the node keeps participating), and every use is logged. What it sees
+averages stay honest, so the node keeps participating; ``label_flip`` is the exception: the node
+trains on flipped targets, set up by node_main through ``poison_labels``), and every use is
+logged. Heartbeats and state responses go through ``rewrite`` too (``lying_heartbeat``,
+``poisoned_sync``: runtime/adversary/claims.py). What it sees
 is what a real attacker sees: the contributions it received for the round (``observe``) and its
 own honest update - not the omniscient view the simulator grants. Randomness is seeded, so a
 demo run is reproducible.
@@ -13,9 +16,12 @@ demo run is reproducible.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from swarm_tune.runtime.adversary.attacks import BEHAVIOURS, AttackError, AttackParams
+from swarm_tune.runtime.adversary.claims import claimed_size, rewrite_message
 from swarm_tune.runtime.adversary.coalition import Coalition
-from swarm_tune.runtime.protocol.messages import Contribution
+from swarm_tune.runtime.protocol.messages import Contribution, Message
 from swarm_tune.runtime.protocol.tensors import TensorDict
 
 MODES: tuple[str, ...] = ("none", *BEHAVIOURS)
@@ -34,6 +40,20 @@ class Adversary:
     @property
     def active(self) -> bool:
         return self._coalition is not None
+
+    @property
+    def params(self) -> AttackParams | None:
+        return None if self._coalition is None else self._coalition.params
+
+    def rewrite(self, msg: Message, swarm_size: int, sketch_size: int, sketch_seed: int) -> Message:
+        """What the node sends instead of ``msg`` (``msg`` is never modified)."""
+        if self._coalition is None:
+            return msg
+        if isinstance(msg, Contribution):
+            tensors = self.corrupt(msg, swarm_size)
+            size = claimed_size(self._coalition.params, msg.dataset_size)
+            return replace(msg, tensors=tensors, dataset_size=size)
+        return rewrite_message(self._coalition.params, msg, sketch_size, sketch_seed)
 
     def observe(self, peer: str, c: Contribution) -> None:
         """A contribution received from ``peer``: what the omniscient attacks build on."""

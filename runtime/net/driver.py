@@ -350,10 +350,14 @@ class NodeDriver:
 
     async def _send(self, eff: fx.Send) -> None:
         msg: Message = eff.message
-        if isinstance(msg, Contribution) and self._adversary.active:
+        if self._adversary.active:
             swarm = len(self.protocol.peers.live_peers()) + 1
-            msg = replace(msg, tensors=self._adversary.corrupt(msg, swarm))
-            log.warning("adversary.corrupted", mode=self._adversary.mode, round=msg.round)
+            cfg = self.protocol.config
+            sent = self._adversary.rewrite(msg, swarm, cfg.sketch_size, cfg.sketch_seed)
+            if sent is not msg and not isinstance(msg, Heartbeat):
+                kind = type(msg).__name__
+                log.warning("adversary.corrupted", mode=self._adversary.mode, message=kind)
+            msg = sent
         try:
             env = to_envelope(
                 msg, self.config.run_id, self.identity.peer_id, round=self.protocol.round

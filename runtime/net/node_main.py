@@ -152,6 +152,7 @@ async def run_node(s: NodeSettings) -> int:
     """Run one training node until max_rounds or a signal; returns the exit code."""
     import trio
 
+    from swarm_tune.runtime.adversary.attacks import flip_labels
     from swarm_tune.runtime.compression.codecs import CompressionError
     from swarm_tune.runtime.net.adversary import Adversary
     from swarm_tune.runtime.net.driver import DriverConfig, NodeDriver
@@ -253,6 +254,8 @@ async def run_node(s: NodeSettings) -> int:
     adversary = Adversary(s.adversary, s.adversary_strength, seed=seed ^ s.shard_index)
     if adversary.active:
         log.warning("node.adversary_enabled", mode=s.adversary, strength=s.adversary_strength)
+    if s.adversary == "label_flip":
+        learner.poison_labels(flip_labels)
     dcfg = DriverConfig(
         run_id=s.run_id,
         max_rounds=s.max_rounds,

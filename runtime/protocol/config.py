@@ -193,8 +193,9 @@ class ProtocolConfig:
     direction_test: str = param(
         "auto",
         "Reject updates pointing against the round's median (validation.py): always, never, or "
-        "auto = only with the weighted mean (robust rules bound such updates themselves; "
-        "measured in docs/robustness.md: the test bans honest outliers in small pools).",
+        "auto = filter with every rule, but count its verdicts towards bans only with the "
+        "weighted mean (docs/robustness.md: robust rules let sign-flips cost 5%, and its "
+        "bans hit honest outliers in small pools).",
         Range(choices=DIRECTION_TESTS),
     )
     trim_beta: float = param(0.2, "trimmed_mean: share of the weight cut at each end.", None)
@@ -241,6 +242,13 @@ class ProtocolConfig:
     @property
     def judges_direction(self) -> bool:
         """Whether the close-time direction test runs (``direction_test``)."""
+        return self.direction_test != "never"
+
+    @property
+    def direction_bans(self) -> bool:
+        """Whether direction rejections count towards a ban. With a robust rule (``auto``) the
+        test is a per-round filter only: what it misses the rule bounds, and in a small pool
+        an honest outlier looks hostile round after round (measured: 7 honest bans of 8)."""
         if self.direction_test == "auto":
             return self.aggregation_rule == "mean"
         return self.direction_test == "always"

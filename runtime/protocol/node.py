@@ -662,7 +662,7 @@ class ProtocolNode:
         assert sync is not None
         self._sync = None
         c = self.config
-        decision = decide(sync.responses, self.spec, c.drift_bound, c.sketch_size, c.sketch_seed)
+        decision = decide(sync.responses, self.spec, c.drift_bound)
         waiting = self.phase is Phase.SYNCING
         if waiting:
             self._transition(Trigger.SYNC_END)

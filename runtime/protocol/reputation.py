@@ -50,6 +50,8 @@ class Reputation:
         """Record a verdict (None = accepted); return the ban deadline if this earns a ban."""
         if reason in NEUTRAL_REASONS or self.is_banned(peer, now):
             return None
+        if reason is RejectReason.DIRECTION and not self._cfg.direction_bans:
+            return None  # a filter, not evidence (config.direction_bans)
         size = self._cfg.ban_window
         window = (*self._verdicts.get(peer, ()), reason is None)[-size:]
         remember(self._verdicts, peer, window)  # bans are kept apart, never forgotten early

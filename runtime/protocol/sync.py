@@ -2,18 +2,24 @@
 
 Why majority-by-proximity rather than exact digests: with partial aggregation honest replicas
 are *close*, not bit-identical, so demanding equal digests would make sync fail exactly when
-it is needed. Each response's sketch is recomputed from the tensors it carries (never trusted
-from the sender), responses within ``drift_bound`` of each other agree, and the largest
-agreeing group wins if it is a strict majority of responders. The node adopts the average of
-that group's states (bit-identical responders make this the exact shared state; a lying
-minority is outside the group and has no say) and the median of their rounds (a liar cannot
-push us to round 10^9). The outer-optimizer state (DiLoCo momentum) rides along and is
-averaged over the same group, so a joiner steps exactly like the replicas it copied.
+it is needed. Responses within ``drift_bound`` of each other agree - measured on the FULL
+tensors they carry (relative L2), never on a sketch: the sketch's coordinates are public and
+seeded, so a poisoned responder keeps them honest and lies everywhere else (issue 12's
+``poisoned_sync``: with sketch-only agreement one liar of three responders moved a joiner's
+state by a third of its own lie). The largest agreeing group wins if it is a strict majority
+of responders. The node adopts the coordinate-wise median of that group's states (the mean
+for one or two; bit-identical responders make either the exact shared state, and a liar
+inside the drift bound cannot drag a coordinate past an honest value) and the median of
+their rounds (a liar cannot push us to round 10^9). The outer-optimizer state (DiLoCo
+momentum) rides along and is combined over the same group the same way, so a joiner steps
+exactly like the replicas it copied.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from swarm_tune.runtime.aggregation.weighted import weighted_average
 from swarm_tune.runtime.protocol.messages import StateResponse
@@ -22,8 +28,6 @@ from swarm_tune.runtime.protocol.tensors import (
     TensorDict,
     all_finite,
     param_digest,
-    param_sketch,
-    sketch_distance,
 )
 
 
@@ -41,8 +45,6 @@ def decide(
     responses: dict[str, StateResponse],
     spec: ModelSpec,
     drift_bound: float,
-    sketch_size: int,
-    sketch_seed: int,
 ) -> SyncDecision | None:
     """The state a strict majority of valid responders agree on, or None."""
     valid = {
@@ -55,25 +57,20 @@ def decide(
     }
     if not responses:
         return None
-    sketches = {p: param_sketch(r.tensors, sketch_size, sketch_seed) for p, r in valid.items()}
+    peers = list(valid)
+    flat = {p: _flat64(valid[p].tensors) for p in peers}
+    norms = {p: float(torch.linalg.vector_norm(flat[p])) for p in peers}
     best: list[str] = []
-    for p in valid:
-        group = [
-            q
-            for q in valid
-            if max(
-                sketch_distance(sketches[q], sketches[p]), sketch_distance(sketches[p], sketches[q])
-            )
-            <= drift_bound
-        ]
+    for p in peers:
+        group = [q for q in peers if _agree(flat[p], flat[q], norms[p], norms[q], drift_bound)]
         if len(group) > len(best):
             best = group
     if 2 * len(best) <= len(responses):
         return None
     rounds = sorted(valid[p].round for p in best)
-    tensors = weighted_average([valid[p].tensors for p in best], [1.0] * len(best))
+    tensors = robust_centre([valid[p].tensors for p in best])
     outers = [valid[p].outer for p in best]
-    outer = weighted_average(outers, [1.0] * len(best)) if all(outers) else {}
+    outer = robust_centre(outers) if all(outers) else {}
     return SyncDecision(
         round=rounds[(len(rounds) - 1) // 2],
         tensors=tensors,
@@ -82,3 +79,29 @@ def decide(
         responders=len(responses),
         outer=outer,
     )
+
+
+def _flat64(tensors: TensorDict) -> torch.Tensor:
+    return torch.cat([tensors[n].detach().reshape(-1).to(torch.float64) for n in sorted(tensors)])
+
+
+def _agree(a: torch.Tensor, b: torch.Tensor, norm_a: float, norm_b: float, bound: float) -> bool:
+    """Relative L2 distance within ``bound``, relative to the smaller of the two norms."""
+    scale = min(norm_a, norm_b)
+    diff = float(torch.linalg.vector_norm(a - b))
+    return diff == 0.0 or (scale > 0 and diff / scale <= bound)
+
+
+def robust_centre(states: list[TensorDict]) -> TensorDict:
+    """The coordinate-wise median of three or more states (mean of the two middle values for
+    an even count), the mean of one or two: equal states give back exactly that state."""
+    if len(states) < 3:
+        return weighted_average(states, [1.0] * len(states))
+    out: TensorDict = {}
+    k = len(states)
+    for name in states[0]:
+        stacked = torch.stack([s[name] for s in states]).to(torch.float64)
+        ordered = stacked.sort(dim=0).values
+        mid = ordered[k // 2] if k % 2 else 0.5 * (ordered[k // 2 - 1] + ordered[k // 2])
+        out[name] = mid.to(states[0][name].dtype)
+    return out

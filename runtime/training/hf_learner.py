@@ -22,7 +22,7 @@ in lock step by accident.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +70,9 @@ def _make_optimizer(params: list[torch.nn.Parameter], cfg: LearnerConfig) -> tor
     raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adamw, sgd)")
 
 
+LabelPoison = Callable[[torch.Tensor, int], torch.Tensor]  # (targets, classes) -> targets
+
+
 class HFLearner:
     """Implements ``swarm_tune.runtime.training.learner.Learner`` for a causal LM."""
 
@@ -112,6 +115,14 @@ class HFLearner:
         self.steps_taken = 0  # optimizer steps applied (own or averaged)
         # Row indices of the micro-batches of the last compute_update (for replay/debugging).
         self.last_batch_indices: list[torch.Tensor] = []
+        # Attack label_flip (runtime/adversary): how training targets are poisoned, if at all.
+        self._poison: LabelPoison | None = None
+
+    def poison_labels(self, poison: LabelPoison) -> None:
+        """From now on train on ``poison(targets, vocab size)`` instead of the true next
+        tokens (the attack's meaning lives in runtime/adversary, which training may not
+        import); evaluation keeps the true labels."""
+        self._poison = poison
 
     # ----------------------------------------------------------------- Learner protocol
     @property
@@ -214,10 +225,16 @@ class HFLearner:
         total = 0.0
         for _ in range(k):
             batch = self._next_batch()
-            out: Any = self.model(input_ids=batch, labels=batch)
+            out: Any = self.model(input_ids=batch, labels=self._labels(batch))
             (out.loss / k).backward()
             total += float(out.loss.detach())
         return total / k
+
+    def _labels(self, batch: torch.Tensor) -> torch.Tensor:
+        if self._poison is None:
+            return batch
+        vocab: Any = getattr(self.model, "config", None)
+        return self._poison(batch, int(vocab.vocab_size))
 
     def _inner_phase(self, cfg: DiLoCoConfig) -> LocalResult:
         """H real optimizer steps; returns start - end and puts the start parameters back

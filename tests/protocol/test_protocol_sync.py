@@ -28,7 +28,7 @@ def test_majority_agreeing_within_bound_wins_and_liar_is_outvoted() -> None:
         "b": state(1.001, 41),
         "liar": state(50.0, 10**9),
     }
-    d = decide(responses, SPEC, drift_bound=0.05, sketch_size=16, sketch_seed=1)
+    d = decide(responses, SPEC, drift_bound=0.05)
     assert d is not None
     assert (d.agreeing, d.responders, d.round) == (2, 3, 40)
     torch.testing.assert_close(d.tensors["w"], torch.full((4, 3), 1.0005))
@@ -36,13 +36,13 @@ def test_majority_agreeing_within_bound_wins_and_liar_is_outvoted() -> None:
 
 def test_no_majority_no_state() -> None:
     responses = {"a": state(1.0, 5), "b": state(2.0, 5), "c": state(3.0, 5), "d": state(3.0, 5)}
-    assert decide(responses, SPEC, 0.05, 16, 1) is None
-    assert decide({}, SPEC, 0.05, 16, 1) is None
+    assert decide(responses, SPEC, 0.05) is None
+    assert decide({}, SPEC, 0.05) is None
 
 
 def test_invalid_responses_count_as_responders_but_never_agree() -> None:
     bad = StateResponse(7, 3, "x", (), {"w": torch.full((4, 3), float("nan")), "b": torch.zeros(3)})
-    d = decide({"a": state(1.0, 3), "b": bad}, SPEC, 0.05, 16, 1)
+    d = decide({"a": state(1.0, 3), "b": bad}, SPEC, 0.05)
     assert d is None  # 1 of 2 is not a strict majority
 
 

@@ -120,7 +120,7 @@ def test_state_sync_carries_the_outer_momentum_over_the_wire() -> None:
         got = from_envelope(env)
         assert isinstance(got, StateResponse) and torch.equal(got.outer[PARAMS], resp.outer[PARAMS])
         responses[f"p{i}"] = got
-    decision = decide(responses, bl.spec, cfg.drift_bound, cfg.sketch_size, cfg.sketch_seed)
+    decision = decide(responses, bl.spec, cfg.drift_bound)
     assert decision is not None
     LearnerBridge(views[2], cfg).load(
         LoadState(decision.round, decision.tensors, decision.digest, decision.outer)
@@ -129,7 +129,7 @@ def test_state_sync_carries_the_outer_momentum_over_the_wire() -> None:
     assert torch.equal(bl.parameters(2)[PARAMS], bl.parameters(0)[PARAMS])
     # a response whose outer state does not fit the model is not a valid response
     bad = StateResponse(7, 2, "d", (), bl.parameters(0), {PARAMS: torch.zeros(3)})
-    assert decide({"p0": bad}, bl.spec, cfg.drift_bound, cfg.sketch_size, cfg.sketch_seed) is None
+    assert decide({"p0": bad}, bl.spec, cfg.drift_bound) is None
 
 
 def test_round_timeout_shorter_than_h_steps_is_refused() -> None:
