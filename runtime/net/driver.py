@@ -394,8 +394,8 @@ class NodeDriver:
     async def _dial(self, eff: fx.Dial) -> None:
         """Discovery, decided by the core: connect to a peer it learned of or lost."""
         if eff.peer in self.net.connected_peers():
-            # Already connected, e.g. by py-libp2p's own auto-connector, which dials peers in
-            # its peerstore: logged so that the core's decision stays visible either way.
+            # Already connected (e.g. the peer dialled us first, or a DHT query did):
+            # logged so that the core's decision stays visible either way.
             log.info("net.dial_not_needed", peer=eff.peer, reason="connected")
             return  # (the core never asks for a banned peer)
         if f"/p2p/{eff.peer}" not in eff.hint:

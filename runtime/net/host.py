@@ -10,6 +10,13 @@ Why these choices:
   authenticated. We pass an explicit ``sec_opt`` containing only Noise, so every
   connection's remote peer id is proven by the handshake.
 * **yamux** is py-libp2p's default muxer and the one go/rust peers prefer.
+* **The core decides whom to dial.** py-libp2p's swarm runs an ``AutoConnector`` that dials
+  peers from its own peerstore whenever it has fewer than ~200 connections (it logs "below
+  target (200); initiating N new dials"): every address identify or a Kad reply ever put in
+  the peerstore, a stranger's included, gets dialled. Dialling is a protocol decision (the
+  core's ``Dial`` effect, bounded per tick and per peer), so the host gets an auto-connector
+  that never starts. No ``ConnectionConfig`` knob does it: its target is the midpoint of the
+  low/high watermarks, and a zero high watermark would make the pruner close everything.
 * **Bootstrap never blocks start-up.** Each bootstrap address is dialled concurrently under
   its own ``trio.move_on_after(timeout)``; failures are logged and counted, not raised. A
   node whose bootstrap list is entirely dead still starts and can be dialled.
@@ -28,6 +35,8 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.network.auto_connector import AutoConnector
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -62,18 +71,32 @@ def parse_multiaddr(addr: str | multiaddr.Multiaddr) -> multiaddr.Multiaddr:
         raise ConfigError(f"invalid multiaddr {addr!r}: {exc}") from exc
 
 
+class _NeverDials(AutoConnector):
+    """An auto-connector that stays stopped: ``maybe_connect`` and the periodic task both
+    return at once while ``_started`` is False, which ``start`` leaves it."""
+
+    async def start(self) -> None:
+        return None
+
+
 def build_host(seed: bytes, *, enable_mdns: bool = False) -> IHost:
-    """A libp2p host with a seed-derived identity, Noise-only security and yamux."""
+    """A libp2p host with a seed-derived identity, Noise-only security and yamux, which
+    dials only when asked to (no library auto-connector)."""
     key_pair = keypair_from_seed(seed)
     # The Noise static key is ephemeral by design: it is bound to the Ed25519 identity
     # by the handshake payload signature, so it need not be stable.
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_preference="YAMUX",
         enable_mDNS=enable_mdns,
     )
+    swarm = host.get_network()
+    if not isinstance(swarm, Swarm):  # new_host always builds a Swarm; fail loudly if not
+        raise ConfigError(f"unexpected libp2p network type {type(swarm).__name__}")
+    swarm.auto_connector = _NeverDials(swarm, swarm.auto_connector.auto_connect_interval)
+    return host
 
 
 def full_multiaddrs(host: IHost) -> list[str]:

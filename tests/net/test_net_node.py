@@ -18,6 +18,7 @@ from swarm_tune.runtime.net import (
     open_net_node,
     peer_id_from_seed,
 )
+from swarm_tune.runtime.net.host import parse_multiaddr
 
 
 def seed(i: int) -> bytes:
@@ -63,6 +64,25 @@ async def test_three_nodes_connect_and_events_fire() -> None:
         await a.disconnect(b.peer_id)
         await next_event_for(b.peer_events, a.peer_id, PeerDisconnected)
         assert b.connected_peers() == [c.peer_id]
+
+
+@pytest.mark.trio
+async def test_the_library_dials_nobody_on_its_own() -> None:
+    """Dialling is the core's decision (a Dial effect): py-libp2p's auto-connector, which
+    dials every peer in the peerstore while below ~200 connections, must do nothing."""
+    from libp2p.network.swarm import Swarm
+    from libp2p.peer.id import ID
+
+    async with open_net_node(seed(6)) as a, open_net_node(seed(7)) as b:
+        swarm = a.host.get_network()
+        assert isinstance(swarm, Swarm)
+        # What identify or a Kad reply would leave behind: a dialable address for b.
+        a.host.get_peerstore().add_addrs(
+            ID.from_base58(b.peer_id), [parse_multiaddr(b.multiaddrs[0])], 3600
+        )
+        await swarm.auto_connector.maybe_connect()  # the stock one dials b here
+        assert a.connected_peers() == [] and b.connected_peers() == []
+        assert await a.connect(b.multiaddrs[0]) == b.peer_id  # an explicit dial still works
 
 
 @pytest.mark.trio
