@@ -19,6 +19,21 @@ those attacks visible too, :func:`watch_resets` hands them the stream through a 
 that counts such resets as ``handler_reset:<protocol>``. Counted only, never blamed: a library
 resets for reasons we cannot judge. (Not for relay / DCUtR: they keep streams in tables keyed
 by identity, which a proxy would break.)
+
+Two of those handlers never reset on garbage, so they get a closer look:
+
+* **identify-push** logs a parse error and closes the stream normally. The proxy keeps the
+  bytes the handler read (one length-prefixed message, at most 1 MiB) and, once the handler
+  is done, judges them the way the handler parsed them: a bad varint, a length over the
+  library's cap or a message that is not an ``Identify`` protobuf is ``identify_push_malformed``
+  and costs the peer reputation (nothing but a broken or hostile peer sends it); a message cut
+  short (the peer closed, reset or stalled past the handler's 10 s) is
+  ``identify_push_truncated``, counted only (a connection can die mid-push).
+* **identify** is a request the remote makes by opening the stream and reading; the handler
+  never reads, so bytes written to it were invisible. After the handler has answered and
+  closed its side we wait up to ``IDENTIFY_QUIET_S`` for the peer's side: an honest requester
+  writes nothing (it reads and closes, or just leaves), so any byte is ``identify_written``
+  and costs reputation.
 """
 
 from __future__ import annotations
@@ -27,7 +42,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+import trio
 from libp2p.abc import IHost, INetStream
+from libp2p.identity.identify.pb.identify_pb2 import Identify
 
 from swarm_tune.runtime.net.refusals import Refusals
 from swarm_tune.runtime.protocol.reasons import RejectReason
@@ -43,12 +60,19 @@ def isolate_streams(host: IHost, refusals: Refusals) -> None:
     host.get_network().set_stream_handler(guarded(inner, refusals))
 
 
-WATCHED = ("/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0", "/ipfs/kad/1.0.0")
+IDENTIFY = "/ipfs/id/1.0.0"
+IDENTIFY_PUSH = "/ipfs/id/push/1.0.0"
+WATCHED = (IDENTIFY, IDENTIFY_PUSH, "/ipfs/ping/1.0.0", "/ipfs/kad/1.0.0")
+#: How long an answered identify stream is watched for bytes the requester should not send.
+IDENTIFY_QUIET_S = 2.0
+#: py-libp2p's cap on one identify-push message (``read_length_prefixed_protobuf``).
+PUSH_MAX = 1024 * 1024
+_VARINT_MAX = 10
 
 
 def watch_resets(host: IHost, refusals: Refusals) -> None:
-    """Count the resets of py-libp2p's request/response handlers (call after services
-    registered theirs)."""
+    """Count the resets of py-libp2p's request/response handlers and the garbage that
+    identify / identify-push swallow (call after services registered their handlers)."""
     handlers = host.get_mux().handlers
     for proto in WATCHED:
         handler = handlers.get(proto)  # type: ignore[call-overload]
@@ -58,9 +82,59 @@ def watch_resets(host: IHost, refusals: Refusals) -> None:
 
 def _watching(proto: str, handler: Handler, refusals: Refusals) -> Handler:
     async def watched(stream: INetStream) -> None:
-        await handler(_Watched(stream, proto, refusals))  # type: ignore[arg-type]
+        proxy = _Watched(stream, proto, refusals)
+        await handler(proxy)  # type: ignore[arg-type]
+        if proto == IDENTIFY_PUSH:
+            _judge_push(bytes(proxy.consumed), _peer_of(stream), refusals)
+        elif proto == IDENTIFY:
+            await _watch_quiet(stream, refusals)
 
     return watched
+
+
+def push_verdict(data: bytes) -> str | None:
+    """What is wrong with the bytes an identify-push handler read: None (a well-formed
+    message), ``"malformed"`` or ``"truncated"``."""
+    length = used = 0
+    while True:
+        if used == _VARINT_MAX:
+            return "malformed"  # longer than 64 bits
+        if used == len(data):
+            return "truncated"
+        byte = data[used]
+        length |= (byte & 0x7F) << (7 * used)
+        used += 1
+        if not byte & 0x80:
+            break
+    if length > PUSH_MAX:
+        return "malformed"
+    body = data[used:]
+    if len(body) < length:
+        return "truncated"
+    try:
+        Identify().ParseFromString(body[:length])
+    except Exception:  # protobuf's DecodeError, or anything its C parser raises
+        return "malformed"
+    return None
+
+
+def _judge_push(data: bytes, peer: str | None, refusals: Refusals) -> None:
+    verdict = push_verdict(data)
+    if verdict == "malformed":
+        refusals.count("identify_push_malformed", peer, RejectReason.MALFORMED)
+    elif verdict == "truncated":
+        refusals.count("identify_push_truncated", peer)
+
+
+async def _watch_quiet(stream: INetStream, refusals: Refusals) -> None:
+    """After an identify answer: any byte from the requester is a protocol violation."""
+    data = b""
+    with trio.move_on_after(IDENTIFY_QUIET_S), contextlib.suppress(Exception):
+        data = await stream.read(1)  # b"" or an exception: the peer closed or reset
+    if data:
+        refusals.count("identify_written", _peer_of(stream), RejectReason.MALFORMED)
+        with contextlib.suppress(Exception):
+            await stream.reset()
 
 
 def guarded(inner: Handler, refusals: Refusals) -> Handler:
@@ -86,15 +160,24 @@ def _peer_of(stream: INetStream) -> str | None:
 
 
 class _Watched:
-    """An inbound stream as a library handler sees it: all delegated, resets counted."""
+    """An inbound stream as a library handler sees it: all delegated, resets counted, the
+    bytes it read kept (up to one identify-push message) for a verdict afterwards."""
 
     def __init__(self, stream: INetStream, proto: str, refusals: Refusals) -> None:
         self._stream = stream
         self._proto = proto
         self._refusals = refusals
+        self._keep = PUSH_MAX + _VARINT_MAX if proto == IDENTIFY_PUSH else 0
+        self.consumed = bytearray()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._stream, name)
+
+    async def read(self, n: int | None = None) -> bytes:
+        data = await self._stream.read(n)
+        if len(self.consumed) < self._keep:
+            self.consumed += data[: self._keep - len(self.consumed)]
+        return data
 
     async def reset(self) -> None:
         self._refusals.count(f"handler_reset:{self._proto}")

@@ -43,7 +43,10 @@ RSS_GROWTH_KIB = 256 * 1024
 
 # attack -> (outsider arguments, refusal reasons that must show up in /metrics)
 ATTACKS: dict[str, tuple[list[str], set[str]]] = {
-    "streams": (["streams"], {"small_too_large", "bulk_bad_frame"}),
+    "streams": (
+        ["streams"],
+        {"small_too_large", "bulk_bad_frame", "identify_push_malformed", "identify_written"},
+    ),
     "idle": (["idle", "--count", "200", "--hold", str(WINDOW)], {"data_preauth_evicted"}),
     "offers": (
         ["offers", "--count", "40", "--size", str(512 << 20), "--hold", str(WINDOW)],

@@ -13,12 +13,14 @@ import pytest
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.identity.identify_push.identify_push import push_identify_to_peer
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from swarm_tune.runtime.net import NetConfig, NetNode, PeerMisbehaved, open_net_node
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL
 from swarm_tune.runtime.net.framing import REPLY_LEN, Mode, Offer, Reply, Status
+from swarm_tune.runtime.net.guard import IDENTIFY, IDENTIFY_PUSH, push_verdict
 from swarm_tune.runtime.net.host import build_host
 from swarm_tune.runtime.net.small import SMALL_PROTOCOL
 from swarm_tune.runtime.protocol.reasons import RejectReason
@@ -311,3 +313,60 @@ async def test_garbage_a_library_handler_refuses_is_counted() -> None:
         with trio.fail_after(5):
             while victim.refusals.counts["handler_reset:/ipfs/kad/1.0.0"] < 2:
                 await trio.sleep(0.05)  # bounded poll of the victim's own counter
+
+
+def _blamed(node: NetNode) -> list[PeerMisbehaved]:
+    out = []
+    while True:
+        try:
+            ev = node.peer_events.receive_nowait()
+        except trio.WouldBlock:
+            return out
+        if isinstance(ev, PeerMisbehaved):
+            out.append(ev)
+
+
+@pytest.mark.trio
+async def test_identify_garbage_is_counted_and_costs_reputation() -> None:
+    """identify-push swallows its parse errors and identify never reads: both attacks are
+    made visible (counted by reason) and blamed on the authenticated peer."""
+    attacker = build_host(seed(31))
+    async with (
+        open_net_node(seed(32)) as victim,
+        attacker.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+    ):
+        me = str(attacker.get_id())
+        push = await _raw_stream(attacker, victim, TProtocol(IDENTIFY_PUSH))
+        await push.write(b"\x05\xff\xff\xff\xff\xff")  # 5 bytes that are no protobuf
+        await push.close()
+        ident = await _raw_stream(attacker, victim, TProtocol(IDENTIFY))
+        await ident.write(b"unasked")
+        with trio.fail_after(10):  # bounded poll of the victim's own counters
+            while not (
+                victim.refusals.counts["identify_push_malformed"]
+                and victim.refusals.counts["identify_written"]
+            ):
+                await trio.sleep(0.05)
+        assert {(ev.peer_id, ev.reason) for ev in _blamed(victim)} == {(me, RejectReason.MALFORMED)}
+        # A well-formed push (what py-libp2p itself sends) is neither counted nor blamed.
+        before = sum(victim.refusals.counts.values())
+        await push_identify_to_peer(attacker, ID.from_base58(victim.peer_id))
+        await trio.sleep(0.5)  # nothing to wait for: a refusal here would be the bug
+        assert sum(victim.refusals.counts.values()) == before
+
+
+@pytest.mark.parametrize(
+    ("data", "verdict"),
+    [
+        (b"\x00", None),  # an empty Identify is a valid message
+        (b"\x03\x0a\x01x", None),  # publicKey = b"x"
+        (b"\x05\xff\xff\xff\xff\xff", "malformed"),
+        (b"\xff" * 10, "malformed"),  # a varint longer than 64 bits
+        (b"\x80\x80\x80\x80\x08", "malformed"),  # 2 GiB declared, over the 1 MiB cap
+        (b"\x05ab", "truncated"),
+        (b"\x80", "truncated"),
+        (b"", "truncated"),
+    ],
+)
+def test_push_verdict(data: bytes, verdict: str | None) -> None:
+    assert push_verdict(data) == verdict
