@@ -221,6 +221,11 @@ async def open_net_node(
         try:
             yield node
         finally:
+            # Services stop first, while the nursery is not cancelled yet: stopping them in
+            # a cancelled scope raised Cancelled, which replaced the caller's exception and
+            # was then absorbed by the nursery, so an error (or a failed test assertion)
+            # inside ``async with open_net_node(..., enable_dht=True)`` vanished.
+            await stack.aclose()
             nursery.cancel_scope.cancel()
             node._ev_send.close()
             node._in_send.close()

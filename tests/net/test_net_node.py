@@ -140,6 +140,19 @@ async def test_small_messages_roundtrip_and_cap() -> None:
 
 
 @pytest.mark.trio
+async def test_an_error_inside_a_node_with_services_propagates() -> None:
+    """Stopping the DHT / relay services in an already-cancelled scope used to replace the
+    caller's exception with Cancelled, which the node's nursery absorbed: every assertion
+    inside such a block passed."""
+    cfg = NetConfig(enable_dht=True, enable_relay=True, enable_dcutr=True)
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(LookupError, match="from the caller"), flatten_subgroups=True
+    ):
+        async with open_net_node(seed(14), config=cfg):
+            raise LookupError("from the caller")
+
+
+@pytest.mark.trio
 async def test_dht_finds_a_peer_through_a_third_and_optional_services_start() -> None:
     """Kademlia: A and C only know B; A locates C via the DHT. Relay (hop on B) and
     DCUtR services are started and torn down with the node (not exercised further)."""
@@ -165,17 +178,21 @@ async def test_dht_finds_a_peer_through_a_third_and_optional_services_start() ->
 
 
 @pytest.mark.trio
-async def test_dht_provider_records_under_the_run_id_name_the_members() -> None:
+@pytest.mark.parametrize("listen_ip", ["127.0.0.1", "0.0.0.0"])
+async def test_dht_provider_records_under_the_run_id_name_the_members(listen_ip: str) -> None:
     """A and C only know B: each announces itself as a provider of the run's key and
-    learns the other (with a dialable address) from the DHT."""
+    learns the other (with a dialable address) from the DHT. Also when every node listens
+    on 0.0.0.0, the default: the records then carry interface addresses, not 0.0.0.0."""
     from swarm_tune.runtime.net.discovery import add_peers, announce_and_find
 
     cfg = NetConfig(enable_dht=True)
+    listen = [f"/ip4/{listen_ip}/tcp/0"]
     async with (
-        open_net_node(seed(21), config=cfg) as a,
-        open_net_node(seed(22), config=cfg) as b,
-        open_net_node(seed(23), config=cfg) as c,
+        open_net_node(seed(21), listen, config=cfg) as a,
+        open_net_node(seed(22), listen, config=cfg) as b,
+        open_net_node(seed(23), listen, config=cfg) as c,
     ):
+        assert not any("/0.0.0.0/" in m for m in a.multiaddrs), a.multiaddrs
         await a.connect(b.multiaddrs[0])
         await c.connect(b.multiaddrs[0])
         for node in (a, b, c):
@@ -187,6 +204,30 @@ async def test_dht_provider_records_under_the_run_id_name_the_members() -> None:
         assert a.peer_id in c.connected_peers()
         other = dict(await announce_and_find(c.services["dht"], "run-y", 10))
         assert a.peer_id not in other  # providers of another run's key only
+
+
+def test_wildcard_listen_addresses_are_advertised_as_interface_addresses() -> None:
+    from multiaddr import Multiaddr as M
+
+    from swarm_tune.runtime.net.host import expand_wildcards
+
+    def interfaces(addr: M) -> list[M]:
+        port = str(addr).rsplit("/", 1)[1]
+        return [M(f"/ip4/10.0.0.5/tcp/{port}"), M(f"/ip4/192.168.1.9/tcp/{port}")]
+
+    got = expand_wildcards([M("/ip4/0.0.0.0/tcp/7"), M("/ip4/203.0.113.4/tcp/7")], interfaces)
+    assert [str(a) for a in got] == [
+        "/ip4/10.0.0.5/tcp/7",
+        "/ip4/192.168.1.9/tcp/7",
+        "/ip4/203.0.113.4/tcp/7",  # e.g. what identify observed for us
+        "/ip4/127.0.0.1/tcp/7",  # loopback last: useless to anyone on another machine
+    ]
+    assert [str(a) for a in expand_wildcards([M("/ip4/127.0.0.1/tcp/7")], interfaces)] == [
+        "/ip4/127.0.0.1/tcp/7"
+    ]
+    assert [str(a) for a in expand_wildcards([M("/ip4/0.0.0.0/tcp/7")], lambda a: [a])] == [
+        "/ip4/127.0.0.1/tcp/7"  # no interface found: never advertise the wildcard itself
+    ]
 
 
 def test_a_wildcard_dial_hint_is_completed_with_the_observed_address() -> None:
