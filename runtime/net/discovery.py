@@ -60,7 +60,9 @@ async def announce_and_find(dht: Any, run_id: str, timeout: float) -> list[tuple
     found: list[tuple[str, str]] = []
     for info in infos[:MAX_PROVIDERS]:
         peer = str(info.peer_id)
-        addrs = [str(a) for a in info.addrs if "/ip4/0.0.0.0/" not in str(a)]
+        # Our nodes publish interface addresses, loopback last (host.py); a wildcard one
+        # (an older or foreign peer) names nobody.
+        addrs = [str(a) for a in info.addrs if not str(a).startswith(("/ip4/0.0.0.0/", "/ip6/::/"))]
         if peer != me and addrs:
             addr = addrs[0]
             found.append((peer, addr if "/p2p/" in addr else f"{addr}/p2p/{peer}"))

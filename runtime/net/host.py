@@ -25,7 +25,8 @@ Why these choices:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import multiaddr
 import trio
@@ -41,12 +42,16 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.utils.address_validation import expand_wildcard_address
 
 from swarm_tune.runtime.net.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SEED_LEN = 32
+#: How long the interface addresses a wildcard listen address expands to are reused.
+INTERFACE_TTL_S = 10.0
+_WILDCARDS = ("/ip4/0.0.0.0/", "/ip6/::/")
 
 
 def keypair_from_seed(seed: bytes) -> KeyPair:
@@ -71,6 +76,53 @@ def parse_multiaddr(addr: str | multiaddr.Multiaddr) -> multiaddr.Multiaddr:
         raise ConfigError(f"invalid multiaddr {addr!r}: {exc}") from exc
 
 
+def _is_wildcard(addr: multiaddr.Multiaddr) -> bool:
+    return str(addr).startswith(_WILDCARDS)
+
+
+def expand_wildcards(
+    candidates: Sequence[multiaddr.Multiaddr],
+    expand: Callable[[multiaddr.Multiaddr], list[multiaddr.Multiaddr]] = expand_wildcard_address,
+) -> list[multiaddr.Multiaddr]:
+    """``candidates`` with each wildcard address replaced by the interface addresses it
+    listens on: specific ones first (in order), loopback last; no duplicates."""
+    out: list[multiaddr.Multiaddr] = []
+    loopback: list[multiaddr.Multiaddr] = []
+    for addr in candidates:
+        if not _is_wildcard(addr):
+            out.append(addr)
+            continue
+        out.extend(a for a in expand(addr) if not _is_wildcard(a))
+        text = str(addr).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/", 1)
+        loopback.append(multiaddr.Multiaddr(text.replace("/ip6/::/", "/ip6/::1/", 1)))
+    seen: set[str] = set()
+    unique = []
+    for addr in out + loopback:
+        if str(addr) not in seen:
+            seen.add(str(addr))
+            unique.append(addr)
+    return unique
+
+
+class _InterfaceAddrs:
+    """An ``addrs_factory`` for py-libp2p's host: :func:`expand_wildcards`, the interface
+    list re-read at most every ``INTERFACE_TTL_S`` (identify asks for it per connection)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, list[multiaddr.Multiaddr]]] = {}
+
+    def __call__(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        return expand_wildcards(candidates, self._expand)
+
+    def _expand(self, addr: multiaddr.Multiaddr) -> list[multiaddr.Multiaddr]:
+        now = time.monotonic()
+        hit = self._cache.get(str(addr))
+        if hit is None or now - hit[0] > INTERFACE_TTL_S:
+            hit = (now, expand_wildcard_address(addr))
+            self._cache[str(addr)] = hit
+        return hit[1]
+
+
 class _NeverDials(AutoConnector):
     """An auto-connector that stays stopped: ``maybe_connect`` and the periodic task both
     return at once while ``_started`` is False, which ``start`` leaves it."""
@@ -91,6 +143,7 @@ def build_host(seed: bytes, *, enable_mdns: bool = False) -> IHost:
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_preference="YAMUX",
         enable_mDNS=enable_mdns,
+        addrs_factory=_InterfaceAddrs(),
     )
     swarm = host.get_network()
     if not isinstance(swarm, Swarm):  # new_host always builds a Swarm; fail loudly if not

@@ -413,8 +413,9 @@ def relay(
 
 
 def dial_hint(multiaddrs: list[str]) -> str:
-    """The address peers pass on for us (peer exchange): a specific one if we listen on one;
-    an ``/ip4/0.0.0.0/`` one is completed by each receiver with the IP it sees us at."""
+    """The address peers pass on for us (peer exchange): the first specific one (the host
+    advertises interface addresses for a wildcard listen address, host.py); a bare
+    ``/ip4/0.0.0.0/`` one is completed by each receiver with the IP it sees us at."""
     specific = [a for a in multiaddrs if "/ip4/0.0.0.0/" not in a and "/ip6/::/" not in a]
     wildcard = [a for a in multiaddrs if a.startswith("/ip4/0.0.0.0/")]
     return (specific or wildcard or [""])[0]
