@@ -347,7 +347,8 @@ class SimDriver:
             )
         if isinstance(msg, StateResponse):
             outer = self.payload if msg.outer else 0  # DiLoCo momentum: one more model's worth
-            return self.control + self.payload + outer + SKETCH_BYTES * len(msg.sketch)
+            moments = 2 * self.payload if msg.moments is not None else 0  # Adam m and v
+            return self.control + self.payload + outer + moments + SKETCH_BYTES * len(msg.sketch)
         return self.control
 
     def _fx_send(self, node: SimNode, eff: fx.Send) -> None:
@@ -482,8 +483,7 @@ class SimDriver:
                     nodes[index[peer]].updates_used += 1
 
     def _fx_load(self, node: SimNode, eff: fx.LoadState) -> None:
-        node.learner.load_state(eff.tensors)
-        node.learner.load_outer_state(eff.outer)
+        LearnerBridge(node.learner, self.cfg).load(eff)
         self.rec.event(self.env.now, "load_state", node.id, value=eff.round)
 
     def _fx_serve(self, node: SimNode, eff: fx.ServeState) -> None:

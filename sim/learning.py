@@ -24,7 +24,8 @@ pseudo-gradient start - end; ``apply_average("grad", g)`` is then the outer Nest
 ``"params"`` -> the current parameters, no optimizer step (the batch is still drawn and its
 loss measured, so data order and loss curves do not depend on the round kind);
 ``apply_average("grad", g)`` steps the node's optimizer with ``g``; ``apply_average("params",
-p)`` and ``load_state(p)`` load ``p`` (optimizer moments kept).
+p)`` and ``load_state(p)`` load ``p`` (optimizer moments kept); ``load_moments`` replaces a
+row's Adam moments and step count (state sync carries them, runtime/protocol/moments.py).
 
 What the protocol sees is ONE tensor per node, ``PARAMS`` (the flat row): the named layers
 (``named``) are an internal layout of the forward pass. Why: the core checks, flattens, judges
@@ -44,6 +45,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from swarm_tune.runtime.adversary.attacks import flip_labels
+from swarm_tune.runtime.protocol.moments import Moments
 from swarm_tune.runtime.protocol.tensors import (
     ModelSpec,
     Sketch,
@@ -108,6 +110,12 @@ class NodeLearner:
 
     def load_outer_state(self, state: TensorDict) -> None:
         self._owner.load_outer_state(self.node_index, state)
+
+    def moments(self) -> Moments | None:
+        return self._owner.moments(self.node_index)
+
+    def load_moments(self, moments: Moments) -> None:
+        self._owner.load_moments(self.node_index, moments)
 
     def evaluate(self) -> float:
         return self._owner.eval_losses([self.node_index])[0]
@@ -515,6 +523,34 @@ class BatchedLearning:
         self._check_tensors(state)
         self._settle([node_index])
         self._outer_b[node_index].copy_(state[PARAMS])
+
+    def moments(self, node_index: int) -> Moments | None:
+        """The row's Adam moments and step count (copies), or None with SGD."""
+        if self._real is not None:
+            return self._real.learner(node_index).moments()
+        self._known(node_index)
+        if not self._adam:
+            return None
+        self._settle([node_index])
+        return Moments(
+            {PARAMS: self._m[node_index].clone()},
+            {PARAMS: self._v[node_index].clone()},
+            int(self._steps[node_index]),
+        )
+
+    def load_moments(self, node_index: int, moments: Moments) -> None:
+        if self._real is not None:
+            self._real.learner(node_index).load_moments(moments)
+            return
+        self._known(node_index)
+        if not self._adam:
+            return
+        self._check_tensors(moments.exp_avg)
+        self._check_tensors(moments.exp_avg_sq)
+        self._settle([node_index])
+        self._m[node_index].copy_(moments.exp_avg[PARAMS])
+        self._v[node_index].copy_(moments.exp_avg_sq[PARAMS])
+        self._steps[node_index] = moments.step
 
     def settle(self) -> None:
         """Apply every queued average now (reads do this implicitly)."""

@@ -43,6 +43,7 @@ from swarm_tune.runtime.protocol.messages import (
     StateRequest,
     StateResponse,
 )
+from swarm_tune.runtime.protocol.moments import MAX_STEP, Moments
 from swarm_tune.runtime.protocol.tensors import Sketch, TensorDict, UpdateKind
 from swarm_tune.runtime.wire.envelope import Envelope, MetaValue, MsgType
 from swarm_tune.runtime.wire.errors import Malformed
@@ -63,6 +64,11 @@ CODED_PREFIX: Final = "__c."
 MAX_CODEC_LEN: Final = 64
 # A state response's outer-optimizer state ("__o.<parameter name>"), checked by the core.
 OUTER_PREFIX: Final = "__o."
+# Its optimizer moments (Adam's m and v, "__m.<name>", "__v.<name>"; the step count in meta
+# "opt_step"), checked by the core (runtime/protocol/moments.py).
+EXP_AVG_PREFIX: Final = "__m."
+EXP_AVG_SQ_PREFIX: Final = "__v."
+_STATE_PREFIXES: Final = (OUTER_PREFIX, EXP_AVG_PREFIX, EXP_AVG_SQ_PREFIX)
 MAX_SKETCH: Final = 65_536
 MAX_DIGEST_LEN: Final = 128
 MAX_KNOWN_PEERS: Final = 64
@@ -125,6 +131,12 @@ def to_envelope(message: Message, run_id: str, sender: str, *, round: int = 0) -
         meta["digest"] = message.digest
         tensors.update(message.tensors)
         tensors.update({OUTER_PREFIX + k: v for k, v in message.outer.items()})
+        if message.moments is not None:
+            meta["opt_step"] = message.moments.step
+            tensors.update({EXP_AVG_PREFIX + k: v for k, v in message.moments.exp_avg.items()})
+            tensors.update(
+                {EXP_AVG_SQ_PREFIX + k: v for k, v in message.moments.exp_avg_sq.items()}
+            )
         tensors[SKETCH_TENSOR] = _sketch_tensor(message.sketch)
     elif isinstance(message, Goodbye):
         msg_type, rnd = MsgType.GOODBYE, round
@@ -190,7 +202,7 @@ _HB_META: Final = frozenset(
 )
 _CONTRIB_META: Final = frozenset({"n", "kind", "dataset_size", "codec", "numel"})
 _REQ_META: Final = frozenset({"n", "nonce"})
-_RESP_META: Final = frozenset({"n", "nonce", "digest"})
+_RESP_META: Final = frozenset({"n", "nonce", "digest", "opt_step"})
 _BYE_META: Final = frozenset({"n"})
 _SKETCH_ONLY: Final = frozenset({SKETCH_TENSOR})
 
@@ -211,6 +223,10 @@ def _encoded(env: Envelope) -> Encoded:
     except CompressionError as e:
         raise ProtocolMismatch("bad_compression") from e
     return enc
+
+
+def _prefixed(tensors: Mapping[str, torch.Tensor], prefix: str) -> TensorDict:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def from_envelope(env: Envelope) -> Message:
@@ -257,11 +273,16 @@ def from_envelope(env: Envelope) -> Message:
         params = {
             k: v
             for k, v in env.tensors.items()
-            if k != SKETCH_TENSOR and not k.startswith(OUTER_PREFIX)
+            if k != SKETCH_TENSOR and not k.startswith(_STATE_PREFIXES)
         }
-        outer = {
-            k[len(OUTER_PREFIX) :]: v for k, v in env.tensors.items() if k.startswith(OUTER_PREFIX)
-        }
+        outer = _prefixed(env.tensors, OUTER_PREFIX)
+        moments = None
+        if "opt_step" in meta:
+            exp_avg = _prefixed(env.tensors, EXP_AVG_PREFIX)
+            exp_avg_sq = _prefixed(env.tensors, EXP_AVG_SQ_PREFIX)
+            moments = Moments(exp_avg, exp_avg_sq, _int(meta, "opt_step", hi=MAX_STEP))
+        elif any(k.startswith((EXP_AVG_PREFIX, EXP_AVG_SQ_PREFIX)) for k in env.tensors):
+            raise ProtocolMismatch("unexpected_tensors")  # moments without a step count
         return StateResponse(
             nonce=_int(meta, "nonce"),
             round=env.round,
@@ -269,6 +290,7 @@ def from_envelope(env: Envelope) -> Message:
             sketch=sketch,
             tensors=params,
             outer=outer,
+            moments=moments,
         )
     if env.msg_type == MsgType.GOODBYE:
         _allowed_meta(meta, _BYE_META)

@@ -221,6 +221,14 @@ class ProtocolConfig:
     lag_rounds: int = param(3, "Behind the peers' median round by this much: state sync.", COUNT)
     sync_fanout: int = param(3, "Peers asked for state.", COUNT)
     sync_timeout: float = param(20.0, "Give up on a state sync after this long.", POSITIVE, "s")
+    sync_moment_bound: float = param(
+        8.0,
+        "State sync also carries the optimizer's moments (Adam m, v, step), averaged over the "
+        "agreeing responders; a response whose |m| exceeds this multiple of sqrt(v) on any "
+        "coordinate is refused (Adam keeps |m| <= 7.27 sqrt(v) with betas (0.9, 0.999); "
+        "runtime/protocol/moments.py). 0 = state sync carries parameters only.",
+        Range(0),
+    )
     sketch_size: int = param(64, "Coordinates in a parameter sketch.", COUNT)
     sketch_seed: int = param(
         0x5EED, "Seed of the sketch's random projection.", Range(0, integer=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from swarm_tune.runtime.protocol.events import TimerKey
 from swarm_tune.runtime.protocol.messages import Message
+from swarm_tune.runtime.protocol.moments import Moments
 from swarm_tune.runtime.protocol.reasons import RejectReason
 from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
 
@@ -71,6 +72,8 @@ class LoadState:
     tensors: TensorDict = field(repr=False, compare=False)
     digest: str
     outer: TensorDict = field(default_factory=dict, repr=False, compare=False)  # see StateResponse
+    # The agreeing responders' mean optimizer moments (None: keep our own; see moments.py).
+    moments: Moments | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

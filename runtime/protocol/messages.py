@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from swarm_tune.runtime.compression.codecs import Encoded
+from swarm_tune.runtime.protocol.moments import Moments
 from swarm_tune.runtime.protocol.summary import TensorCheck, check_tensors
 from swarm_tune.runtime.protocol.tensors import ModelSpec, Sketch, TensorDict, UpdateKind
 
@@ -76,6 +77,9 @@ class StateResponse:
     # The learner's outer-optimizer state (DiLoCo's momentum, named like the parameters) a
     # joiner needs to step exactly as the swarm does; empty when the run keeps none.
     outer: TensorDict = field(default_factory=dict, repr=False, compare=False)
+    # The responder's optimizer moments (Adam; see moments.py); None: it keeps none, or the
+    # run does not carry them (``sync_moment_bound`` = 0).
+    moments: Moments | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -662,7 +662,9 @@ class ProtocolNode:
         assert sync is not None
         self._sync = None
         c = self.config
-        decision = decide(sync.responses, self.spec, c.drift_bound)
+        decision = decide(
+            sync.responses, self.spec, c.drift_bound, c.sync_moment_bound, c.norm_factor
+        )
         waiting = self.phase is Phase.SYNCING
         if waiting:
             self._transition(Trigger.SYNC_END)
@@ -672,7 +674,9 @@ class ProtocolNode:
         resume = max(decision.round, self.round)
         self.progress = max(self.progress, resume)  # the swarm's averaged state, loaded
         out = [
-            fx.LoadState(resume, decision.tensors, decision.digest, decision.outer),
+            fx.LoadState(
+                resume, decision.tensors, decision.digest, decision.outer, decision.moments
+            ),
             fx.SyncFinished(True, resume, decision.responders, decision.agreeing),
         ]
         if waiting:

@@ -12,7 +12,8 @@ for one or two; bit-identical responders make either the exact shared state, and
 inside the drift bound cannot drag a coordinate past an honest value) and the median of
 their rounds (a liar cannot push us to round 10^9). The outer-optimizer state (DiLoCo
 momentum) rides along and is combined over the same group the same way, so a joiner steps
-exactly like the replicas it copied.
+exactly like the replicas it copied; so do the optimizer's moments (Adam m and v, the median
+step count), each response's checked on its own first (moments.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from swarm_tune.runtime.aggregation.weighted import weighted_average
 from swarm_tune.runtime.protocol.messages import StateResponse
+from swarm_tune.runtime.protocol.moments import Moments, usable_moments
 from swarm_tune.runtime.protocol.tensors import (
     ModelSpec,
     TensorDict,
@@ -39,14 +41,18 @@ class SyncDecision:
     agreeing: int
     responders: int
     outer: TensorDict  # averaged outer state of the group (empty unless all of it sent one)
+    moments: Moments | None = None  # the group's combined optimizer moments (None: keep own)
 
 
 def decide(
     responses: dict[str, StateResponse],
     spec: ModelSpec,
     drift_bound: float,
+    moment_bound: float = 0.0,
+    norm_factor: float = 4.0,
 ) -> SyncDecision | None:
-    """The state a strict majority of valid responders agree on, or None."""
+    """The state a strict majority of valid responders agree on, or None; with
+    ``moment_bound`` > 0 also their optimizer moments (moments.py)."""
     valid = {
         peer: r
         for peer, r in sorted(responses.items())
@@ -71,6 +77,17 @@ def decide(
     tensors = robust_centre([valid[p].tensors for p in best])
     outers = [valid[p].outer for p in best]
     outer = robust_centre(outers) if all(outers) else {}
+    usable = usable_moments(spec, [valid[p].moments for p in best], moment_bound, norm_factor)
+    steps = sorted(m.step for m in usable)
+    moments = (
+        Moments(
+            robust_centre([m.exp_avg for m in usable]),
+            robust_centre([m.exp_avg_sq for m in usable]),
+            steps[(len(steps) - 1) // 2],
+        )
+        if usable
+        else None
+    )
     return SyncDecision(
         round=rounds[(len(rounds) - 1) // 2],
         tensors=tensors,
@@ -78,6 +95,7 @@ def decide(
         agreeing=len(best),
         responders=len(responses),
         outer=outer,
+        moments=moments,
     )
 
 

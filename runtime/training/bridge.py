@@ -112,6 +112,8 @@ class LearnerBridge:
     def load(self, effect: LoadState) -> None:
         self.learner.load_state(effect.tensors)
         self.learner.load_outer_state(effect.outer)
+        if effect.moments is not None:
+            self.learner.load_moments(effect.moments)
 
     def state_response(self, effect: ServeState, round_number: int) -> StateResponse:
         params = self.learner.parameters()
@@ -123,4 +125,6 @@ class LearnerBridge:
             sketch=param_sketch(snapshot, self._cfg.sketch_size, self._cfg.sketch_seed),
             tensors=snapshot,
             outer=self.learner.outer_state(),
+            # Off (0): the moments would only cost bytes, the loaders ignore them.
+            moments=self.learner.moments() if self._cfg.sync_moment_bound > 0 else None,
         )

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import torch
 
+from swarm_tune.runtime.protocol.moments import Moments
 from swarm_tune.runtime.training.corpus import SHIPPED_CORPUS
 from swarm_tune.runtime.training.data import (
     DataError,
@@ -179,6 +180,39 @@ class HFLearner:
         self.outer_momentum = {
             n: t.to(device=self.device, dtype=torch.float32).clone() for n, t in state.items()
         }
+
+    def moments(self) -> Moments | None:
+        """AdamW's ``exp_avg`` / ``exp_avg_sq`` by parameter name (CPU copies) and its step
+        count; None with SGD or before the first step (nothing worth sending)."""
+        if not isinstance(self.optimizer, torch.optim.Adam | torch.optim.AdamW):
+            return None
+        states = [self.optimizer.state.get(p) for p in self._params.values()]
+        if not all(states):
+            return None
+        m: TensorDict = {}
+        v: TensorDict = {}
+        steps: list[int] = []
+        for (n, _), st in zip(self._params.items(), states, strict=True):
+            assert st is not None
+            m[n] = st["exp_avg"].detach().cpu().clone()
+            v[n] = st["exp_avg_sq"].detach().cpu().clone()
+            steps.append(int(st["step"]))
+        return Moments(m, v, max(steps))
+
+    @torch.no_grad()
+    def load_moments(self, moments: Moments) -> None:
+        """Replace AdamW's moments and step count (no-op with SGD)."""
+        if not isinstance(self.optimizer, torch.optim.Adam | torch.optim.AdamW):
+            return
+        self._check(moments.exp_avg)
+        self._check(moments.exp_avg_sq)
+        for n, p in self._params.items():
+            self.optimizer.state[p] = {
+                # As torch's own lazy init makes it (a CPU float scalar unless capturable).
+                "step": torch.tensor(float(moments.step), dtype=torch.float32),
+                "exp_avg": moments.exp_avg[n].to(device=p.device, dtype=p.dtype).clone(),
+                "exp_avg_sq": moments.exp_avg_sq[n].to(device=p.device, dtype=p.dtype).clone(),
+            }
 
     @torch.no_grad()
     def evaluate(self) -> float:

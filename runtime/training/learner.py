@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from swarm_tune.runtime.protocol.moments import Moments
 from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
 
 __all__ = ["Learner", "LocalResult", "TensorDict", "UpdateKind"]
@@ -70,6 +71,15 @@ class Learner(Protocol):
 
     def load_outer_state(self, state: TensorDict) -> None:
         """Adopt the swarm's outer-optimizer state (from ``outer_state`` of peers)."""
+        ...
+
+    def moments(self) -> Moments | None:
+        """The optimizer's moments (a copy; Adam's m, v and step count), or None when it keeps
+        none (SGD). State sync carries them (runtime/protocol/moments.py)."""
+        ...
+
+    def load_moments(self, moments: Moments) -> None:
+        """Adopt the swarm's optimizer moments (checked by the core; no-op without any)."""
         ...
 
     def evaluate(self) -> float:

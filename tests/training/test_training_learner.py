@@ -10,6 +10,10 @@ import pytest
 import torch
 
 from swarm_tune.runtime.ops.checkpoint import param_digest
+from swarm_tune.runtime.protocol import ProtocolConfig
+from swarm_tune.runtime.protocol.effects import LoadState, ServeState
+from swarm_tune.runtime.protocol.sync import decide
+from swarm_tune.runtime.protocol.tensors import ModelSpec
 from swarm_tune.runtime.training import (
     DeviceUnavailableError,
     HFLearner,
@@ -20,6 +24,7 @@ from swarm_tune.runtime.training import (
     load_model,
     resolve_device,
 )
+from swarm_tune.runtime.training.bridge import LearnerBridge
 
 
 def local_step(learner: HFLearner) -> float:
@@ -214,3 +219,40 @@ def test_cuda_learner_returns_cpu_updates_and_matches_cpu() -> None:
     rp = gpu.compute_update("params")
     assert all(t.device.type == "cpu" for t in rp.update.values())
     assert gpu.evaluate() == pytest.approx(cpu.evaluate(), abs=0.05)
+
+
+def test_loading_agreed_moments_reproduces_the_responders_mean_adam_state() -> None:
+    """State sync with a real AdamW: two replicas serve their state (their own Adam moments,
+    which pass the core's checks, |m| <= 8 sqrt(v) included), a third loads the agreed state
+    and then holds exactly their mean moments and step count, and steps from them."""
+    cfg = ProtocolConfig(drift_bound=1.0)
+    a, b, c = (
+        build_learner("tiny-gpt2", "tinytales", 3, i, seed=2, batch_size=4, seq_len=32)
+        for i in range(3)
+    )
+    assert c.moments() is None  # never stepped: nothing to send
+    for learner, steps in ((a, 1), (b, 2)):
+        for _ in range(steps):
+            local_step(learner)
+    b.load_state({n: t.detach().clone() for n, t in a.parameters().items()})
+    responses = {
+        p: LearnerBridge(x, cfg).state_response(ServeState(p, 1), 4)
+        for p, x in (("a", a), ("b", b))
+    }
+    spec = ModelSpec.from_tensors(a.parameters())
+    d = decide(responses, spec, 1.0, cfg.sync_moment_bound, cfg.norm_factor)
+    assert d is not None and d.moments is not None and d.moments.step == 1  # median (lower)
+    LearnerBridge(c, cfg).load(LoadState(4, d.tensors, d.digest, d.outer, d.moments))
+    got, ma, mb = c.moments(), a.moments(), b.moments()
+    assert got is not None and ma is not None and mb is not None
+    for name in a.parameters():
+        torch.testing.assert_close(got.exp_avg[name], (ma.exp_avg[name] + mb.exp_avg[name]) / 2)
+        torch.testing.assert_close(
+            got.exp_avg_sq[name], (ma.exp_avg_sq[name] + mb.exp_avg_sq[name]) / 2
+        )
+    assert got.step == 1
+    local_step(c)  # torch's AdamW steps from the loaded state
+    after = c.moments()
+    assert after is not None and after.step == 2
+    assert all(torch.isfinite(p).all() for p in c.parameters().values())
+    assert _sgd(0).moments() is None  # SGD keeps no moments: state sync carries none
