@@ -56,6 +56,10 @@ class Coalition:
         if len(self._views) > ROUNDS_KEPT:
             self._views.pop(min(self._views))
 
+    def seen(self, round_number: int, kind: UpdateKind) -> int:
+        """How many other peers' honest updates of this round the coalition holds."""
+        return sum(not own for _, own in self._views.get((round_number, kind), {}).values())
+
     def craft(self, round_number: int, kind: UpdateKind, own: TensorDict) -> TensorDict:
         """The coalition's update for this round (identical for every member)."""
         key = (round_number, kind)

@@ -7,7 +7,9 @@ rules and bans are exercised end to end over the real wire. It is off unless
 ``adversaries:`` block), it only touches what the node *sends* (its own model and its own
 averages stay honest, so the node keeps participating; ``label_flip`` is the exception: the node
 trains on flipped targets, set up by node_main through ``poison_labels``), and every use is
-logged. Heartbeats and state responses go through ``rewrite`` too (``lying_heartbeat``,
+logged. An omniscient attacker holds its contribution until it has received every live peer's
+for the round (at most half a round timeout: net/driver ``_await_view``), as a real ALIE/IPM
+attacker would. Heartbeats and state responses go through ``rewrite`` too (``lying_heartbeat``,
 ``poisoned_sync``: runtime/adversary/claims.py). What it sees
 is what a real attacker sees: the contributions it received for the round (``observe``) and its
 own honest update - not the omniscient view the simulator grants. Randomness is seeded, so a
@@ -22,7 +24,7 @@ from swarm_tune.runtime.adversary.attacks import BEHAVIOURS, AttackError, Attack
 from swarm_tune.runtime.adversary.claims import claimed_size, rewrite_message
 from swarm_tune.runtime.adversary.coalition import Coalition
 from swarm_tune.runtime.protocol.messages import Contribution, Message
-from swarm_tune.runtime.protocol.tensors import TensorDict
+from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
 
 MODES: tuple[str, ...] = ("none", *BEHAVIOURS)
 SELF = "self"
@@ -54,6 +56,14 @@ class Adversary:
             size = claimed_size(self._coalition.params, msg.dataset_size)
             return replace(msg, tensors=tensors, dataset_size=size)
         return rewrite_message(self._coalition.params, msg, sketch_size, sketch_seed)
+
+    @property
+    def omniscient(self) -> bool:
+        return self._coalition is not None and self._coalition.omniscient
+
+    def seen(self, round_number: int, kind: UpdateKind) -> int:
+        """Other peers' contributions of this round received so far."""
+        return 0 if self._coalition is None else self._coalition.seen(round_number, kind)
 
     def observe(self, peer: str, c: Contribution) -> None:
         """A contribution received from ``peer``: what the omniscient attacks build on."""

@@ -88,6 +88,7 @@ log = get_logger(__name__)
 
 #: Encode/decode messages larger than this in a worker thread (keeps the loop responsive).
 THREAD_CODEC_BYTES = 1 << 20
+ATTACKER_POLL_S = 0.05  # how often a waiting omniscient attacker looks at what it received
 
 CheckpointFn = Callable[[int, dict[str, Any]], Path | None]
 
@@ -348,8 +349,18 @@ class NodeDriver:
 
     # ------------------------------------------------------------------ sending
 
+    async def _await_view(self, c: Contribution) -> None:
+        """An omniscient attacker crafts from what it received: it waits for every live
+        peer's contribution of the round, or half a round timeout, whichever comes first."""
+        want = len(self.protocol.peers.live_peers())
+        deadline = trio.current_time() + self.protocol.config.round_timeout / 2
+        while self._adversary.seen(c.round, c.kind) < want and trio.current_time() < deadline:
+            await trio.sleep(ATTACKER_POLL_S)
+
     async def _send(self, eff: fx.Send) -> None:
         msg: Message = eff.message
+        if isinstance(msg, Contribution) and self._adversary.omniscient:
+            await self._await_view(msg)
         if self._adversary.active:
             swarm = len(self.protocol.peers.live_peers()) + 1
             cfg = self.protocol.config

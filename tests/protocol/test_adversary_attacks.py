@@ -94,8 +94,11 @@ def test_the_real_node_crafts_alie_from_what_it_received() -> None:
     received = [Contribution(4, "grad", 10, {"w": torch.randn(8, generator=gen)}) for _ in range(5)]
     own = Contribution(4, "grad", 10, {"w": torch.randn(8, generator=gen)})
     adv = Adversary("alie", seed=1)
+    assert adv.omniscient and not Adversary("sign_flip").omniscient
     for i, c in enumerate(received):
+        assert adv.seen(4, "grad") == i  # what the driver waits on before it sends
         adv.observe(f"p{i}", c)
+    assert (adv.seen(4, "grad"), adv.seen(5, "grad"), adv.seen(4, "params")) == (5, 0, 0)
     crafted = adv.corrupt(own, swarm_size=6)["w"].numpy()
     h = np.stack([c.tensors["w"].numpy() for c in [*received, own]]).astype(np.float64)
     expected = h.mean(0) - alie_z(6, 1) * h.std(0)
