@@ -2,11 +2,17 @@
 
 Before, discovery was a star: peers learned from heartbeats were never dialled (the core had
 no Dial effect), so nodes 1..5 reached node0 and nobody else, and lost the swarm with it.
-Now heartbeats carry a few (peer id, dial hint) pairs, each node announces itself in the DHT
-as a provider of the run's key and looks the others up (``PeersFound``), the core decides whom
+Now heartbeats carry a few (peer id, dial hint) pairs (peer exchange), the core decides whom
 to dial (a ``Dial`` effect, at most ``dial_peers`` per heartbeat tick) and the driver dials. The
-test passes when every node is connected to all five others, and node1..5 stay connected and
-keep committing rounds with all five contributors after node0 is SIGKILLed.
+test passes when every node is connected to all five others through the core's dials, and
+node1..5 stay connected and keep committing rounds with all five contributors after node0 is
+SIGKILLed.
+
+The DHT is off here so that every connection beyond the star is attributable: py-libp2p's
+auto-connector is disabled (host.py), but a Kademlia lookup connects to the peers it queries,
+and with dialable provider addresses it wins that race often enough (3 core dials, 5 found
+connected, in one run with the DHT on). The DHT's provider records are tested with real hosts
+in tests/net/test_net_node.py (listening on 127.0.0.1 and on 0.0.0.0).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ def test_six_nodes_bootstrapping_to_one_become_a_mesh_that_survives_it(tmp_path:
         SWARM_QUORUM="1.0",
         SWARM_HEARTBEAT_INTERVAL_S="1",
         SWARM_CHECKPOINT_EVERY_ROUNDS="0",
-        SWARM_ENABLE_DHT="true",  # provider records under the run id, next to peer exchange
+        SWARM_ENABLE_DHT="false",  # its lookups dial too (see above): peer exchange only
     )
     nodes = [NodeProc(i, free_port(), tmp_path, env) for i in range(N)]
     hub = nodes[0]
@@ -47,19 +53,13 @@ def test_six_nodes_bootstrapping_to_one_become_a_mesh_that_survives_it(tmp_path:
             return all(ids - {n.peer_id} <= joined(n) for n in group)
 
         wait_until(lambda: mesh(nodes), 180, "a full mesh from one bootstrap peer", nodes)
-        # The core made the connections: py-libp2p's auto-connector is off (host.py), so
-        # every link beyond the star is a Dial effect the driver executed. Each of nodes
+        # The core made the connections: nothing else dials (see above), so every link
+        # beyond the star is a Dial effect the driver executed. Each of nodes
         # 1..5 needs 4 links to the others, each made by one side: at least 10 dials.
         dialled = sum(len(n.events("net.dialled")) for n in nodes)
         not_needed = sum(len(n.events("net.dial_not_needed")) for n in nodes)
         print(f"core dials executed {dialled}, found already connected {not_needed}")
         assert dialled >= (N - 1) * (N - 2) // 2, "the mesh formed without the core's Dials"
-        wait_until(
-            lambda: all(any(r["peers"] > 0 for r in n.events("dht.found")) for n in nodes[1:]),
-            60,
-            "every node finds run members through the DHT's provider records",
-            nodes,
-        )
         hub.kill()
         rest = nodes[1:]
         base = {n.index: n.max_closed() for n in rest}
