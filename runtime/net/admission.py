@@ -18,6 +18,14 @@ reset. A cap that refuses newcomers is a cap an attacker fills first. Here:
   senders retry with backoff).
   Peer ids are free, so a per-peer cap alone would not hold; a stalled transfer is what an
   attacker can produce cheaply, and it is exactly what gets evicted.
+* **Members first.** A fresh key costs nothing, so strangers' offers alone could keep the
+  table full of transfers still inside their grace, and members' contributions got BUSY
+  and waited out backoffs: honest rounds slowed under an offer flood. The driver tells the
+  plane who the core counts as a peer of the run (``priority``). Strangers together hold at
+  most ``max_stranger_transfers`` slots (a stranger over that cap evicts the stranger
+  furthest behind, else BUSY); a member's offer into a full table evicts a stranger
+  outright, behind schedule or not, and only competes with members under the old rule.
+  A flood of fresh identities can therefore never make a member's offer wait.
 
 Memory is not reserved here at all: buffers grow as bytes arrive (``bulk.py``), under a
 ceiling on bytes actually buffered.
@@ -39,6 +47,7 @@ class Slot:
     started: float
     size: int = 0
     got: int = 0
+    priority: bool = False  # a transfer from a member of the run (see module docstring)
     scopes: list[trio.CancelScope] = field(default_factory=list)
     evicted: bool = False
 
@@ -107,21 +116,48 @@ def behind_schedule(slot: Slot, now: float, grace: float, min_rate: float) -> fl
 
 
 def admit_transfer(
-    table: SlotTable, slot: Slot, now: float, grace: float, min_rate: float
+    table: SlotTable,
+    slot: Slot,
+    now: float,
+    grace: float,
+    min_rate: float,
+    stranger_cap: int | None = None,
 ) -> tuple[bool, Slot | None]:
-    """Admit an accepted offer: (admitted, evicted transfer)."""
+    """Admit an accepted offer: (admitted, evicted transfer). ``stranger_cap`` bounds the
+    slots of non-priority transfers together (None: no separate bound)."""
     if table.count(slot.key) >= table.per_key:
         return False, None
+    strangers = [s for s in table.slots() if not s.priority]
     victim = None
-    if len(table) >= table.total:
-        lag, worst = max(
-            ((behind_schedule(s, now, grace, min_rate), s) for s in table.slots()),
-            key=lambda pair: pair[0],
-        )
-        if lag <= 0:
-            return False, None
-        victim = worst
+    if slot.priority:
+        if len(table) >= table.total:
+            # Any stranger gives way to a member; members compete under the schedule rule.
+            victim = (
+                max(strangers, key=lambda s: behind_schedule(s, now, grace, min_rate))
+                if strangers
+                else _most_behind(table.slots(), now, grace, min_rate)
+            )
+            if victim is None:
+                return False, None
+    else:
+        cap = table.total if stranger_cap is None else stranger_cap
+        if len(strangers) >= cap or len(table) >= table.total:
+            # A stranger only ever displaces a stranger, and only one behind schedule.
+            victim = _most_behind(strangers, now, grace, min_rate) if strangers else None
+            if victim is None:
+                return False, None
+    if victim is not None:
         table.remove(victim)
         victim.evict()
     table.add(slot)
     return True, victim
+
+
+def _most_behind(slots: list[Slot], now: float, grace: float, min_rate: float) -> Slot | None:
+    """The slot furthest behind schedule, if any is behind at all."""
+    lag, worst = max(((behind_schedule(s, now, grace, min_rate), s) for s in slots), key=_lag)
+    return worst if lag > 0 else None
+
+
+def _lag(pair: tuple[float, Slot]) -> float:
+    return pair[0]

@@ -143,6 +143,10 @@ class BulkPlane:
         self._direct: dict[bytes, _Direct] = {}
         self._preauth = SlotTable(config.max_preauth_conns, config.max_preauth_per_ip)
         self._transfers = SlotTable(config.max_inbound_transfers, config.max_transfers_per_peer)
+        #: Who the core counts as a member of the run (their offers come first, see
+        #: ``admission.py``); set by the driver. Until then everyone is, which is the plain
+        #: schedule rule for all (a bare plane has no run to be a member of).
+        self.is_member: Callable[[str], bool] = lambda _peer: True
         #: Inbound payload bytes buffered right now (grows as bytes arrive).
         self.buffered = 0
         self.data_port: int | None = None
@@ -277,9 +281,9 @@ class BulkPlane:
             await self._answer(stream, Status.NO_DIRECT)
             return
         now = trio.current_time()
-        slot = Slot(peer_id, now, offer.size)
+        slot = Slot(peer_id, now, offer.size, priority=self.is_member(peer_id))
         admitted, evicted = admit_transfer(
-            self._transfers, slot, now, cfg.stall_grace, cfg.min_rate
+            self._transfers, slot, now, cfg.stall_grace, cfg.min_rate, cfg.max_stranger_transfers
         )
         if evicted is not None:
             self._stalled(evicted)

@@ -30,6 +30,9 @@ class NetConfig:
     #: evicts the transfer furthest behind ``min_rate``, if any is behind; else BUSY.
     max_inbound_transfers: int = 32
     max_transfers_per_peer: int = 2
+    #: Of those, slots held by strangers (peers the core does not count as members of the
+    #: run) together; a member's offer evicts a stranger's transfer (see ``admission.py``).
+    max_stranger_transfers: int = 8
     #: Start grace before a transfer counts as behind schedule when slots are short (s):
     #: an honest sender's first bytes arrive within milliseconds of the reply.
     stall_grace: float = 1.0
@@ -75,6 +78,7 @@ class NetConfig:
             "max_inbound_bytes": self.max_inbound_bytes,
             "max_inbound_transfers": self.max_inbound_transfers,
             "max_transfers_per_peer": self.max_transfers_per_peer,
+            "max_stranger_transfers": self.max_stranger_transfers,
             "stall_grace": self.stall_grace,
             "max_small_size": self.max_small_size,
             "bootstrap_timeout": self.bootstrap_timeout,

@@ -157,6 +157,8 @@ class NodeDriver:
         self.metrics = metrics or NodeMetrics()
         # One counter, two readers: the net layer counts refusals, /metrics shows them.
         self.metrics.net_refused = net.refusals.counts
+        # Members' contributions before strangers' offers on the bulk plane.
+        net.prioritise(self._is_member)
         self._checkpoint_fn = checkpoint
         self._adversary = adversary or Adversary("none")
         self._replay = ReplayGuard()
@@ -401,6 +403,12 @@ class NodeDriver:
             return
         self.metrics.messages_out += 1
         self.metrics.bytes_out += len(data)
+
+    def _is_member(self, peer: str) -> bool:
+        """A peer the core has admitted (it spoke the protocol to us) and not banned."""
+        return peer in self.protocol.peers and not self.protocol.is_banned(
+            peer, trio.current_time()
+        )
 
     async def _dial(self, eff: fx.Dial) -> None:
         """Discovery, decided by the core: connect to a peer it learned of or lost."""

@@ -21,7 +21,7 @@ two-byte crash was on ``/meshsub/1.1.0``). Every inbound stream runs isolated (`
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -114,6 +114,11 @@ class NetNode:
 
     def connected_peers(self) -> list[str]:
         return sorted(self._conn_counts)
+
+    def prioritise(self, is_member: Callable[[str], bool]) -> None:
+        """Bulk offers from peers ``is_member`` names come before strangers' (the driver
+        passes the core's view of who belongs to the run; see ``admission.py``)."""
+        self.bulk.is_member = is_member
 
     async def connect(self, addr: str) -> str:
         """Dial a full multiaddr; returns the peer id. Raises :class:`SendError`."""

@@ -370,3 +370,31 @@ async def test_identify_garbage_is_counted_and_costs_reputation() -> None:
 )
 def test_push_verdict(data: bytes, verdict: str | None) -> None:
     assert push_verdict(data) == verdict
+
+
+@pytest.mark.trio
+async def test_strangers_holding_every_slot_never_make_a_member_wait() -> None:
+    """Fresh keys are free: strangers' offers that send nothing fill the transfer table (and
+    get BUSY beyond their share); a member's transfer still goes through at once, never
+    answered BUSY, displacing a stranger that was not even behind schedule yet."""
+    cfg = NetConfig(max_inbound_transfers=2, max_stranger_transfers=2, stall_grace=60.0)
+    attackers = [build_host(seed(40 + i)) for i in range(3)]
+    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    async with (
+        open_net_node(seed(33), config=cfg) as victim,
+        open_net_node(seed(34)) as honest,
+        attackers[0].run(listen),
+        attackers[1].run(listen),
+        attackers[2].run(listen),
+    ):
+        victim.prioritise(lambda peer: peer == honest.peer_id)
+        await honest.connect(victim.multiaddrs[0])
+        held = []
+        for attacker in attackers:
+            s = await _raw_stream(attacker, victim, BULK_PROTOCOL)
+            await s.write(Offer(Mode.STREAM, 32 * MiB).encode())
+            held.append(Reply.decode(await s.read(REPLY_LEN)).status)
+        assert held == [Status.OK, Status.OK, Status.BUSY]  # the table is full of strangers
+        await still_serves(victim, honest, idle=False)
+        assert victim.refusals.counts["bulk_busy"] == 1  # the third stranger only
+        assert victim.refusals.counts["bulk_stalled"] == 1  # the stranger that made room

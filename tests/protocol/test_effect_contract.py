@@ -282,6 +282,9 @@ class _FakeTransport:
     def connected_peers(self) -> list[str]:
         return []
 
+    def prioritise(self, is_member: Callable[[str], bool]) -> None:
+        pass
+
 
 def _identities() -> list[Identity]:
     """Three identities whose peer ids sort like the sim's names (n0000 < n0001 < n0002), so
