@@ -13,7 +13,9 @@ one of ``meshsub`` (the two bytes ``01 ff`` on /meshsub/1.1.0, the issue's repro
 (large bulk offers that never send a byte), ``dribble`` (accepted offers fed one byte at a
 time) or ``badtoken`` (wrong 32-byte tokens on the data port). Prints one
 ``OUTSIDER {json}`` line with what it did and what the node answered, then exits 0. Every
-step is bounded by a timeout and the random bytes are seeded.
+step is bounded by a timeout and the random bytes are seeded. A ``OUTSIDER_START`` line marks
+the moment set-up (imports, learning the data port or the protocol list) is over and the
+attack begins, so that a measurement window can start there.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ REPLY_LEN = 67  # status, port, token, key
 
 
 class Outsider:
+    @staticmethod
+    def started() -> None:
+        print(f"{PREFIX}_START", flush=True)
+
     def __init__(self, target: str, data_port: int, seed: int) -> None:
         self.target = multiaddr.Multiaddr(target)
         self.info = info_from_p2p_addr(self.target)
@@ -129,6 +135,7 @@ class Outsider:
         host = await self.host()
         async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             self.protocols = await self.identify(host)
+        self.started()
         r = self.rng
         shapes = {
             "garbage": lambda: [r.randbytes(r.randrange(1, 3000))],
@@ -254,6 +261,8 @@ async def main(argv: list[str]) -> None:
     o = Outsider(a.target, a.data_port, a.seed)
     if a.attack in ("idle", "badtoken"):
         await o.discover_data_port()
+    if a.attack != "streams":  # it marks the start itself, once it knows the protocols
+        o.started()
     if a.attack == "meshsub":
         await o.meshsub(a.rounds)
     elif a.attack == "streams":
