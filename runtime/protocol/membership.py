@@ -177,7 +177,8 @@ class PeerTable:
         bisect.insort(self._live, peer)
 
     def _mark_alive(self, rec: PeerRecord, now: float) -> bool:
-        rec.last_seen = max(rec.last_seen, now)
+        if now > rec.last_seen:  # not max(): this runs for every message a node receives
+            rec.last_seen = now
         if rec.live:
             return False
         rec.live = True

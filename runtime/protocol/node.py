@@ -64,6 +64,7 @@ from swarm_tune.runtime.protocol.rounds import (
     next_phase,
     update_kind,
 )
+from swarm_tune.runtime.protocol.shared_work import shared_aggregate
 from swarm_tune.runtime.protocol.strategy import make_strategy
 from swarm_tune.runtime.protocol.summary import UpdateSummary
 from swarm_tune.runtime.protocol.sync import decide
@@ -408,6 +409,13 @@ class ProtocolNode:
 
     def _verdict(self, peer: str, rnd: int, reason: RejectReason | None, now: float) -> Effects:
         out: Effects = []
+        self._verdict_into(out, peer, rnd, reason, now)
+        return out
+
+    def _verdict_into(
+        self, out: Effects, peer: str, rnd: int, reason: RejectReason | None, now: float
+    ) -> None:
+        """Append the verdict's effects to ``out`` (a close judges every contribution)."""
         if reason is None:
             out.append(fx.ContributionAccepted(rnd, peer))
         else:
@@ -415,7 +423,6 @@ class ProtocolNode:
         until = self.reputation.record(peer, reason, now)
         if until is not None:
             out.append(fx.Ban(peer, until))
-        return out
 
     # -- rounds -----------------------------------------------------------------------
 
@@ -507,9 +514,10 @@ class ProtocolNode:
         subnets[""] = self._self_subnet
         rejected = self._judge.judge(rnd.kind, own_summary, candidates, subnets)
         accepted: list[tuple[str, Admitted]] = []
+        verdict = self._verdict_into
         for peer, adm in admitted:
             reason = rejected.get(peer)
-            out += self._verdict(peer, rnd.number, reason, now)
+            verdict(out, peer, rnd.number, reason, now)
             if reason is None:
                 accepted.append((peer, adm))
         count = len(accepted) + (1 if rnd.own is not None else 0)
@@ -527,6 +535,7 @@ class ProtocolNode:
                     float(a.contribution.dataset_size),
                     a.subnet,
                     _fingerprint(a.check.summary),
+                    a.check.flat_np,
                 )
                 for p, a in accepted
             ]
@@ -539,6 +548,7 @@ class ProtocolNode:
                     float(rnd.own_weight),
                     self._self_subnet,
                     _fingerprint(own_summary),
+                    own_check.flat_np if own_check is not None else None,
                 )
                 entries.append(own)
             entries.sort(key=lambda e: e[0])
@@ -554,11 +564,17 @@ class ProtocolNode:
             )
             rows = [e[2] for e in entries if e[2] is not None]
             if rule.robust:
-                flat = [
-                    (e[2] if e[2] is not None else self.spec.flatten(e[1])).numpy() for e in entries
-                ]
+                flat = [e[6] for e in entries if e[6] is not None]
                 seed = bucket_seed(rnd.number, contributors)
-                combined = aggregate(rule, flat, capped, seed)
+                if len(flat) == len(entries):  # every row is its check's own array
+                    combined = shared_aggregate(
+                        rule, flat, capped, seed, lambda: aggregate(rule, flat, capped, seed)
+                    )
+                else:
+                    flat = [
+                        self.spec.flatten(e[1]).numpy() if e[6] is None else e[6] for e in entries
+                    ]
+                    combined = aggregate(rule, flat, capped, seed)
                 avg = self.spec.unflatten(torch.from_numpy(combined))
             elif len(rows) == len(entries):  # compact model: every update is one vector
                 avg = self.spec.unflatten(weighted_average_flat(rows, capped))

@@ -48,7 +48,9 @@ class Reputation:
 
     def record(self, peer: str, reason: RejectReason | None, now: float) -> float | None:
         """Record a verdict (None = accepted); return the ban deadline if this earns a ban."""
-        if reason in NEUTRAL_REASONS or self.is_banned(peer, now):
+        # Called once per contribution per receiver: the common case (nobody banned) skips
+        # the ban lookup.
+        if reason in NEUTRAL_REASONS or (self._banned_until and self.is_banned(peer, now)):
             return None
         if reason is RejectReason.DIRECTION and not self._cfg.direction_bans:
             return None  # a filter, not evidence (config.direction_bans)
@@ -57,18 +59,19 @@ class Reputation:
         remember(self._verdicts, peer, window)  # bans are kept apart, never forgotten early
         if len(window) < size:
             return None
-        if self.rejection_rate(peer) >= self._cfg.ban_threshold:
+        if _rejection_rate(window) >= self._cfg.ban_threshold:
             until = now + self._cfg.ban_duration
             self._banned_until[peer] = until
             return until
         return None
 
     def rejection_rate(self, peer: str) -> float:
-        window = self._verdicts.get(peer)
-        if not window:
-            return 0.0
-        return 1.0 - sum(window) / len(window)
+        return _rejection_rate(self._verdicts.get(peer, ()))
 
     def score(self, peer: str) -> float:
         """1.0 for a spotless peer, 0.0 for one whose every recent contribution failed."""
         return 1.0 - self.rejection_rate(peer)
+
+
+def _rejection_rate(window: tuple[bool, ...]) -> float:
+    return 1.0 - sum(window) / len(window) if window else 0.0

@@ -51,6 +51,9 @@ class TensorCheck:
     finite: bool
     flat: torch.Tensor | None  # compact models that match: every entry as one float32 vector
     summary: UpdateSummary | None  # present when the tensors match and are finite
+    # ``flat`` as a numpy view (same memory), made once: a robust rule reads every row at every
+    # close, and a flat round has N receivers of each row.
+    flat_np: npt.NDArray[np.float32] | None = None
 
 
 def check_tensors(spec: ModelSpec, tensors: Mapping[str, torch.Tensor]) -> TensorCheck:
@@ -69,10 +72,10 @@ def check_tensors(spec: ModelSpec, tensors: Mapping[str, torch.Tensor]) -> Tenso
         # cannot overflow a float64 sum.
         square_sum = float(values @ values)
         if not math.isfinite(square_sum):
-            return TensorCheck(spec, None, False, flat, None)
+            return TensorCheck(spec, None, False, flat, None, raw)
         rms = math.sqrt(square_sum / values.size) if values.size else 0.0
         summary = _summary(rms, hash(raw.tobytes()), values)
-        return TensorCheck(spec, None, True, flat, summary)
+        return TensorCheck(spec, None, True, flat, summary, raw)
     if not all_finite(tensors):
         return TensorCheck(spec, None, False, None, None)
     sample = sample_coordinates(tensors, DIRECTION_SAMPLE, DIRECTION_SEED).numpy()
