@@ -293,14 +293,14 @@ class SimDriver:
         # same contract as the net driver. Most frequent effects first.
         for eff in out:
             match eff:
+                case fx.ContributionAccepted():  # one per contribution, at its round's close
+                    self._fx_accepted(node, eff)
                 case fx.Send():
                     self._fx_send(node, eff)
                 case fx.SetTimer():
                     self._fx_set_timer(node, eff)
                 case fx.CancelTimer():
                     self._fx_cancel_timer(node, eff)
-                case fx.ContributionAccepted():
-                    self._fx_accepted(node, eff)
                 case fx.TrainLocal():
                     self._fx_train(node, eff)
                 case fx.ApplyAverage():
@@ -363,20 +363,23 @@ class SimDriver:
         size = self._wire_size(msg)
         send = self.network.send
         src = node.index
-        src_id = node.id
+        # One immutable event for every receiver of the burst: what each receiver is told
+        # (who sent what) is the same, so it is built once, not once per message.
+        received = MessageReceived(node.id, msg)
         index = self._index
         nodes = self.nodes
+        self.network.begin()
         for peer in eff.peers:
             dst = index.get(peer)
             if dst is None:
                 continue
             node.msgs_sent += 1
             node.bytes_sent += size
-            send(src, dst, size, (dst, nodes[dst].incarnation, src, src_id, msg, size), key)
+            send(src, dst, size, (dst, nodes[dst].incarnation, src, received, size), key)
         self.network.commit()
 
     def _on_delivery(self, ev: simpy.Event) -> None:
-        dst, inc, src, src_id, msg, size = _payload(ev)
+        dst, inc, src, received, size = _payload(ev)
         node = self.nodes[dst]
         if not node.online or node.incarnation != inc or not self.network.reachable(src, dst):
             return
@@ -386,7 +389,7 @@ class SimDriver:
         if proto is None:
             return
         self.events += 1
-        out = proto.handle(MessageReceived(src_id, msg), self.env.now)
+        out = proto.handle(received, self.env.now)
         if out:
             self._execute(node, out)
 

@@ -8,8 +8,9 @@ Two lanes per node, because real transports give each transfer its own stream:
   use, and a transfer nobody needs any more is cancelled (see that module for the model and
   why it is computed with virtual clocks: one heap operation per link per transfer, one
   wake-up per burst of equal-size copies).
-* **control** (heartbeats, state requests, goodbyes) has its own FIFO clocks per node,
-  computed analytically at send time (one SimPy event per message, the arrival):
+* **control** (heartbeats, state requests, goodbyes, small models' contributions) has its own
+  FIFO clocks per node, computed analytically at send time (one arrival per message; a burst
+  between ``begin`` and ``commit`` queues its arrivals as one SimPy entry, sim/bursts.py):
 
       up_start   = max(now, control_up_free_at[src])
       up_end     = up_start + bits / uplink_bps[src]
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 
 import simpy
 
+from swarm_tune.sim.bursts import Arrival, Burst, next_event_id
 from swarm_tune.sim.distributions import Constant, Distribution
 from swarm_tune.sim.links import Deliver, FairLinks
 
@@ -85,6 +87,7 @@ class Network:
             None if isinstance(jitter, Constant) and jitter.value == 0.0 else jitter
         )
         self._group: list[int] | None = None  # partition group per node, None = healed
+        self._burst: list[Arrival] | None = None  # control arrivals since ``begin``
         self.sent_messages = 0
         self.sent_bytes = 0
         self.dropped = 0
@@ -167,15 +170,28 @@ class Network:
                 down_start = max(up_start + lat, self.control_down_free_at[dst])
                 arrival = max(down_start + bits / self.downlink_bps[dst], up_end + lat)
                 self.control_down_free_at[dst] = arrival
-                ev = simpy.Timeout(self.env, arrival - now, value)
-                ev.callbacks.append(self._deliver)
+                burst = self._burst
+                if burst is None:
+                    ev = simpy.Timeout(self.env, arrival - now, value)
+                    ev.callbacks.append(self._deliver)
+                else:  # the time and event id the Timeout would have had (sim/bursts.py)
+                    burst.append((now + (arrival - now), next_event_id(self.env), value))
         if lost:
             self._drop("loss")
             return False
         return True
 
+    def begin(self) -> None:
+        """Start a burst: control-lane arrivals of the ``send`` calls up to ``commit`` share
+        one entry in SimPy's queue (sim/bursts.py); without it each is its own event."""
+        self._burst = []
+
     def commit(self) -> None:
-        """End of a burst of ``send`` calls: bulk transfers take their shares."""
+        """End of a burst of ``send`` calls: bulk transfers take their shares, the control
+        lane's arrivals are queued."""
+        burst, self._burst = self._burst, None
+        if burst:
+            Burst(self.env, burst, self._deliver)
         self.bulk.commit(self.env.now)
 
     @property

@@ -247,7 +247,8 @@ def run_sim() -> Outcome:
         if kind == "ready":
             at(t, lambda ev=payload: driver._feed(me, ev))
         elif kind == "msg":
-            delivery = simpy.Timeout(env, t, (0, me.incarnation, peer, NAMES[peer], payload, 1))
+            received = MessageReceived(NAMES[peer], payload)
+            delivery = simpy.Timeout(env, t, (0, me.incarnation, peer, received, 1))
             delivery.callbacks.append(driver._on_delivery)
         else:
             from swarm_tune.runtime.protocol.events import WireRejected

@@ -373,3 +373,45 @@ def test_graph_topology_shortest_paths() -> None:
     g2.add_nodes_from([0, 1])
     lat2, _ = graph_latency_s(g2, 10.0)
     assert lat2[0][1] == float("inf")
+
+
+def _burst_log(bursts: bool) -> list[tuple[float, str]]:
+    """Bursts of control messages over sites with unequal latencies (arrivals within a burst
+    out of send order), a few equal arrival times, and plain timers due at the same instants."""
+    env = simpy.Environment()
+    log: list[tuple[float, str]] = []
+    rng = random.Random(7)
+    n = 12
+    net = Network(
+        env,
+        site_of=[i % 3 for i in range(n)],
+        latency_s=[[0.001, 0.004, 0.002], [0.004, 0.001, 0.003], [0.002, 0.003, 0.001]],
+        uplink_bps=[8e6] * n,
+        downlink_bps=[8e6] * n,
+        rng=random.Random(3),
+        deliver=lambda ev: log.append((env.now, str(ev.value))),
+        loss=0.1,
+    )
+
+    def burst(src: int, tag: int) -> None:
+        if bursts:
+            net.begin()
+        for dst in rng.sample([d for d in range(n) if d != src], 8):
+            net.send(src, dst, 1000, f"{tag}:{src}->{dst}")
+            if dst % 4 == 0:  # a timer due exactly at this message's arrival
+                simpy.Timeout(env, 0.002).callbacks.append(
+                    lambda _, t=tag, d=dst: log.append((env.now, f"timer {t}:{d}"))
+                )
+        net.commit()
+
+    for tag in range(40):
+        src, at = rng.randrange(n), rng.choice([0.0, 0.001, 0.0015, 0.002]) * (tag // 4)
+        simpy.Timeout(env, at).callbacks.append(lambda _, s=src, t=tag: burst(s, t))
+    env.run()
+    return log
+
+
+def test_a_burst_delivers_in_the_order_and_at_the_times_of_separate_events() -> None:
+    separate, burst = _burst_log(bursts=False), _burst_log(bursts=True)
+    assert len(separate) > 250
+    assert burst == separate
