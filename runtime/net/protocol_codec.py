@@ -109,6 +109,8 @@ def to_envelope(message: Message, run_id: str, sender: str, *, round: int = 0) -
         meta["kp_ids"] = [p for p, _ in message.known_peers]
         meta["kp_addrs"] = [a for _, a in message.known_peers]
         meta["dial"] = message.dial
+        if message.param_round >= 0:
+            meta["param_round"] = message.param_round
         tensors[SKETCH_TENSOR] = _sketch_tensor(message.sketch)
     elif isinstance(message, Contribution):
         msg_type, rnd = MsgType.CONTRIBUTION, message.round
@@ -198,7 +200,7 @@ def _no_tensors(env: Envelope, allowed: frozenset[str] = frozenset()) -> None:
 
 
 _HB_META: Final = frozenset(
-    {"n", "dataset_size", "digest", "sketch_round", "kp_ids", "kp_addrs", "dial"}
+    {"n", "dataset_size", "digest", "sketch_round", "kp_ids", "kp_addrs", "dial", "param_round"}
 )
 _CONTRIB_META: Final = frozenset({"n", "kind", "dataset_size", "codec", "numel"})
 _REQ_META: Final = frozenset({"n", "nonce"})
@@ -247,6 +249,7 @@ def from_envelope(env: Envelope) -> Message:
             sketch_round=_int(meta, "sketch_round", lo=-1),
             known_peers=tuple(zip(ids, addrs, strict=True)),
             dial=_str(meta, "dial", MAX_ADDRESS_LEN) if "dial" in meta else "",
+            param_round=_int(meta, "param_round") if "param_round" in meta else -1,
         )
     if env.msg_type == MsgType.CONTRIBUTION:
         _allowed_meta(meta, _CONTRIB_META)

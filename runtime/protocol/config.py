@@ -218,6 +218,15 @@ class ProtocolConfig:
     drift_bound: float = param(
         0.05, "Relative sketch distance to the peers that triggers a state sync.", POSITIVE
     )
+    early_params_gap: int = param(
+        5,
+        "A swarm-wide drift alarm (this node and at least a quarter of the same-round sketches "
+        "it hears, at least two, beyond drift_bound from their median: halves of a healed "
+        "partition) brings a parameter round forward to two rounds ahead, announced in "
+        "heartbeats (drifted peers adopt the earliest they hear), unless a parameter round "
+        "was less than this many rounds ago; 0 = off.",
+        NON_NEGATIVE_INT,
+    )
     lag_rounds: int = param(3, "Behind the peers' median round by this much: state sync.", COUNT)
     sync_fanout: int = param(3, "Peers asked for state.", COUNT)
     sync_timeout: float = param(20.0, "Give up on a state sync after this long.", POSITIVE, "s")

@@ -31,6 +31,9 @@ class Heartbeat:
     sketch_round: int = -1
     # How the sender says it can be reached (its multiaddr; "" = do not pass it on).
     dial: str = ""
+    # An early parameter round the sender scheduled after a swarm-wide drift alarm (-1: none);
+    # peers that see the drift too adopt the earliest one they hear (node.py, _early_params).
+    param_round: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,13 +177,15 @@ outputs: {eval_every: 1}
 """
 
 
-def test_a_healed_partition_reconnects_and_the_next_parameter_round_realigns() -> None:
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_healed_partition_reconnects_and_realigns_within_five_rounds(seed: int) -> None:
     """10 rounds cut in two halves with fast eviction: every cross pair is evicted; after the
-    heal the core redials (Dial) and the halves average together again; replicas are back
-    under drift_bound at the parameter round (20). Measured over seeds 1-4: back under the
-    bound 4-6 rounds after the heal — it is the parameter round, not state sync, that
-    realigns the halves (each half's agreeing group is itself)."""
-    res = SimDriver(parse_scenario(HEAL)).run()
+    heal the core redials (Dial) and the halves average together again, and they are back
+    under drift_bound within 5 rounds of the heal (issue 15's acceptance). What realigns
+    them is an early parameter round the core agrees on when it hears the swarm split in
+    state (node.py, _early_params; before it, only the scheduled parameter round at 20 did:
+    6, 6, 4, 6 rounds for seeds 1-4; seeds 1-10 now take 4-5)."""
+    res = SimDriver(parse_scenario(HEAL.replace("seed: 1", f"seed: {seed}"))).run()
     t = res.recorder.tables()
     rounds, swarm = t["rounds"].to_pandas(), t["swarm"].to_pandas().set_index("round")
     ev = t["events"].to_pandas()
@@ -192,4 +194,5 @@ def test_a_healed_partition_reconnects_and_the_next_parameter_round_realigns() -
     assert contributors.loc[8:14].max() <= 8  # cut: a half averages alone
     assert contributors.loc[18:21].min() >= 12  # healed: together again
     assert swarm.divergence.loc[14] > 0.02  # the halves did drift apart ...
-    assert swarm.divergence.loc[21] < 0.02  # ... and the parameter round realigned them
+    back = [r for r in range(15, 22) if swarm.divergence.loc[r] < 0.02]
+    assert back and back[0] - 15 <= 5, swarm.divergence.loc[14:21].round(3).tolist()
