@@ -8,14 +8,15 @@ second, and wrong tokens with payload on the data port. Judged on the victim:
 
 * alive throughout, and training on: averaged (committed) rounds per second during the attack
   (from the outsider's ``OUTSIDER_START`` mark, after its imports and set-up, to its exit)
-  against the clean rate measured in the same run just before and just after it. The
-  outsider's CPU time over that window is printed beside it: it runs on the same cores as
-  the three nodes, which a real attacker would not. The goal is
-  >= 90% (printed with the figures); the assertion is ``RATE_FLOOR`` = 25%: the attacker
-  process (40 fresh libp2p hosts, thousands of TCP connections), three training nodes and
-  other jobs share the test box's two cores, and clean windows alone vary by 2x there, so
-  this box cannot judge 90%. The floor still catches starvation: the issue's 200 idle
-  connections took a node from 16 to 1 averaged rounds per 10 s (6%);
+  against the clean rate measured in the same run just before and just after it (``raw``).
+  A shared test box's load swings that by 2x between windows, so a **control swarm** (three
+  more nodes, another run id, never attacked) trains through the same windows, and the
+  ``controlled`` ratio divides out whatever slowed both:
+  (victim / control during the attack) / (victim / control in the clean windows). The goal
+  (>= 90%) is printed against it, with the outsider's own CPU seconds (a real attacker does
+  not run on the victim's cores). The assertion is ``RATE_FLOOR`` = 25% of the raw rate,
+  which still catches starvation: the issue's 200 idle connections took a node from 16 to 1
+  averaged rounds per 10 s (6%);
 * RSS growth over the pre-attack baseline <= 256 MiB (sampled every 0.25 s);
 * the attack is visible in /metrics: ``swarm_tune_net_refused_total`` has its reason.
 
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import pytest
 from chaos_procs import chaos_env, chaos_node
-from procs import free_port, patience, rss_kib, wait_until
+from procs import NodeProc, free_port, patience, rss_kib, wait_until
 from test_chaos_hostile_peer import RssSampler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(patience(600))]
@@ -44,6 +45,7 @@ WINDOW = 15.0  # seconds per measurement
 RATE_GOAL = 0.9
 RATE_FLOOR = 0.25
 RSS_GROWTH_KIB = 256 * 1024
+CONTROL_SEEDS = 0x61  # key seeds of the control swarm (the attacked one starts at 0x41)
 
 # attack -> (outsider arguments, refusal reasons that must show up in /metrics)
 ATTACKS: dict[str, tuple[list[str], set[str]]] = {
@@ -52,13 +54,14 @@ ATTACKS: dict[str, tuple[list[str], set[str]]] = {
         {"small_too_large", "bulk_bad_frame", "identify_push_malformed", "identify_written"},
     ),
     "idle": (["idle", "--count", "200", "--hold", str(WINDOW)], {"data_preauth_evicted"}),
+    # Strangers share max_stranger_transfers slots: the rest of a flood gets BUSY.
     "offers": (
         ["offers", "--count", "40", "--size", str(512 << 20), "--hold", str(WINDOW)],
-        {"bulk_stalled"},
+        {"bulk_busy"},
     ),
     "dribble": (
         ["dribble", "--count", "20", "--size", str(512 << 20), "--hold", str(WINDOW)],
-        {"bulk_stalled"},
+        {"bulk_busy"},
     ),
     "badtoken": (["badtoken", "--count", "50", "--hold", str(WINDOW)], {"data_bad_token"}),
 }
@@ -80,21 +83,36 @@ def test_outsider_attacks_keep_the_node_alive_training_and_bounded(tmp_path: Pat
     nodes = [chaos_node(i, "127.0.0.1", free_port(), tmp_path, env) for i in range(3)]
     victim = nodes[0]
     victim.env["SWARM_METRICS_PORT"] = str(mport)
+    control_env = {**env, "SWARM_RUN_ID": "chaos-control"}
+    control = [
+        NodeProc(i, free_port(), tmp_path / "control", control_env, seed_offset=CONTROL_SEEDS)
+        for i in range(3)
+    ]
     try:
-        for node in nodes:
-            node.start([p.addr for p in nodes if p is not node])
-        wait_until(lambda: all(len(n.committed()) >= 3 for n in nodes), 120, "3 rounds", nodes)
+        for group in (nodes, control):
+            for node in group:
+                node.start([p.addr for p in group if p is not node])
+        everyone = nodes + control
+        wait_until(
+            lambda: all(len(n.committed()) >= 3 for n in everyone), 120, "3 rounds", everyone
+        )
 
-        def rate(seconds: float) -> float:
-            before = len(victim.committed())
-            t0 = time.monotonic()
-            time.sleep(seconds)  # a measurement window, not a synchronisation
-            return (len(victim.committed()) - before) / (time.monotonic() - t0)
+        def tally() -> tuple[int, int, float]:
+            return len(victim.committed()), len(control[0].committed()), time.monotonic()
+
+        def rates(start: tuple[int, int, float]) -> tuple[float, float]:
+            v, c, t = tally()
+            return (v - start[0]) / (t - start[2]), (c - start[1]) / (t - start[2])
+
+        def clean_window() -> tuple[float, float]:
+            start = tally()
+            time.sleep(WINDOW)  # a measurement window, not a synchronisation
+            return rates(start)
 
         baseline_rss = rss_kib(victim.pid)
         results = []
         with RssSampler([victim.pid]) as rss:
-            clean_after = rate(WINDOW)
+            clean_after = clean_window()
             for name, (args, reasons) in ATTACKS.items():
                 clean_before = clean_after
                 cpu0 = _children_cpu()
@@ -108,15 +126,16 @@ def test_outsider_attacks_keep_the_node_alive_training_and_bounded(tmp_path: Pat
                 for line in proc.stdout:  # set-up (imports, data port, identify) is not the attack
                     if line.startswith("OUTSIDER_START"):
                         break
-                before = len(victim.committed())
-                t0 = time.monotonic()
+                start = tally()
                 stdout, _ = proc.communicate(timeout=240)
-                elapsed = time.monotonic() - t0
-                under = (len(victim.committed()) - before) / elapsed
+                under, under_control = rates(start)
+                elapsed = time.monotonic() - start[2]
                 attacker_cpu = _children_cpu() - cpu0
                 assert proc.returncode == 0, err_path.read_text()[-3000:]
-                clean_after = rate(WINDOW)
-                clean = (clean_before + clean_after) / 2
+                clean_after = clean_window()
+                clean = (clean_before[0] + clean_after[0]) / 2
+                clean_control = (clean_before[1] + clean_after[1]) / 2
+                controlled = (under / max(under_control, 1e-9)) / (clean / max(clean_control, 1e-9))
                 report = json.loads(stdout.splitlines()[-1].split(" ", 1)[1])
                 assert victim.alive(), victim.tail()
                 counts = refused(mport)
@@ -124,7 +143,9 @@ def test_outsider_attacks_keep_the_node_alive_training_and_bounded(tmp_path: Pat
                 results.append((name, clean, under, elapsed, peak, counts, report["seen"]))
                 print(
                     f"{name}: clean {clean:.2f} rounds/s, under attack {under:.2f} rounds/s "
-                    f"(ratio {under / clean:.2f}, goal >= {RATE_GOAL}, floor {RATE_FLOOR}) "
+                    f"(raw ratio {under / clean:.2f}, floor {RATE_FLOOR}; control swarm "
+                    f"{clean_control:.2f} -> {under_control:.2f} rounds/s; "
+                    f"controlled ratio {controlled:.2f}, goal >= {RATE_GOAL}) "
                     f"over {elapsed:.0f} s (outsider CPU {attacker_cpu:.1f} s, set-up included); "
                     f"RSS peak {peak // 1024} MiB (baseline {baseline_rss // 1024} MiB); "
                     f"refused {counts}; outsider saw {report['seen']}",
@@ -136,7 +157,7 @@ def test_outsider_attacks_keep_the_node_alive_training_and_bounded(tmp_path: Pat
             assert under >= RATE_FLOOR * clean, (name, under, clean)
             assert peak - baseline_rss <= RSS_GROWTH_KIB, (name, peak, baseline_rss)
     finally:
-        for node in nodes:
+        for node in nodes + control:
             node.terminate(30)
     assert victim.proc is not None and victim.proc.returncode == 0, victim.tail()
 
