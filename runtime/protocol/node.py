@@ -162,6 +162,7 @@ class ProtocolNode:
         # parameter round (the rate limit).
         self._early = -1
         self._last_params = -1
+        self._returned = -1  # the round an evicted peer last came back (a healed partition?)
 
     # -- entry points ---------------------------------------------------------------
 
@@ -272,6 +273,7 @@ class ProtocolNode:
         if ev.peer == self.node_id:
             return []
         if ev.verified or ev.peer in self.peers:
+            self._note_return(ev.peer)
             self.peers.connect(ev.peer, ev.address, now, self._rng)
             out = self._maybe_stop_waiting(now)
         else:
@@ -367,6 +369,7 @@ class ProtocolNode:
         # Any verified message admits an unknown sender (the second half of the handshake,
         # see _on_connected), with the address its transport connection reported.
         address = self._pending_addresses.pop(peer, "") or ev.address
+        self._note_return(peer)
         joined = self.peers.heard_from(peer, now, self._rng, address)
         out = self._dispatch(peer, msg, now)
         return out + self._maybe_stop_waiting(now) if joined else out
@@ -665,10 +668,15 @@ class ProtocolNode:
         the round kind must be the same swarm-wide, or the round's contributions are refused
         as the wrong kind. A liar announcing rounds
         gets at most one parameter round per ``early_params_gap`` rounds (a round of
-        averaged parameters instead of an optimizer step), never a stalled swarm.
+        averaged parameters instead of an optimizer step), never a stalled swarm. The alarm
+        is only looked at for ``early_params_gap`` rounds after an evicted peer came back
+        (what a healed partition looks like): a steady swarm pays nothing for it.
         """
-        if self.config.early_params_gap == 0 or self._early > self.round:
+        gap = self.config.early_params_gap
+        if gap == 0 or self._early > self.round:
             return
+        if self._returned < 0 or self.round > self._returned + gap:
+            return  # no evicted peer came back lately: nothing can have healed
         # The sketches of one round: the round most live peers last described (our own is
         # usually a round ahead of what peers last heartbeated), ours if it is that round.
         # Of at most EARLY_SAMPLE peers spread over the sorted ids: this runs on every tick,
@@ -690,6 +698,12 @@ class ProtocolNode:
         far = sum(1 for s in everyone if sketch_distance(s, centre) > bound)
         if far >= 2 and 4 * far >= len(everyone):
             self._schedule_params(self.round + EARLY_AHEAD)
+
+    def _note_return(self, peer: str) -> None:
+        """Remember when an evicted peer comes back: the split alarm looks only then."""
+        rec = self.peers.get(peer)
+        if rec is not None and not rec.live:
+            self._returned = self.round
 
     def _schedule_params(self, number: int) -> None:
         """Make round ``number`` (ours or announced) a parameter round, if it is near ahead,

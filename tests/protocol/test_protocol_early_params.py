@@ -19,6 +19,7 @@ from swarm_tune.runtime.protocol import (
     Heartbeat,
     MessageReceived,
     PeerConnected,
+    PeerDisconnected,
     ProtocolConfig,
     ProtocolNode,
     StateResponse,
@@ -47,6 +48,12 @@ def hear(n: ProtocolNode, sketches: list[tuple[float, ...]], param_round: int = 
         n.handle(MessageReceived(p, hb), 1.0)
 
 
+def comes_back(n: ProtocolNode, now: float = 0.5) -> None:
+    """An evicted peer reconnects (what a healed partition looks like)."""
+    n.handle(PeerDisconnected(PEERS[0]), now)
+    n.handle(PeerConnected(PEERS[0], "10.0.0.1"), now)
+
+
 def tick(n: ProtocolNode, now: float) -> Heartbeat:
     out = n.handle(TimerFired(TimerKey("heartbeat")), now)
     (hb,) = [e.message for e in out if isinstance(e, effects.Send)]
@@ -66,8 +73,10 @@ def kinds(n: ProtocolNode, upto: int) -> dict[int, str]:
 
 def test_a_split_swarm_schedules_and_announces_an_early_parameter_round() -> None:
     n = node()
-    hear(n, [NEAR, NEAR, NEAR, FAR, FAR, FAR])  # halves of a healed partition
-    assert tick(n, 1.0).param_round == 2
+    hear(n, [NEAR, NEAR, NEAR, FAR, FAR, FAR])  # halves of a healed partition ...
+    assert tick(n, 1.0).param_round == -1  # ... only once an evicted peer came back
+    comes_back(n, 1.1)
+    assert tick(n, 1.2).param_round == 2
     assert kinds(n, 3) == {1: "grad", 2: "params", 3: "grad"}
     assert tick(n, 9.0).param_round == -1  # done: nothing more to announce
 
@@ -77,6 +86,7 @@ def test_a_split_swarm_schedules_and_announces_an_early_parameter_round() -> Non
 )
 def test_no_early_round_without_a_split(sketches: list[tuple[float, ...]]) -> None:
     n = node()
+    comes_back(n)
     hear(n, sketches)
     assert tick(n, 1.0).param_round == -1
     assert set(kinds(n, 3).values()) == {"grad"}
@@ -97,6 +107,7 @@ def test_an_announced_round_is_adopted_and_liars_cannot_stall_the_swarm() -> Non
         seen |= kinds(n, n.round + 1)
     assert seen == {3: "grad", 4: "grad", 5: "grad", 6: "grad", 7: "params", 8: "grad"}
     off = node(early_params_gap=0)
+    comes_back(off)
     hear(off, [NEAR, NEAR, NEAR, FAR, FAR, FAR], param_round=2)
     assert tick(off, 1.0).param_round == -1
     assert set(kinds(off, 3).values()) == {"grad"}
