@@ -30,8 +30,8 @@ label_flip     data poisoning: the attacker trains on flipped targets (class c -
                ``flip_labels``) and sends what that honest arithmetic computes
 lying_heartbeat
                the update is honest; every heartbeat claims round + strength [1000], a
-               dataset of strength x its own size and the negated sketch, and every
-               contribution claims the inflated dataset size (``claims.py``)
+               dataset of strength x its own size, the negated sketch and an early
+               parameter round; every contribution claims the inflated size (``claims.py``)
 poisoned_sync  the update is honest; every state-sync response it serves keeps the sketched
                coordinates (so it agrees with honest responders on every sketch) and sends
                -strength [1] x the parameters everywhere else (``claims.py``)

@@ -6,9 +6,11 @@ and both drivers call ``rewrite_message`` on everything an adversarial node send
 lie is for:
 
 * ``lying_heartbeat``: a far-future round (to drag the lag check's median and make peers
-  sync, or look like the swarm's leader), a huge dataset (to win size-weighted averaging) and
-  a sketch pointing the other way (to make honest replicas look drifted and sync, or to hide
-  its own drift). Its contributions claim the same inflated dataset size.
+  sync, or look like the swarm's leader), a huge dataset (to win size-weighted averaging), a
+  sketch pointing the other way for its true sketch round (so that it is compared: to make
+  the swarm look split or drifted, to trigger syncs and early parameter rounds) and an early
+  parameter round as soon as one can be announced, every heartbeat (to replace optimizer
+  steps by parameter averaging). Its contributions claim the same inflated dataset size.
 * ``poisoned_sync``: a joiner adopts what responders send. The crafted state keeps the
   values at the sketch's public, seeded coordinates - so its sketch equals an honest
   responder's and it joins the agreeing group of a sketch-only check - and sends
@@ -23,6 +25,7 @@ import torch
 
 from swarm_tune.runtime.adversary.attacks import AttackParams
 from swarm_tune.runtime.protocol.messages import Heartbeat, Message, StateResponse
+from swarm_tune.runtime.protocol.node import EARLY_AHEAD
 from swarm_tune.runtime.protocol.tensors import TensorDict, param_digest, sample_coordinates
 
 
@@ -43,9 +46,9 @@ def rewrite_message(
         return dataclasses.replace(
             msg,
             round=msg.round + lead,
-            sketch_round=msg.sketch_round + lead if msg.sketch_round >= 0 else -1,
             dataset_size=claimed_size(params, msg.dataset_size),
-            sketch=tuple(-v for v in msg.sketch),
+            sketch=tuple(-v for v in msg.sketch),  # for its true sketch_round: compared
+            param_round=msg.round + EARLY_AHEAD,
         )
     if b == "poisoned_sync" and isinstance(msg, StateResponse):
         tensors = poisoned_state(msg.tensors, params.resolved_strength, sketch_size, sketch_seed)

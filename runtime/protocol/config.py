@@ -223,7 +223,8 @@ class ProtocolConfig:
         "A swarm-wide drift alarm (this node and at least a quarter of the same-round sketches "
         "it hears, at least two, beyond drift_bound from their median: halves of a healed "
         "partition) brings a parameter round forward to two rounds ahead, announced in "
-        "heartbeats (drifted peers adopt the earliest they hear), unless a parameter round "
+        "heartbeats (peers adopt the earliest that a quarter of them, at least two, announce), "
+        "unless a parameter round "
         "was less than this many rounds ago; 0 = off.",
         NON_NEGATIVE_INT,
     )

@@ -61,6 +61,7 @@ class PeerRecord:
     sketch: Sketch = field(default=(), repr=False)
     sketch_round: int = -1
     dial: str = ""  # the dial hint the peer declared (or was passed on with); "" = none
+    param_round: int = -1  # the early parameter round it last announced (-1: none)
 
 
 class PeerTable:
@@ -124,6 +125,7 @@ class PeerTable:
             return
         rec.round, rec.dataset_size = hb.round, hb.dataset_size
         rec.digest, rec.sketch, rec.sketch_round = hb.digest, hb.sketch, hb.sketch_round
+        rec.param_round = hb.param_round
         if hb.dial:
             rec.dial = hb.dial
 

@@ -10,6 +10,7 @@ from swarm_tune.runtime.adversary.claims import claimed_size, poisoned_state, re
 from swarm_tune.runtime.aggregation.weighted import weighted_average
 from swarm_tune.runtime.protocol import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Heartbeat, StateResponse
+from swarm_tune.runtime.protocol.node import EARLY_AHEAD
 from swarm_tune.runtime.protocol.reasons import RejectReason
 from swarm_tune.runtime.protocol.reputation import Reputation
 from swarm_tune.runtime.protocol.sync import decide
@@ -31,7 +32,8 @@ def test_a_lying_heartbeat_claims_the_future_a_huge_shard_and_the_opposite_sketc
     hb = Heartbeat(round=5, dataset_size=100, digest="d", sketch=(1.0, -2.0), sketch_round=5)
     lie = rewrite_message(AttackParams("lying_heartbeat"), hb, SIZE, SEED)
     assert isinstance(lie, Heartbeat)
-    assert (lie.round, lie.sketch_round, lie.dataset_size) == (1005, 1005, 100_000)
+    assert (lie.round, lie.sketch_round, lie.dataset_size) == (1005, 5, 100_000)
+    assert lie.param_round == 5 + EARLY_AHEAD  # the earliest it can announce
     assert lie.sketch == (-1.0, 2.0)
     assert claimed_size(AttackParams("lying_heartbeat"), 100) == 100_000
     assert claimed_size(AttackParams("sign_flip"), 100) == 100  # only the liar lies

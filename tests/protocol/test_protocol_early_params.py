@@ -136,3 +136,16 @@ def test_stale_state_sync_answers_are_not_loaded() -> None:
     assert not any(isinstance(e, effects.LoadState) for e in out)
     (done,) = [e for e in out if isinstance(e, effects.SyncFinished)]
     assert not done.ok
+
+
+def test_one_liar_cannot_schedule_an_early_parameter_round() -> None:
+    """An announcement is a claim: adopted only from a quarter of the live peers (>= 2)."""
+    n = node(early_params_gap=5)
+    liar = Heartbeat(n.round, 10, "d", NEAR, sketch_round=n.round, param_round=2)
+    n.handle(MessageReceived(PEERS[0], liar), 1.0)
+    assert tick(n, 1.2).param_round == -1
+    assert set(kinds(n, 3).values()) == {"grad"}
+    m = node(early_params_gap=5)
+    for p in PEERS[:2]:  # two of six: a quarter
+        m.handle(MessageReceived(p, liar), 1.0)
+    assert tick(m, 1.2).param_round == 2
