@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
-from procs import NodeProc, free_port, loopback_env  # type: ignore[import-not-found]
+from procs import NodeProc, free_port, full_mesh, loopback_env, wait_all_exit  # type: ignore[import-not-found]
 
 NODES = 3
 
@@ -35,21 +35,12 @@ def run(workdir: Path, rounds: int, extra: dict[str, str]) -> tuple[list[int], l
         SWARM_CHECKPOINT_EVERY_ROUNDS="0",
         **extra,
     )
-    nodes = [NodeProc(i, free_port(), workdir, env) for i in range(NODES)]
     t0 = time.perf_counter()
-    try:
-        for n in nodes:
-            n.start([p.addr for p in nodes if p is not n])
-        for n in nodes:
-            code = n.wait_exit(timeout=900)
-            if code != 0:
-                raise RuntimeError(f"node {n.index} exited {code}:\n{n.tail()}")
+    with full_mesh([NodeProc(i, free_port(), workdir, env) for i in range(NODES)]) as nodes:
+        wait_all_exit(nodes, timeout=900)
         sent = [int(n.final_metrics()["bytes_out"]) for n in nodes]
         losses = [float(r["loss"]) for n in nodes for r in n.events("eval") if r["tag"] == "final"]
         return sent, losses, time.perf_counter() - t0
-    finally:
-        for n in nodes:
-            n.kill()
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
-from procs import NodeProc, free_port, loopback_env  # type: ignore[import-not-found]
+from procs import NodeProc, free_port, full_mesh, loopback_env, wait_all_exit  # type: ignore[import-not-found]
 
 NODES = 3
 LORA = {
@@ -40,23 +40,14 @@ def run(workdir: Path, rounds: int, extra: dict[str, str]) -> tuple[list[int], f
         SWARM_CHECKPOINT_EVERY_ROUNDS="0",
         **extra,
     )
-    nodes = [NodeProc(i, free_port(), workdir, env) for i in range(NODES)]
     t0 = time.perf_counter()
-    try:
-        for n in nodes:
-            n.start([p.addr for p in nodes if p is not n])
-        for n in nodes:
-            code = n.wait_exit(timeout=900)
-            if code != 0:
-                raise RuntimeError(f"node {n.index} exited {code}:\n{n.tail()}")
+    with full_mesh([NodeProc(i, free_port(), workdir, env) for i in range(NODES)]) as nodes:
+        wait_all_exit(nodes, timeout=900)
         sent = [int(n.final_metrics()["bytes_out"]) for n in nodes]
         evals = [{r["tag"]: float(r["loss"]) for r in n.events("eval")} for n in nodes]
         start = sum(e["start"] for e in evals) / NODES
         final = sum(e["final"] for e in evals) / NODES
         return sent, start, final, time.perf_counter() - t0
-    finally:
-        for n in nodes:
-            n.kill()
 
 
 def main() -> None:

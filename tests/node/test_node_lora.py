@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from procs import NodeProc, free_port, loopback_env, patience
+from procs import NodeProc, free_port, full_mesh, loopback_env, patience, wait_all_exit
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
@@ -36,15 +36,8 @@ def test_three_lora_nodes_send_adapters_only_and_reconstruct_merges(tmp_path: Pa
         SWARM_LORA_ALPHA="8",
         SWARM_LEARNING_RATE="0.05",
     )
-    nodes = [NodeProc(i, free_port(), tmp_path, env) for i in range(3)]
-    try:
-        for node in nodes:
-            node.start([p.addr for p in nodes if p is not node])
-        for node in nodes:
-            assert node.wait_exit(timeout=300) == 0, node.tail()
-    finally:
-        for node in nodes:
-            node.kill()
+    with full_mesh([NodeProc(i, free_port(), tmp_path, env) for i in range(3)]) as nodes:
+        wait_all_exit(nodes, timeout=300)
     # The nodes' tiny base: initialised from the run id's seed, as reconstruct rebuilds it.
     base, _, _ = build_model("tiny-llama", None, seed=run_seed("node-test"))
     base_params = dict(base.named_parameters())

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from procs import REPO, NodeProc, free_port, loopback_env, patience
+from procs import REPO, NodeProc, free_port, full_mesh, loopback_env, patience, wait_all_exit
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(patience(300))]
 
@@ -132,15 +132,9 @@ def test_wheel_installs_and_runs_quickstart_and_a_loopback_round(
         SWARM_ROUND_TIMEOUT_S="60",
         SWARM_EVICTION_TIMEOUT_S="60",
     )
-    nodes = [NodeProc(i, free_port(), work, env, python=python, cwd=work) for i in range(2)]
-    try:
-        for node in nodes:
-            node.start([p.addr for p in nodes if p is not node])
-        for node in nodes:
-            assert node.wait_exit(timeout=240) == 0, node.tail()
+    installed = [NodeProc(i, free_port(), work, env, python=python, cwd=work) for i in range(2)]
+    with full_mesh(installed) as nodes:
+        wait_all_exit(nodes, timeout=240)
         for node in nodes:
             averaged = [r for r in node.committed() if r["contributors"] == 2]
             assert averaged, f"{node.name} averaged no round with both nodes:\n{node.tail()}"
-    finally:
-        for node in nodes:
-            node.kill()

@@ -22,7 +22,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,47 @@ class NodeProc(Proc):
         assert stopped, f"{self.name} logged no node.stopped:\n{self.tail()}"
         metrics: dict[str, Any] = stopped[-1]["metrics"]
         return metrics
+
+
+@contextmanager
+def full_mesh(nodes: Sequence[NodeProc]) -> Iterator[Sequence[NodeProc]]:
+    """Start every node with all the others as its bootstrap peers; kill them all on the way out
+    (a failing test or benchmark must not leave nodes running)."""
+    try:
+        for node in nodes:
+            node.start([p.addr for p in nodes if p is not node])
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def wait_all_exit(nodes: Sequence[Proc], timeout: float) -> None:
+    """Wait for every process to exit 0; the first that does not fails with its log tail."""
+    for node in nodes:
+        code = node.wait_exit(timeout=timeout)
+        assert code == 0, f"{node.name} exited {code}:\n{node.tail()}"
+
+
+def run_node_once(env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``swarm-tune node`` run to its end with ``env`` on top of this process's environment:
+    for the refusals that must exit 2 before the node listens (no ports are taken, so the
+    env only needs what the refusal is about)."""
+    quiet = {
+        "SWARM_LISTEN_PORT": "0",
+        "SWARM_METRICS_PORT": "0",
+        "SWARM_ENABLE_MDNS": "false",
+        "SWARM_ENABLE_DHT": "false",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "swarm_tune.runtime.cli", "node"],
+        env={**os.environ, **quiet, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=patience(180),
+        check=False,
+    )
 
 
 def wait_until(

@@ -10,16 +10,13 @@ shard says so in one line, exits 2 and writes nothing.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from procs import patience
+from procs import run_node_once
 
 from swarm_tune.runtime.training.data import DataError, load_dataset_shard, shard_bounds
 from swarm_tune.runtime.training.tokenizer import LocalTokenizer, train_bpe_tokenizer
@@ -160,21 +157,8 @@ def test_node_refuses_bad_dataset_input_in_one_line(
         "SWARM_NUM_SHARDS": shards,
         "SWARM_SHARD_INDEX": index,
         "SWARM_CHECKPOINT_DIR": str(ckpt),
-        "SWARM_LISTEN_PORT": "0",
-        "SWARM_METRICS_PORT": "0",
-        "SWARM_ENABLE_MDNS": "false",
-        "SWARM_ENABLE_DHT": "false",
     }
-
-    res = subprocess.run(
-        [sys.executable, "-m", "swarm_tune.runtime.cli", "node"],
-        env={**os.environ, **env},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=patience(180),
-        check=False,
-    )
+    res = run_node_once(env, tmp_path)
     assert res.returncode == 2, res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: SWARM_DATASET: "), res.stderr

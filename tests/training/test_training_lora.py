@@ -8,15 +8,12 @@ scale * B_avg @ A_avg on every adapted module. A target module the model lacks i
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from procs import patience
+from procs import run_node_once
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
@@ -105,20 +102,8 @@ def test_node_refuses_a_missing_target_module_in_one_line(tmp_path: Path) -> Non
         "SWARM_PEFT": "lora",
         "SWARM_LORA_TARGET_MODULES": "q_proj,nope",
         "SWARM_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-        "SWARM_LISTEN_PORT": "0",
-        "SWARM_METRICS_PORT": "0",
-        "SWARM_ENABLE_MDNS": "false",
-        "SWARM_ENABLE_DHT": "false",
     }
-    res = subprocess.run(
-        [sys.executable, "-m", "swarm_tune.runtime.cli", "node"],
-        env={**os.environ, **env},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=patience(180),
-        check=False,
-    )
+    res = run_node_once(env, tmp_path)
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     want = (
