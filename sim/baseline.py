@@ -19,6 +19,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,14 @@ def baseline_run_id(scenario: Scenario) -> str:
     return f"{scenario.name}-baseline-s{scenario.seed}"
 
 
-def run_baseline(scenario: Scenario, out_dir: Path, rounds: int | None = None) -> dict[str, Any]:
-    """Train the centralized baseline for ``rounds`` (default: the scenario's target)."""
+def run_baseline(
+    scenario: Scenario,
+    out_dir: Path,
+    rounds: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train the centralized baseline for ``rounds`` (default: the scenario's target);
+    ``progress(done, rounds)`` after each round."""
     n_rounds = scenario.rounds.target if rounds is None else rounds
     nodes = scenario.total_nodes
     learn = scenario.learning
@@ -53,7 +60,7 @@ def run_baseline(scenario: Scenario, out_dir: Path, rounds: int | None = None) -
     t0 = time.perf_counter()
     losses = [
         initial_eval_loss(scenario),
-        *centralized_baseline(learn, nodes, n_rounds, scenario.seed),
+        *centralized_baseline(learn, nodes, n_rounds, scenario.seed, progress),
     ]
     wall = time.perf_counter() - t0
     per_round = nodes * learn.batch_size * learn.local_steps

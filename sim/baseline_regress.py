@@ -21,6 +21,7 @@ something a person can open.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,8 +68,13 @@ def check(cmp: Comparison, tol: Tolerances) -> list[str]:
 
 
 def run_regression(
-    scenario: Scenario, out_dir: Path = DEFAULT_OUT, tol: Tolerances | None = None
+    scenario: Scenario,
+    out_dir: Path = DEFAULT_OUT,
+    tol: Tolerances | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> RegressionResult:
+    """Run the swarm, then its centralized baseline, then the report. ``progress(done, total,
+    phase)`` counts the rounds of both runs together."""
     tol = tol or Tolerances()
     swarm_dir, base_dir = out_dir / "swarm", out_dir / "baseline"
     from swarm_tune.analysis.load import load_run
@@ -77,8 +83,13 @@ def run_regression(
     from swarm_tune.sim.baseline import run_baseline
     from swarm_tune.sim.runner import run_scenario
 
-    run_scenario(scenario, swarm_dir)
-    run_baseline(scenario, base_dir)
+    rounds = scenario.rounds.target
+    tick = progress if progress is not None else (lambda done, total, phase: None)
+    run_scenario(scenario, swarm_dir, progress=lambda r, _t, _now: tick(r, 2 * rounds, "swarm"))
+    run_baseline(
+        scenario, base_dir, progress=lambda r, _n: tick(rounds + r, 2 * rounds, "baseline")
+    )
+    tick(2 * rounds, 2 * rounds, "report")
     swarm, base = load_run(swarm_dir), load_run(base_dir)
     cmp = compare(swarm, base, tol.target_fraction)
     failures = check(cmp, tol)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from swarm_tune.runtime.lazy_cli import lazy_group
@@ -79,23 +78,15 @@ def run(
             )
         raise typer.Exit(2) from None
     # The simulator (torch, SimPy, pyarrow) loads only once the scenario is known to be good.
+    from swarm_tune.runtime.progress import progress_bar
     from swarm_tune.sim.runner import default_out_dir, run_scenario, with_seed
 
     sc = with_seed(loaded, seed)
     target = out if out is not None else default_out_dir(sc)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("round {task.completed:.0f}/{task.total:.0f}"),
-        TextColumn("virtual {task.fields[vt]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(sc.name, total=sc.rounds.target, vt="0s")
+    with progress_bar(sc.name, "rounds") as update:
 
-        def progress(r: int, target: int, now: float) -> None:
-            bar.update(task, completed=r, vt=f"{now:,.0f}s")
+        def progress(r: int, _target: int, now: float) -> None:
+            update(r, sc.rounds.target, f"virtual {now:,.0f}s")
 
         result = run_scenario(sc, target, progress=progress)
     _summary(console, result)

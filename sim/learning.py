@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -687,7 +687,11 @@ class BatchedLearning:
 
 
 def centralized_baseline(
-    settings: LearningSettings, num_nodes: int, rounds: int, seed: int
+    settings: LearningSettings,
+    num_nodes: int,
+    rounds: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[float]:
     """Held-out loss per round of one model trained on the UNION of the swarm's shards.
 
@@ -714,8 +718,10 @@ def centralized_baseline(
     model._shard_rows = union.to(torch.int32)[None, :]
     model._sizes[0] = int(union.numel())
     losses: list[float] = []
-    for _ in range(rounds):
+    for done in range(1, rounds + 1):
         model.request(0, "grad")
         model.apply_average(0, "grad", model.flush()[0].update)  # one plain optimizer step
         losses.append(model.eval_losses([0])[0])
+        if progress is not None:
+            progress(done, rounds)
     return losses

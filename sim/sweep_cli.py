@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 # Only light modules at the top: a bad scenario or option is refused before the simulator,
 # pandas or the analysis package load (each command imports its runner after the checks).
+from swarm_tune.runtime.progress import progress_bar
 from swarm_tune.sim.baseline_regress import DEFAULT_OUT, Tolerances, format_figures, run_regression
 from swarm_tune.sim.scenario import Scenario, ScenarioError, load_scenario
 
@@ -52,23 +52,17 @@ def sweep(
     from swarm_tune.sim.sweep_run import Backend, SweepBackendError, run_sweep
 
     chosen: Backend = "ray" if backend == "ray" else "local"
-    with Progress(
-        TextColumn("[bold]sweep"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[last]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("sweep", total=None, last="")
+    with progress_bar("sweep", "points", console) as update:
+        count = {"done": 0, "total": 0}
 
         def on_start(total: int, done: int) -> None:
-            bar.update(task, total=total, completed=done, last=f"{done} already done")
+            count.update(done=done, total=total)
+            update(done, total, f"{done} already done")
 
         def on_done(summary: dict[str, Any]) -> None:
-            bar.update(
-                task, advance=1, last=f"{summary['point']}: loss {summary['final_loss']:.3f}"
-            )
+            count["done"] += 1
+            note = f"{summary['point']}: loss {summary['final_loss']:.3f}"
+            update(count["done"], count["total"], note)
 
         try:
             result = run_sweep(
@@ -109,7 +103,8 @@ def baseline(
         console.print("[red]error[/red] the centralized baseline supports learning.mode surrogate")
         raise typer.Exit(2)
     target = out or Path("runs_out") / f"{sc.name}-baseline-s{sc.seed}"
-    manifest = run_baseline(sc, target, rounds)
+    with progress_bar(f"{sc.name} baseline", "rounds") as update:
+        manifest = run_baseline(sc, target, rounds, lambda done, n: update(done, n, ""))
     console.print(
         f"{manifest['run_id']}: {manifest['swarm_round']} rounds in {manifest['wall_s']}s"
     )
@@ -127,7 +122,8 @@ def regress(
     console = Console()
     sc = _load(console, scenario)
     tol = Tolerances(target_fraction, max_tokens_ratio, max_final_ratio)
-    result = run_regression(sc, out, tol)
+    with progress_bar(f"regress {sc.name}", "rounds") as update:
+        result = run_regression(sc, out, tol, update)
     console.print(format_figures(result.comparison, tol), highlight=False)
     if result.passed:
         console.print("[green]PASS[/green]")

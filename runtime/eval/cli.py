@@ -13,10 +13,8 @@ someone else's result file; reading only below a folder the operator chose is th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,32 +68,6 @@ def _errors() -> tuple[type[Exception], ...]:
     )
 
 
-@contextlib.contextmanager
-def _bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
-    """A transient Rich bar with an ETA on stderr (stdout stays the result): ``update(done,
-    total)``. On a non-terminal it draws nothing."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn(f"[bold]{what}"),
-        BarColumn(),
-        TextColumn(f"{{task.completed:,.0f}}/{{task.total:,.0f}} {unit}"),
-        TimeRemainingColumn(),
-    )
-    console = Console(stderr=True)
-    if not console.is_terminal:  # a pipe or a test: not even the bar's closing newline
-        yield lambda done, total: None
-        return
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(what, total=1)  # the real total comes with the first update
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
-
-
 def _check_inputs(paths: list[Path], allowed_dir: Path) -> None:
     """Refuse a missing or out-of-bounds input at once, before the runner's heavy imports."""
     for path in paths:
@@ -139,20 +111,23 @@ def reconstruct_cmd(
     """Merge or average node checkpoints into a model folder (save_pretrained)."""
     _check_inputs(checkpoints, allowed_dir)
     from swarm_tune.runtime.eval.reconstruct import reconstruct
+    from swarm_tune.runtime.progress import progress_bar
 
     _quiet_logs()
 
     if mode not in ("average", "latest"):
         raise _fail(ValueError(f"--mode must be average or latest (got {mode!r})"))
     try:
-        res = reconstruct(
-            checkpoints,
-            model=model,
-            out_dir=out,
-            allowed_dir=allowed_dir,
-            mode="average" if mode == "average" else "latest",
-            run_id=run_id,
-        )
+        with progress_bar("reconstruct", "steps") as update:
+            res = reconstruct(
+                checkpoints,
+                model=model,
+                out_dir=out,
+                allowed_dir=allowed_dir,
+                mode="average" if mode == "average" else "latest",
+                run_id=run_id,
+                progress=update,
+            )
     except _errors() as exc:
         raise _fail(exc) from None
     typer.echo(f"wrote {res.out_dir}")
@@ -228,11 +203,12 @@ def benchmark(
     """Perplexity of a checkpoint on a held-out split (deterministic, with hashes)."""
     _check_inputs([checkpoint], allowed_dir)
     from swarm_tune.runtime.eval.evaluate import benchmark as run_benchmark
+    from swarm_tune.runtime.progress import progress_bar
 
     _quiet_logs()
 
     try:
-        with _bar("benchmark", "sequences") as progress:
+        with progress_bar("benchmark", "sequences") as update:
             r = run_benchmark(
                 checkpoint,
                 allowed_dir=allowed_dir,
@@ -244,7 +220,7 @@ def benchmark(
                 batch_size=batch_size,
                 max_batches=max_batches,
                 text_column=text_column,
-                progress=progress,
+                progress=lambda done, total: update(done, total, ""),
             )
     except _errors() as exc:
         raise _fail(exc) from None
@@ -277,23 +253,26 @@ def compete(
     """Evaluate two teams' checkpoints on the same data and write a verifiable result."""
     _check_inputs([team_a, team_b], allowed_dir)
     from swarm_tune.runtime.eval.compete import compete as run_compete
+    from swarm_tune.runtime.progress import progress_bar
 
     _quiet_logs()
 
     try:
-        result: dict[str, Any] = run_compete(
-            team_a,
-            team_b,
-            out=out,
-            allowed_dir=allowed_dir,
-            manifest=manifest,
-            model=model,
-            data=data,
-            split=split,
-            seq_len=seq_len,
-            batch_size=batch_size,
-            max_batches=max_batches,
-        )
+        with progress_bar("compete", "sequences") as update:
+            result: dict[str, Any] = run_compete(
+                team_a,
+                team_b,
+                out=out,
+                allowed_dir=allowed_dir,
+                manifest=manifest,
+                model=model,
+                data=data,
+                split=split,
+                seq_len=seq_len,
+                batch_size=batch_size,
+                max_batches=max_batches,
+                progress=update,
+            )
     except _errors() as exc:
         raise _fail(exc) from None
     for name, team in result["teams"].items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,11 @@ def compete(
     seq_len: int = 64,
     batch_size: int = 8,
     max_batches: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate both checkpoints on the same data, write ``out``, return the result."""
+    """Evaluate both checkpoints on the same data, write ``out``, return the result.
+
+    ``progress(done, total, team)`` counts the sequences of both evaluations together."""
     if manifest is not None:
         plan = plan_from_manifest(manifest, data=data)
         if model is not None and model != plan.model:
@@ -135,6 +139,13 @@ def compete(
         raise WrongModelError(
             f"the two checkpoints are for different models: {sorted(map(str, models))}"
         )
+
+    def team_progress(index: int) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        report = progress
+        return lambda done, total: report(index * total + done, 2 * total, plan.teams[index])
+
     results = [
         benchmark(
             s.path,
@@ -147,8 +158,9 @@ def compete(
             batch_size=batch_size,
             max_batches=max_batches,
             text_column=plan.text_column,
+            progress=team_progress(i),
         )
-        for s, r in zip(srcs, plan.run_ids, strict=True)
+        for i, (s, r) in enumerate(zip(srcs, plan.run_ids, strict=True))
     ]
     ra, rb = results
     assert ra.tokens_sha256 == rb.tokens_sha256  # same tokenizer and data by construction

@@ -28,7 +28,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -123,11 +123,15 @@ def _contributor(src: ModelSource) -> str:
 
 
 def _load_all(
-    paths: Sequence[Path], model: str, allowed_dir: Path, run_id: str | None
+    paths: Sequence[Path],
+    model: str,
+    allowed_dir: Path,
+    run_id: str | None,
+    loaded: Callable[[int, Path], None],
 ) -> list[ModelSource]:
     sources: list[ModelSource] = []
     first_run = run_id
-    for p in paths:
+    for i, p in enumerate(paths):
         src = load_model_source(
             p, allowed_dir=allowed_dir, expected_run_id=run_id, expected_model=model
         )
@@ -140,6 +144,7 @@ def _load_all(
                 f"{p}: checkpoint is from run {src.meta.run_id!r}, not {first_run!r}"
             )
         sources.append(src)
+        loaded(i + 1, p)
     if len({s.tensor_path for s in sources}) != len(sources):
         raise CheckpointError("the same checkpoint was given twice")
     return sources
@@ -172,19 +177,28 @@ def reconstruct(
     allowed_dir: Path,
     mode: MergeMode = "average",
     run_id: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> ReconstructResult:
     """Merge node checkpoints into ``out_dir`` (``save_pretrained`` + tokenizer + a
-    ``swarm_tune.json`` provenance record). Raises :class:`CheckpointError` subclasses."""
+    ``swarm_tune.json`` provenance record). Raises :class:`CheckpointError` subclasses.
+
+    ``progress(done, total, note)`` counts steps: each checkpoint verified, then merge, build
+    and save."""
     if not checkpoints:
         raise CheckpointError("give at least one checkpoint or checkpoint folder")
     out = out_dir.resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"{out_dir} exists and is not empty; choose another --out")
-    sources = _load_all(checkpoints, model, allowed_dir, run_id)
+    steps = len(checkpoints) + 3
+    tick = progress if progress is not None else (lambda done, total, note: None)
+    sources = _load_all(
+        checkpoints, model, allowed_dir, run_id, lambda i, p: tick(i, steps, f"verified {p}")
+    )
     for src in sources:
         assert src.tensors is not None
     parts = [(s.meta.round, s.tensors) for s in sources if s.meta and s.tensors is not None]
     merged = merge_tensors(parts, mode)
+    tick(len(checkpoints) + 1, steps, f"{mode} of {len(parts)}")
     first = sources[0].meta
     assert first is not None
     lora_record = first.extra.get(LORA_KEY)
@@ -196,6 +210,7 @@ def reconstruct(
         net, _, tok_source = build_model(model, merged)
         check_tensor_names(merged, model_spec(net), complete=True)
         copy_into(net, merged)
+    tick(len(checkpoints) + 2, steps, "model built")
     provenance: dict[str, Any] = {
         "format": "swarm-tune/reconstruct/1",
         "run_id": first.run_id,
@@ -237,6 +252,7 @@ def reconstruct(
             shutil.rmtree(tmp)
         raise
     assert is_hf_folder(out)
+    tick(steps, steps, f"saved {out}")
     return ReconstructResult(
         out_dir=out,
         run_id=first.run_id,
