@@ -47,6 +47,8 @@ from typing import Any
 
 import simpy
 
+from swarm_tune.sim.bursts import Arrival, Burst, next_event_id
+
 # A wake-up fires when the clock reaches a tag up to rounding: tags are sums of many floats.
 TAG_TOLERANCE = 1e-9
 # Stale cap entries (flows that finished while reserved) are swept once they outnumber the
@@ -235,6 +237,9 @@ class FairLinks:
         self._new: list[Flow] = []  # started, not yet committed
         self._batch: BatchEntry | None = None  # the uplink entry the burst is filling
         self._dirty: list[_Server] = []  # links whose wake-up may have moved
+        # Deliveries of the flows landing at one wake-up: one SimPy queue entry (a Burst,
+        # sim/bursts.py) for the k copies of an update that finish together, not k.
+        self._landing: list[Arrival] = []
         self._seq = 0
         self.cancelled = 0
         self.cancelled_bits = 0.0  # bits already sent by cancelled flows: wasted work
@@ -369,6 +374,9 @@ class FairLinks:
             self._uplink_done(link, now)
         else:
             self._downlink_done(link, now)
+        if self._landing:
+            Burst(self.env, self._landing, self._deliver)
+            self._landing = []
         self._dirty.append(link)
         self._reschedule(now)
 
@@ -417,9 +425,9 @@ class FairLinks:
         f.live = False
         del self._out[f.src][f.seq]
         del self._in[f.dst][f.seq]
-        if not f.lost:
-            ev = simpy.Timeout(self.env, f.lat, f.value)
-            ev.callbacks.append(self._deliver)
+        if not f.lost:  # the time and event id its own Timeout would have had
+            env = self.env
+            self._landing.append((env.now + f.lat, next_event_id(env), f.value))
         f.value = None
 
     # -- cancelling and changing links ------------------------------------------------------
