@@ -403,6 +403,7 @@ class NodeDriver:
             return
         self.metrics.messages_out += 1
         self.metrics.bytes_out += len(data)
+        self.metrics.bytes_out_by_message[what] += len(data)
 
     def _is_member(self, peer: str) -> bool:
         """A peer the core has admitted (it spoke the protocol to us) and not banned."""

@@ -27,6 +27,7 @@ class NodeMetrics:
     messages_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    bytes_out_by_message: Counter[str] = field(default_factory=Counter)  # by message type
     send_failures: int = 0
     dials: int = 0  # Dial effects executed (discovery)
     dials_failed: int = 0
@@ -62,6 +63,7 @@ class NodeMetrics:
             "messages_out": self.messages_out,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
+            "bytes_out_by_message": dict(sorted(self.bytes_out_by_message.items())),
             "send_failures": self.send_failures,
             "dials": self.dials,
             "dials_failed": self.dials_failed,

@@ -246,6 +246,14 @@ class SnapshotCollector:
             v = math.nan if value is None else value
             return GaugeMetricFamily(f"{_PREFIX}_{name}", doc, value=v)
 
+        def by_label(
+            name: str, doc: str, label: str, values: dict[str, int]
+        ) -> CounterMetricFamily:
+            family = CounterMetricFamily(f"{_PREFIX}_{name}", doc, labels=[label])
+            for key, n in values.items():
+                family.add_metric([key], n)
+            return family
+
         rounds = CounterMetricFamily(
             f"{_PREFIX}_rounds", "Closed rounds by outcome.", labels=["outcome"]
         )
@@ -255,30 +263,29 @@ class SnapshotCollector:
         yield counter(
             "contributions_accepted", "Peer contributions accepted.", s["contributions_accepted"]
         )
-        rejected = CounterMetricFamily(
-            f"{_PREFIX}_contributions_rejected",
+        yield by_label(
+            "contributions_rejected",
             "Peer contributions rejected, by reason.",
-            labels=["reason"],
+            "reason",
+            s["contributions_rejected"],
         )
-        for reason, n in s["contributions_rejected"].items():
-            rejected.add_metric([reason], n)
-        yield rejected
-        wire = CounterMetricFamily(
-            f"{_PREFIX}_wire_rejected", "Frames rejected before decoding.", labels=["reason"]
+        yield by_label(
+            "wire_rejected", "Frames rejected before decoding.", "reason", s["wire_rejected"]
         )
-        for reason, n in s["wire_rejected"].items():
-            wire.add_metric([reason], n)
-        yield wire
-        refused = CounterMetricFamily(
-            f"{_PREFIX}_net_refused",
+        yield by_label(
+            "net_refused",
             "Transport refusals (streams, offers, data connections), by reason.",
-            labels=["reason"],
+            "reason",
+            s["net_refused"],
         )
-        for reason, n in s["net_refused"].items():
-            refused.add_metric([reason], n)
-        yield refused
         yield counter("bytes_in", "Bytes received from peers.", s["bytes_in"])
         yield counter("bytes_out", "Bytes sent to peers.", s["bytes_out"])
+        yield by_label(
+            "message_bytes_out",
+            "Bytes sent to peers, by message type (updates against heartbeats and control).",
+            "message",
+            s["bytes_out_by_message"],
+        )
         yield counter("messages_in", "Messages received.", s["messages_in"])
         yield counter("messages_out", "Messages sent.", s["messages_out"])
         yield counter("send_failures", "Sends that failed or timed out.", s["send_failures"])

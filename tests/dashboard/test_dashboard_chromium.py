@@ -68,6 +68,10 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         ]
         assert committed and committed[0] >= 1
         assert "swarm_tune_round_duration_seconds" in families
+        by_message = {
+            s.labels["message"]: s.value for s in families["swarm_tune_message_bytes_out"].samples
+        }
+        assert by_message.get("Contribution", 0) > 0 and by_message.get("Heartbeat", 0) > 0
 
         browser = Chromium(exe, tmp_path / "profile", base + "/")
         shot = tmp_path / "dashboard.png"

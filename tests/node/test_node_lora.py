@@ -43,9 +43,13 @@ def test_three_lora_nodes_send_adapters_only_and_reconstruct_merges(tmp_path: Pa
     base_params = dict(base.named_parameters())
     model_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
     for node in nodes:
-        per_round = int(node.final_metrics()["bytes_out"]) / ROUNDS
-        print(f"{node.name}: {per_round:,.0f} B/round vs full >= {2 * model_bytes:,} B/round")
-        assert per_round <= 0.05 * 2 * model_bytes
+        # The updates, not the heartbeats: on a loaded box a slow run sends more of those.
+        sent = node.final_metrics()["bytes_out_by_message"]
+        per_round = sent.get("Contribution", 0) / ROUNDS
+        full = 2 * model_bytes  # a full-model exchange sends the model to both peers
+        print(f"{node.name}: {per_round:,.0f} B/round of updates vs full >= {full:,} B/round")
+        print(f"{node.name}: all bytes out by message {sent}")
+        assert 0 < per_round <= 0.05 * full
         evals = {r["tag"]: float(r["loss"]) for r in node.events("eval")}
         assert evals["final"] < evals["start"], evals
         assert any(r["contributors"] == 3 for r in node.committed())
