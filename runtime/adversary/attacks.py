@@ -50,11 +50,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
-import torch
+
+if TYPE_CHECKING:  # flip_labels needs no torch function: settings import BEHAVIOURS from here,
+    import torch  # and a refused bad setting must not pay 1.4 s of torch import
 
 F32 = npt.NDArray[np.float32]
 
