@@ -67,7 +67,7 @@ from swarm_tune.runtime.protocol.rounds import (
 from swarm_tune.runtime.protocol.shared_work import shared_aggregate
 from swarm_tune.runtime.protocol.strategy import make_strategy
 from swarm_tune.runtime.protocol.summary import UpdateSummary
-from swarm_tune.runtime.protocol.sync import decide
+from swarm_tune.runtime.protocol.sync import SyncDecision, decide
 from swarm_tune.runtime.protocol.tensors import (
     ModelSpec,
     Sketch,
@@ -92,6 +92,7 @@ class _PendingSync:
     reason: str
     asked: tuple[str, ...]
     responses: dict[str, StateResponse]
+    widened: bool = False  # asked a second set of peers after a split answer (_widen)
 
 
 DIAL_QUEUE = 64  # advertised peers kept between two heartbeat ticks
@@ -621,7 +622,7 @@ class ProtocolNode:
         if key.name == HEARTBEAT_TIMER:
             return self._on_heartbeat_tick(now)
         if key.name == SYNC_TIMER and self._sync is not None and self._sync.nonce == key.round:
-            return self._finish_sync(now)
+            return self._finish_sync(now, self._decide_sync(self._sync))
         waiting = self.phase is Phase.WAITING_FOR_PEERS
         if key.name == START_TIMER and waiting and self.config.start_deadline > 0:
             # Proceed alone: rounds fall back (and do not count) until members arrive.
@@ -779,18 +780,47 @@ class ProtocolNode:
         if sync is None or resp.nonce != sync.nonce or peer not in sync.asked:
             return []  # unsolicited: ignore, costs nothing
         sync.responses.setdefault(peer, resp)
-        if len(sync.responses) == len(sync.asked):
-            return [fx.CancelTimer(TimerKey(SYNC_TIMER, sync.nonce)), *self._finish_sync(now)]
-        return []
+        if len(sync.responses) < len(sync.asked):
+            return []
+        decision = self._decide_sync(sync)
+        unanimous = decision is not None and decision.agreeing == decision.responders
+        if not unanimous and not sync.widened:
+            more = self._widen(sync)
+            if more:
+                return more
+        return [
+            fx.CancelTimer(TimerKey(SYNC_TIMER, sync.nonce)),
+            *self._finish_sync(now, decision),
+        ]
 
-    def _finish_sync(self, now: float) -> Effects:
+    def _widen(self, sync: _PendingSync) -> Effects:
+        """Responders that disagree: ask as many peers again, once, and decide on all.
+
+        Why: the agreeing group needs only a majority of the responders, so liars who agree
+        with each other win whenever they are most of the few peers asked (issue 12,
+        ``poisoned_sync``: both attackers of ten among the three asked, about one sync in
+        twelve, and nothing the joiner can check tells a crafted state from a real one).
+        Honest replicas in step answer alike, so a split answer is the evidence; asking
+        ``sync_fanout`` more peers makes the liars a minority again unless they are a
+        majority of everyone asked. It costs a second set of state transfers only when
+        answers disagree (at most once per sync: a liar can double a sync, not stall it)."""
+        rest = [p for p in self.peers.live_peers() if p not in sync.asked]
+        if not rest:
+            return []
+        extra = tuple(sorted(pick(self._rng, rest, self.config.sync_fanout)))
+        sync.asked += extra
+        sync.widened = True
+        return [fx.Send(extra, StateRequest(sync.nonce))]
+
+    def _decide_sync(self, sync: _PendingSync) -> SyncDecision | None:
+        c = self.config
+        return decide(sync.responses, self.spec, c.drift_bound, c.sync_moment_bound, c.norm_factor)
+
+    def _finish_sync(self, now: float, decision: SyncDecision | None) -> Effects:
+        """Load ``decision``, what the responders agreed on (None: nothing to load)."""
         sync = self._sync
         assert sync is not None
         self._sync = None
-        c = self.config
-        decision = decide(
-            sync.responses, self.spec, c.drift_bound, c.sync_moment_bound, c.norm_factor
-        )
         waiting = self.phase is Phase.SYNCING
         if waiting:
             self._transition(Trigger.SYNC_END)

@@ -3,12 +3,22 @@ label flipping) and the core's answers to them."""
 
 from __future__ import annotations
 
+import random
+
 import torch
+from harness import SPEC as SMALL
+from harness import grad_like
 
 from swarm_tune.runtime.adversary.attacks import AttackParams, flip_labels
 from swarm_tune.runtime.adversary.claims import claimed_size, poisoned_state, rewrite_message
 from swarm_tune.runtime.aggregation.weighted import weighted_average
-from swarm_tune.runtime.protocol import ProtocolConfig
+from swarm_tune.runtime.protocol import (
+    MessageReceived,
+    PeerConnected,
+    ProtocolConfig,
+    ProtocolNode,
+    effects,
+)
 from swarm_tune.runtime.protocol.messages import Heartbeat, StateResponse
 from swarm_tune.runtime.protocol.node import EARLY_AHEAD
 from swarm_tune.runtime.protocol.reasons import RejectReason
@@ -95,3 +105,44 @@ def test_label_flip_is_a_fixed_permutation_of_the_classes() -> None:
     t = torch.tensor([[0, 1, 9], [5, 4, 9]])
     assert flip_labels(t, 10).tolist() == [[9, 8, 0], [4, 5, 0]]
     assert torch.equal(flip_labels(flip_labels(t, 10), 10), t)
+
+
+def _syncing(peers: int = 8) -> tuple[ProtocolNode, effects.Send]:
+    """A node with ``peers`` peers that has just asked three of them for state."""
+    n = ProtocolNode("me", ProtocolConfig(sync_fanout=3), SMALL, 10, random.Random(0))
+    for i in range(peers):
+        n.handle(PeerConnected(f"p{i}", f"10.{i}.0.1"), 0.0)
+    n.start(0.0)
+    (ask,) = [e for e in n._begin_sync("drift", 1.0) if isinstance(e, effects.Send)]
+    return n, ask
+
+
+def _answer(
+    n: ProtocolNode, ask: effects.Send, peer: str, tensors: dict[str, torch.Tensor]
+) -> list[effects.Effect]:
+    nonce = ask.message.nonce  # type: ignore[union-attr]
+    return n.handle(MessageReceived(peer, StateResponse(nonce, 4, "d", (), tensors)), 1.5)
+
+
+def test_a_split_answer_widens_the_sync_so_a_liar_majority_of_the_asked_loses() -> None:
+    """Two colluding liars among the three peers asked agree with each other: a majority of
+    the responders. The split answer makes the node ask three more, and the honest answers
+    win on all six."""
+    honest, lie = grad_like(1.0), grad_like(-3.0)
+    n, ask = _syncing()
+    first = list(ask.peers)
+    _answer(n, ask, first[0], lie)
+    _answer(n, ask, first[1], lie)
+    out = _answer(n, ask, first[2], honest)
+    (more,) = [e for e in out if isinstance(e, effects.Send)]
+    assert not any(isinstance(e, effects.LoadState) for e in out)
+    assert len(more.peers) == 3 and not set(more.peers) & set(first)
+    for p in more.peers:
+        out = _answer(n, ask, p, honest)
+    (load,) = [e for e in out if isinstance(e, effects.LoadState)]
+    assert torch.equal(load.tensors["w"], honest["w"])
+    # Unanimous answers are loaded at once, without asking anyone else.
+    m, ask = _syncing()
+    outs = [_answer(m, ask, p, honest) for p in ask.peers]
+    assert any(isinstance(e, effects.LoadState) for e in outs[-1])
+    assert not any(isinstance(e, effects.Send) for o in outs for e in o)
