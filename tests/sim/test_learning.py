@@ -320,3 +320,19 @@ def test_ten_thousand_nodes_one_flush_is_affordable() -> None:
     assert state_bytes < 1 * 2**30
     # Generous bound: the CI machine has 2 shared cores; the benchmark reports the real figure.
     assert flush_s < 15.0
+
+
+@pytest.mark.parametrize("task", ["char-lm", "classification"])
+def test_label_flip_poisons_only_the_marked_node(task: str) -> None:
+    """label_flip (runtime/adversary): the marked node's update is computed on flipped
+    targets; every other node's is bit-identical to an unpoisoned swarm's."""
+    clean, poisoned = _swarm(3, task=task), _swarm(3, task=task)
+    poisoned.poison_labels(1)
+    for bl in (clean, poisoned):
+        for i in range(3):
+            bl.request(i, "grad")
+    a, b = clean.flush(), poisoned.flush()
+    assert _same(a[0], b[0]) and _same(a[2], b[2])
+    assert not _same(a[1], b[1])
+    with pytest.raises(LearningError):
+        poisoned.poison_labels(7)
