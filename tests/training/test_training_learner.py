@@ -256,3 +256,18 @@ def test_loading_agreed_moments_reproduces_the_responders_mean_adam_state() -> N
     assert after is not None and after.step == 2
     assert all(torch.isfinite(p).all() for p in c.parameters().values())
     assert _sgd(0).moments() is None  # SGD keeps no moments: state sync carries none
+
+
+def test_label_flip_trains_on_flipped_tokens_and_evaluates_on_true_ones() -> None:
+    """The real node's label_flip (node_main: poison_labels(flip_labels)): the same batch
+    gives a different gradient (the targets differ); evaluation is untouched."""
+    from swarm_tune.runtime.adversary.attacks import flip_labels
+
+    clean, poisoned = _sgd(0), _sgd(0)
+    poisoned.poison_labels(flip_labels)
+    assert poisoned.evaluate() == clean.evaluate()
+    a, b = clean.compute_update("grad"), poisoned.compute_update("grad")
+    assert [i.tolist() for i in clean.last_batch_indices] == [
+        i.tolist() for i in poisoned.last_batch_indices
+    ]  # same data, only the targets differ
+    assert any(not torch.equal(a.update[n], b.update[n]) for n in a.update)
