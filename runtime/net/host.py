@@ -173,6 +173,11 @@ async def dial(host: IHost, addr: str | multiaddr.Multiaddr) -> str:
     return str(info.peer_id)
 
 
+def is_circuit(addr: multiaddr.Multiaddr) -> bool:
+    """True for a relayed (``/p2p-circuit``) address."""
+    return any(p.name == "p2p-circuit" for p in addr.protocols())
+
+
 async def dial_bootstrap(
     host: IHost, addrs: Sequence[str | multiaddr.Multiaddr], timeout: float = 10.0
 ) -> list[str]:

@@ -47,6 +47,7 @@ from swarm_tune.runtime.net.host import (
     dial,
     dial_bootstrap,
     full_multiaddrs,
+    is_circuit,
     multiaddr_ip,
     parse_multiaddr,
 )
@@ -124,13 +125,52 @@ class NetNode:
         """Dial a full multiaddr; returns the peer id. Raises :class:`SendError`."""
         try:
             with trio.fail_after(self.config.bootstrap_timeout):
-                return await dial(self.host, addr)
+                maddr = parse_multiaddr(addr)
+                if is_circuit(maddr):
+                    return await self._dial_circuit(maddr)
+                return await dial(self.host, maddr)
         except ConfigError:
             raise
         except trio.TooSlowError:
             raise SendError(f"dial {addr} timed out") from None
         except Exception as exc:
             raise SendError(f"dial {addr} failed: {exc}") from exc
+
+    async def _dial_circuit(self, maddr: multiaddr.Multiaddr) -> str:
+        # py-libp2p 0.8.1's swarm drops /p2p-circuit addresses from every dial (and its
+        # transport manager would hand them to TCP), so relayed dials go to the circuit
+        # transport itself, which registers the upgraded connection with the swarm.
+        circuit = self.services.get("circuit")
+        if circuit is None:
+            raise ConfigError(f"relayed address but relay support is off: {maddr}")
+        conn = await circuit.dial(maddr)
+        return str(conn.muxed_conn.peer_id)
+
+    async def reserve_relay(self, relay_addr: str) -> str:
+        """Reserve a slot on the relay at ``relay_addr`` (refreshed for the node's lifetime);
+        returns the relayed address others dial to reach this node from behind a NAT.
+
+        Raises :class:`SendError` (relay unreachable or refused), :class:`ConfigError` (relay
+        support off or a bad address).
+        """
+        from libp2p.peer.id import ID
+        from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID
+
+        circuit = self.services.get("circuit")
+        if circuit is None:
+            raise ConfigError("reserve_relay needs NetConfig(enable_relay=True)")
+        relay = await self.connect(relay_addr)
+        try:
+            with trio.fail_after(self.config.bootstrap_timeout):
+                stream = await self.host.new_stream(ID.from_base58(relay), [PROTOCOL_ID])
+                reserved = await circuit.reserve(stream, ID.from_base58(relay), self._nursery)
+        except trio.TooSlowError:
+            raise SendError(f"relay {relay} reservation timed out") from None
+        except Exception as exc:
+            raise SendError(f"relay {relay} reservation failed: {exc}") from exc
+        if not reserved:
+            raise SendError(f"relay {relay} refused a reservation")
+        return f"{relay_addr}/p2p-circuit/p2p/{self.peer_id}"
 
     async def disconnect(self, peer_id: str) -> None:
         from libp2p.peer.id import ID
@@ -246,10 +286,17 @@ async def _start_optional_services(node: NetNode, cfg: NetConfig, stack: AsyncEx
         node.services["dht"] = dht
     if cfg.enable_relay:
         from libp2p.relay.circuit_v2 import CircuitV2Protocol
+        from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+        from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 
         relay = CircuitV2Protocol(node.host, allow_hop=cfg.relay_hop)
         await stack.enter_async_context(background_trio_service(relay))
         node.services["relay"] = relay
+        # The client side: dials /p2p-circuit addresses and makes reservations
+        # (``NetNode.connect`` / ``reserve_relay``); the protocol above accepts relayed
+        # connections (its STOP handler upgrades them into the swarm).
+        roles = RelayRole.STOP | RelayRole.CLIENT
+        node.services["circuit"] = CircuitV2Transport(node.host, relay, RelayConfig(roles=roles))
     if cfg.enable_dcutr:
         from libp2p.relay.circuit_v2 import DCUtRProtocol
 

@@ -1,0 +1,101 @@
+"""One side of the NAT traversal test, run inside a network namespace (see test_chaos_nat.py).
+
+``public RELAY_LISTEN WORKDIR``: a relay node plus a public node in one process. It prints
+``RELAY <addr>``, waits for the NATed node's relayed address in ``WORKDIR/circuit``, dials it
+(the NATed node has no route in from here: the only way in is ``/p2p-circuit``), sends a small
+message and a bulk contribution, and waits for the NATed node's answer.
+
+``natted LISTEN RELAY_ADDR WORKDIR``: reserves a slot on the relay, publishes its relayed
+address, and answers each message it gets with ``got <kind> <len> <sha256>`` (small).
+
+Each step prints one line the test reads; every wait is bounded so the process ends itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import trio
+
+from swarm_tune.runtime.net.config import NetConfig
+from swarm_tune.runtime.net.host import is_circuit, parse_multiaddr
+from swarm_tune.runtime.net.node import NetNode, open_net_node
+
+BULK_BYTES = 3_000_000  # above max_small_size: goes through the bulk plane
+DEADLINE_S = 60.0
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def conn_kinds(node: NetNode, peer: str) -> list[str]:
+    from libp2p.peer.id import ID
+
+    conns = node.host.get_network().get_connections(ID.from_base58(peer))
+    return [
+        "relayed" if any(is_circuit(a) for a in c.get_transport_addresses()) else "direct"
+        for c in conns
+    ]
+
+
+async def public(relay_listen: str, workdir: Path) -> None:
+    relay_cfg = NetConfig(enable_relay=True, relay_hop=True)
+    async with open_net_node(b"R" * 32, [relay_listen], config=relay_cfg) as relay:
+        say("RELAY", relay.multiaddrs[0])
+        circuit_file = workdir / "circuit"
+        while not circuit_file.exists():
+            await trio.sleep(0.1)
+        circuit = circuit_file.read_text().strip()
+        listen = relay_listen.rsplit("/", 1)[0] + "/0"
+        async with open_net_node(b"P" * 32, [listen], config=NetConfig(enable_relay=True)) as me:
+            say("DIALING", circuit)
+            natted = await me.connect(circuit)
+            say("CONNECTED", natted, *conn_kinds(me, natted))
+            small = b"hello through the relay"
+            bulk = bytes(range(256)) * (BULK_BYTES // 256)
+            await me.send_small(natted, small)
+            await me.send_bulk(natted, bulk)
+            for expect in (("small", small), ("bulk", bulk)):
+                msg = await me.incoming.receive()
+                want = f"got {expect[0]} {len(expect[1])} {digest(expect[1])}".encode()
+                say("ANSWER", msg.peer_id == natted, msg.data.decode(), msg.data == want)
+            say("KINDS", *conn_kinds(me, natted))
+            say("DONE")
+
+
+async def natted(listen: str, relay_addr: str, workdir: Path) -> None:
+    async with open_net_node(b"N" * 32, [listen], config=NetConfig(enable_relay=True)) as me:
+        circuit = await me.reserve_relay(relay_addr)
+        assert is_circuit(parse_multiaddr(circuit))
+        (workdir / "circuit.tmp").write_text(circuit)
+        (workdir / "circuit.tmp").rename(workdir / "circuit")
+        say("RESERVED", circuit)
+        for kind in ("small", "bulk"):
+            msg = await me.incoming.receive()
+            say("RECEIVED", kind, len(msg.data), *conn_kinds(me, msg.peer_id))
+            await me.send_small(
+                msg.peer_id, f"got {kind} {len(msg.data)} {digest(msg.data)}".encode()
+            )
+        say("DONE")
+
+
+def main(argv: list[str]) -> None:
+    async def run() -> None:
+        with trio.fail_after(DEADLINE_S):
+            if argv[0] == "public":
+                await public(argv[1], Path(argv[2]))
+            else:
+                await natted(argv[1], argv[2], Path(argv[3]))
+
+    trio.run(run)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,142 @@
+"""NAT traversal through a circuit relay v2, in network namespaces behind an nftables NAT.
+
+Topology (names carry a random suffix; addresses exist only inside these namespaces)::
+
+    <p>-pub 10.232.X.1 --veth-- 10.232.X.2 <p>-rtr 10.233.X.1 --veth-- 10.233.X.2 <p>-priv
+    relay + public node         masquerade (nftables)                 NATed node
+
+The public side has no route to 10.233.X.0/24, so nothing can dial the NATed node directly;
+its own connections leave through the router's masquerade. The NATed node reserves a slot on
+the relay; the public node dials its ``/p2p-circuit`` address, sends a small message and a bulk
+contribution (which falls back to the relayed libp2p stream: a relayed connection has no IP
+for the direct data plane), and the NATed node answers each with a digest of what it got.
+
+Needs root, ``ip`` and ``nft``: skipped with a reason when missing locally, failed when ``CI``
+is set. Cheap: two Python processes, no training.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chaos_procs import require_root_tools
+from netns_topology import sh
+from procs import Proc, patience, wait_until
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(patience(90))]
+
+PEER = str(Path(__file__).with_name("nat_peer.py"))
+RELAY_PORT = 4101
+
+
+class NatNet:
+    """Three namespaces: public, a masquerading router, private (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.suffix = secrets.token_hex(3)
+        self.octet = 1 + secrets.randbelow(254)
+        self.created: list[str] = []
+
+    def ns(self, role: str) -> str:
+        return f"swn{self.suffix}-{role}"
+
+    def pub_ip(self, host: int) -> str:
+        return f"10.232.{self.octet}.{host}"
+
+    def priv_ip(self, host: int) -> str:
+        return f"10.233.{self.octet}.{host}"
+
+    def nx(self, role: str, *argv: str, stdin: str | None = None, check: bool = True) -> str:
+        return sh("ip", "netns", "exec", self.ns(role), *argv, stdin=stdin, check=check)
+
+    def up(self) -> None:
+        for role in ("pub", "rtr", "priv"):
+            sh("ip", "netns", "add", self.ns(role))
+            self.created.append(self.ns(role))
+            self.nx(role, "ip", "link", "set", "lo", "up")
+        # veth pairs: pub <-> rtr (public side), rtr <-> priv (private side)
+        for a, b, net in (("pub", "rtr", self.pub_ip), ("priv", "rtr", self.priv_ip)):
+            inner, outer = f"v{self.suffix}{a[:2]}", f"v{self.suffix}{a[:2]}r"
+            sh("ip", "link", "add", inner, "netns", self.ns(a), "type", "veth", "peer", "name",
+               outer, "netns", self.ns(b))  # fmt: skip
+            host_ip, rtr_ip = (net(1), net(2)) if a == "pub" else (net(2), net(1))
+            self.nx(a, "ip", "addr", "add", f"{host_ip}/24", "dev", inner)
+            self.nx(b, "ip", "addr", "add", f"{rtr_ip}/24", "dev", outer)
+            self.nx(a, "ip", "link", "set", inner, "up")
+            self.nx(b, "ip", "link", "set", outer, "up")
+        self.nx("priv", "ip", "route", "add", "default", "via", self.priv_ip(1))
+        self.nx("rtr", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.nx("rtr", "nft", "-f", "-", stdin=(
+            "table ip nat {\n chain post {\n  type nat hook postrouting priority 100;\n"
+            f'  oifname "v{self.suffix}pur" counter masquerade\n }}\n}}\n'
+        ))  # fmt: skip
+
+    def masqueraded_packets(self) -> int:
+        out = self.nx("rtr", "nft", "list", "table", "ip", "nat")
+        word = out.split("packets", 1)[1].split()[0]
+        return int(word)
+
+    def down(self) -> None:
+        for name in reversed(self.created):
+            sh("ip", "netns", "del", name, check=False)
+        self.created.clear()
+
+
+@pytest.fixture
+def natnet() -> Iterator[NatNet]:
+    require_root_tools("ip", "nft")
+    net = NatNet()
+    try:
+        net.up()
+        yield net
+    finally:
+        net.down()
+
+
+def _spawn(net: NatNet, role: str, name: str, *args: str) -> Proc:
+    proc = Proc(name)
+    proc.spawn(["ip", "netns", "exec", net.ns(role), sys.executable, PEER, *args], {})
+    return proc
+
+
+def _line(proc: Proc, prefix: str, timeout: float, others: list[Proc]) -> list[str]:
+    wait_until(lambda: any(x.startswith(prefix) for x in proc.lines()), timeout, prefix, others)
+    return next(x for x in proc.lines() if x.startswith(prefix)).split()[1:]
+
+
+def test_natted_node_is_reached_through_the_relay(natnet: NatNet, tmp_path: Path) -> None:
+    # Nothing on the public side can route to the NATed node: the relay is the only way in.
+    unreachable = natnet.nx("pub", "ip", "route", "get", natnet.priv_ip(2), check=False)
+    assert unreachable == "", unreachable
+    public = _spawn(natnet, "pub", "public", "public",
+                    f"/ip4/{natnet.pub_ip(1)}/tcp/{RELAY_PORT}", str(tmp_path))  # fmt: skip
+    procs = [public]
+    try:
+        (relay_addr,) = _line(public, "RELAY", patience(20), procs)
+        natted = _spawn(natnet, "priv", "natted", "natted",
+                        f"/ip4/{natnet.priv_ip(2)}/tcp/0", relay_addr, str(tmp_path))  # fmt: skip
+        procs.append(natted)
+        (circuit,) = _line(natted, "RESERVED", patience(20), procs)
+        assert circuit.startswith(relay_addr) and "/p2p-circuit/p2p/" in circuit
+        _, *kinds = _line(public, "CONNECTED", patience(20), procs)
+        assert kinds == ["relayed"], public.tail() + natted.tail()
+        wait_until(lambda: "DONE" in public.lines() and "DONE" in natted.lines(),
+                   patience(30), "both sides done", procs)  # fmt: skip
+        answers = [x.split() for x in public.lines() if x.startswith("ANSWER")]
+        assert [a[1] for a in answers] == ["True", "True"], answers
+        assert [a[2:4] for a in answers] == [["got", "small"], ["got", "bulk"]], answers
+        assert [a[-1] for a in answers] == ["True", "True"], answers
+        received = [x.split() for x in natted.lines() if x.startswith("RECEIVED")]
+        assert [r[3:] for r in received] == [["relayed"], ["relayed"]], received
+        # The NATed node's traffic really left through the masquerade (its relay connection).
+        assert natnet.masqueraded_packets() > 0
+        assert public.wait_exit(patience(10)) == 0, public.tail()
+        assert natted.wait_exit(patience(10)) == 0, natted.tail()
+    finally:
+        for p in procs:
+            if p.alive():
+                p.kill()
