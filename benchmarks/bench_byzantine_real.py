@@ -26,7 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
-from procs import NodeProc, free_port, loopback_env  # type: ignore[import-not-found]
+from procs import (  # type: ignore[import-not-found]
+    NodeProc,
+    free_port,
+    full_mesh,
+    loopback_env,
+    wait_all_exit,
+)
 
 NODES = 5
 ATTACKER = NODES - 1
@@ -50,18 +56,13 @@ def run(
         SWARM_EVICTION_TIMEOUT_S="60",
         SWARM_CHECKPOINT_EVERY_ROUNDS="0",
     )
-    nodes = []
+    procs = []
     for i in members:
         extra = {"SWARM_ADVERSARY": attack} if attack and i == ATTACKER else {}
-        nodes.append(NodeProc(i, free_port(), workdir, {**env, **extra}))
+        procs.append(NodeProc(i, free_port(), workdir, {**env, **extra}))
     t0 = time.perf_counter()
-    try:
-        for n in nodes:
-            n.start([p.addr for p in nodes if p is not n])
-        for n in nodes:
-            code = n.wait_exit(timeout=900)
-            if code != 0:
-                raise RuntimeError(f"node {n.index} exited {code}:\n{n.tail()}")
+    with full_mesh(procs) as nodes:
+        wait_all_exit(nodes, timeout=900)
         honest = [n for n in nodes if n.index != ATTACKER]
         bad = nodes[-1].peer_id if attack else None
         losses = [float(r["loss"]) for n in honest for r in n.events("eval") if r["tag"] == "final"]
@@ -78,9 +79,6 @@ def run(
             ),
         }
         return losses, counts, time.perf_counter() - t0
-    finally:
-        for n in nodes:
-            n.kill()
 
 
 def main() -> None:
