@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,7 @@ def run_real(data: dict[str, Any], workdir: Path) -> tuple[WorldStats, float, fl
             code = node.wait_exit(timeout=max(1.0, deadline - time.monotonic()))
             if code != 0:
                 raise RuntimeError(f"{node.name} exited {code}:\n{node.tail()}")
+        relay_cpu = _cpu_s(relay.pid)
     finally:
         for p in [*nodes, relay]:
             p.kill()
@@ -141,12 +143,49 @@ def run_real(data: dict[str, Any], workdir: Path) -> tuple[WorldStats, float, fl
         biggest = max(by_type.values())
         copies.append(biggest / (rounds * (count - 1)))
         print(f"  real {n.name}: bytes out by message {by_type}")
+        syncs = [str(r["reason"]) for r in n.events("sync.started")]
+        by_round = [(int(r["round"]), round(float(r["duration_s"]), 2)) for r in n.closed_rounds()]
+        print(f"    syncs {syncs}; (round, seconds) {by_round}")
     stats = world_stats(
         [float(r["duration_s"]) for r in closed], per_round, [str(r["outcome"]) for r in closed]
     )
     steps = [float(r["seconds"]) for n in nodes for r in n.events("train.done")]
+    print_phases(nodes)
+    print(f"  latency relay (one userspace process for every link) CPU: {relay_cpu:.1f} s")
     cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
     return stats, statistics.median(steps), statistics.median(copies), cpu
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (fields 14, 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _t(record: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(record["timestamp"])).timestamp()
+
+
+def print_phases(nodes: list[Any]) -> None:
+    """Where a real round's time goes, from the node logs' timestamps (medians over nodes and
+    rounds): open -> own step done (learner queue: the previous average's apply, then the
+    step itself), and own step done -> close (the network plus every peer's step)."""
+    queue, step, after = [], [], []
+    for n in nodes:
+        done = {int(r["round"]): r for r in n.events("train.done")}
+        for r in n.closed_rounds():
+            d = done.get(int(r["round"]))
+            if d is None:
+                continue
+            opened = _t(r) - float(r["duration_s"])
+            step.append(float(d["seconds"]))
+            queue.append(_t(d) - opened - float(d["seconds"]))
+            after.append(_t(r) - _t(d))
+    med = statistics.median
+    print(
+        f"  real round phases (median s): learner queue before the step {med(queue):.2f}, "
+        f"step {med(step):.2f}, own step done -> close {med(after):.2f}"
+    )
 
 
 def run_sim(data: dict[str, Any], step_s: float, payload: float, out: Path) -> WorldStats:
@@ -155,6 +194,10 @@ def run_sim(data: dict[str, Any], step_s: float, payload: float, out: Path) -> W
     fed["learning"]["virtual_payload_bytes"] = int(payload)
     r = run(fed, out=out)
     rows = r.rounds
+    syncs = r.events[r.events["kind"] == "sync_start"]["detail"].value_counts().to_dict()
+    per_round = rows.groupby("round")["t_close"].max() - rows.groupby("round")["t_open"].min()
+    shown = [(int(k), round(v, 2)) for k, v in per_round.items()]
+    print(f"  sim: syncs {syncs}; (round, seconds) {shown}")
     return world_stats(rows["t_close"] - rows["t_open"], rows["bytes_sent"], rows["outcome"])
 
 
