@@ -11,6 +11,10 @@ the relay; the public node dials its ``/p2p-circuit`` address, sends a small mes
 contribution (which falls back to the relayed libp2p stream: a relayed connection has no IP
 for the direct data plane), and the NATed node answers each with a digest of what it got.
 
+A second test runs two real ``swarm-tune node`` processes, one public and one NATed (it
+bootstraps out through the masquerade), and requires every round committed by both with both
+contributions.
+
 Needs root, ``ip`` and ``nft``: skipped with a reason when missing locally, failed when ``CI``
 is set. Cheap: two Python processes, no training.
 """
@@ -23,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chaos_procs import require_root_tools
+from chaos_procs import chaos_env, chaos_node, require_root_tools
 from netns_topology import sh
 from procs import Proc, patience, wait_until
 
@@ -31,6 +35,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.timeout(patience(90))]
 
 PEER = str(Path(__file__).with_name("nat_peer.py"))
 RELAY_PORT = 4101
+NODE_PORT = 4001
+ROUNDS = 2
 
 
 class NatNet:
@@ -108,10 +114,14 @@ def _line(proc: Proc, prefix: str, timeout: float, others: list[Proc]) -> list[s
     return next(x for x in proc.lines() if x.startswith(prefix)).split()[1:]
 
 
-def test_natted_node_is_reached_through_the_relay(natnet: NatNet, tmp_path: Path) -> None:
-    # Nothing on the public side can route to the NATed node: the relay is the only way in.
-    unreachable = natnet.nx("pub", "ip", "route", "get", natnet.priv_ip(2), check=False)
+def _assert_unroutable(net: NatNet) -> None:
+    """Nothing on the public side can route to the NATed node."""
+    unreachable = net.nx("pub", "ip", "route", "get", net.priv_ip(2), check=False)
     assert unreachable == "", unreachable
+
+
+def test_natted_node_is_reached_through_the_relay(natnet: NatNet, tmp_path: Path) -> None:
+    _assert_unroutable(natnet)  # the relay is the only way in
     public = _spawn(natnet, "pub", "public", "public",
                     f"/ip4/{natnet.pub_ip(1)}/tcp/{RELAY_PORT}", str(tmp_path))  # fmt: skip
     procs = [public]
@@ -140,3 +150,29 @@ def test_natted_node_is_reached_through_the_relay(natnet: NatNet, tmp_path: Path
         for p in procs:
             if p.alive():
                 p.kill()
+
+
+def test_natted_node_trains_with_a_public_node(natnet: NatNet, tmp_path: Path) -> None:
+    _assert_unroutable(natnet)
+    env = chaos_env(SWARM_MAX_ROUNDS=str(ROUNDS), SWARM_QUORUM="1.0")
+    public = chaos_node(0, natnet.pub_ip(1), NODE_PORT, tmp_path, env,
+                        ["ip", "netns", "exec", natnet.ns("pub")])  # fmt: skip
+    natted = chaos_node(1, natnet.priv_ip(2), NODE_PORT, tmp_path, env,
+                        ["ip", "netns", "exec", natnet.ns("priv")])  # fmt: skip
+    try:
+        public.start([])
+        natted.start([public.addr])
+        for node in (public, natted):
+            assert node.wait_exit(patience(90)) == 0, node.tail()
+        for node in (public, natted):
+            closed = node.closed_rounds()
+            print(node.name, [(r["round"], r["outcome"], r["contributors"]) for r in closed])
+            assert node.max_closed() == ROUNDS - 1, closed
+            assert [(r["outcome"], r["contributors"]) for r in closed] == [("average", 2)] * len(
+                closed
+            ), closed
+            assert node.final_metrics()["contributions_accepted"] >= ROUNDS - 1
+        assert natnet.masqueraded_packets() > 0
+    finally:
+        public.kill()
+        natted.kill()
