@@ -10,8 +10,9 @@ seed, same scenario, same rounds - determinism is the simulator's contract).
 A is ``git archive REF`` unpacked into a temporary folder (with its ``.pkg`` import links), so
 the children import ``swarm_tune`` from A's or B's files.
 
-Usage: python benchmarks/bench_ab.py [--ref main] [--scenario scenarios/flower-task.yaml]
-           [--nodes 300] [--rounds 5] [--strategy flat|gossip|asis] [--pairs 2] [--goal-s S]
+Usage: python benchmarks/bench_ab.py [--ref main] [--b-ref REF]
+           [--scenario scenarios/flower-task.yaml] [--nodes 300] [--rounds 5]
+           [--strategy flat|gossip|asis] [--pairs 2] [--goal-s S]
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def run_child(tree: Path, args: argparse.Namespace) -> dict[str, float | str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ref", default="main", help="git ref of A (B is this working tree)")
+    ap.add_argument("--ref", default="main", help="git ref of A")
+    ap.add_argument("--b-ref", default="", help="git ref of B (default: this working tree)")
     ap.add_argument("--scenario", default="scenarios/flower-task.yaml")
     ap.add_argument("--nodes", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=5)
@@ -82,13 +84,17 @@ def main() -> None:
     runs: dict[str, list[dict[str, float | str]]] = {"A": [], "B": []}
     print(
         f"== {args.scenario}, {args.strategy}, {args.nodes} nodes x {args.rounds} rounds: "
-        f"A = {args.ref}, B = this tree =="
+        f"A = {args.ref}, B = {args.b_ref or 'this tree'} =="
     )
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
-        base = Path(tmp)
+        base, other = Path(tmp) / "a", Path(tmp) / "b"
+        base.mkdir()
         unpack(args.ref, base)
+        if args.b_ref:  # a frozen B: the working tree may change while a long A/B runs
+            other.mkdir()
+            unpack(args.b_ref, other)
         for i in range(args.pairs):
-            for variant, tree in (("A", base), ("B", ROOT)):
+            for variant, tree in (("A", base), ("B", other if args.b_ref else ROOT)):
                 r = run_child(tree, args)
                 runs[variant].append(r)
                 print(
