@@ -39,8 +39,10 @@ path, nodes, rounds, strategy = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
 data = yaml.safe_load(open(path).read())
 data["nodes"]["count"] = nodes
 data["rounds"]["target"] = rounds
-if strategy != "asis":
-    data.setdefault("protocol", {})["strategy"] = strategy
+if strategy == "gossip":  # the mode the simulator scales with, as bench_flower runs it
+    data["protocol"].update(strategy="gossip", view_size=24, gossip_fanout=4, quorum=0.6)
+elif strategy == "flat":
+    data["protocol"].update(strategy="flat", view_size=0)
 t0, c0 = time.perf_counter(), time.process_time()
 drv = SimDriver(scenario_from_data(data))
 drv.run()
