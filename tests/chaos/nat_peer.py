@@ -1,11 +1,12 @@
 """One side of the NAT traversal test, run inside a network namespace (see test_chaos_nat.py).
 
-``public RELAY_LISTEN WORKDIR``: a relay node plus a public node in one process. It prints
-``RELAY <addr>``, waits for the NATed node's relayed address in ``WORKDIR/circuit``, dials it
-(the NATed node has no route in from here: the only way in is ``/p2p-circuit``), sends a small
-message and a bulk contribution, and waits for the NATed node's answer.
+``public RELAY_LISTEN WORKDIR DCUTR``: a relay node plus a public node in one process. It
+prints ``RELAY <addr>``, waits for the NATed node's relayed address in ``WORKDIR/circuit``,
+dials it (the NATed node has no route in from here: the only way in is ``/p2p-circuit``), with
+``DCUTR=1`` waits for DCUtR to add a direct connection, sends a small message and a bulk
+contribution, and waits for the NATed node's answer.
 
-``natted LISTEN RELAY_ADDR WORKDIR``: reserves a slot on the relay, publishes its relayed
+``natted LISTEN RELAY_ADDR WORKDIR DCUTR``: reserves a slot on the relay, publishes its relayed
 address, and answers each message it gets with ``got <kind> <len> <sha256>`` (small).
 
 Each step prints one line the test reads; every wait is bounded so the process ends itself.
@@ -45,7 +46,7 @@ def conn_kinds(node: NetNode, peer: str) -> list[str]:
     ]
 
 
-async def public(relay_listen: str, workdir: Path) -> None:
+async def public(relay_listen: str, workdir: Path, dcutr: bool) -> None:
     relay_cfg = NetConfig(enable_relay=True, relay_hop=True)
     async with open_net_node(b"R" * 32, [relay_listen], config=relay_cfg) as relay:
         say("RELAY", relay.multiaddrs[0])
@@ -54,10 +55,15 @@ async def public(relay_listen: str, workdir: Path) -> None:
             await trio.sleep(0.1)
         circuit = circuit_file.read_text().strip()
         listen = relay_listen.rsplit("/", 1)[0] + "/0"
-        async with open_net_node(b"P" * 32, [listen], config=NetConfig(enable_relay=True)) as me:
+        config = NetConfig(enable_relay=True, enable_dcutr=dcutr)
+        async with open_net_node(b"P" * 32, [listen], config=config) as me:
             say("DIALING", circuit)
             natted = await me.connect(circuit)
             say("CONNECTED", natted, *conn_kinds(me, natted))
+            if dcutr:  # py-libp2p's DCUtR service upgrades relayed connections by itself
+                while "direct" not in conn_kinds(me, natted):
+                    await trio.sleep(0.1)
+                say("UPGRADED", *conn_kinds(me, natted))
             small = b"hello through the relay"
             bulk = bytes(range(256)) * (BULK_BYTES // 256)
             await me.send_small(natted, small)
@@ -70,8 +76,9 @@ async def public(relay_listen: str, workdir: Path) -> None:
             say("DONE")
 
 
-async def natted(listen: str, relay_addr: str, workdir: Path) -> None:
-    async with open_net_node(b"N" * 32, [listen], config=NetConfig(enable_relay=True)) as me:
+async def natted(listen: str, relay_addr: str, workdir: Path, dcutr: bool) -> None:
+    config = NetConfig(enable_relay=True, enable_dcutr=dcutr)
+    async with open_net_node(b"N" * 32, [listen], config=config) as me:
         circuit = await me.reserve_relay(relay_addr)
         assert is_circuit(parse_multiaddr(circuit))
         (workdir / "circuit.tmp").write_text(circuit)
@@ -90,9 +97,9 @@ def main(argv: list[str]) -> None:
     async def run() -> None:
         with trio.fail_after(DEADLINE_S):
             if argv[0] == "public":
-                await public(argv[1], Path(argv[2]))
+                await public(argv[1], Path(argv[2]), argv[3] == "1")
             else:
-                await natted(argv[1], argv[2], Path(argv[3]))
+                await natted(argv[1], argv[2], Path(argv[3]), argv[4] == "1")
 
     trio.run(run)
 

@@ -10,6 +10,9 @@ its own connections leave through the router's masquerade. The NATed node reserv
 the relay; the public node dials its ``/p2p-circuit`` address, sends a small message and a bulk
 contribution (which falls back to the relayed libp2p stream: a relayed connection has no IP
 for the direct data plane), and the NATed node answers each with a digest of what it got.
+With DCUtR on (both sides), py-libp2p's DCUtR service upgrades the relayed connection: the
+NATed node's dial out through the masquerade adds a direct connection, and the messages flow
+with it in place.
 
 A second test runs two real ``swarm-tune node`` processes, one public and one NATed (it
 bootstraps out through the masquerade), and requires every round committed by both with both
@@ -120,20 +123,29 @@ def _assert_unroutable(net: NatNet) -> None:
     assert unreachable == "", unreachable
 
 
-def test_natted_node_is_reached_through_the_relay(natnet: NatNet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("dcutr", [False, True], ids=["relayed", "dcutr"])
+def test_natted_node_is_reached_through_the_relay(
+    natnet: NatNet, tmp_path: Path, dcutr: bool
+) -> None:
     _assert_unroutable(natnet)  # the relay is the only way in
+    flag = "1" if dcutr else "0"
     public = _spawn(natnet, "pub", "public", "public",
-                    f"/ip4/{natnet.pub_ip(1)}/tcp/{RELAY_PORT}", str(tmp_path))  # fmt: skip
+                    f"/ip4/{natnet.pub_ip(1)}/tcp/{RELAY_PORT}", str(tmp_path), flag)  # fmt: skip
     procs = [public]
     try:
         (relay_addr,) = _line(public, "RELAY", patience(20), procs)
-        natted = _spawn(natnet, "priv", "natted", "natted",
-                        f"/ip4/{natnet.priv_ip(2)}/tcp/0", relay_addr, str(tmp_path))  # fmt: skip
+        listen = f"/ip4/{natnet.priv_ip(2)}/tcp/0"
+        natted = _spawn(natnet, "priv", "natted", "natted", listen, relay_addr, str(tmp_path), flag)
         procs.append(natted)
         (circuit,) = _line(natted, "RESERVED", patience(20), procs)
         assert circuit.startswith(relay_addr) and "/p2p-circuit/p2p/" in circuit
         _, *kinds = _line(public, "CONNECTED", patience(20), procs)
-        assert kinds == ["relayed"], public.tail() + natted.tail()
+        assert kinds[0] == "relayed", public.tail() + natted.tail()
+        if dcutr:
+            # DCUtR: the public side cannot dial in, but the NATed side's dial out through the
+            # masquerade gives both a direct connection next to the relayed one.
+            upgraded = _line(public, "UPGRADED", patience(20), procs)
+            assert "direct" in upgraded, upgraded
         wait_until(lambda: "DONE" in public.lines() and "DONE" in natted.lines(),
                    patience(30), "both sides done", procs)  # fmt: skip
         answers = [x.split() for x in public.lines() if x.startswith("ANSWER")]
@@ -141,7 +153,10 @@ def test_natted_node_is_reached_through_the_relay(natnet: NatNet, tmp_path: Path
         assert [a[2:4] for a in answers] == [["got", "small"], ["got", "bulk"]], answers
         assert [a[-1] for a in answers] == ["True", "True"], answers
         received = [x.split() for x in natted.lines() if x.startswith("RECEIVED")]
-        assert [r[3:] for r in received] == [["relayed"], ["relayed"]], received
+        if dcutr:
+            assert all("direct" in r[3:] for r in received), received
+        else:
+            assert [r[3:] for r in received] == [["relayed"], ["relayed"]], received
         # The NATed node's traffic really left through the masquerade (its relay connection).
         assert natnet.masqueraded_packets() > 0
         assert public.wait_exit(patience(10)) == 0, public.tail()
