@@ -8,9 +8,9 @@ SWARM_* settings by the same ``protocol_env`` the run manifests use.
 
 The sim world: the same scenario dict, with two figures taken from the real run because they
 are properties of the real learner, not of the network: the compute step time (median of the
-real nodes' ``train.done`` seconds) and the update's wire size (the real nodes' bytes of their
-biggest message type per copy sent). Everything the sim has to predict — round times from
-links, latency and quorum; bytes per node per round including heartbeats and hellos — is then
+real nodes' ``train.done`` seconds) and the update's wire size (the real nodes' Contribution
+bytes per copy sent). Everything the sim has to predict — round times from links, latency and
+quorum; bytes per node per round including heartbeats and hellos — is then
 compared with analysis/calibration.py: sim, real, sim/real, and the +-15% goal.
 
     nice .venv/bin/python benchmarks/bench_calibrate.py [--profile lan40|wan10|lossy40|all]
@@ -135,13 +135,14 @@ def run_real(data: dict[str, Any], workdir: Path) -> tuple[WorldStats, float, fl
     closed = [r for n in nodes for r in n.closed_rounds()]
     per_round = []
     copies = []
+    sync_bytes = 0.0
     for n in nodes:
         metrics = n.final_metrics()
         rounds = max(1, len(n.closed_rounds()))
         per_round.append(float(metrics["bytes_out"]) / rounds)
         by_type = metrics["bytes_out_by_message"]
-        biggest = max(by_type.values())
-        copies.append(biggest / (rounds * (count - 1)))
+        copies.append(by_type["Contribution"] / (rounds * (count - 1)))
+        sync_bytes += (by_type.get("StateRequest", 0) + by_type.get("StateResponse", 0)) / rounds
         print(f"  real {n.name}: bytes out by message {by_type}")
         syncs = [str(r["reason"]) for r in n.events("sync.started")]
         by_round = [(int(r["round"]), round(float(r["duration_s"]), 2)) for r in n.closed_rounds()]
@@ -151,6 +152,10 @@ def run_real(data: dict[str, Any], workdir: Path) -> tuple[WorldStats, float, fl
     )
     steps = [float(r["seconds"]) for n in nodes for r in n.events("train.done")]
     print_phases(nodes)
+    print(
+        f"  real bytes per node-round in state sync (the join syncs of staggered starts; the "
+        f"sim starts every node together and syncs none): {sync_bytes / count:,.0f}"
+    )
     print(f"  latency relay (one userspace process for every link) CPU: {relay_cpu:.1f} s")
     cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
     return stats, statistics.median(steps), statistics.median(copies), cpu
