@@ -176,6 +176,7 @@ def print_phases(nodes: list[Any]) -> None:
     rounds): open -> own step done (learner queue: the previous average's apply, then the
     step itself), and own step done -> close (the network plus every peer's step)."""
     queue, step, after = [], [], []
+    applies = [float(r["seconds"]) for n in nodes for r in n.events("apply.done")]
     for n in nodes:
         done = {int(r["round"]): r for r in n.events("train.done")}
         for r in n.closed_rounds():
@@ -189,7 +190,8 @@ def print_phases(nodes: list[Any]) -> None:
     med = statistics.median
     print(
         f"  real round phases (median s): learner queue before the step {med(queue):.2f}, "
-        f"step {med(step):.2f}, own step done -> close {med(after):.2f}"
+        f"step {med(step):.2f}, own step done -> close {med(after):.2f}; applying the "
+        f"average (after close, not in the round time) {med(applies) if applies else 0:.2f}"
     )
 
 

@@ -553,7 +553,10 @@ class NodeDriver:
             )
             self._feed(ready)
         elif isinstance(job, fx.ApplyAverage):
+            started = time.perf_counter()
             await trio.to_thread.run_sync(self.bridge.apply, job)
+            # Calibration input: the sim charges no time for applying an average.
+            log.info("apply.done", round=job.round, seconds=round(time.perf_counter() - started, 4))
             self.applied_round = job.round + 1
             every = self.config.checkpoint_every
             if every and self.applied_round % every == 0 and not self._stopping:
