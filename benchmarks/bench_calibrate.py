@@ -173,25 +173,32 @@ def _t(record: dict[str, Any]) -> float:
 
 def print_phases(nodes: list[Any]) -> None:
     """Where a real round's time goes, from the node logs' timestamps (medians over nodes and
-    rounds): open -> own step done (learner queue: the previous average's apply, then the
-    step itself), and own step done -> close (the network plus every peer's step)."""
-    queue, step, after = [], [], []
+    rounds; every node runs on this machine, so one clock): open -> own step done (learner
+    queue, then the step), own step done -> the LAST node's step of that round done (waiting
+    for the slowest peer's compute), last step done -> close (sending, relaying, receiving,
+    decoding and validating the contributions: what the sim models as links only)."""
+    queue, step, slowest, tail = [], [], [], []
     applies = [float(r["seconds"]) for n in nodes for r in n.events("apply.done")]
+    done = [{int(r["round"]): _t(r) for r in n.events("train.done")} for n in nodes]
+    last = {k: max(d[k] for d in done if k in d) for k in set().union(*done)}
     for n in nodes:
-        done = {int(r["round"]): r for r in n.events("train.done")}
+        own = {int(r["round"]): r for r in n.events("train.done")}
         for r in n.closed_rounds():
-            d = done.get(int(r["round"]))
+            k = int(r["round"])
+            d = own.get(k)
             if d is None:
                 continue
             opened = _t(r) - float(r["duration_s"])
             step.append(float(d["seconds"]))
             queue.append(_t(d) - opened - float(d["seconds"]))
-            after.append(_t(r) - _t(d))
+            slowest.append(last[k] - _t(d))
+            tail.append(_t(r) - last[k])
     med = statistics.median
     print(
-        f"  real round phases (median s): learner queue before the step {med(queue):.2f}, "
-        f"step {med(step):.2f}, own step done -> close {med(after):.2f}; applying the "
-        f"average (after close, not in the round time) {med(applies) if applies else 0:.2f}"
+        f"  real round phases (median s): learner queue {med(queue):.2f}, step "
+        f"{med(step):.2f}, own step -> slowest node's step {med(slowest):.2f}, slowest "
+        f"step -> close {med(tail):.2f}; applying the average (after close) "
+        f"{med(applies) if applies else 0:.2f}"
     )
 
 
