@@ -7,10 +7,11 @@ one-way latency). Their protocol settings are the scenario's ``protocol:`` block
 SWARM_* settings by the same ``protocol_env`` the run manifests use.
 
 The sim world: the same scenario dict, with two figures taken from the real run because they
-are properties of the real learner, not of the network: the compute step time (median of the
-real nodes' ``train.done`` seconds) and the update's wire size (the real nodes' Contribution
-bytes per copy sent). Everything the sim has to predict — round times from links, latency and
-quorum; bytes per node per round including heartbeats and hellos — is then
+are properties of the real learner, not of the network: the compute step time (the real
+nodes' ``train.done`` seconds as a lognormal: median and spread) and the update's wire size
+(the real nodes' Contribution bytes per copy sent). Everything the sim has to predict — round
+times from links, latency and quorum; bytes per node per round including heartbeats and
+hellos — is then
 compared with analysis/calibration.py: sim, real, sim/real, and the +-15% goal.
 
     nice .venv/bin/python benchmarks/bench_calibrate.py [--profile lan40|wan10|lossy40|all]
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import statistics
 import sys
@@ -83,8 +85,8 @@ def real_env(data: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def run_real(data: dict[str, Any], workdir: Path) -> tuple[WorldStats, float, float, float]:
-    """(stats, median step s, wire bytes per update copy, CPU seconds of the nodes)."""
+def run_real(data: dict[str, Any], workdir: Path) -> tuple[WorldStats, list[float], float, float]:
+    """(stats, step seconds, wire bytes per update copy, CPU seconds of the nodes)."""
     require_root_tools("ip", "tc", "nft")
     count = int(data["nodes"]["count"])
     link = data["links"]["bandwidth"][0]
@@ -158,7 +160,7 @@ def run_real(data: dict[str, Any], workdir: Path) -> tuple[WorldStats, float, fl
     )
     print(f"  latency relay (one userspace process for every link) CPU: {relay_cpu:.1f} s")
     cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
-    return stats, statistics.median(steps), statistics.median(copies), cpu
+    return stats, steps, statistics.median(copies), cpu
 
 
 def _cpu_s(pid: int) -> float:
@@ -202,9 +204,17 @@ def print_phases(nodes: list[Any]) -> None:
     )
 
 
-def run_sim(data: dict[str, Any], step_s: float, payload: float, out: Path) -> WorldStats:
+def step_dist(steps: list[float]) -> dict[str, Any]:
+    """The real steps as the sim's lognormal (median, sigma of log): with quorum 1.0 a round
+    waits for the slowest of the nodes' steps, so the spread matters, not only the median."""
+    logs = [math.log(max(x, 1e-4)) for x in steps]
+    sigma = statistics.stdev(logs) if len(logs) > 1 else 0.0
+    return {"dist": "lognormal", "median": round(statistics.median(steps), 4), "sigma": sigma}
+
+
+def run_sim(data: dict[str, Any], steps: list[float], payload: float, out: Path) -> WorldStats:
     fed = copy.deepcopy(data)
-    fed["compute"]["classes"][0]["step_time"] = {"dist": "constant", "value": round(step_s, 4)}
+    fed["compute"]["classes"][0]["step_time"] = step_dist(steps)
     fed["learning"]["virtual_payload_bytes"] = int(payload)
     r = run(fed, out=out)
     rows = r.rounds
@@ -221,15 +231,15 @@ def calibrate(profile: str, workdir: Path) -> bool:
     print(f"== {data['name']}: {data['nodes']['count']} nodes, {mbps} Mbit/s both ways, "
           f"{latency} ms one-way, loss {loss:.0%}")  # fmt: skip
     t0 = time.perf_counter()
-    real, step_s, payload, cpu = run_real(data, workdir / f"real-{profile}")
+    real, steps, payload, cpu = run_real(data, workdir / f"real-{profile}")
     wall_real = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sim = run_sim(data, step_s, payload, workdir / f"sim-{profile}")
+    sim = run_sim(data, steps, payload, workdir / f"sim-{profile}")
     wall_sim = time.perf_counter() - t0
     rows = compare(sim, real)
     print(format_table(f"sim vs real ({profile})", rows, sim, real))
     print(
-        f"fed to the sim from the real run: step time {step_s:.3f} s (median train.done), "
+        f"fed to the sim from the real run: step time {step_dist(steps)} (train.done), "
         f"update {payload:,.0f} B per copy; real wall {wall_real:.0f} s, node CPU {cpu:.0f} s; "
         f"sim wall {wall_sim:.1f} s; load average {os.getloadavg()}"
     )
