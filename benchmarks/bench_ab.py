@@ -72,6 +72,31 @@ def run_child(tree: Path, args: argparse.Namespace) -> dict[str, float | str]:
     return result
 
 
+Runs = dict[str, list[dict[str, float | str]]]
+
+
+def report(runs: Runs) -> dict[str, tuple[float, float]]:
+    """Print the medians of A and B (wall, CPU), B/A, and whether every run's rounds table
+    was the same; return the medians by variant."""
+    med = {
+        v: (
+            statistics.median(float(r["wall"]) for r in rs),
+            statistics.median(float(r["cpu"]) for r in rs),
+        )
+        for v, rs in runs.items()
+    }
+    same = len({r["digest"] for rs in runs.values() for r in rs}) == 1
+    print(
+        f"median A: wall {med['A'][0]:.1f} s, cpu {med['A'][1]:.1f} s; median B: wall "
+        f"{med['B'][0]:.1f} s, cpu {med['B'][1]:.1f} s"
+    )
+    print(
+        f"median B/A: wall {med['B'][0] / med['A'][0]:.2f}, cpu {med['B'][1] / med['A'][1]:.2f} "
+        f"(goal < 1); rounds tables identical across all runs: {same} (goal True)"
+    )
+    return med
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ref", default="main", help="git ref of A")
@@ -83,7 +108,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--goal-s", type=float, default=0.0, help="print B's CPU s against it")
     args = ap.parse_args()
-    runs: dict[str, list[dict[str, float | str]]] = {"A": [], "B": []}
+    runs: Runs = {"A": [], "B": []}
     print(
         f"== {args.scenario}, {args.strategy}, {args.nodes} nodes x {args.rounds} rounds: "
         f"A = {args.ref}, B = {args.b_ref or 'this tree'} =="
@@ -104,22 +129,7 @@ def main() -> None:
                     f"{float(r['cpu']):.1f} s, rounds table {r['digest']} ({r['rows']} rows)",
                     flush=True,
                 )
-    med = {
-        v: (
-            statistics.median(float(r["wall"]) for r in rs),
-            statistics.median(float(r["cpu"]) for r in rs),
-        )
-        for v, rs in runs.items()
-    }
-    same = len({r["digest"] for rs in runs.values() for r in rs}) == 1
-    print(
-        f"median A: wall {med['A'][0]:.1f} s, cpu {med['A'][1]:.1f} s; median B: wall "
-        f"{med['B'][0]:.1f} s, cpu {med['B'][1]:.1f} s"
-    )
-    print(
-        f"median B/A: wall {med['B'][0] / med['A'][0]:.2f}, cpu {med['B'][1] / med['A'][1]:.2f} "
-        f"(goal < 1); rounds tables identical across all runs: {same} (goal True)"
-    )
+    med = report(runs)
     if args.goal_s:
         verdict = "met" if med["B"][1] <= args.goal_s else "NOT met"
         print(f"B's median cpu {med['B'][1]:.1f} s vs goal <= {args.goal_s:.0f} s: {verdict}")

@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "tests" / "chaos"))
 
-from chaos_procs import chaos_env, chaos_node, require_root_tools  # type: ignore[import-not-found]  # noqa: E402
+from chaos_procs import chaos_env, chaos_node, require_root_tools, start_latency_relay  # type: ignore[import-not-found]  # noqa: E402
 from netns_topology import Wan  # type: ignore[import-not-found]  # noqa: E402
-from procs import Proc, wait_until  # type: ignore[import-not-found]  # noqa: E402
+from procs import Proc  # type: ignore[import-not-found]  # noqa: E402
 
 from swarm_tune.analysis.calibration import (  # noqa: E402
     WorldStats,
@@ -105,22 +105,7 @@ def run_real(data: dict[str, Any], workdir: Path) -> tuple[WorldStats, list[floa
     cpu0 = os.times()
     try:
         wan.up()
-        relay.spawn(
-            [
-                *wan.exec_prefix(wan.hub),
-                sys.executable, "-m", "swarm_tune.runtime.net.latency_relay",
-                "--port", str(wan.relay_port),
-                "--delay-ms", str(float(data["topology"]["latency_ms"])),
-                *(f"--map={wan.real_ip(i)}={wan.standin_ip(i)}" for i in range(count)),
-            ],
-            {},
-        )  # fmt: skip
-        wait_until(
-            lambda: any(x.startswith("LATENCY_RELAY_READY") for x in relay.lines()),
-            20,
-            "latency relay",
-            [relay],
-        )
+        start_latency_relay(relay, wan, float(data["topology"]["latency_ms"]))
         for node in nodes:
             node.start([p.addr_via(wan.standin_ip(p.index)) for p in nodes if p is not node])
         deadline = time.monotonic() + 600

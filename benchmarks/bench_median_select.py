@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from bench_ab import Runs, report  # type: ignore[import-not-found]  # the shared A/B summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=2)
     args = ap.parse_args()
     task = ROOT / "scenarios" / "flower-task.yaml"
-    runs: dict[str, list[dict[str, float | str]]] = {"A": [], "B": []}
+    runs: Runs = {"A": [], "B": []}
     print(f"== Flower's task, flat, {args.nodes} nodes x 5 rounds: A = sort, B = selection ==")
     for i in range(args.pairs):
         for variant in ("A", "B"):
@@ -74,18 +75,7 @@ def main() -> None:
                 f"rounds table {r['digest']}"
             )
             sys.stdout.flush()
-    med = {
-        v: (
-            statistics.median(float(r["wall"]) for r in rs),
-            statistics.median(float(r["cpu"]) for r in rs),
-        )
-        for v, rs in runs.items()
-    }
-    same = len({r["digest"] for rs in runs.values() for r in rs}) == 1
-    print(
-        f"median B/A: wall {med['B'][0] / med['A'][0]:.2f}, cpu {med['B'][1] / med['A'][1]:.2f} "
-        f"(goal < 1); rounds tables identical across all runs: {same} (goal True)"
-    )
+    report(runs)
 
 
 if __name__ == "__main__":

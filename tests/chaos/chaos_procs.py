@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from procs import NodeProc, require, swarm_env
+from procs import NodeProc, Proc, require, swarm_env, wait_until
+
+if TYPE_CHECKING:
+    from netns_topology import Wan
 
 CHAOS_SEED_OFFSET = 0x41
 # Slower rounds and eviction than on loopback; no checkpoints (nothing here restarts a node).
@@ -47,3 +52,23 @@ def chaos_node(
 
 def chaos_env(**extra: str) -> dict[str, str]:
     return swarm_env("chaos", CHAOS, **extra)
+
+
+def start_latency_relay(relay: Proc, wan: Wan, delay_ms: float) -> None:
+    """Run the userspace delay relay in the WAN's hub (netem is missing here: one crossing
+    per direction adds ``delay_ms``) for every host, and wait until it listens."""
+    relay.spawn(
+        [
+            *wan.exec_prefix(wan.hub),
+            sys.executable, "-m", "swarm_tune.runtime.net.latency_relay",
+            "--port", str(wan.relay_port), "--delay-ms", str(float(delay_ms)),
+            *(f"--map={wan.real_ip(i)}={wan.standin_ip(i)}" for i in range(wan.hosts)),
+        ],
+        {},
+    )  # fmt: skip
+    wait_until(
+        lambda: any(x.startswith("LATENCY_RELAY_READY") for x in relay.lines()),
+        20,
+        "latency relay",
+        [relay],
+    )

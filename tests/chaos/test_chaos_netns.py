@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from chaos_procs import chaos_env, chaos_node, require_root_tools
+from chaos_procs import chaos_env, chaos_node, require_root_tools, start_latency_relay
 from netns_topology import Wan
 from procs import Proc, patience, wait_until
 
@@ -96,21 +96,7 @@ def test_three_hosts_commit_rounds_over_emulated_wan(tmp_path: Path) -> None:
     ]
     try:
         wan.up()
-        relay.spawn(
-            [
-                *wan.exec_prefix(wan.hub),
-                sys.executable, "-m", "swarm_tune.runtime.net.latency_relay",
-                "--port", str(wan.relay_port), "--delay-ms", str(DELAY_MS),
-                *(f"--map={wan.real_ip(i)}={wan.standin_ip(i)}" for i in range(wan.hosts)),
-            ],
-            {},
-        )  # fmt: skip
-        wait_until(
-            lambda: any(x.startswith("LATENCY_RELAY_READY") for x in relay.lines()),
-            20,
-            "latency relay",
-            [relay],
-        )
+        start_latency_relay(relay, wan, DELAY_MS)
         rtt_min, rtt_max = _probe_rtt(wan)
         print(
             f"probe RTT through the relay: min {rtt_min * 1e3:.1f} ms, max {rtt_max * 1e3:.1f} ms"
