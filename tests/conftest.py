@@ -11,9 +11,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 _SUPPORT = str(Path(__file__).resolve().parent / "support")
 if _SUPPORT not in sys.path:
@@ -24,3 +26,12 @@ if "SWARM_CACHE_DIR" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="swarm-tune-cache-")
     os.environ["SWARM_CACHE_DIR"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# A SIGTERM (CI's time limit, `kill`) unwinds like Ctrl-C, so every test's ``finally`` runs:
+# node processes are killed and network namespaces deleted instead of outliving pytest.
+signal.signal(signal.SIGTERM, _interrupt)
