@@ -21,20 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
-from procs import NodeProc, free_port, full_mesh, loopback_env, wait_all_exit  # type: ignore[import-not-found]
+from procs import NodeProc, bench_env, free_port, full_mesh, wait_all_exit  # type: ignore[import-not-found]
 
 NODES = 3
 
 
 def run(workdir: Path, rounds: int, extra: dict[str, str]) -> tuple[list[int], list[float], float]:
-    env = loopback_env(
-        SWARM_MAX_ROUNDS=str(rounds),
-        SWARM_PARAM_SYNC_EVERY="0",
-        SWARM_ROUND_TIMEOUT_S="120",
-        SWARM_EVICTION_TIMEOUT_S="120",
-        SWARM_CHECKPOINT_EVERY_ROUNDS="0",
-        **extra,
-    )
+    env = bench_env(rounds, SWARM_PARAM_SYNC_EVERY="0", **extra)
     t0 = time.perf_counter()
     with full_mesh([NodeProc(i, free_port(), workdir, env) for i in range(NODES)]) as nodes:
         wait_all_exit(nodes, timeout=900)

@@ -366,3 +366,15 @@ LOOPBACK = {
 
 def loopback_env(**extra: str) -> dict[str, str]:
     return swarm_env("node-test", LOOPBACK, **extra)
+
+
+def bench_env(rounds: int, **extra: str) -> dict[str, str]:
+    """The real-node benchmarks' swarm: loopback, ``rounds`` rounds, timeouts long enough that a
+    slow step on a busy box never turns a measured round into a fallback, no checkpoints."""
+    return loopback_env(
+        SWARM_MAX_ROUNDS=str(rounds),
+        SWARM_ROUND_TIMEOUT_S="120",
+        SWARM_EVICTION_TIMEOUT_S="120",
+        SWARM_CHECKPOINT_EVERY_ROUNDS="0",
+        **extra,
+    )
