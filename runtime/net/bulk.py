@@ -61,7 +61,13 @@ from swarm_tune.runtime.net.admission import (
     admit_transfer,
 )
 from swarm_tune.runtime.net.config import NetConfig
-from swarm_tune.runtime.net.errors import FrameError, SendError, SendRejected, SendTimeout
+from swarm_tune.runtime.net.errors import (
+    FrameError,
+    NotConnected,
+    SendError,
+    SendRejected,
+    SendTimeout,
+)
 from swarm_tune.runtime.net.events import Incoming
 from swarm_tune.runtime.net.framing import (
     DONE_LEN,
@@ -77,6 +83,7 @@ from swarm_tune.runtime.net.framing import (
     encode_done,
     read_exactly,
 )
+from swarm_tune.runtime.net.host import open_stream
 from swarm_tune.runtime.net.refusals import Refusals
 from swarm_tune.runtime.net.seal import CHUNK, TAG, Sealer, Tampered, chunk_sizes
 from swarm_tune.runtime.protocol.reasons import RejectReason
@@ -451,8 +458,8 @@ class BulkPlane:
             try:
                 await self._send_once(peer, view, Mode.DIRECT)
                 return
-            except SendRejected:
-                raise  # the receiver said no; the other path would hear the same
+            except (SendRejected, NotConnected):
+                raise  # the receiver said no / no connection: the other path is no better
             except (SendError, _FallBack) as exc:
                 self._refusals.count("send_direct_fallback")
                 log.info("direct transfer to %s failed (%s); using the libp2p stream", peer, exc)
@@ -463,9 +470,12 @@ class BulkPlane:
         size = len(view)
         try:
             with trio.fail_after(cfg.control_timeout):
-                stream = await self._host.new_stream(peer, [BULK_PROTOCOL])
+                stream = await open_stream(self._host, peer, [BULK_PROTOCOL])
         except trio.TooSlowError:
             raise SendTimeout(f"opening a bulk stream to {peer} timed out") from None
+        except NotConnected:
+            self._refusals.count("send_not_connected")
+            raise
         except Exception as exc:
             raise SendError(f"cannot open a bulk stream to {peer}: {exc}") from exc
         ok = False

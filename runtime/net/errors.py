@@ -36,3 +36,9 @@ class SendRejected(SendError):
 
 class SendTimeout(SendError):
     """The transfer or its confirmation did not complete in time."""
+
+
+class NotConnected(SendError):
+    """No open connection to the peer. Sends never dial: connecting is the core's decision
+    (its ``Dial`` effect, bounded per tick and per peer), so a send to a peer we lost fails
+    here and the core's next Dial (if it wants the peer back) reconnects."""

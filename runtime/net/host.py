@@ -17,6 +17,10 @@ Why these choices:
   core's ``Dial`` effect, bounded per tick and per peer), so the host gets an auto-connector
   that never starts. No ``ConnectionConfig`` knob does it: its target is the midpoint of the
   low/high watermarks, and a zero high watermark would make the pruner close everything.
+  For the same reason a send never dials: ``host.new_stream`` dials any peer the peerstore
+  has an address for when no connection is open (peer exchange puts addresses there), so a
+  heartbeat to a peer we lost would reconnect behind the core's back, outside its per-tick
+  budget. :func:`open_stream` opens streams with dialling refused (:class:`NotConnected`).
 * **Bootstrap never blocks start-up.** Each bootstrap address is dialled concurrently under
   its own ``trio.move_on_after(timeout)``; failures are logged and counted, not raised. A
   node whose bootstrap list is entirely dead still starts and can be dialled.
@@ -24,14 +28,15 @@ Why these choices:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
@@ -44,7 +49,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.utils.address_validation import expand_wildcard_address
 
-from swarm_tune.runtime.net.errors import ConfigError
+from swarm_tune.runtime.net.errors import ConfigError, NotConnected
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ SEED_LEN = 32
 #: How long the interface addresses a wildcard listen address expands to are reused.
 INTERFACE_TTL_S = 10.0
 _WILDCARDS = ("/ip4/0.0.0.0/", "/ip6/::/")
+#: Set while one of our sends opens a stream: the swarm's dial_peer then refuses to dial.
+_SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar("swarm_tune_sending", default=False)
 
 
 def keypair_from_seed(seed: bytes) -> KeyPair:
@@ -149,7 +156,35 @@ def build_host(seed: bytes, *, enable_mdns: bool = False) -> IHost:
     if not isinstance(swarm, Swarm):  # new_host always builds a Swarm; fail loudly if not
         raise ConfigError(f"unexpected libp2p network type {type(swarm).__name__}")
     swarm.auto_connector = _NeverDials(swarm, swarm.auto_connector.auto_connect_interval)
+    _refuse_dials_while_sending(swarm)
     return host
+
+
+def _refuse_dials_while_sending(swarm: Swarm) -> None:
+    """Wrap the swarm's one dial entry point (``host.connect`` and ``new_stream`` both end
+    there): inside :func:`open_stream` it raises :class:`NotConnected` instead of dialling.
+    The check sits at the dial itself, not before ``new_stream``, so a connection that
+    closes between a check and the stream cannot slip a dial through."""
+    dial_peer: Callable[[ID], Awaitable[list[INetConn]]] = swarm.dial_peer
+
+    async def guarded(peer_id: ID) -> list[INetConn]:
+        if _SENDING.get():
+            raise NotConnected(f"not connected to {peer_id} (sends never dial)")
+        return await dial_peer(peer_id)
+
+    setattr(swarm, "dial_peer", guarded)  # noqa: B010 (an instance attribute on purpose)
+
+
+async def open_stream(host: IHost, peer: ID, protocols: Sequence[TProtocol]) -> INetStream:
+    """A new stream to ``peer`` on a connection that is already open; never dials.
+
+    Raises :class:`NotConnected` when there is none, anything py-libp2p raises otherwise.
+    """
+    token = _SENDING.set(True)
+    try:
+        return await host.new_stream(peer, protocols)
+    finally:
+        _SENDING.reset(token)
 
 
 def full_multiaddrs(host: IHost) -> list[str]:

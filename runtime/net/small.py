@@ -22,9 +22,10 @@ from libp2p.peer.id import ID
 
 from swarm_tune.runtime.net.bulk import Deliver, remote_ip_of
 from swarm_tune.runtime.net.config import NetConfig
-from swarm_tune.runtime.net.errors import SendError, SendRejected, SendTimeout
+from swarm_tune.runtime.net.errors import NotConnected, SendError, SendRejected, SendTimeout
 from swarm_tune.runtime.net.events import Incoming
 from swarm_tune.runtime.net.framing import read_exactly
+from swarm_tune.runtime.net.host import open_stream
 from swarm_tune.runtime.net.refusals import Refusals
 from swarm_tune.runtime.protocol.reasons import RejectReason
 
@@ -78,11 +79,14 @@ class SmallPlane:
         stream: INetStream | None = None
         try:
             with trio.fail_after(self._cfg.control_timeout):
-                stream = await self._host.new_stream(peer, [SMALL_PROTOCOL])
+                stream = await open_stream(self._host, peer, [SMALL_PROTOCOL])
                 await stream.write(_LEN.pack(len(data)) + data)
                 ack = await read_exactly(stream, 1, self._cfg.control_timeout)
         except trio.TooSlowError:
             raise SendTimeout(f"small message to {peer_id} timed out") from None
+        except NotConnected:
+            self._refusals.count("send_not_connected")
+            raise
         except Exception as exc:
             raise SendError(f"small message to {peer_id} failed: {exc}") from exc
         finally:

@@ -11,6 +11,7 @@ import trio
 from swarm_tune.runtime.net import (
     ConfigError,
     NetConfig,
+    NotConnected,
     PeerConnected,
     PeerDisconnected,
     PeerEvent,
@@ -83,6 +84,28 @@ async def test_the_library_dials_nobody_on_its_own() -> None:
         await swarm.auto_connector.maybe_connect()  # the stock one dials b here
         assert a.connected_peers() == [] and b.connected_peers() == []
         assert await a.connect(b.multiaddrs[0]) == b.peer_id  # an explicit dial still works
+
+
+@pytest.mark.trio
+async def test_a_send_to_a_peer_we_are_not_connected_to_never_dials() -> None:
+    """py-libp2p's ``new_stream`` dials a peer the peerstore knows when no connection is
+    open; a send would then connect behind the core's back (the six-node discovery test saw
+    links no Dial effect made). A send must fail with ``NotConnected``, counted, no dial."""
+    async with open_net_node(seed(8)) as a, open_net_node(seed(9)) as b:
+        await a.connect(b.multiaddrs[0])  # leaves b's address in a's peerstore
+        await a.send_small(b.peer_id, b"connected")
+        assert (await b.incoming.receive()).data == b"connected"
+        await a.disconnect(b.peer_id)
+        await next_event_for(b.peer_events, a.peer_id, PeerDisconnected)
+        with pytest.raises(NotConnected):
+            await a.send_small(b.peer_id, b"after")  # stock new_stream redials b here
+        with pytest.raises(NotConnected):
+            await a.send_bulk(b.peer_id, bytes(100_000))
+        assert a.refusals.counts["send_not_connected"] == 2
+        assert a.connected_peers() == [] and b.connected_peers() == []
+        assert await a.connect(b.multiaddrs[0]) == b.peer_id  # the core's Dial still works
+        await a.send_small(b.peer_id, b"again")
+        assert (await b.incoming.receive()).data == b"again"
 
 
 @pytest.mark.trio
