@@ -29,7 +29,9 @@ def _load(console: Console, path: Path) -> Scenario:
         return load_scenario(path)
     except ScenarioError as exc:
         for p in exc.problems:
-            console.print(f"[red]error[/red] {p.render(exc.source)}", highlight=False)
+            console.print(
+                f"[red]error[/red] {p.render(exc.source)}", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(2) from None
 
 
@@ -40,12 +42,19 @@ def sweep(
     ray_address: Annotated[
         str | None, typer.Option(help="existing Ray cluster (default: start one locally)")
     ] = None,
+    ray_wheel: Annotated[
+        Path | None,
+        typer.Option(help="built wheel to ship to Ray workers (default: this code)"),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="sweep folder")] = None,
 ) -> None:
     """Run every point of SCENARIO's sweep (resumable) and write sweep.parquet + a report."""
     console = Console()
     if backend not in ("local", "ray"):
         console.print(f"[red]error[/red] --backend must be local or ray, not {backend!r}")
+        raise typer.Exit(2)
+    if ray_wheel is not None and backend != "ray":
+        console.print("[red]error[/red] --ray-wheel needs --backend ray")
         raise typer.Exit(2)
     _load(console, scenario)
     from swarm_tune.sim.sweep import SweepError
@@ -71,11 +80,12 @@ def sweep(
                 backend=chosen,
                 workers=workers,
                 ray_address=ray_address,
+                ray_wheel=ray_wheel,
                 on_start=on_start,
                 on_done=on_done,
             )
         except (SweepError, SweepBackendError) as exc:
-            console.print(f"[red]error[/red] {exc}", highlight=False)
+            console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     console.print(
         f"{result.total} points: {result.ran} ran, {result.skipped} skipped (already done) "

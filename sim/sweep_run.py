@@ -16,9 +16,14 @@ Why spawn and not fork for the pool: torch keeps thread pools and locks that are
 fork, and spawn behaves the same on Linux and macOS. Each worker pins torch to one thread —
 the parallelism is across points, and N workers x M torch threads would oversubscribe.
 
+Why a worker returns its run folder as bytes and the driver writes it: on a real Ray cluster
+the worker is another machine, with no view of the driver's disk. The worker runs the point in
+a private temporary folder and hands back its files; only the driver writes ``points/``, so
+the atomic-rename marker (and with it resumability) is the same for both backends.
+
 Why Ray is imported lazily: it is an optional extra (``pip install 'swarm-tune[ray]'``) with a
-heavy import; the local pool must work without it. With ``--ray-address`` the points go to an
-existing cluster, whose workers must have swarm-tune installed.
+heavy import; the local pool must work without it. With Ray, the driver ships its own code to
+the workers (sim/ray_ship.py) and checks each result came from that code.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import math
 import multiprocessing
 import os
 import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +43,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+
+from swarm_tune.sim import ray_ship
+from swarm_tune.sim.ray_ship import CodeOrigin, running_code
 
 Backend = Literal["local", "ray"]
 DONE = "done.json"
@@ -63,8 +73,17 @@ def point_done(path: Path) -> bool:
     return (path / DONE).is_file()
 
 
-def run_point(task: PointTask) -> dict[str, Any]:
-    """Run one point into a temp folder, mark it done, rename it into place (atomic)."""
+@dataclass(frozen=True, slots=True)
+class PointOutput:
+    """A finished point as the worker hands it back: its summary and its run folder's files."""
+
+    summary: dict[str, Any]
+    files: dict[str, bytes]
+    code: CodeOrigin
+
+
+def run_point(task: PointTask) -> PointOutput:
+    """Run one point in a private temporary folder and return the folder's files."""
     import torch
 
     from swarm_tune.analysis.load import load_run
@@ -73,9 +92,6 @@ def run_point(task: PointTask) -> dict[str, Any]:
     from swarm_tune.sim.scenario import parse_scenario
 
     torch.set_num_threads(1)
-    final = Path(task.out_dir)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     scenario = parse_scenario(task.scenario_yaml, task.point_id)
     out = run_scenario(scenario, write=False)
     manifest = {
@@ -84,8 +100,15 @@ def run_point(task: PointTask) -> dict[str, Any]:
         "sweep_point": task.params,
         "sweep_point_id": task.point_id,
     }
-    out.result.recorder.write(tmp, scenario.resolved_yaml(), manifest)
-    run = load_run(tmp)
+    with tempfile.TemporaryDirectory(prefix="swarm-point-") as scratch:
+        folder = Path(scratch) / "run"
+        out.result.recorder.write(folder, scenario.resolved_yaml(), manifest)
+        run = load_run(folder)
+        files = {
+            f.relative_to(folder).as_posix(): f.read_bytes()
+            for f in sorted(folder.rglob("*"))
+            if f.is_file()
+        }
     tokens = swarm_tokens(run)
     summary: dict[str, Any] = {
         "point": task.point_id,
@@ -103,13 +126,30 @@ def run_point(task: PointTask) -> dict[str, Any]:
         "accepted": int(run.rounds["accepted"].sum()) if len(run.rounds) else 0,
         "rejected": int(run.rounds["rejected"].sum()) if len(run.rounds) else 0,
         "worker_pid": os.getpid(),
+        "worker_python": sys.executable,
     }
+    code = running_code()
+    summary["code_sha256"] = code.sha256
+    return PointOutput(summary, files, code)
+
+
+def commit_point(task: PointTask, output: PointOutput) -> dict[str, Any]:
+    """Write a returned point into a temp folder, mark it done, rename it into place (atomic)."""
+    final = Path(task.out_dir)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, data in output.files.items():
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:  # the worker is another machine
+            raise SweepBackendError(f"point {task.point_id}: unsafe file name {name!r}")
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
     marker = tmp / DONE
-    marker.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    marker.write_text(json.dumps(output.summary, indent=2, default=str) + "\n", encoding="utf-8")
     if final.exists():  # an unmarked leftover from an interrupted run
         shutil.rmtree(final)
     tmp.rename(final)
-    return summary
+    return output.summary
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -118,10 +158,10 @@ ProgressFn = Callable[[dict[str, Any]], None]
 def _run_local(tasks: Sequence[PointTask], workers: int, on_done: ProgressFn) -> None:
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(run_point, t) for t in tasks]
+        futures = {pool.submit(run_point, t): t for t in tasks}
         try:
             for fut in cf.as_completed(futures):
-                on_done(fut.result())
+                on_done(commit_point(futures[fut], fut.result()))
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -129,15 +169,25 @@ def _run_local(tasks: Sequence[PointTask], workers: int, on_done: ProgressFn) ->
 
 
 def _run_ray(
-    tasks: Sequence[PointTask], workers: int, address: str | None, on_done: ProgressFn
+    tasks: Sequence[PointTask],
+    workers: int,
+    address: str | None,
+    wheel: Path | None,
+    on_done: ProgressFn,
 ) -> dict[str, Any]:
     try:
         import ray
     except ImportError:
         raise SweepBackendError(RAY_HINT) from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if ray.is_initialized():  # Ray takes code to upload only in ray.init's job runtime_env
+        raise SweepBackendError("Ray is already initialised here: the sweep must ship its code")
+    with tempfile.TemporaryDirectory(prefix="swarm-ship-") as stage_dir:
+        shipped = ray_ship.stage(Path(stage_dir), wheel)
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "runtime_env": ray_ship.runtime_env(shipped),
+        }
         if address is None:
             kwargs["num_cpus"] = workers
         else:
@@ -146,17 +196,28 @@ def _run_ray(
             ray.init(**kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ... from a bad address
             raise SweepBackendError(f"cannot start/join Ray ({address or 'local'}): {exc}") from exc
-    try:
-        info = {"ray_version": ray.__version__, "ray_nodes": len(ray.nodes())}  # type: ignore[no-untyped-call]
-        remote = ray.remote(num_cpus=1)(run_point)
-        pending = [remote.remote(t) for t in tasks]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                on_done(ray.get(ref))
-        return info
-    finally:
-        if started_here:
+        try:
+            remote = ray.remote(num_cpus=1)(run_point)
+            pending = {remote.remote(t): t for t in tasks}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    task = pending.pop(ref)
+                    output: PointOutput = ray.get(ref)
+                    if output.code.sha256 != shipped.sha256:
+                        raise SweepBackendError(
+                            f"point {task.point_id} ran code {output.code.sha256[:12]} from "
+                            f"{output.code.path}, not the shipped {shipped.sha256[:12]}"
+                        )
+                    on_done(commit_point(task, output))
+            return {
+                "ray_version": ray.__version__,
+                # Counted at the end: a node that joined mid-sweep has worked in it.
+                "ray_nodes": sum(n["Alive"] for n in ray.nodes()),  # type: ignore[no-untyped-call]
+                "code_sha256": shipped.sha256,
+                "code_from": "wheel" if wheel is not None else "driver",
+            }
+        finally:
             ray.shutdown()
 
 
@@ -177,6 +238,7 @@ def execute(
     backend: Backend = "local",
     workers: int = 2,
     ray_address: str | None = None,
+    ray_wheel: Path | None = None,
     on_done: ProgressFn | None = None,
 ) -> tuple[list[PointTask], dict[str, Any]]:
     """Run the unfinished tasks; returns (tasks that were skipped, backend info)."""
@@ -190,7 +252,7 @@ def execute(
     info: dict[str, Any] = {"backend": backend}
     if todo:
         if backend == "ray":
-            info |= _run_ray(todo, workers, ray_address, callback)
+            info |= _run_ray(todo, workers, ray_address, ray_wheel, callback)
         else:
             _run_local(todo, max(1, workers), callback)
     return skipped, info
@@ -218,6 +280,7 @@ def run_sweep(
     backend: Backend = "local",
     workers: int = 2,
     ray_address: str | None = None,
+    ray_wheel: Path | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_done: ProgressFn | None = None,
     target_fraction: float = 0.75,
@@ -230,6 +293,11 @@ def run_sweep(
     from swarm_tune.sim.scenario import load_scenario
     from swarm_tune.sim.sweep import expand
 
+    if ray_wheel is not None:  # refused before anything is written
+        try:
+            ray_ship.check_wheel(ray_wheel)
+        except ray_ship.ShipError as exc:
+            raise SweepBackendError(str(exc)) from None
     scenario = load_scenario(scenario_path)
     points = expand(scenario, str(scenario_path))
     out = out_dir or Path("runs_out") / f"sweep-{scenario.name}"
@@ -258,7 +326,12 @@ def run_sweep(
         on_start(len(tasks), sum(point_done(Path(t.out_dir)) for t in tasks))
     t0 = time.perf_counter()
     skipped, info = execute(
-        tasks, backend=backend, workers=workers, ray_address=ray_address, on_done=on_done
+        tasks,
+        backend=backend,
+        workers=workers,
+        ray_address=ray_address,
+        ray_wheel=ray_wheel,
+        on_done=on_done,
     )
     wall = time.perf_counter() - t0
     table = gather(tasks)

@@ -1,8 +1,10 @@
-"""Sweeps: grid expansion, a real 12-point sweep killed mid-way and resumed, and Ray."""
+"""Sweeps: grid expansion, a real 12-point sweep killed mid-way and resumed.
+
+Ray has its own file (test_analysis_sweep_ray.py): a real two-node cluster.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -132,19 +134,3 @@ def test_sweep_killed_midway_resumes_and_skips_finished_points(tmp_path: Path) -
 
     again = run_sweep(scenario, out, workers=2)
     assert (again.skipped, again.ran) == (12, 0)
-
-
-@pytest.mark.slow
-def test_ray_backend_runs_a_small_sweep(tmp_path: Path) -> None:
-    pytest.importorskip("ray", reason="ray extra not installed")
-    scenario = _small_sweep(
-        tmp_path, rounds=3, grid={"protocol.strategy": ["flat", "gossip"]}, seeds=[1]
-    )
-    result = run_sweep(scenario, tmp_path / "out", backend="ray", workers=2)
-    assert result.ran == 2 and result.backend_info["backend"] == "ray"
-    assert result.backend_info["ray_nodes"] >= 1
-    pids = {
-        json.loads(p.read_text())["worker_pid"]
-        for p in (tmp_path / "out").glob("points/*/done.json")
-    }
-    assert os.getpid() not in pids  # ran in Ray workers, not in this process
