@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
 from swarm_tune.sim import ray_ship
-from swarm_tune.sim.sweep_run import DONE, PointOutput, PointTask, commit_point
+from swarm_tune.sim.sweep_run import DONE, PointOutput, PointTask, SweepBackendError, commit_point
 
 SWEEP = REPO / "scenarios" / "sweep-churn.yaml"
 PY = sys.executable
@@ -100,7 +100,7 @@ def test_cli_refuses_a_bad_wheel_and_writes_nothing(tmp_path: Path) -> None:
 def test_a_returned_file_cannot_escape_the_point_folder(tmp_path: Path) -> None:
     task = PointTask("p", "c", {}, 1, "", str(tmp_path / "points" / "p"), "s")
     code = ray_ship.CodeOrigin("/x", "0" * 64)
-    with pytest.raises(Exception, match="unsafe file name"):
+    with pytest.raises(SweepBackendError, match="unsafe file name"):
         commit_point(task, PointOutput({}, {"../../evil": b"x"}, code))
     assert not (tmp_path / "evil").exists() and not (tmp_path / "points" / "p").exists()
     commit_point(task, PointOutput({"point": "p"}, {"swarm.parquet": b"1"}, code))
