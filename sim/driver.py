@@ -49,10 +49,14 @@ from swarm_tune.runtime.protocol.events import (
     TimerFired,
     TimerKey,
 )
+from swarm_tune.runtime.protocol.group import DIGEST_BYTES as GROUP_DIGEST_BYTES
 from swarm_tune.runtime.protocol.messages import (
+    AuditVerdict,
     Contribution,
     Heartbeat,
     Message,
+    Piece,
+    SliceResult,
     StateResponse,
 )
 from swarm_tune.runtime.protocol.node import ProtocolNode
@@ -349,7 +353,21 @@ class SimDriver:
             outer = self.payload if msg.outer else 0  # DiLoCo momentum: one more model's worth
             moments = 2 * self.payload if msg.moments is not None else 0  # Adam m and v
             return self.control + self.payload + outer + moments + SKETCH_BYTES * len(msg.sketch)
+        if isinstance(msg, Piece | SliceResult | AuditVerdict):
+            return self._group_size(msg)
         return self.control
+
+    def _group_size(self, msg: Piece | SliceResult | AuditVerdict) -> int:
+        """A group round's message: its share of the (virtual) payload plus its lists."""
+        if isinstance(msg, AuditVerdict):
+            floats = sum(int(d.shape[0]) for _, d in msg.evidence)
+            return self.control + math.ceil(self.payload * 4 * floats / self._raw)
+        share = math.ceil(self.payload * msg.data.nbytes / self._raw)
+        if isinstance(msg, Piece):
+            lists = PEER_ENTRY_BYTES * len(msg.members) + GROUP_DIGEST_BYTES * len(msg.manifest)
+        else:  # (member, weight, digest) per contributor
+            lists = (PEER_ENTRY_BYTES + 8 + GROUP_DIGEST_BYTES) * len(msg.used)
+        return self.control + share + lists
 
     def _fx_send(self, node: SimNode, eff: fx.Send) -> None:
         msg = eff.message
@@ -360,6 +378,8 @@ class SimDriver:
             key = msg.round
             self.network.supersede(node.index, key)
             node.updates_sent += len(eff.peers)
+        elif isinstance(msg, Piece | SliceResult | AuditVerdict):
+            key = msg.round  # bulk, cancelled with the round's other transfers
         size = self._wire_size(msg)
         send = self.network.send
         src = node.index

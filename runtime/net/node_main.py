@@ -74,10 +74,18 @@ def _load(env_file: Path | None, **overrides: Any) -> NodeSettings:
     from swarm_tune.runtime.ops.settings import SettingsError, load_settings
 
     try:
-        return load_settings(env_file=env_file, **_overrides(**overrides))
+        settings = load_settings(env_file=env_file, **_overrides(**overrides))
     except SettingsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    if build_protocol_config(settings).strategy == "group":  # no group messages on the wire yet
+        typer.echo(
+            "SWARM_AGGREGATION=group: group rounds run in the simulator only so far; "
+            "use flat or gossip for a real node",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return settings
 
 
 # -- settings -> component configs --------------------------------------------------------

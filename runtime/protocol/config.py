@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 
 from swarm_tune.runtime.aggregation.rules import RULES, RuleName, RuleParams
 
-Strategy = Literal["flat", "gossip"]
+Strategy = Literal["flat", "gossip", "group"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
@@ -184,6 +184,12 @@ class ProtocolConfig:
         "flat", "Who gets each update.", Range(choices=STRATEGIES)
     )
     gossip_fanout: int = param(4, "Peers each update is sent to (gossip).", COUNT)
+    group_audit: int = param(
+        1,
+        "group: auditors per round (drawn from the round and its members); each recomputes "
+        "one slice it picks after its owner committed to it (0 = commitments only).",
+        NON_NEGATIVE_INT,
+    )
     # Aggregation rule (runtime/aggregation/rules.py: guarantees and costs) -----------
     aggregation_rule: RuleName = param(  # noqa: RUF009 (param() is dataclasses.field())
         "geometric_median",

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from swarm_tune.runtime.compression.codecs import Encoded
 from swarm_tune.runtime.protocol.moments import Moments
 from swarm_tune.runtime.protocol.summary import TensorCheck, check_tensors
@@ -90,4 +93,73 @@ class Goodbye:
     """Graceful leave: peers drop us now instead of waiting for the eviction timeout."""
 
 
-Message = Heartbeat | Contribution | StateRequest | StateResponse | Goodbye
+# -- group rounds (strategy "group": reduce-scatter + all-gather, see group.py) ------------
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Reduce-scatter: the sender's slice ``index`` of its flat update, for that slice's
+    owner (or, ``audit``, for an auditor that asked). ``manifest`` commits the sender to
+    every one of its pieces (their digests, by slice): owners name these digests in what
+    they return, and an auditor's evidence is checked against them."""
+
+    round: int
+    kind: UpdateKind
+    members: tuple[str, ...]  # the group as the sender sees it (sorted)
+    index: int
+    dataset_size: int
+    manifest: tuple[str, ...]
+    data: F32 = field(repr=False, compare=False)
+    audit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SliceResult:
+    """All-gather: slice ``index`` aggregated by its owner with the run's rule, with the
+    commitment that makes it checkable: (member, influence weight, piece digest) used."""
+
+    round: int
+    kind: UpdateKind
+    members: tuple[str, ...]
+    index: int
+    used: tuple[tuple[str, float, str], ...]
+    digest: str  # of ``data``
+    data: F32 = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRequest:
+    """An auditor of the round asks every member for its piece of slice ``index``, after
+    the slice's owner committed to its result (so the owner cannot know in advance)."""
+
+    round: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerdict:
+    """The auditor's finding on slice ``index`` (whose result had ``digest``). A failed
+    audit carries its evidence: every member's piece, each checkable against the digests
+    its sender committed to, so every receiver can recompute the slice itself."""
+
+    round: int
+    index: int
+    ok: bool
+    digest: str
+    evidence: tuple[tuple[str, F32], ...] = field(default=(), repr=False, compare=False)
+
+
+GroupMessage = Piece | SliceResult | AuditRequest | AuditVerdict
+Message = (
+    Heartbeat
+    | Contribution
+    | StateRequest
+    | StateResponse
+    | Goodbye
+    | Piece
+    | SliceResult
+    | AuditRequest
+    | AuditVerdict
+)

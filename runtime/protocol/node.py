@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from swarm_tune.runtime.aggregation.centered import bucket_seed
@@ -43,12 +44,18 @@ from swarm_tune.runtime.protocol.events import (
     TimerKey,
     WireRejected,
 )
+from swarm_tune.runtime.protocol.group import GroupRound
 from swarm_tune.runtime.protocol.membership import PeerTable, subnet_of
 from swarm_tune.runtime.protocol.messages import (
+    AuditRequest,
+    AuditVerdict,
     Contribution,
     Goodbye,
+    GroupMessage,
     Heartbeat,
     Message,
+    Piece,
+    SliceResult,
     StateRequest,
     StateResponse,
 )
@@ -66,7 +73,7 @@ from swarm_tune.runtime.protocol.rounds import (
 )
 from swarm_tune.runtime.protocol.shared_work import shared_aggregate
 from swarm_tune.runtime.protocol.strategy import make_strategy
-from swarm_tune.runtime.protocol.summary import UpdateSummary
+from swarm_tune.runtime.protocol.summary import TensorCheck, UpdateSummary
 from swarm_tune.runtime.protocol.sync import SyncDecision, decide
 from swarm_tune.runtime.protocol.tensors import (
     ModelSpec,
@@ -80,6 +87,7 @@ ROUND_TIMER = "round"
 HEARTBEAT_TIMER = "heartbeat"
 SYNC_TIMER = "sync"
 START_TIMER = "start"
+GROUP_TIMER = "group"  # a group round stops waiting and degrades to flat (group.py)
 MAX_PENDING_ADDRESSES = 1024  # transport peers not yet members whose address we keep
 SELF_SUBNET = "self"
 
@@ -164,6 +172,10 @@ class ProtocolNode:
         self._early = -1
         self._last_params = -1
         self._returned = -1  # the round an evicted peer last came back (a healed partition?)
+        # strategy "group": the open round's reduce-scatter state (None: flat, or degraded),
+        # and group messages that came before our own update for their round.
+        self._group: GroupRound | None = None
+        self._group_early: dict[int, list[tuple[str, GroupMessage]]] = {}
 
     # -- entry points ---------------------------------------------------------------
 
@@ -254,7 +266,7 @@ class ProtocolNode:
         if self.phase is Phase.STOPPED:
             return []
         self._transition(Trigger.STOP)
-        self._open = None
+        self._open = self._group = None
         live = tuple(self.peers.live_peers())
         return [fx.Send(live, Goodbye())] if live else []
 
@@ -287,7 +299,8 @@ class ProtocolNode:
 
     def _on_disconnected(self, ev: PeerDisconnected, now: float) -> Effects:
         self._pending_addresses.pop(ev.peer, None)
-        return [fx.Evict(ev.peer, "disconnected")] if self._gone(ev.peer) else []
+        out: Effects = [fx.Evict(ev.peer, "disconnected")] if self._gone(ev.peer) else []
+        return out + self._group_lost((ev.peer,), now)
 
     def _on_wire_rejected(self, ev: WireRejected, now: float) -> Effects:
         # Counts against reputation only: the driver already counted the wire rejection, and
@@ -385,7 +398,10 @@ class ProtocolNode:
         if isinstance(msg, StateResponse):
             return self._on_state_response(peer, msg, now)
         if isinstance(msg, Goodbye):
-            return [fx.Evict(peer, "goodbye")] if self._gone(peer) else []
+            out: Effects = [fx.Evict(peer, "goodbye")] if self._gone(peer) else []
+            return out + self._group_lost((peer,), now)
+        if isinstance(msg, Piece | SliceResult | AuditRequest | AuditVerdict):
+            return self._on_group_message(peer, msg, now)
         return []
 
     def _on_contribution(self, peer: str, c: Contribution, now: float) -> Effects:
@@ -452,6 +468,9 @@ class ProtocolNode:
             self._last_params = number
         self.round = number
         self._open = OpenRound(number, kind, now, expected=self._expected_peers(number))
+        self._group = None
+        for r in [r for r in self._group_early if r < number]:
+            del self._group_early[r]
         out: Effects = [
             fx.TrainLocal(number, kind),
             fx.SetTimer(TimerKey(ROUND_TIMER, number), now + self.config.round_timeout),
@@ -480,6 +499,10 @@ class ProtocolNode:
         rnd.own, rnd.own_check, rnd.own_weight = ev.update, check, self.dataset_size
         self._transition(Trigger.OWN_READY)
         out: Effects = []
+        if self.config.strategy == "group":
+            started = self._start_group(rnd, check, now)
+            if started is not None:
+                return started
         targets = self._strategy.targets(
             self.peers.live_peers(), self._rng, self.node_id, rnd.number
         )
@@ -489,8 +512,8 @@ class ProtocolNode:
 
     def _maybe_close_on_quorum(self, now: float) -> Effects:
         rnd = self._open
-        if rnd is None or rnd.own is None:
-            return []
+        if rnd is None or rnd.own is None or self._group is not None:
+            return []  # a group round closes itself, or degrades to this flat close
         expected = self._strategy.expected_contributions(len(rnd.expected))
         if rnd.count() >= self.config.quorum_count(expected):
             return self._close(now, "quorum")
@@ -525,7 +548,7 @@ class ProtocolNode:
     def _close(self, now: float, trigger: str) -> Effects:
         rnd = self._open
         assert rnd is not None  # callers check; a second close of one round is impossible
-        self._open = None
+        self._open = self._group = None
         self._transition(Trigger.CLOSE)
         out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number))]
         admitted = sorted(rnd.admitted.items())
@@ -611,6 +634,132 @@ class ProtocolNode:
         out.append(fx.RoundClosed(rnd.number, trigger, outcome, count, rnd.opened_at, now))
         return out + self._open_round(rnd.number + 1, now)
 
+    # -- group rounds (strategy "group"; the theory is in group.py) ---------------------
+
+    def _start_group(self, rnd: OpenRound, check: TensorCheck, now: float) -> Effects | None:
+        """Begin the reduce-scatter among the round's expected contributors and us (None:
+        too few for a group; the round goes flat)."""
+        live = set(self.peers.live_peers())
+        members = tuple(sorted((rnd.expected & live) | {self.node_id}))
+        if len(members) < max(2, self.config.min_peers):
+            return None
+        flat = check.flat_np
+        if flat is None:
+            assert rnd.own is not None
+            flat = self.spec.flatten(rnd.own).numpy()
+        rule, cap = self._rule, self.config.subnet_cap
+
+        def weight_of(names: Sequence[str], sizes: Sequence[int]) -> list[float]:
+            subnets = [self._subnet(m) for m in names]
+            return influence_weights([float(x) for x in sizes], subnets, cap, rule.robust)
+
+        g = GroupRound(
+            rnd.number,
+            rnd.kind,
+            self.node_id,
+            members,
+            np.ascontiguousarray(flat, dtype=np.float32),
+            rnd.own_weight,
+            rule,
+            weight_of,
+            self.config.group_audit,
+            self._rng,
+        )
+        self._group = g
+        # Stop waiting halfway to the round deadline: time left for the flat fallback.
+        wait = max(0.0, rnd.opened_at + self.config.round_timeout - now) / 2
+        out: Effects = [fx.SetTimer(TimerKey(GROUP_TIMER, rnd.number), now + wait)]
+        g.start(out)
+        for peer, msg in self._group_early.pop(rnd.number, []):
+            g.handle(peer, msg, out)
+        return out + self._group_step(now)
+
+    def _subnet(self, peer: str) -> str:
+        if peer == self.node_id:
+            return self._self_subnet
+        rec = self.peers.get(peer)
+        return rec.subnet if rec is not None else "unknown"
+
+    def _on_group_message(self, peer: str, msg: GroupMessage, now: float) -> Effects:
+        if not self.round <= msg.round <= self.round + self.config.future_window:
+            return []  # a closed round's, or too far ahead: costs nothing to drop
+        if isinstance(msg, Piece) and not msg.audit:
+            remember(self._contributed, peer, max(msg.round, self._contributed.get(peer, -1)))
+        g = self._group
+        if g is not None and g.number == msg.round:
+            out: Effects = []
+            g.handle(peer, msg, out)
+            return out + self._group_step(now)
+        rnd = self._open
+        if rnd is not None and rnd.number == msg.round and rnd.own is not None:
+            return []  # our round went flat (or never formed a group)
+        slot = self._group_early.setdefault(msg.round, [])
+        if len(slot) < 4 * self.config.max_buffered_per_round:  # a piece, slice, request, verdict
+            slot.append((peer, msg))
+        return []
+
+    def _group_step(self, now: float) -> Effects:
+        """Act on what the group round found: verdicts, then degrade, finish or wait."""
+        g = self._group
+        assert g is not None
+        out: Effects = []
+        for peer, reason, proven in g.punish:
+            out.append(fx.ContributionRejected(g.number, peer, reason))
+            until = (
+                self.reputation.convict(peer, now)
+                if proven
+                else self.reputation.record(peer, reason, now)
+            )
+            if until is not None:
+                out.append(fx.Ban(peer, until))
+        g.punish.clear()
+        if g.failed:
+            return out + self._degrade(g, now)
+        if g.complete():
+            return out + self._finish_group(g, now)
+        return out
+
+    def _group_lost(self, peers: Iterable[str], now: float) -> Effects:
+        """Members gone mid-round: the group cannot finish; degrade without them."""
+        g = self._group
+        gone = [p for p in peers if g is not None and p in g.members and p != self.node_id]
+        if g is None or not gone:
+            return []
+        g.bad.update(gone)
+        g.failed = g.failed or "gone"
+        return self._group_step(now)
+
+    def _degrade(self, g: GroupRound, now: float) -> Effects:
+        """The group cannot finish: a flat round among the members that sent their pieces
+        (each sends its whole update; the round closes as flat rounds do, naming whom it
+        averaged). Never a partial average of slices."""
+        rnd = self._open
+        assert rnd is not None and rnd.own is not None
+        self._group = None
+        survivors = [m for m in g.survivors() if m != self.node_id]
+        rnd.expected = set(survivors)
+        targets = tuple(m for m in g.members if m != self.node_id and m not in g.bad)
+        out: Effects = [fx.CancelTimer(TimerKey(GROUP_TIMER, rnd.number))]
+        if targets:
+            own = Contribution(rnd.number, rnd.kind, self.dataset_size, rnd.own)
+            out.append(fx.Send(targets, own))
+        return out + self._maybe_close_on_quorum(now)
+
+    def _finish_group(self, g: GroupRound, now: float) -> Effects:
+        rnd = self._open
+        assert rnd is not None
+        self._open = self._group = None
+        self._transition(Trigger.CLOSE)
+        avg = self.spec.unflatten(torch.from_numpy(g.average()))
+        self.progress = max(self.progress, rnd.number + 1)
+        out: Effects = [
+            fx.CancelTimer(TimerKey(GROUP_TIMER, rnd.number)),
+            fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number)),
+            fx.ApplyAverage(rnd.number, rnd.kind, avg, g.members, False),
+            fx.RoundClosed(rnd.number, "group", "average", g.n, rnd.opened_at, now),
+        ]
+        return out + self._open_round(rnd.number + 1, now)
+
     # -- timers -----------------------------------------------------------------------
 
     def _on_timer(self, ev: TimerFired, now: float) -> Effects:
@@ -621,6 +770,12 @@ class ProtocolNode:
             return []
         if key.name == HEARTBEAT_TIMER:
             return self._on_heartbeat_tick(now)
+        if key.name == GROUP_TIMER:
+            g = self._group
+            if g is not None and g.number == key.round and not g.failed:
+                g.failed = "timeout"
+                return self._group_step(now)
+            return []
         if key.name == SYNC_TIMER and self._sync is not None and self._sync.nonce == key.round:
             return self._finish_sync(now, self._decide_sync(self._sync))
         waiting = self.phase is Phase.WAITING_FOR_PEERS
@@ -634,7 +789,9 @@ class ProtocolNode:
         out: Effects = [
             fx.SetTimer(TimerKey(HEARTBEAT_TIMER), now + self.config.heartbeat_interval)
         ]
-        out += [fx.Evict(p, "silent") for p in self.peers.expire(now)]
+        silent = self.peers.expire(now)
+        out += [fx.Evict(p, "silent") for p in silent]
+        out += self._group_lost(silent, now)
         if self._open is not None:
             self._open.expected.intersection_update(self.peers.live_peers())
         if self.config.dial_peers:
@@ -850,7 +1007,7 @@ class ProtocolNode:
         rnd = self._open
         if rnd is None:
             return []
-        self._open = None
+        self._open = self._group = None
         self._transition(Trigger.JUMP)
         return [
             fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number)),

@@ -24,6 +24,10 @@ class RejectReason(StrEnum):
     DIRECTION = "hostile_direction"  # points against the round's median update
     BAD_SIZE = "bad_dataset_size"
     COMPRESSION = "bad_compression"  # names a codec we cannot decode, or a size not the model's
+    # Group rounds (group.py)
+    BAD_PIECE = "bad_piece"  # a reduce-scatter piece off its sender's own commitment
+    BAD_SLICE = "bad_slice"  # a returned slice that fails its checks or an audit
+    FALSE_AUDIT = "false_audit"  # an auditor's evidence that does not prove its claim
     # Sender
     BANNED = "banned"
     # Wire-level, reported by drivers through WireRejected

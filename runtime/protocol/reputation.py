@@ -65,6 +65,14 @@ class Reputation:
             return until
         return None
 
+    def convict(self, peer: str, now: float) -> float:
+        """Ban ``peer`` at once on proof, not on a rate: a group-round slice that every
+        receiver can recompute from pieces its contributors committed to (group.py) and
+        that does not match is no honest bug. Returns the ban deadline."""
+        until = now + self._cfg.ban_duration
+        self._banned_until[peer] = until
+        return until
+
     def rejection_rate(self, peer: str) -> float:
         return _rejection_rate(self._verdicts.get(peer, ()))
 

@@ -77,4 +77,6 @@ def make_strategy(name: str, fanout: int) -> Strategy:
         return FlatStrategy()
     if name == "gossip":
         return GossipStrategy(fanout)
+    if name == "group":  # heartbeats and expectations as flat; the round itself: group.py
+        return FlatStrategy()
     raise ValueError(f"unknown aggregation strategy {name!r}")

@@ -77,7 +77,7 @@ def test_defaults_are_valid() -> None:
         ("ipv6_prefix", 8, "SWARM_IPV6_PREFIX", "between 16 and 128"),
         ("min_peers", 0, "SWARM_MIN_PEERS", "at least 1"),
         ("num_shards", 0, "SWARM_NUM_SHARDS", "at least 1"),
-        ("aggregation", "ring", "SWARM_AGGREGATION", "'flat' or 'gossip'"),
+        ("aggregation", "ring", "SWARM_AGGREGATION", "'flat', 'gossip' or 'group'"),
         ("log_format", "xml", "SWARM_LOG_FORMAT", "'json', 'console' or 'auto'"),
         ("log_level", "loud", "SWARM_LOG_LEVEL", "DEBUG"),
         ("model_name", "not a model!", "SWARM_MODEL_NAME", "built-in"),

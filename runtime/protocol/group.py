@@ -1,0 +1,381 @@
+"""Group rounds: bandwidth-optimal averaging (reduce-scatter + all-gather) that stays checkable.
+
+Why: in a flat round every node uploads its whole update to each of the N-1 others, (N-1) x
+the update per round. Here the round's members (sorted) cut the flat update into N slices;
+slice k belongs to ``members[(k + round) % N]`` (a pure function of the round and the set,
+so owners rotate from round to round). Each member sends each owner its piece of that
+owner's slice (reduce-scatter: (N-1)/N x the update), each owner aggregates its slice with
+the run's rule and weights and returns it to everyone (all-gather: (N-1)/N again): about
+2 (N-1)/N x the update per node, whatever N.
+
+What flat mode guarantees and how it is kept (a node sees only 1/N of every update now):
+
+* Commitments. Every piece carries its sender's ``manifest``: the digests of all of its
+  pieces. An owner names, in the slice it returns, the (member, weight, piece digest) it
+  used; every receiver checks its own piece and weight are in it, every other digest is
+  the one that member committed to in the piece it sent *this* node, every slice names the
+  same members and weights (one contributor set for the whole average), and size,
+  finiteness and the result's digest. A failed check rejects the owner (counts towards a
+  ban) and the round degrades.
+* Recomputation. ``group_audit`` auditors per round (drawn from the round and the members:
+  everyone knows who audits, nobody but the auditor which slice) each pick one slice of
+  another owner from their own seeded generator, *after* that owner sent its result, and
+  ask every member for its piece of it. Pieces are bound by the manifests sent earlier, so
+  the auditor recomputes the slice exactly. A match is announced (``AuditVerdict`` with the
+  digest it checked: an owner that sent different slices to different members shows up);
+  a mismatch is announced with the pieces as evidence, which every member checks against
+  the manifests it holds and recomputes itself: proof, so the owner is banned at once
+  (``Reputation.convict``), and an auditor whose evidence does not prove its claim is.
+  Members apply a group result only after every auditor's verdict.
+* Degrading, never silently. A group that cannot finish (a member died or went silent, a
+  check failed, views of the membership differ, the verdicts do not come) falls back to a
+  flat round among the members not gone or caught: each sends its whole update, and
+  the round closes as a flat round does (rules, validation, ``min_peers``), naming its
+  contributors. Halfway between the group's start and the round deadline is when a node
+  stops waiting.
+
+What it does not do (docs/communication.md): the statistical validation of whole updates
+(norm and direction tests; no node sees a whole update), a robust rule other than a
+coordinate-wise one is applied per slice (Krum, clipping and the geometric median then
+judge slices, not updates), pieces travel uncompressed (float32), a node that completed a
+group round does not hand its slices to one that lost a slice with a peer dying in the
+middle of the all-gather, and groups are the whole contributor set (no Moshpit-style
+subgroups yet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from swarm_tune.runtime.aggregation.centered import bucket_seed
+from swarm_tune.runtime.aggregation.rules import Rule, aggregate
+from swarm_tune.runtime.protocol import effects as fx
+from swarm_tune.runtime.protocol.messages import (
+    F32,
+    AuditRequest,
+    AuditVerdict,
+    GroupMessage,
+    Piece,
+    SliceResult,
+)
+from swarm_tune.runtime.protocol.reasons import RejectReason
+from swarm_tune.runtime.protocol.tensors import UpdateKind
+from swarm_tune.runtime.protocol.validation import MAX_DATASET_SIZE
+
+DIGEST_BYTES = 16
+# A recomputed slice matches when every coordinate is within this share of the slice's
+# largest magnitude: two machines' BLAS may round a weighted sum differently, a lie that
+# matters does not hide below float32 precision.
+AUDIT_RTOL = 1e-5
+
+
+def digest(data: F32) -> str:
+    return hashlib.blake2b(data.tobytes(), digest_size=DIGEST_BYTES).hexdigest()
+
+
+def bounds(numel: int, n: int) -> list[tuple[int, int]]:
+    """The N slices of a flat vector of ``numel``: contiguous, sizes differing by at most 1."""
+    return [(k * numel // n, (k + 1) * numel // n) for k in range(n)]
+
+
+def owners(members: Sequence[str], round_number: int) -> tuple[str, ...]:
+    n = len(members)
+    return tuple(members[(k + round_number) % n] for k in range(n))
+
+
+def auditors(members: Sequence[str], round_number: int, count: int) -> tuple[str, ...]:
+    """Who audits this round: public (every member derives it alike), drawn afresh."""
+    if count <= 0 or len(members) < 2:
+        return ()
+    rng = random.Random(bucket_seed(round_number, list(members)))
+    return tuple(sorted(rng.sample(list(members), min(count, len(members)))))
+
+
+def matches(a: F32, b: F32) -> bool:
+    scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-30)
+    return bool(np.max(np.abs(a - b), initial=0.0) <= AUDIT_RTOL * scale)
+
+
+@dataclass(slots=True)
+class GroupRound:
+    """One node's state of one group round. Methods append effects to ``out`` and record
+    what the node must do about it: ``failed`` (degrade to flat), ``punish`` (peer,
+    reason, proven) verdicts, and ``complete()`` once the average can be applied."""
+
+    number: int
+    kind: UpdateKind
+    me: str
+    members: tuple[str, ...]
+    own: F32 = field(repr=False)
+    own_weight: int
+    rule: Rule
+    weight_of: Callable[[Sequence[str], Sequence[int]], list[float]]
+    audit_count: int
+    rng: random.Random
+    n: int = 0
+    slices: list[tuple[int, int]] = field(default_factory=list)
+    owner: tuple[str, ...] = ()
+    mine: int = -1
+    manifest: tuple[str, ...] = ()
+    manifests: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    pieces: dict[str, tuple[int, F32]] = field(default_factory=dict)
+    weights: tuple[tuple[str, float], ...] = ()  # ours, once our slice is aggregated
+    results: dict[int, SliceResult] = field(default_factory=dict)  # checked
+    unchecked: dict[int, SliceResult] = field(default_factory=dict)
+    audit_by: tuple[str, ...] = ()
+    my_audit: int = -1
+    audit_pieces: dict[str, F32] = field(default_factory=dict)
+    audit_done: bool = False
+    asked: bool = False
+    answered: set[str] = field(default_factory=set)  # auditors whose request we answered
+    verdicts: dict[str, AuditVerdict] = field(default_factory=dict)  # not judged yet
+    verdicts_ok: set[str] = field(default_factory=set)
+    failed: str = ""  # why the group cannot finish ("" = it still can)
+    bad: set[str] = field(default_factory=set)
+    punish: list[tuple[str, RejectReason, bool]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.n = len(self.members)
+        self.slices = bounds(self.own.shape[0], self.n)
+        self.owner = owners(self.members, self.number)
+        self.mine = self.owner.index(self.me)
+        self.manifest = tuple(digest(self._own_piece(k)) for k in range(self.n))
+        self.manifests[self.me] = self.manifest
+        self.pieces[self.me] = (self.own_weight, self._own_piece(self.mine))
+        self.audit_by = auditors(self.members, self.number, self.audit_count)
+        if self.me in self.audit_by:
+            others = [k for k in range(self.n) if self.owner[k] != self.me]
+            self.my_audit = self.rng.choice(others)
+        else:
+            self.audit_done = True
+
+    # -- what goes out --------------------------------------------------------------
+
+    def _own_piece(self, k: int) -> F32:
+        lo, hi = self.slices[k]
+        return self.own[lo:hi]
+
+    def _piece_for(self, k: int, audit: bool = False) -> Piece:
+        return Piece(
+            self.number,
+            self.kind,
+            self.members,
+            k,
+            self.own_weight,
+            self.manifest,
+            self._own_piece(k),
+            audit,
+        )
+
+    def start(self, out: list[fx.Effect]) -> None:
+        """Reduce-scatter: each owner gets our piece of its slice."""
+        for k, peer in enumerate(self.owner):
+            if peer != self.me:
+                out.append(fx.Send((peer,), self._piece_for(k)))
+
+    def _others(self) -> tuple[str, ...]:
+        return tuple(m for m in self.members if m != self.me)
+
+    # -- what comes in --------------------------------------------------------------
+
+    def handle(self, peer: str, msg: GroupMessage, out: list[fx.Effect]) -> None:
+        if peer not in self.members or peer == self.me or peer in self.bad:
+            return
+        if isinstance(msg, Piece):
+            self._on_piece(peer, msg, out)
+        elif isinstance(msg, SliceResult):
+            self._on_slice(peer, msg)
+        elif isinstance(msg, AuditRequest):
+            self._on_audit_request(peer, msg, out)
+        else:
+            self._on_verdict(peer, msg)
+        self._progress(out)
+
+    def _reject(self, peer: str, reason: RejectReason, proven: bool = False) -> None:
+        self.bad.add(peer)
+        self.punish.append((peer, reason, proven))
+        self.failed = self.failed or reason.value
+
+    def _piece_ok(self, msg: Piece, k: int) -> bool:
+        lo, hi = self.slices[k]
+        data = msg.data
+        return (
+            len(msg.manifest) == self.n
+            and 0 < msg.dataset_size <= MAX_DATASET_SIZE
+            and isinstance(data, np.ndarray)
+            and data.dtype == np.float32
+            and data.shape == (hi - lo,)
+            and bool(np.isfinite(data).all())
+            and digest(data) == msg.manifest[k]
+        )
+
+    def _on_piece(self, peer: str, msg: Piece, out: list[fx.Effect]) -> None:
+        if msg.members != self.members or msg.kind != self.kind:
+            self.failed = self.failed or "members"  # views differ: no penalty, go flat
+            return
+        if msg.audit:
+            if self.my_audit < 0 or msg.index != self.my_audit or peer in self.audit_pieces:
+                return
+            if self.manifests.get(peer) != msg.manifest or not self._piece_ok(msg, msg.index):
+                self._reject(peer, RejectReason.BAD_PIECE)
+                return
+            self.audit_pieces[peer] = msg.data
+            return
+        if msg.index != self.mine or peer in self.pieces:
+            return
+        if not self._piece_ok(msg, self.mine):
+            self._reject(peer, RejectReason.BAD_PIECE)
+            return
+        self.manifests[peer] = msg.manifest
+        self.pieces[peer] = (msg.dataset_size, msg.data)
+        if len(self.pieces) == self.n:
+            self._aggregate_mine(out)
+
+    def _aggregate_mine(self, out: list[fx.Effect]) -> None:
+        members = self.members
+        w = self.weight_of(members, [self.pieces[m][0] for m in members])
+        self.weights = tuple(zip(members, w, strict=True))
+        data = self._combine([self.pieces[m][1] for m in members], w)
+        used = tuple((m, wm, self.manifests[m][self.mine]) for m, wm in self.weights)
+        result = SliceResult(self.number, self.kind, members, self.mine, used, digest(data), data)
+        self.results[self.mine] = result
+        out.append(fx.Send(self._others(), result))
+
+    def _combine(self, rows: Sequence[F32], weights: Sequence[float]) -> F32:
+        seed = bucket_seed(self.number, list(self.members))
+        return np.ascontiguousarray(aggregate(self.rule, rows, weights, seed), dtype=np.float32)
+
+    def _on_slice(self, peer: str, msg: SliceResult) -> None:
+        k = msg.index
+        if not 0 <= k < self.n or self.owner[k] != peer or k in self.results:
+            return
+        if k in self.unchecked:
+            return
+        self.unchecked[k] = msg
+
+    def _check_slices(self) -> None:
+        """Check returned slices once we hold every member's manifest and our weights."""
+        if len(self.manifests) < self.n or not self.weights:
+            return
+        for k in sorted(self.unchecked):
+            msg = self.unchecked.pop(k)
+            if self._slice_ok(msg):
+                self.results[k] = msg
+            else:
+                self._reject(self.owner[k], RejectReason.BAD_SLICE)
+
+    def _slice_ok(self, msg: SliceResult) -> bool:
+        lo, hi = self.slices[msg.index]
+        data = msg.data
+        named = tuple((m, w) for m, w, _ in msg.used)
+        return (
+            msg.members == self.members
+            and msg.kind == self.kind
+            and named == self.weights  # one contributor set and weighting for every slice
+            and all(d == self.manifests[m][msg.index] for m, _, d in msg.used)
+            and isinstance(data, np.ndarray)
+            and data.dtype == np.float32
+            and data.shape == (hi - lo,)
+            and bool(np.isfinite(data).all())
+            and digest(data) == msg.digest
+        )
+
+    def _on_audit_request(self, peer: str, msg: AuditRequest, out: list[fx.Effect]) -> None:
+        k = msg.index
+        if peer not in self.audit_by or peer in self.answered or not 0 <= k < self.n:
+            return
+        if self.owner[k] == peer:
+            return  # nobody audits their own slice
+        self.answered.add(peer)
+        out.append(fx.Send((peer,), self._piece_for(k, audit=True)))
+
+    def _on_verdict(self, peer: str, msg: AuditVerdict) -> None:
+        if peer not in self.audit_by or peer in self.verdicts or not 0 <= msg.index < self.n:
+            return
+        if self.owner[msg.index] == peer:
+            return
+        self.verdicts[peer] = msg
+
+    # -- progress -------------------------------------------------------------------
+
+    def _progress(self, out: list[fx.Effect]) -> None:
+        self._check_slices()
+        if self.failed:
+            return
+        self._maybe_audit(out)
+        self._judge_verdicts()
+
+    def _maybe_audit(self, out: list[fx.Effect]) -> None:
+        k = self.my_audit
+        if self.audit_done or k < 0 or k not in self.results:
+            return
+        if not self.asked:  # its owner has committed: now ask for the pieces
+            self.asked = True
+            out.append(fx.Send(self._others(), AuditRequest(self.number, k)))
+        if len(self.audit_pieces) < self.n - 1:
+            return
+        self.audit_done = True
+        result = self.results[k]
+        rows = {**self.audit_pieces, self.me: self._own_piece(k)}
+        evidence = tuple((m, rows[m]) for m in self.members)
+        ok = matches(self._recompute(result, evidence), result.data)
+        verdict = AuditVerdict(self.number, k, ok, result.digest, () if ok else evidence)
+        out.append(fx.Send(self._others(), verdict))
+        if not ok:
+            self._reject(self.owner[k], RejectReason.BAD_SLICE, proven=True)
+
+    def _recompute(self, result: SliceResult, evidence: Sequence[tuple[str, F32]]) -> F32:
+        return self._combine([d for _, d in evidence], [w for _, w, _ in result.used])
+
+    def _judge_verdicts(self) -> None:
+        for auditor in sorted(self.verdicts):
+            v = self.verdicts[auditor]
+            result = self.results.get(v.index)
+            if result is None:
+                continue  # judged once we hold (and checked) that slice ourselves
+            del self.verdicts[auditor]
+            if v.ok:
+                if v.digest != result.digest:  # the owner told us and the auditor apart
+                    self.failed = self.failed or "equivocation"
+                else:
+                    self.verdicts_ok.add(auditor)
+                continue
+            if self._evidence_proves(v, result):
+                self._reject(self.owner[v.index], RejectReason.BAD_SLICE, proven=True)
+            else:
+                self._reject(auditor, RejectReason.FALSE_AUDIT, proven=True)
+                self.verdicts_ok.add(auditor)
+
+    def _evidence_proves(self, v: AuditVerdict, result: SliceResult) -> bool:
+        lo, hi = self.slices[v.index]
+        names = tuple(m for m, _ in v.evidence)
+        if names != self.members or v.digest != result.digest:
+            return False
+        for m, data in v.evidence:
+            if not (
+                isinstance(data, np.ndarray)
+                and data.dtype == np.float32
+                and data.shape == (hi - lo,)
+                and digest(data) == self.manifests[m][v.index]
+            ):
+                return False
+        return not matches(self._recompute(result, v.evidence), result.data)
+
+    def complete(self) -> bool:
+        if self.failed or len(self.results) < self.n or not self.audit_done:
+            return False
+        return all(a in self.verdicts_ok for a in self.audit_by if a != self.me)
+
+    def average(self) -> F32:
+        return np.concatenate([self.results[k].data for k in range(self.n)])
+
+    def survivors(self) -> list[str]:
+        """Whom a degraded round waits for: the members not gone and not caught. The same
+        list on every member that saw the same departures and the same evidence (a member
+        silent without a disconnect is waited for until the round deadline)."""
+        return [m for m in self.members if m not in self.bad]

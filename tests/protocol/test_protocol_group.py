@@ -1,0 +1,235 @@
+"""Group rounds (reduce-scatter + all-gather, runtime/protocol/group.py) in the in-memory world.
+
+What must hold: every member applies the same bits, and they are the weighted mean of the
+contributions the round names; each node uploads about 2 (N-1)/N of its update, not N-1
+times it; a member dying mid-round degrades the round to flat among the survivors (never a
+partial average of slices); an owner returning a wrong slice is caught by an audit, proven
+to every member and banned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from harness import SPEC, World, grad_like
+
+from swarm_tune.runtime.protocol import ProtocolConfig, RejectReason, effects
+from swarm_tune.runtime.protocol.config import ProtocolConfigError
+from swarm_tune.runtime.protocol.events import PeerDisconnected
+from swarm_tune.runtime.protocol.group import bounds, digest, owners
+from swarm_tune.runtime.protocol.messages import Contribution, Piece, SliceResult
+
+NODES = ("a", "b", "c", "d")
+SIZES = {"a": 10, "b": 30, "c": 20, "d": 40}
+
+
+def _config(**kw: Any) -> ProtocolConfig:
+    base: dict[str, Any] = {
+        "strategy": "group",
+        "aggregation_rule": "mean",
+        "round_timeout": 10.0,
+        "start_deadline": 0.0,
+        "heartbeat_interval": 2.0,
+        "eviction_timeout": 30.0,
+        "param_sync_every": 0,
+        "subnet_cap": 1.0,
+        "direction_test": "never",  # the updates are random draws, not gradients of one model
+    }
+    return ProtocolConfig(**{**base, **kw})
+
+
+def _update(node: str, rnd: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 * rnd + ord(node))
+    return {k: torch.randn(v.shape, generator=g) for k, v in grad_like(0.0).items()}
+
+
+def _world(**kw: Any) -> World:
+    w = World(_config(**kw))
+    w.updates = _update
+    for n in NODES:
+        w.add(n, dataset_size=SIZES[n])
+    w.connect_all()
+    for n in NODES:
+        w.start(n)
+    return w
+
+
+def _applied(w: World, node: str) -> dict[int, effects.ApplyAverage]:
+    return {e.round: e for e in w.effects_of(effects.ApplyAverage, node)}
+
+
+def _weighted_mean(names: tuple[str, ...], rnd: int) -> torch.Tensor:
+    total = sum(SIZES[n] for n in names)
+    acc = sum(SIZES[n] * SPEC.flatten(_update(n, rnd)).double() for n in names)
+    assert isinstance(acc, torch.Tensor)
+    return acc / total
+
+
+def _flat(e: effects.ApplyAverage) -> torch.Tensor:
+    return SPEC.flatten(e.update)
+
+
+def test_members_agree_bit_for_bit_on_the_weighted_mean_at_2n_minus_1_over_n() -> None:
+    w = _world()
+    w.run_until(3.5)
+    per_node = {n: _applied(w, n) for n in NODES}
+    rounds = sorted(set.intersection(*(set(p) for p in per_node.values())))
+    assert len(rounds) >= 3
+    for r in rounds:
+        ref = per_node["a"][r]
+        assert ref.contributors == NODES and not ref.fallback
+        for n in NODES:
+            assert torch.equal(_flat(per_node[n][r]), _flat(ref))  # the same bits everywhere
+        assert torch.allclose(_flat(ref).double(), _weighted_mean(NODES, r), atol=1e-6)
+    closed = w.effects_of(effects.RoundClosed, "a")
+    assert {c.trigger for c in closed if c.round in rounds} == {"group"}
+    # Upload per node and round: pieces and slices, (N-1)/N of the update each, plus one
+    # audit piece per audit that asks this node: about 2 (N-1)/N, never (N-1) x.
+    numel = SPEC.numel
+    sent: dict[tuple[str, int], int] = {}
+    for _, node, e in w.log:
+        if isinstance(e, effects.Send) and isinstance(e.message, Piece | SliceResult):
+            key = (node, e.message.round)
+            sent[key] = sent.get(key, 0) + len(e.peers) * int(e.message.data.shape[0])
+    n = len(NODES)
+    for (_, r), floats in sent.items():
+        if r in rounds:
+            assert floats <= (2 * (n - 1) + n) / n * numel + n  # audits at most 1/N each
+            assert floats >= 2 * (n - 1) / n * numel - n
+    assert not w.effects_of(effects.ContributionRejected)
+    assert not any(
+        isinstance(e, effects.Send) and isinstance(e.message, Contribution) for _, _, e in w.log
+    )
+
+
+def test_owners_and_slices_are_a_function_of_round_and_members() -> None:
+    assert [hi - lo for lo, hi in bounds(15, 4)] == [3, 4, 4, 4]
+    assert owners(NODES, 0) == NODES and owners(NODES, 1) == ("b", "c", "d", "a")
+
+
+def test_a_member_killed_mid_round_degrades_to_a_flat_round_of_the_survivors() -> None:
+    w = _world()
+    w.run_until(0.55)  # round 0: every piece is out (0.5, in at 0.6); d never returns its slice
+    w.down.add("d")
+    for n in ("a", "b", "c"):  # the real runtime sees the connection drop
+        w.push(0.65, n, PeerDisconnected("d"))  # before the slices land (0.7)
+    w.run_until(3.0)
+    survivors = ("a", "b", "c")
+    r0 = {n: _applied(w, n)[0] for n in survivors}
+    ref = r0["a"]
+    assert ref.contributors == survivors and not ref.fallback
+    for n in survivors:
+        assert torch.equal(_flat(r0[n]), _flat(ref))
+    assert torch.allclose(_flat(ref).double(), _weighted_mean(survivors, 0), atol=1e-6)
+    # Not a group result: the round closed as a flat round among the survivors.
+    assert {c.trigger for c in w.effects_of(effects.RoundClosed, "a") if c.round == 0} == {"quorum"}
+    # The next rounds are group rounds of three.
+    later = [e for r, e in _applied(w, "b").items() if r > 0]
+    assert later and all(e.contributors == survivors for e in later)
+
+
+def test_a_member_silent_mid_round_degrades_at_the_group_deadline() -> None:
+    w = _world()
+    w.run_until(0.55)
+    w.down.add("d")  # no disconnect: the group deadline, then the round timeout decide
+    w.run_until(12.0)
+    survivors = ("a", "b", "c")
+    r0 = {n: _applied(w, n)[0] for n in survivors}
+    assert all(torch.equal(_flat(r0[n]), _flat(r0["a"])) for n in survivors)
+    assert r0["a"].contributors == survivors and not r0["a"].fallback
+    assert torch.allclose(_flat(r0["a"]).double(), _weighted_mean(survivors, 0), atol=1e-6)
+
+
+class _Liar(World):
+    """``b`` returns a wrong slice with self-consistent commitments (it recomputes the
+    digest of what it sends): only a recomputation can catch it."""
+
+    def execute(self, node_id: str, out: list[effects.Effect]) -> None:
+        if node_id == "b":
+            out = [_tamper(e) for e in out]
+        super().execute(node_id, out)
+
+
+def _tamper(e: effects.Effect) -> effects.Effect:
+    if isinstance(e, effects.Send) and isinstance(e.message, SliceResult):
+        data = (e.message.data + np.float32(0.5)).astype(np.float32)
+        msg = dataclasses.replace(e.message, data=data, digest=digest(data))
+        return dataclasses.replace(e, message=msg)
+    return e
+
+
+def test_an_owner_returning_a_wrong_slice_is_proven_wrong_and_banned() -> None:
+    w = _Liar(_config(group_audit=4))
+    w.updates = _update
+    for n in NODES:
+        w.add(n, dataset_size=SIZES[n])
+    w.connect_all()
+    for n in NODES:
+        w.start(n)
+    w.run_until(20.0)
+    honest = ("a", "c", "d")
+    bans = {n for n in honest if any(b.peer == "b" for b in w.effects_of(effects.Ban, n))}
+    assert bans == set(honest)  # every honest member, from the evidence, not only the auditor
+    rejected = [e for e in w.effects_of(effects.ContributionRejected) if e.peer == "b"]
+    # Proven, then refused as banned: never any other reason (no honest member blamed).
+    assert {e.reason for e in rejected} == {RejectReason.BAD_SLICE, RejectReason.BANNED}
+    for n in honest:
+        assert not [e for e in w.effects_of(effects.ContributionRejected, n) if e.peer != "b"]
+    caught = min(e.round for e in rejected if e.reason is RejectReason.BAD_SLICE)
+    # The round that caught it applies no group result: a flat round without the liar,
+    # the same bits on every honest node. Later rounds are group rounds of the honest.
+    res = {n: _applied(w, n)[caught] for n in honest}
+    assert all(torch.equal(_flat(res[n]), _flat(res["a"])) for n in honest)
+    assert res["a"].contributors == honest
+    assert torch.allclose(_flat(res["a"]).double(), _weighted_mean(honest, caught), atol=1e-6)
+    after = [e for r, e in _applied(w, "c").items() if r > caught]
+    assert after and all(e.contributors == honest for e in after)
+    for e in after:
+        assert torch.allclose(_flat(e).double(), _weighted_mean(honest, e.round), atol=1e-6)
+
+
+def test_a_slice_that_breaks_the_commitment_is_rejected_without_an_audit() -> None:
+    class Sloppy(World):
+        def execute(self, node_id: str, out: list[effects.Effect]) -> None:
+            if node_id == "b":  # a wrong slice under the honest digest: fails at once
+                out = [
+                    dataclasses.replace(
+                        e,
+                        message=dataclasses.replace(
+                            e.message, data=(e.message.data * 2).astype(np.float32)
+                        ),
+                    )
+                    if isinstance(e, effects.Send) and isinstance(e.message, SliceResult)
+                    else e
+                    for e in out
+                ]
+            super().execute(node_id, out)
+
+    w = Sloppy(_config(group_audit=0))
+    w.updates = _update
+    for n in NODES:
+        w.add(n, dataset_size=SIZES[n])
+    w.connect_all()
+    for n in NODES:
+        w.start(n)
+    w.run_until(0.9)
+    for n in ("a", "c", "d"):
+        verdicts = [e for e in w.effects_of(effects.ContributionRejected, n) if e.peer == "b"]
+        assert [v.reason for v in verdicts] == [RejectReason.BAD_SLICE]
+    w.run_until(3.0)
+    r0 = {n: _applied(w, n)[0] for n in ("a", "c", "d")}
+    assert all(torch.equal(_flat(r0[n]), _flat(r0["a"])) for n in r0)
+    # The round went flat without the rejected owner, on the same bits everywhere.
+    assert r0["a"].contributors == ("a", "c", "d") and not r0["a"].fallback
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("strategy", "groups"), ("group_audit", -1), ("group_audit", 1.5)]
+)
+def test_out_of_range_group_parameters_are_refused(field: str, value: Any) -> None:
+    with pytest.raises(ProtocolConfigError, match=field):
+        _config(**{field: value})
