@@ -52,6 +52,7 @@ from swarm_tune.runtime.ops.checkpoint import (
 )
 from swarm_tune.runtime.ops.provenance import code_version
 from swarm_tune.runtime.training.corpus import TOKENIZER_PATH
+from swarm_tune.runtime.training.layer_shard import SHARD_KEY, LayerShard, LayerShardError
 from swarm_tune.runtime.training.lora import LORA_KEY, LoraSpec
 from swarm_tune.runtime.training.lora import merge as merge_lora
 
@@ -150,6 +151,30 @@ def _load_all(
     return sources
 
 
+def _check_layer_shards(sources: Sequence[ModelSource]) -> int:
+    """Layer-shard checkpoints hold one slice each: every slice must be there, once a run's."""
+    try:
+        shards = [
+            LayerShard.from_record(s.meta.extra[SHARD_KEY])
+            for s in sources
+            if s.meta is not None and SHARD_KEY in s.meta.extra
+        ]
+    except LayerShardError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not shards:
+        return 1
+    totals = {sh.total for sh in shards}
+    if len(shards) != len(sources) or len(totals) != 1:
+        raise CheckpointError("checkpoints mix layer-shard counts (model_shard_total)")
+    total = totals.pop()
+    missing = sorted(set(range(total)) - {sh.index for sh in shards})
+    if missing:
+        raise CheckpointError(
+            f"layer shards {missing} of {total} are missing: give a checkpoint of every shard"
+        )
+    return total
+
+
 def _save_tokenizer(model: str, tok_source: str | None, out: Path) -> str | None:
     """Tokenizer files next to the weights, so the folder is usable on its own."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -196,6 +221,7 @@ def reconstruct(
     )
     for src in sources:
         assert src.tensors is not None
+    layer_shards = _check_layer_shards(sources)
     parts = [(s.meta.round, s.tensors) for s in sources if s.meta and s.tensors is not None]
     merged = merge_tensors(parts, mode)
     tick(len(checkpoints) + 1, steps, f"{mode} of {len(parts)}")
@@ -223,6 +249,7 @@ def reconstruct(
         ),
         "param_digest": param_digest(merged),
         "lora": lora_record,
+        "layer_shards": layer_shards,
         "inputs": [
             {
                 "checkpoint": s.tensor_path.name,

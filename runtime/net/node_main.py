@@ -179,6 +179,7 @@ async def run_node(s: NodeSettings) -> int:
     from swarm_tune.runtime.training import SHIPPED_CORPUS, LearnerStateError, build_learner
     from swarm_tune.runtime.training.bridge import LearnerBridge
     from swarm_tune.runtime.training.data import DataError
+    from swarm_tune.runtime.training.layer_shard import SHARD_KEY, LayerShardError, swarm_id
     from swarm_tune.runtime.training.lora import LORA_KEY, LoraError
 
     log = get_logger("swarm_tune.node")
@@ -186,6 +187,7 @@ async def run_node(s: NodeSettings) -> int:
     if s.model_overrides:
         log.warning("node.model_overrides_ignored", overrides=s.model_overrides)
     seed = run_seed(s.run_id)
+    shard = s.layer_shard()
     try:
         learner = await trio.to_thread.run_sync(
             lambda: build_learner(
@@ -201,6 +203,7 @@ async def run_node(s: NodeSettings) -> int:
                 diloco=s.diloco(),
                 text_column=s.dataset_text_field,
                 lora=s.lora(),
+                layer_shard=shard,
             )
         )
     except DataError as exc:  # bad dataset, column or shard: refused before anything is written
@@ -208,6 +211,9 @@ async def run_node(s: NodeSettings) -> int:
         return 2
     except LoraError as exc:  # e.g. a target module the model lacks
         print(f"error: SWARM_LORA_TARGET_MODULES: {exc}", file=sys.stderr)
+        return 2
+    except LayerShardError as exc:  # e.g. more layer shards than the model has blocks
+        print(f"error: SWARM_MODEL_SHARD_TOTAL: {exc}", file=sys.stderr)
         return 2
     identity = build_identity(s)  # after the data check: a refused node leaves no key file
     ckpt_dir = Path(s.checkpoint_dir)
@@ -238,11 +244,14 @@ async def run_node(s: NodeSettings) -> int:
 
     lora = s.lora()
     # Adapters-only checkpoints say how to merge them back into the base (reconstruct).
-    lora_extra = {} if lora is None else {LORA_KEY: lora.record(seed)}
+    model_extra = {} if lora is None else {LORA_KEY: lora.record(seed)}
+    # A layer shard's checkpoint holds its slice only; reconstruct needs every slice.
+    if shard.total > 1:
+        model_extra[SHARD_KEY] = shard.record()
 
     def checkpoint(round_: int, extra: dict[str, Any]) -> Path:
         path = save_checkpoint(
-            ckpt_dir, s.run_id, round_, learner.parameters(), s.model_name, extra | lora_extra
+            ckpt_dir, s.run_id, round_, learner.parameters(), s.model_name, extra | model_extra
         )
         save_node_state(ckpt_dir, s.run_id, round_, bridge.node_state())
         return path
@@ -265,7 +274,7 @@ async def run_node(s: NodeSettings) -> int:
     if s.adversary == "label_flip":
         learner.poison_labels(flip_labels)
     dcfg = DriverConfig(
-        run_id=s.run_id,
+        run_id=swarm_id(s.run_id, shard),  # one swarm per layer shard (layer_shard.py)
         max_rounds=s.max_rounds,
         checkpoint_every=s.checkpoint_every_rounds,
         bootstrap=tuple(s.bootstrap_peers),

@@ -49,6 +49,7 @@ from swarm_tune.runtime.protocol.config import ProtocolConfig
 
 if TYPE_CHECKING:
     from swarm_tune.runtime.training.diloco import DiLoCoConfig
+    from swarm_tune.runtime.training.layer_shard import LayerShard
     from swarm_tune.runtime.training.lora import LoraSpec
 
 __all__ = [
@@ -207,6 +208,10 @@ class _NodeSettingsBase(BaseSettings):
     )
     num_shards: int = Field(default=1, description="Number of data shards in this run.")
     shard_index: int = Field(default=0, description="Which shard this node trains on.")
+    model_shard_index: int = Field(
+        default=0,
+        description="Layer shard: the slice of the blocks this node trains (< model_shard_total).",
+    )
     device: str = Field(default="cpu", description="cpu, cuda, cuda:N or mps.")
     hf_token: SecretStr | None = Field(
         default=None, description="Hugging Face token for gated models."
@@ -396,7 +401,7 @@ class _NodeSettingsBase(BaseSettings):
             raise _err("must be at least 1")
         return value
 
-    @field_validator("shard_index", "max_rounds", "checkpoint_every_rounds")
+    @field_validator("shard_index", "model_shard_index", "max_rounds", "checkpoint_every_rounds")
     @classmethod
     def _non_negative(cls, value: int) -> int:
         if value < 0:
@@ -443,6 +448,15 @@ class _NodeSettingsBase(BaseSettings):
                     "shard_index",
                     f"must be less than SWARM_NUM_SHARDS={self.num_shards} "
                     f"(got {self.shard_index}; shards are numbered from 0)",
+                )
+            )
+        layer_shards = getattr(self, "model_shard_total", 1)  # a generated protocol field
+        if self.model_shard_index >= layer_shards:
+            problems.append(
+                (
+                    "model_shard_index",
+                    f"must be less than SWARM_MODEL_SHARD_TOTAL={layer_shards} "
+                    f"(got {self.model_shard_index}; layer shards are numbered from 0)",
                 )
             )
         problems += cross_field_problems(self, aliased=True, show=env_name)
@@ -492,6 +506,12 @@ class _NodeSettingsBase(BaseSettings):
             return None
         targets = parse_targets(self.lora_target_modules)
         return LoraSpec(self.lora_rank, self.lora_alpha, targets)
+
+    def layer_shard(self) -> LayerShard:
+        """This node's slice of the transformer blocks (the whole model by default)."""
+        from swarm_tune.runtime.training.layer_shard import LayerShard
+
+        return LayerShard(self.model_shard_index, getattr(self, "model_shard_total", 1))
 
     # ---- display -----------------------------------------------------------------------
 

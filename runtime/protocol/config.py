@@ -190,6 +190,13 @@ class ProtocolConfig:
         "one slice it picks after its owner committed to it (0 = commitments only).",
         NON_NEGATIVE_INT,
     )
+    model_shard_total: int = param(
+        1,
+        "Layer shards: the transformer blocks are split into this many contiguous slices; a "
+        "node trains and exchanges one slice (its model_shard_index), and only nodes of the "
+        "same slice average together (1 = every node trains the whole model).",
+        COUNT,
+    )
     # Aggregation rule (runtime/aggregation/rules.py: guarantees and costs) -----------
     aggregation_rule: RuleName = param(  # noqa: RUF009 (param() is dataclasses.field())
         "geometric_median",

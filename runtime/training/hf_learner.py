@@ -37,6 +37,7 @@ from swarm_tune.runtime.training.data import (
     load_dataset_shard,
 )
 from swarm_tune.runtime.training.diloco import DiLoCoConfig, outer_delta
+from swarm_tune.runtime.training.layer_shard import LayerShard, apply_layer_shard
 from swarm_tune.runtime.training.learner import LocalResult, TensorDict, UpdateKind
 from swarm_tune.runtime.training.lora import LoraSpec, apply_lora
 from swarm_tune.runtime.training.models import TINY_MODELS, load_model, resolve_device
@@ -339,6 +340,7 @@ def build_learner(
     diloco: DiLoCoConfig | None = None,
     text_column: str = "text",
     lora: LoraSpec | None = None,
+    layer_shard: LayerShard | None = None,
 ) -> HFLearner:
     """Everything a node needs to learn, from names.
 
@@ -384,6 +386,8 @@ def build_learner(
     )
     if lora is not None:  # base frozen: only the adapters train and travel (lora.py)
         model = apply_lora(model, lora, seed=seed)
+    if layer_shard is not None:  # other shards' blocks frozen: only this slice travels
+        model = apply_layer_shard(model, layer_shard)
     cfg = LearnerConfig(
         batch_size=batch_size,
         local_steps=local_steps,

@@ -1,0 +1,154 @@
+"""Layer shards (runtime/training/layer_shard.py): a node trains and ships its blocks only.
+
+Four learners, two per layer shard, average within their shard as the protocol would; what
+each ships is its slice (the two slices are disjoint and cover the model), what it does not
+own stays at the shared start, and ``checkpoint reconstruct`` assembles one checkpoint per
+shard into exactly those tensors. A missing shard, too many shards, or an index out of range
+is one line and exit 2, with nothing written. Shards never hear each other on the wire.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from procs import run_node_once
+from typer.testing import CliRunner
+
+from swarm_tune.runtime.cli import app
+from swarm_tune.runtime.net.protocol_codec import to_envelope
+from swarm_tune.runtime.ops.checkpoint import save_checkpoint
+from swarm_tune.runtime.ops.settings import SettingsError, load_settings
+from swarm_tune.runtime.protocol.messages import Goodbye
+from swarm_tune.runtime.training import build_learner
+from swarm_tune.runtime.training.layer_shard import (
+    SHARD_KEY,
+    LayerShard,
+    LayerShardError,
+    apply_layer_shard,
+    owned,
+    swarm_id,
+)
+from swarm_tune.runtime.training.lora import LoraSpec, apply_lora
+from swarm_tune.runtime.training.models import load_model
+from swarm_tune.runtime.wire import Identity, WrongRun, decode, encode
+
+
+def _names(model: torch.nn.Module) -> list[str]:
+    return [n for n, _ in model.named_parameters()]
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_every_parameter_has_exactly_one_shard(name: str) -> None:
+    names = _names(load_model(name, vocab_size=512, eos_token_id=0))
+    for total in (1, 2):
+        parts = [owned(names, LayerShard(i, total)) for i in range(total)]
+        assert set().union(*parts) == set(names)
+        assert sum(len(p) for p in parts) == len(names)
+    first, last = (owned(names, LayerShard(i, 2)) for i in range(2))
+    embed = "transformer.wte.weight" if name == "tiny-gpt2" else "model.embed_tokens.weight"
+    norm = "transformer.ln_f.weight" if name == "tiny-gpt2" else "model.norm.weight"
+    assert embed in first and norm in last
+    assert LayerShard(1, 3).blocks(7) == range(3, 5) and LayerShard(0, 3).blocks(7) == range(3)
+    with pytest.raises(LayerShardError, match="only 2 blocks"):
+        owned(names, LayerShard(0, 3))
+
+
+def test_with_lora_a_shard_ships_its_blocks_adapters_only() -> None:
+    spec = LoraSpec(rank=2, alpha=4, target_modules=("q_proj", "v_proj"))
+    model = apply_layer_shard(
+        apply_lora(load_model("tiny-llama", vocab_size=512, eos_token_id=0), spec), LayerShard(1, 2)
+    )
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all(".layers.1." in n and ".lora_" in n for n in trained)
+
+
+def _bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_two_shards_average_apart_and_reconstruct_assembles_them(tmp_path: Path) -> None:
+    # Learner i: data shard i of 4, layer shard i % 2; pairs (0, 2) and (1, 3) average.
+    learners = [
+        build_learner(
+            "tiny-gpt2", "tinytales", 4, i, seq_len=32, batch_size=8, lr=0.05,
+            layer_shard=LayerShard(i % 2, 2),
+        )
+        for i in range(4)
+    ]  # fmt: skip
+    start = {n: p.detach().clone() for n, p in learners[0].model.named_parameters()}
+    slices = [set(learners[k].parameters()) for k in (0, 1)]
+    assert not slices[0] & slices[1] and slices[0] | slices[1] == set(start)
+    full = _bytes(start)
+    sent = [_bytes(learners[k].compute_update("grad").update) for k in (0, 1)]
+    print(f"bytes per contribution: shard 0 {sent[0]:,}, shard 1 {sent[1]:,} of {full:,}")
+    assert sum(sent) == full and max(sent) < full
+    before = [lr.evaluate() for lr in learners[:2]]
+    for _ in range(4):
+        for pair in ((0, 2), (1, 3)):
+            ups = [learners[i].compute_update("grad").update for i in pair]
+            mean = {n: (ups[0][n] + ups[1][n]) / 2 for n in ups[0]}
+            for i in pair:
+                learners[i].apply_average("grad", mean)
+    after = [lr.evaluate() for lr in learners[:2]]
+    print(f"held-out loss, shard 0: {before[0]:.4f} -> {after[0]:.4f}; shard 1: {before[1]:.4f}")
+    assert after[0] < before[0] and after[1] < before[1]
+    for k in (0, 1):  # replicas of one shard agree; what a shard does not own never moved
+        mine, twin = learners[k].parameters(), learners[k + 2].parameters()
+        assert all(torch.equal(mine[n], twin[n]) for n in mine)
+        for n, p in learners[k].model.named_parameters():
+            if n not in mine:
+                assert torch.equal(p.detach(), start[n]), n
+
+    ckpt = tmp_path / "ckpt"
+    for k in (0, 1):
+        tensors = {n: t.detach().clone() for n, t in learners[k].parameters().items()}
+        extra = {SHARD_KEY: LayerShard(k, 2).record(), "node_id": f"node{k}"}
+        save_checkpoint(ckpt / f"node{k}", "layers", 4, tensors, "tiny-gpt2", extra)
+    argv = ["checkpoint", "reconstruct", "--model", "tiny-gpt2", "--allowed-dir", str(tmp_path)]
+    missing = CliRunner().invoke(app, [*argv, str(ckpt / "node1"), "--out", str(tmp_path / "m")])
+    assert missing.exit_code == 2, missing.output
+    assert "layer shards [0] of 2 are missing" in missing.output
+    assert not (tmp_path / "m").exists()
+    res = CliRunner().invoke(
+        app, [*argv, str(ckpt / "node0"), str(ckpt / "node1"), "--out", str(tmp_path / "m")]
+    )
+    assert res.exit_code == 0, res.output
+    from transformers import AutoModelForCausalLM
+
+    rebuilt: Any = AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"))
+    got = dict(rebuilt.named_parameters())
+    for k in (0, 1):
+        for n, t in learners[k].parameters().items():
+            assert torch.equal(got[n].detach(), t.detach()), n
+
+
+def test_shards_are_separate_swarms_on_the_wire() -> None:
+    shards = [LayerShard(i, 2) for i in range(2)]
+    assert swarm_id("run", LayerShard()) == "run"
+    assert len({swarm_id("run", s) for s in shards}) == 2
+    alice = Identity.from_seed(bytes(range(32)))
+    frame = encode(to_envelope(Goodbye(), swarm_id("run", shards[0]), alice.peer_id), alice)
+    assert decode(frame, expected_run_id=swarm_id("run", shards[0])).sender == alice.peer_id
+    with pytest.raises(WrongRun):
+        decode(frame, expected_run_id=swarm_id("run", shards[1]))
+
+
+def test_bad_shard_settings_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"SWARM_MODEL_SHARD_INDEX.*less than"):
+        load_settings(model_shard_total=2, model_shard_index=2)
+    env = {
+        "SWARM_RUN_ID": "bad-shards",
+        "SWARM_MODEL_NAME": "tiny-gpt2",
+        "SWARM_MODEL_SHARD_TOTAL": "3",
+        "SWARM_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+    }
+    res = run_node_once(env, tmp_path)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0] == (
+        "error: SWARM_MODEL_SHARD_TOTAL: 3 layer shards but the model has only 2 blocks"
+    )
+    assert list(tmp_path.iterdir()) == []
