@@ -211,6 +211,18 @@ class RunManifest(_Strict):
                     "a team of {n} nodes needs shards.num_shards >= {n}",
                     {"n": biggest},
                 )
+        layer_shards = self.hyper.protocol_config().model_shard_total
+        smallest = (
+            self.shards.num_shards
+            if self.competition is None
+            else min(len(m) for m in self.competition.teams.values())
+        )
+        if smallest < layer_shards:
+            raise PydanticCustomError(
+                "shards",
+                "{k} layer shards (model_shard_total) need at least {k} nodes per run, not {n}",
+                {"k": layer_shards, "n": smallest},
+            )
         # Every participant's .env must load; checking index 0 covers all shared values.
         try:
             load_settings(**self.node_env(0))
@@ -293,7 +305,10 @@ class RunManifest(_Strict):
             checkpoint_dir=f"checkpoints/{who.node_id}",
         )
         # Every protocol parameter, so each participant runs the published protocol.
-        env.update(protocol_env(h.protocol_config()))
+        pcfg = h.protocol_config()
+        env.update(protocol_env(pcfg))
+        # Layer shards dealt round-robin: every slice of the model gets its share of nodes.
+        env["model_shard_index"] = str(who.shard_index % pcfg.model_shard_total)
         return env
 
 

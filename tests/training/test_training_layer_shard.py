@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 import torch
 from procs import run_node_once
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
 from swarm_tune.runtime.net.protocol_codec import to_envelope
 from swarm_tune.runtime.ops.checkpoint import save_checkpoint
+from swarm_tune.runtime.ops.manifest import RunManifest
 from swarm_tune.runtime.ops.settings import SettingsError, load_settings
 from swarm_tune.runtime.protocol.messages import Goodbye
 from swarm_tune.runtime.training import build_learner
@@ -152,3 +154,21 @@ def test_bad_shard_settings_are_one_line_and_write_nothing(tmp_path: Path) -> No
         "error: SWARM_MODEL_SHARD_TOTAL: 3 layer shards but the model has only 2 blocks"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_manifests_deal_layer_shards_round_robin() -> None:
+    data: dict[str, Any] = {
+        "run_id": "layers",
+        "created": "2026-12-01",
+        "model": {"name": "tiny-gpt2"},
+        "dataset": {"name": "tinytales"},
+        "shards": {"num_shards": 4},
+        "hyper": {"learning_rate": 0.001, "batch_size": 4, "rounds": 3, "model_shard_total": 2},
+    }
+    manifest = RunManifest.model_validate(data)
+    envs = [manifest.node_env(i) for i in range(4)]
+    assert [e["model_shard_index"] for e in envs] == ["0", "1", "0", "1"]
+    assert all(load_settings(**e).layer_shard() == LayerShard(i % 2, 2) for i, e in enumerate(envs))
+    data["shards"]["num_shards"] = 1
+    with pytest.raises(ValidationError, match=r"2 layer shards .* need at least 2 nodes"):
+        RunManifest.model_validate(data)
