@@ -169,7 +169,14 @@ class SimDriver:
         self.env = simpy.Environment()
         self.engine = engine if engine is not None else make_engine(scenario)
         self.spec = self.engine.spec
-        self.payload = self.engine.payload_bytes()
+        # Layer shards (runtime/training/layer_shard.py): node i trains slice i % total and
+        # ships that slice only. Modelled here as 1/total of the payload, and one swarm per
+        # slice: nodes meet (dial, peer exchange) only their own slice's nodes, as each
+        # shard's own discovery key and wire run id make it in the runtime. The sim's small
+        # model itself is not sliced: each slice's nodes train a whole replica of it, so with
+        # layer shards the loss columns describe those stand-ins, the bytes the real slices.
+        self.layer_shards = self.cfg.model_shard_total
+        self.payload = math.ceil(self.engine.payload_bytes() / self.layer_shards)
         self._raw = 4 * self.spec.numel  # float32 bytes of an uncompressed update
         diloco = scenario.learning.diloco
         self._inner_steps = diloco.inner_steps if diloco is not None else 1
@@ -616,12 +623,17 @@ class SimDriver:
         """Both ends learn of each other; a simulated peer is a verified member at once (the
         sim has no other runs to tell apart), which is half of the core's handshake."""
         assert a.proto is not None and b.proto is not None
+        if not self._same_shard(a.index, b.index):  # another layer shard: another swarm
+            return
         self._execute(a, a.proto.handle(PeerConnected(b.id, b.address), self.env.now))
         self._execute(b, b.proto.handle(PeerConnected(a.id, a.address), self.env.now))
 
+    def _same_shard(self, a: int, b: int) -> bool:
+        return a % self.layer_shards == b % self.layer_shards
+
     def _dial(self, node: SimNode) -> None:
         """Connect a (re)joining node: to everyone (flat) or to a few random peers."""
-        others = [i for i in self._online if i != node.index]
+        others = [i for i in self._online if i != node.index and self._same_shard(i, node.index)]
         if not self.flat:
             k = min(len(others), self.s.rounds.bootstrap_peers)
             others = self._rng.sample(others, k)

@@ -457,6 +457,21 @@ def check_feasible(s: Scenario) -> list[Problem]:
         out.append(
             Problem("protocol.min_peers", f"min_peers {p.min_peers} > {s.total_nodes} nodes")
         )
+    per_shard = s.total_nodes // p.model_shard_total  # nodes are dealt round-robin
+    if per_shard < 1:
+        out.append(
+            Problem(
+                "protocol.model_shard_total",
+                f"{p.model_shard_total} layer shards but only {s.total_nodes} nodes",
+            )
+        )
+    elif p.model_shard_total > 1 and p.min_peers > per_shard:
+        out.append(
+            Problem(
+                "protocol.min_peers",
+                f"min_peers {p.min_peers} > {per_shard} nodes per layer shard",
+            )
+        )
     if p.strategy == "gossip" and p.view_size == 0 and s.total_nodes > 2000:
         out.append(
             Problem("protocol.view_size", "gossip over >2000 nodes needs a bounded view_size > 0")
