@@ -60,6 +60,9 @@ class ComputeModel:
         t = self.spec.classes[prof.compute_class].step_time.sample(rng)
         return t * self.spec.stragglers.factor if prof.straggler else t
 
+    def message_s_per_mb(self, node: int) -> float:
+        return self.spec.classes[self.profiles[node].compute_class].message_s_per_mb
+
     def class_name(self, node: int) -> str:
         return self.spec.classes[self.profiles[node].compute_class].name
 

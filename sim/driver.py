@@ -8,9 +8,14 @@ driver does — turn the world into events and execute effects — with virtual 
                timeout still fires and is ignored: cheaper than removing it from the heap);
 * Send      -> ``Network.send`` per peer, then ``commit`` for the burst: control messages
                cost one SimPy event (the arrival), bulk ones share links fairly (one wake-up
-               per burst, one arrival each; ``sim.links``); a node's new Contribution
-               cancels its transfers of older rounds still in flight (the real runtime
-               drops stale sends too); adversaries rewrite outgoing Contributions here;
+               per burst, one arrival each; ``sim.links``); a node's new Contribution for
+               round r cancels its transfers of rounds before r-1 still in flight (those
+               of r-1 go on: peers still in that round need them, and the real node never
+               cancels a send; cancelling them held quorum-1.0 rounds to their timeout in
+               calibration); adversaries rewrite outgoing Contributions here; with a
+               compute class's ``message_s_per_mb``, a bulk message is encoded on the
+               sender's CPU before it leaves and decoded on the receiver's before the core
+               sees it (one CPU per node, one message at a time);
 * TrainLocal-> the node's modelled compute time, then LocalUpdateReady. Learning is batched:
                requests are collected and run in one ``BatchedLearning.flush`` when the first
                of them is due (a node's parameters do not change between its TrainLocal and
@@ -137,6 +142,8 @@ class SimNode:
     # Whole-run totals: copies of its own updates sent, and how often a peer averaged one in.
     updates_sent: int = 0
     updates_used: int = 0
+    # The node's CPU for bulk messages (compute class message_s_per_mb): busy until then.
+    cpu_free_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +289,7 @@ class SimDriver:
             self._on_delivery,
             self.s.links.jitter_ms,
             self.s.links.loss,
+            bulk_setup_rtts=self.s.links.bulk_setup_rtts,
         )
 
     # -- scheduling primitives --------------------------------------------------------
@@ -378,16 +386,37 @@ class SimDriver:
 
     def _fx_send(self, node: SimNode, eff: fx.Send) -> None:
         msg = eff.message
-        key: int | None = None
         if node.adversary is not None:
             msg = node.adversary.rewrite(msg, self.cfg.sketch_size, self.cfg.sketch_seed)
+        size = self._wire_size(msg)
+        cost = self._cpu_s(node, size)
+        if cost:  # encoded first, on the node's CPU (once for every copy)
+            start = max(self.env.now, node.cpu_free_at) + cost
+            node.cpu_free_at = start
+            self._at(start - self.env.now, self._on_encoded, (node, node.incarnation, eff, msg))
+            return
+        self._transmit(node, eff.peers, msg, size)
+
+    def _cpu_s(self, node: SimNode, size: int) -> float:
+        if size <= self.network.control_max_bytes:
+            return 0.0
+        return self.compute.message_s_per_mb(node.index) * size / 1e6
+
+    def _on_encoded(self, ev: simpy.Event) -> None:
+        node, inc, eff, msg = _payload(ev)
+        if node.online and node.incarnation == inc:
+            self._transmit(node, eff.peers, msg, self._wire_size(msg))
+
+    def _transmit(self, node: SimNode, peers: Sequence[str], msg: Message, size: int) -> None:
+        key: int | None = None
         if isinstance(msg, Contribution):
             key = msg.round
-            self.network.supersede(node.index, key)
-            node.updates_sent += len(eff.peers)
+            # The real node lets its previous round's sends finish (peers still in that
+            # round need them, and a quorum of 1.0 waits for them); older ones are stale.
+            self.network.supersede(node.index, key - 1)
+            node.updates_sent += len(peers)
         elif isinstance(msg, Piece | SliceResult | AuditVerdict):
             key = msg.round  # bulk, cancelled with the round's other transfers
-        size = self._wire_size(msg)
         send = self.network.send
         src = node.index
         # One immutable event for every receiver of the burst: what each receiver is told
@@ -396,7 +425,7 @@ class SimDriver:
         index = self._index
         nodes = self.nodes
         self.network.begin()
-        for peer in eff.peers:
+        for peer in peers:
             dst = index.get(peer)
             if dst is None:
                 continue
@@ -412,6 +441,20 @@ class SimDriver:
             return
         node.msgs_recv += 1
         node.bytes_recv += size
+        cost = self._cpu_s(node, size)
+        if cost:  # decoded and validated on the node's CPU before the core sees it
+            start = max(self.env.now, node.cpu_free_at) + cost
+            node.cpu_free_at = start
+            self._at(start - self.env.now, self._on_decoded, (node, inc, src, received))
+            return
+        self._handle_received(node, received)
+
+    def _on_decoded(self, ev: simpy.Event) -> None:
+        node, inc, src, received = _payload(ev)
+        if node.online and node.incarnation == inc and self.network.reachable(src, node.index):
+            self._handle_received(node, received)
+
+    def _handle_received(self, node: SimNode, received: MessageReceived) -> None:
         proto = node.proto
         if proto is None:
             return
@@ -817,7 +860,7 @@ class SimDriver:
         for i in starters:
             node = self.nodes[i]
             assert node.proto is not None
-            self._execute(node, node.proto.start(0.0))
+            self._execute(node, node.proto.start(0.0, catch_up=self.s.nodes.start_sync))
         self.timeline.start(self, self._absent)
         for i in self.churn.churners:
             env.process(self._churn_process(i))

@@ -525,13 +525,16 @@ class BatchedLearning:
         self._outer_b[node_index].copy_(state[PARAMS])
 
     def moments(self, node_index: int) -> Moments | None:
-        """The row's Adam moments and step count (copies), or None with SGD."""
+        """The row's Adam moments and step count (copies); None with SGD or before the first
+        step, like the real learner (hf_learner.py): there is nothing worth sending yet."""
         if self._real is not None:
             return self._real.learner(node_index).moments()
         self._known(node_index)
         if not self._adam:
             return None
         self._settle([node_index])
+        if not int(self._steps[node_index]):
+            return None
         return Moments(
             {PARAMS: self._m[node_index].clone()},
             {PARAMS: self._v[node_index].clone()},

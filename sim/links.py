@@ -34,8 +34,8 @@ the part it cannot use to the sender's other flows, which are therefore slower t
 
 Cancellation: a transfer nobody needs any more (the sender superseded it with a newer round's
 update, either end left, a partition cut the path) is removed from both links at once and
-its bandwidth goes to the others, as the real runtime cancels a stale send. The bits it had
-already sent are counted as wasted (``cancelled_bits``).
+its bandwidth goes to the others (the driver decides what is superseded: sim/driver.py).
+The bits it had already sent are counted as wasted (``cancelled_bits``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ class Flow:
         "key",
         "lat",
         "live",
-        "lost",
         "reserved",
         "seq",
         "src",
@@ -82,14 +81,13 @@ class Flow:
     )
 
     def __init__(
-        self, seq: int, src: int, dst: int, bits: float, lat: float, lost: bool, key: int | None
+        self, seq: int, src: int, dst: int, bits: float, lat: float, key: int | None
     ) -> None:
         self.seq = seq
         self.src = src
         self.dst = dst
         self.bits = bits
         self.lat = lat
-        self.lost = lost  # occupies the uplink, never lands (a reset stream)
         self.key = key  # sender's ordering key (its round): older keys can be superseded
         self.value: Any = None
         self.live = True
@@ -252,7 +250,6 @@ class FairLinks:
         dst: int,
         bits: float,
         lat: float,
-        lost: bool,
         key: int | None,
         value: Any,
         now: float,
@@ -261,7 +258,7 @@ class FairLinks:
         up = self.up[src]
         up.advance(now)
         self._seq += 1
-        f = Flow(self._seq, src, dst, bits, lat, lost, key)
+        f = Flow(self._seq, src, dst, bits, lat, key)
         f.value = value
         tag = f.up_tag = up.v + bits
         batch = self._batch
@@ -281,8 +278,8 @@ class FairLinks:
 
         Done once per burst, so every copy's cap is the sender's final share C_up / n."""
         for f in self._new:
-            if not f.live or f.lost:
-                continue  # a lost message never reaches the receiver's link
+            if not f.live:
+                continue
             up = self.up[f.src]
             cap = f.cap = up.capacity / up.n
             d = self.down[f.dst]
@@ -425,9 +422,8 @@ class FairLinks:
         f.live = False
         del self._out[f.src][f.seq]
         del self._in[f.dst][f.seq]
-        if not f.lost:  # the time and event id its own Timeout would have had
-            env = self.env
-            self._landing.append((env.now + f.lat, next_event_id(env), f.value))
+        env = self.env  # the time and event id its own Timeout would have had
+        self._landing.append((env.now + f.lat, next_event_id(env), f.value))
         f.value = None
 
     # -- cancelling and changing links ------------------------------------------------------

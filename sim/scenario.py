@@ -51,6 +51,12 @@ class NodesSpec(_Strict):
     count: int = Field(ge=1, le=1_000_000, description="nodes online at t=0")
     # Honest nodes are spread one per /24 so that the subnet cap means something.
     address_base: str = "10.0.0.0"
+    start_sync: bool = Field(
+        default=False,
+        description="nodes online at t=0 ask their peers for state before round 0, as a real "
+        "node does whenever peers are live when it starts (false: a swarm starting together "
+        "from one seed, no sync)",
+    )
 
 
 class Region(_Strict):
@@ -110,6 +116,12 @@ class LinksSpec(_Strict):
     )
     loss: float = Field(default=0.0, ge=0.0, lt=1.0)
     control_bytes: int = Field(default=300, ge=1)
+    bulk_setup_rtts: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="round trips a bulk transfer waits before its first byte (the real bulk "
+        "plane's stream negotiation, offer/reply, data connection); sim/network.py",
+    )
 
 
 class PartitionSpec(_Strict):
@@ -137,6 +149,15 @@ class ComputeClass(_Strict):
     name: str = "gpu"
     weight: float = Field(default=1.0, gt=0)
     step_time: Distribution = Field(default_factory=lambda: Constant(value=1.0))
+    # 0 by default: the figure is the machine's (the real node logs it as message.encoded /
+    # message.handled; bench_calibrate feeds it), and a default of 0 keeps every existing
+    # scenario's rounds exactly as they were.
+    message_s_per_mb: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="seconds of the node's CPU per MB of a bulk message: to encode it (once "
+        "per message) and to decode and validate each copy received, one at a time",
+    )
 
 
 class StragglerSpec(_Strict):

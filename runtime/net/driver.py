@@ -175,6 +175,7 @@ class NodeDriver:
         self.eval_losses: dict[str, float] = {}
         #: Metrics/dashboard hooks (net.monitor.NodeMonitor); set before ``run``.
         self.observer: DriverObserver | None = None
+        self._loop_cpu0 = time.thread_time()  # event-loop CPU at the last round close
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -329,6 +330,8 @@ class NodeDriver:
             m.rounds_skipped += 1
         duration = eff.closed_at - eff.opened_at
         m.round_durations.append(duration)
+        cpu = time.thread_time()  # this runs on the event-loop thread
+        loop_cpu, self._loop_cpu0 = cpu - self._loop_cpu0, cpu
         log.info(
             "round.closed",
             round=eff.round,
@@ -337,6 +340,7 @@ class NodeDriver:
             contributors=eff.contributors,
             duration_s=round(duration, 4),
             loss=m.last_loss,
+            loop_cpu_s=round(loop_cpu, 4),
         )
         if self.observer is not None:
             self.observer.round_closed(eff)
@@ -371,6 +375,7 @@ class NodeDriver:
                 kind = type(msg).__name__
                 log.warning("adversary.corrupted", mode=self._adversary.mode, message=kind)
             msg = sent
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
         try:
             env = to_envelope(
                 msg, self.config.run_id, self.identity.peer_id, round=self.protocol.round
@@ -384,6 +389,8 @@ class NodeDriver:
             return
         bulk = isinstance(msg, (Contribution, StateResponse))
         bulk = bulk or len(data) > self.net.config.max_small_size
+        if bulk:
+            _log_cpu("message.encoded", msg, len(data), wall0, cpu0)
         payload: bytes | bytearray = data if bulk else bytes(data)
         async with trio.open_nursery() as n:
             for peer in eff.peers:
@@ -391,6 +398,7 @@ class NodeDriver:
 
     async def _send_one(self, peer: str, data: bytes | bytearray, bulk: bool, what: str) -> None:
         limit = self.config.send_timeout + self.net.config.transfer_deadline(len(data))
+        started = time.perf_counter()
         try:
             with trio.fail_after(limit):
                 if bulk:
@@ -401,6 +409,9 @@ class NodeDriver:
             self.metrics.send_failures += 1
             log.info("send.failed", peer=peer, message=what, bytes=len(data), error=str(exc))
             return
+        if bulk:  # calibration: offer, data and confirmation, against the sim's link time
+            seconds = round(time.perf_counter() - started, 4)
+            log.info("bulk.sent", peer=peer, message=what, bytes=len(data), seconds=seconds)
         self.metrics.messages_out += 1
         self.metrics.bytes_out += len(data)
         self.metrics.bytes_out_by_message[what] += len(data)
@@ -448,6 +459,7 @@ class NodeDriver:
         if self.protocol.is_banned(peer, trio.current_time()):
             m.wire_rejected["banned"] += 1  # dropped undecoded: a ban must save us the work
             return
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
         try:
             if len(inc.data) > THREAD_CODEC_BYTES:
                 env = await trio.to_thread.run_sync(_decode, inc.data, self.config.run_id)
@@ -471,6 +483,8 @@ class NodeDriver:
         if isinstance(message, Heartbeat) and message.dial:
             message = replace(message, dial=observed_dial(message.dial, inc.remote_ip))
         self._feed(MessageReceived(peer, message, inc.remote_ip))
+        if isinstance(inc.data, bytearray):  # a bulk message: decoded, validated, handled
+            _log_cpu("message.handled", message, len(inc.data), wall0, cpu0)
 
     async def _peer_event_loop(self) -> None:
         async for ev in self.net.peer_events:
@@ -608,6 +622,19 @@ def observed_dial(dial: str, remote_ip: str) -> str:
     if remote_ip and "." in remote_ip and dial.startswith("/ip4/0.0.0.0/"):
         return f"/ip4/{remote_ip}/" + dial.removeprefix("/ip4/0.0.0.0/")
     return dial
+
+
+def _log_cpu(event: str, msg: Message, size: int, wall0: float, cpu0: float) -> None:
+    """Calibration input (issue 15): what one bulk message costs this node besides the link.
+    ``cpu_s`` is the event-loop thread's CPU (a decode or encode moved to a worker thread is
+    in ``wall_s`` only); ``wall_s`` includes waiting for a core on a busy machine."""
+    log.info(
+        event,
+        message=type(msg).__name__,
+        bytes=size,
+        cpu_s=round(time.thread_time() - cpu0, 5),
+        wall_s=round(time.perf_counter() - wall0, 5),
+    )
 
 
 def _decode(data: bytes | bytearray, run_id: str) -> Any:

@@ -415,3 +415,26 @@ def test_a_burst_delivers_in_the_order_and_at_the_times_of_separate_events() -> 
     separate, burst = _burst_log(bursts=False), _burst_log(bursts=True)
     assert len(separate) > 250
     assert burst == separate
+
+
+def test_bulk_loss_is_a_retransmission_delay_not_a_drop() -> None:
+    # 1 MB at 8 Mbit/s both ends (1 s), 50 ms one-way: rtt 0.1 s, a window is 0.8 Mbit, so
+    # 10 windows, each losing >= 1 of its 0.8e6 / 11,584 packets with q = 1 - 0.99^69.06;
+    # each such window costs one more rtt. 2 setup rtts come before the first byte.
+    for rtts in (0.0, 2.0):
+        w = world([8 * MBIT] * 2, [8 * MBIT] * 2, latency_s=0.05, loss=0.01)
+        w.net.bulk_setup_rtts = rtts
+        w.send_at(0.0, [(0, 1, MB, "u")])
+        w.env.run()
+        q = 1.0 - 0.99 ** (0.8e6 / (8 * 1448))
+        assert w.landed["u"] == pytest.approx(1.0 + 0.05 + 10 * q * 0.1 + rtts * 0.1, rel=1e-9)
+        assert w.net.dropped == 0
+
+
+def test_setup_round_trips_delay_bulk_only() -> None:
+    w = world([8 * MBIT] * 2, [8 * MBIT] * 2, latency_s=0.05)
+    w.net.bulk_setup_rtts = 2.0
+    w.send_at(0.0, [(0, 1, MB, "bulk"), (0, 1, 1000, "control")])
+    w.env.run()
+    assert w.landed["bulk"] == pytest.approx(1.0 + 0.05 + 0.2)
+    assert w.landed["control"] == pytest.approx(0.05 + 8000 / (8 * MBIT))  # no handshake
