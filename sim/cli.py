@@ -37,6 +37,11 @@ SWEEP_COMMANDS = {
         "regress",
         "Run SCENARIO and its centralized baseline; fail if convergence regressed.",
     ),
+    "calibrate": (
+        "swarm_tune.sim.calibrate_cli",
+        "calibrate",
+        "Run SCENARIO in the sim and as real nodes in network namespaces; report both (root).",
+    ),
     "matrix": (
         "swarm_tune.sim.robustness_cli",
         "matrix",

@@ -18,6 +18,9 @@ inside these namespaces)::
 
 Teardown deletes the namespaces (which removes veths, bridge, qdiscs and rulesets with them);
 it runs even when setup failed half way.
+
+Why in the package: ``swarm-tune sim calibrate`` runs a scenario's real twin on it (N node
+processes with the scenario's links); the chaos tests (tests/chaos) build it too.
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """The calibration comparison (analysis/calibration.py): ratios, the +-15% verdict, bad input.
 
-The measurement itself (benchmarks/bench_calibrate.py) needs root and a minute of six real
-nodes; what it prints is decided here, so this is where it is held to account.
+The measurement itself (``swarm-tune sim calibrate``, benchmarks/bench_calibrate.py) needs
+root and a minute of six real nodes; what it prints is decided here, so this is where it is
+held to account.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from swarm_tune.analysis.calibration import compare, format_table, world_stats
+from swarm_tune.analysis.calibration import compare, format_table, plot_report, world_stats
 
 
 def test_ratios_and_verdicts_follow_the_figures() -> None:
@@ -42,3 +45,19 @@ def test_a_zero_real_figure_gives_no_ratio() -> None:
     sim = world_stats([1.0], [1.0], [])
     with pytest.raises(ValueError, match="no ratio"):
         compare(sim, world_stats([0.0], [1.0], []))
+
+
+def test_distribution_and_loss_curve_are_set_side_by_side(tmp_path: Path) -> None:
+    sim = world_stats(
+        [float(x) for x in range(1, 11)], [1.0], ["average"] * 10, [(0, 4.0), (0, 6.0), (1, 2.5)]
+    )
+    real = world_stats(
+        [2.0] * 10, [1.0], ["average"] * 10, [(0, 10.0), (1, 8.0), (1, float("nan"))]
+    )
+    assert sim.quantile(0.1) == 1.0 and sim.quantile(0.9) == 9.0
+    assert sim.loss_curve == {0: 1.0, 1: 0.5} and real.loss_curve == {0: 1.0, 1: 0.8}
+    text = format_table("t", compare(sim, real), sim, real)
+    assert "round time p90 (s)" in text and "4.5" in text  # 9 / 2
+    assert "round 1" in text and "0.500" in text and "0.800" in text
+    plot_report(tmp_path / "c.png", "t", sim, real)
+    assert (tmp_path / "c.png").stat().st_size > 1000

@@ -1,0 +1,220 @@
+"""The real twin of a scenario: N ``swarm-tune node`` processes on the scenario's links.
+
+Sim-to-real calibration (issue 15) holds the simulator against the runtime it models. This
+module runs the runtime side: one network namespace per node on a throwaway WAN
+(sim/netns_wan.py: tc tbf bandwidth both ways, nftables loss, the userspace delay relay for
+latency), the scenario's ``protocol:`` block as the nodes' SWARM_* settings (the same
+``protocol_env`` run manifests use), tiny-gpt2 on CPU, one thread each. It returns every
+node's structured log records; sim/calibrate.py reads the figures out of them.
+
+Each node's stderr (JSON log lines) goes to a file in the work folder and is parsed once the
+node exited: nothing here needs a reader thread, and a failed run leaves the logs behind.
+Namespaces and processes are removed on the way out, failure included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swarm_tune.runtime.ops.peer_id import peer_id_from_seed
+from swarm_tune.runtime.ops.protocol_fields import protocol_env
+from swarm_tune.sim.netns_wan import Wan
+from swarm_tune.sim.scenario import Scenario
+
+__all__ = ["CalibrationUnavailable", "NodeLog", "require_netns", "run_real_twin", "twin_links"]
+
+NODE_PORT = 4001
+KEY_SEED_OFFSET = 0xC1  # peer ids of their own, apart from the tests' nodes
+RELAY_READY = "LATENCY_RELAY_READY"
+
+# What every twin node runs with besides the scenario's protocol block: the runtime's small
+# test model, JSON logs, no discovery services (the bootstrap list is the full mesh), and
+# one math thread each (six nodes share a small machine).
+BASE_ENV = {
+    "SWARM_MODEL_NAME": "tiny-gpt2",
+    "SWARM_LEARNING_RATE": "0.002",
+    "SWARM_BATCH_SIZE": "8",
+    "SWARM_LOG_FORMAT": "json",
+    "SWARM_LOG_LEVEL": "INFO",
+    "SWARM_ENABLE_MDNS": "false",
+    "SWARM_ENABLE_DHT": "false",
+    "SWARM_CHECKPOINT_EVERY_ROUNDS": "0",
+    "PYTHONUNBUFFERED": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+Record = dict[str, Any]
+
+
+class CalibrationUnavailable(RuntimeError):
+    """This machine cannot run the real twin (no root, no ip/tc/nft, no tbf or nftables)."""
+
+
+@dataclass(frozen=True)
+class NodeLog:
+    """One real node's structured log, in order."""
+
+    name: str
+    records: list[Record]
+
+    def events(self, name: str) -> list[Record]:
+        return [r for r in self.records if r.get("event") == name]
+
+
+def require_netns() -> None:
+    """Raise CalibrationUnavailable, with one line saying why, unless the twin can run."""
+    if os.geteuid() != 0:
+        raise CalibrationUnavailable("the real twin needs root (network namespaces, tc, nftables)")
+    missing = [t for t in ("ip", "tc", "nft") if shutil.which(t) is None]
+    if missing:
+        raise CalibrationUnavailable(f"the real twin needs {', '.join(missing)} on PATH")
+
+
+def twin_links(sc: Scenario) -> tuple[float, float, float]:
+    """(Mbit/s, one-way ms, loss) of a scenario the twin can build: one symmetric link class
+    and one latency for every pair (``topology.kind: full``)."""
+    classes = sc.links.bandwidth
+    if sc.topology.kind != "full" or len(classes) != 1:
+        raise ValueError("the real twin needs topology kind 'full' and one bandwidth class")
+    c = classes[0]
+    if c.uplink_mbps != c.downlink_mbps:
+        raise ValueError("the real twin shapes both directions alike: uplink == downlink")
+    if sc.nodes.count > 100:
+        raise ValueError("the real twin runs one process per node: at most 100 nodes")
+    return c.uplink_mbps, sc.topology.latency_ms, sc.links.loss
+
+
+def twin_env(sc: Scenario) -> dict[str, str]:
+    proto = {f"SWARM_{k.upper()}": v for k, v in protocol_env(sc.protocol_config()).items()}
+    return {
+        **BASE_ENV,
+        **proto,
+        "SWARM_RUN_ID": f"calibrate-{sc.name}",
+        "SWARM_NUM_SHARDS": str(sc.nodes.count),
+        "SWARM_MAX_ROUNDS": str(sc.rounds.target),
+    }
+
+
+class _Node:
+    def __init__(self, index: int, wan: Wan, workdir: Path) -> None:
+        self.index = index
+        self.name = f"n{index}"
+        self.seed = f"{index + KEY_SEED_OFFSET:02x}" * 32
+        self.peer_id = peer_id_from_seed(bytes.fromhex(self.seed))
+        self.wan = wan
+        self.err = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def addr(self) -> str:  # as its peers dial it: through its stand-in (the delay line)
+        return f"/ip4/{self.wan.standin_ip(self.index)}/tcp/{NODE_PORT}/p2p/{self.peer_id}"
+
+    def start(self, env: Mapping[str, str], bootstrap: list[str], workdir: Path) -> None:
+        full = {
+            **os.environ,
+            **env,
+            "SWARM_NODE_ID": self.name,
+            "SWARM_SHARD_INDEX": str(self.index),
+            "SWARM_NODE_KEY_SEED": self.seed,
+            "SWARM_LISTEN_HOST": self.wan.real_ip(self.index),
+            "SWARM_LISTEN_PORT": str(NODE_PORT),
+            "SWARM_CHECKPOINT_DIR": str(workdir / f"ckpt-{self.index}"),
+            "SWARM_BOOTSTRAP_PEERS": ",".join(bootstrap),
+        }
+        argv = [
+            *self.wan.exec_prefix(self.wan.ns(self.index)),
+            sys.executable, "-m", "swarm_tune.runtime.cli", "node",
+        ]  # fmt: skip
+        with self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                argv, env=full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
+
+    def log(self) -> NodeLog:
+        records = []
+        for line in self.err.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+        return NodeLog(self.name, records)
+
+    def tail(self, n: int = 20) -> str:
+        return "\n".join(self.err.read_text(errors="replace").splitlines()[-n:])
+
+
+def _kill(proc: subprocess.Popen[Any] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _start_relay(wan: Wan, delay_ms: float, workdir: Path) -> subprocess.Popen[str]:
+    argv = [
+        *wan.exec_prefix(wan.hub),
+        sys.executable, "-m", "swarm_tune.runtime.net.latency_relay",
+        "--port", str(wan.relay_port), "--delay-ms", str(float(delay_ms)),
+        *(f"--map={wan.real_ip(i)}={wan.standin_ip(i)}" for i in range(wan.hosts)),
+    ]  # fmt: skip
+    relay = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=(workdir / "relay.log").open("w"),
+        text=True,
+    )
+    assert relay.stdout is not None
+    line = relay.stdout.readline()  # blocks until it listens or dies
+    if not line.startswith(RELAY_READY):
+        _kill(relay)
+        raise RuntimeError(f"the latency relay did not start: {line!r}")
+    return relay
+
+
+def run_real_twin(sc: Scenario, workdir: Path, timeout_s: float = 900.0) -> list[NodeLog]:
+    """Run the scenario's real twin to ``rounds.target`` and return every node's log.
+
+    CalibrationUnavailable when the machine lacks what it needs (the message is one line);
+    RuntimeError when a node fails (with its log's tail)."""
+    require_netns()
+    mbps, latency_ms, loss = twin_links(sc)
+    workdir.mkdir(parents=True, exist_ok=True)
+    wan = Wan(hosts=sc.nodes.count, rate=f"{mbps:g}mbit", loss_pct=round(100 * loss))
+    nodes = [_Node(i, wan, workdir) for i in range(sc.nodes.count)]
+    env = twin_env(sc)
+    relay: subprocess.Popen[str] | None = None
+    try:
+        try:
+            wan.up()
+        except RuntimeError as exc:  # e.g. a kernel without tbf or nftables
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CalibrationUnavailable(f"cannot build the emulated WAN: {first}") from exc
+        relay = _start_relay(wan, latency_ms, workdir)
+        for node in nodes:
+            node.start(env, [p.addr() for p in nodes if p is not node], workdir)
+        deadline = time.monotonic() + timeout_s
+        for node in nodes:
+            assert node.proc is not None
+            try:
+                code = node.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"{node.name} still running after {timeout_s:.0f} s") from None
+            if code != 0:
+                raise RuntimeError(f"{node.name} exited {code}:\n{node.tail()}")
+    finally:
+        for node in nodes:
+            _kill(node.proc)
+        _kill(relay)
+        wan.down()
+    return [n.log() for n in nodes]
