@@ -84,16 +84,25 @@ def run(
         raise typer.Exit(2) from None
     # The simulator (torch, SimPy, pyarrow) loads only once the scenario is known to be good.
     from swarm_tune.runtime.progress import progress_bar
+    from swarm_tune.sim.learning_real import LEARNER_ERRORS
     from swarm_tune.sim.runner import default_out_dir, run_scenario, with_seed
 
     sc = with_seed(loaded, seed)
     target = out if out is not None else default_out_dir(sc)
+    if sc.learning.mode == "real":  # one bar: not transformers' per-model "Loading weights"
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     with progress_bar(sc.name, "rounds") as update:
 
         def progress(r: int, _target: int, now: float) -> None:
             update(r, sc.rounds.target, f"virtual {now:,.0f}s")
 
-        result = run_scenario(sc, target, progress=progress)
+        try:
+            result = run_scenario(sc, target, progress=progress)
+        except LEARNER_ERRORS as exc:  # mode: real: a bad model, dataset or LoRA target
+            console.print(f"[red]error[/red] learning: {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
     _summary(console, result)
 
 

@@ -247,11 +247,12 @@ class BatchedLearning:
 
     def payload_bytes(self) -> int:
         """Bytes the network model charges per contribution or state transfer."""
-        if self.settings.virtual_payload_bytes is not None:
-            return self.settings.virtual_payload_bytes
-        if self._real is not None:
-            return self._real.real_bytes
-        return self._real_bytes
+        virtual = self.settings.virtual_payload_bytes
+        if self._real is not None:  # LoRA: only the adapters' share of the model travels
+            if virtual is None:
+                return self._real.real_bytes
+            return max(1, math.ceil(virtual * self._real.real_bytes / self._real.full_bytes))
+        return virtual if virtual is not None else self._real_bytes
 
     def param_digest(self, node_index: int) -> str:
         return param_digest(self.parameters(node_index))

@@ -16,13 +16,21 @@ from collections.abc import Sequence
 import torch
 
 from swarm_tune.runtime.protocol.tensors import ModelSpec, TensorDict, UpdateKind
+from swarm_tune.runtime.training.data import DataError
 from swarm_tune.runtime.training.hf_learner import HFLearner, OptimizerName, build_learner
 from swarm_tune.runtime.training.learner import LocalResult
+from swarm_tune.runtime.training.lora import LoraError
+from swarm_tune.runtime.training.models import ModelLoadError
+from swarm_tune.runtime.training.tokenizer import TokenizerError
 from swarm_tune.sim.learning_settings import MAX_REAL_NODES, LearningSettings
 
 
 class RealLearningError(ValueError):
     """Real mode asked for something it cannot do (too many nodes, unknown node)."""
+
+
+# What bad real-mode input raises, before the run writes anything (the CLI: one line, exit 2).
+LEARNER_ERRORS = (RealLearningError, ModelLoadError, TokenizerError, DataError, LoraError)
 
 
 class RealLearning:
@@ -40,6 +48,12 @@ class RealLearning:
         params = self._probe.parameters()
         self.spec = ModelSpec.from_tensors(params)
         self.real_bytes = sum(t.numel() * t.element_size() for t in params.values())
+        # The base model without adapters: what full fine-tuning would ship.
+        self.full_bytes = sum(
+            p.numel() * p.element_size()
+            for n, p in self._probe.model.named_parameters()
+            if ".lora_" not in n
+        )
         self._learners: dict[int, HFLearner] = {}
         self._pending: dict[int, UpdateKind] = {}
 
@@ -58,6 +72,7 @@ class RealLearning:
             local_steps=s.local_steps,
             optimizer=self._optimizer,
             diloco=s.diloco.to_config() if s.diloco is not None else None,
+            lora=s.lora.to_spec() if s.lora is not None else None,
         )
 
     def add_node(self, node_index: int, shard: int) -> HFLearner:

@@ -12,10 +12,12 @@ Two modes share the block:
   stacked tensors, trained for real on real data (the shipped TinyTales text for ``char-lm``, a
   teacher network's labels for ``classification``), batched across nodes.
 * ``real`` — one Hugging Face causal LM per node through ``runtime.training.build_learner``
-  (``model_name``/``data_source``/``seq_len``), for a few dozen nodes at most.
+  (``model_name``: a built-in, a local ``save_pretrained`` folder or a hub name;
+  ``data_source``/``seq_len``; ``lora`` for adapters only), for a few dozen nodes at most.
 
 ``virtual_payload_bytes`` lets a tiny model cost the wire time of a big one: the network model
-charges that many bytes per contribution/state transfer instead of the real tensor bytes.
+charges that many bytes per contribution/state transfer instead of the real tensor bytes (times
+the share of the model a node ships: its LoRA adapters, in real mode).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from swarm_tune.runtime.training.diloco import MAX_INNER_STEPS, DiLoCoConfig
+from swarm_tune.runtime.training.lora import LoraSpec
+
+_LORA = LoraSpec()
 
 LearningMode = Literal["surrogate", "real"]
 LearningTask = Literal["char-lm", "classification"]
@@ -37,6 +42,20 @@ OptimizerKind = Literal["sgd", "adam"]
 # Bytes of GPT-2 124M in fp16: the default "big model" a scenario pretends to ship.
 GPT2_124M_FP16_BYTES = 248_000_000
 MAX_REAL_NODES = 64
+
+
+class LoraSettings(BaseModel):
+    """``learning.lora`` (real mode): train and exchange LoRA adapters only
+    (runtime/training/lora.py); the defaults are LoraSpec's, written nowhere else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rank: int = Field(default=_LORA.rank, ge=1)
+    alpha: int = Field(default=_LORA.alpha, ge=1)
+    target_modules: tuple[str, ...] = Field(default=_LORA.target_modules, min_length=1)
+
+    def to_spec(self) -> LoraSpec:
+        return LoraSpec(self.rank, self.alpha, self.target_modules)
 
 
 class DiLoCoSettings(BaseModel):
@@ -103,6 +122,7 @@ class LearningSettings(BaseModel):
     data_source: str = "tinytales"
     seq_len: int = Field(default=32, ge=2, le=8192)
     device: str = "cpu"
+    lora: LoraSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -134,6 +154,8 @@ class LearningSettings(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> LearningSettings:
+        if self.lora is not None and self.mode != "real":
+            raise ValueError("lora needs mode: real (the surrogate has no modules to adapt)")
         if self.samples_per_node < self.batch_size and self.mode == "surrogate":
             # Sampling is with replacement, so this works, but it is almost always a mistake.
             raise ValueError(

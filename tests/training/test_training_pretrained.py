@@ -14,43 +14,17 @@ from typing import Any
 
 import pytest
 import torch
+from pretrained import write_pretrained
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
 from swarm_tune.runtime.ops.checkpoint import BASE_CONFIG_KEY, latest_checkpoint, save_checkpoint
 from swarm_tune.runtime.training import build_learner
-from swarm_tune.runtime.training.corpus import TOKENIZER_PATH
-
-
-def _pretrained(folder: Path, layers: int) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    fast: Any = PreTrainedTokenizerFast
-    tok = fast(
-        tokenizer_file=str(TOKENIZER_PATH),
-        eos_token="<|endoftext|>",
-        bos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-    )
-    eos = tok.convert_tokens_to_ids("<|endoftext|>")
-    config = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=64,
-        n_embd=32,
-        n_layer=layers,
-        n_head=2,
-        bos_token_id=eos,
-        eos_token_id=eos,
-    )
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    return folder
 
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    return _pretrained(tmp_path / "base", layers=2)
+    return write_pretrained(tmp_path / "base", layers=2)
 
 
 def test_a_saved_folder_trains_averages_checkpoints_reconstructs_and_benchmarks(
@@ -96,7 +70,7 @@ def test_a_saved_folder_trains_averages_checkpoints_reconstructs_and_benchmarks(
         app, ["checkpoint", "reconstruct", "ckpt", "--model", str(moved), "--out", "m2"]
     )
     assert res.exit_code == 0, res.output
-    other = _pretrained(tmp_path / "other", layers=1)
+    other = write_pretrained(tmp_path / "other", layers=1)
     for args in (
         ["checkpoint", "reconstruct", "ckpt", "--model", str(other), "--out", "m3"],
         ["benchmark", "ckpt", "--model", str(other)],
