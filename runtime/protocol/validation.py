@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +50,7 @@ from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Contribution
 from swarm_tune.runtime.protocol.peer_memory import remember
 from swarm_tune.runtime.protocol.reasons import RejectReason
+from swarm_tune.runtime.protocol.shared_work import ENTRIES, IdentityMemo
 from swarm_tune.runtime.protocol.summary import TensorCheck, UpdateSummary
 from swarm_tune.runtime.protocol.tensors import ModelSpec, UpdateKind
 
@@ -124,8 +126,8 @@ class CloseTimeJudge:
             groups = [nets.get(p, p) for p, _ in kept] + ([nets.get("", "")] if own else [])
             units = collapse_duplicates([1.0] * len(pool), [s.fingerprint for s in pool])
             weights = np.asarray(subnet_capped_weights(units, groups, self._cfg.subnet_cap))
-            cosines = self._cosines_to_median(pool, weights)
-            for peer in self._hostile(kept, cosines, weights):
+            cosines, centre, spread = direction_statistics(pool, weights)
+            for peer in self._hostile(kept, cosines, centre, spread):
                 rejected[peer] = RejectReason.DIRECTION
         accepted = [s.rms for p, s in candidates if p not in rejected]
         if own_norm is not None:
@@ -148,52 +150,28 @@ class CloseTimeJudge:
         median = reference[len(reference) // 2]
         return max(self._cfg.norm_floor, self._cfg.norm_factor * median)
 
-    @staticmethod
-    def _cosines_to_median(
-        pool: list[UpdateSummary], weights: npt.NDArray[np.float64]
-    ) -> list[float]:
-        """Each update's cosine to the weighted coordinate median of the pool ([] if
-        undefined). Weighted (identical updates count once, then the subnet cap), so a group
-        of identical updates - on one subnet or on many - cannot capture the reference that
-        judges everyone else (issue 12: 40 identical flips among 100 got honest peers
-        banned)."""
-        if len(pool) < 3:
-            return []
-        directions = np.stack([s.direction for s in pool])
-        reference = weighted_median(directions, weights).astype(np.float64)
-        ref_norm = math.sqrt(float(reference @ reference))
-        if ref_norm == 0.0 or not math.isfinite(ref_norm):
-            return []
-        dots = (directions @ reference).tolist()
-        return [
-            dot / max(s.direction_norm * ref_norm, 1e-30) for s, dot in zip(pool, dots, strict=True)
-        ]
-
     def _hostile(
         self,
         kept: list[tuple[str, UpdateSummary]],
         cosines: list[float],
-        weights: npt.NDArray[np.float64],
+        centre: float,
+        spread: float,
     ) -> list[str]:
         """Peers whose updates point against the round's median (``cosines``: pool order,
-        ``kept`` first, our own last; empty when the median is undefined). The round's
-        centre and spread of cosines are weighted medians under the same subnet-capped
-        weights: a colluding group cannot shift them by its numbers."""
+        ``kept`` first, our own last; empty when the median is undefined; ``centre`` and
+        ``spread`` of the cosines: see ``direction_statistics``)."""
         if not cosines:
             return []
         if len(cosines) < ROBUST_POOL:
             return [p for (p, _), c in zip(kept, cosines, strict=False) if c < MIN_COSINE]
-        values = np.asarray(cosines)[:, None]
-        centre = float(weighted_median(values, weights)[0])
-        deviation = float(weighted_median(np.abs(values - centre), weights)[0])
-        spread = max(1.4826 * deviation, MIN_SPREAD)
         hostile = []
+        scores = self._scores
         for (peer, _), cosine in zip(kept, cosines, strict=False):
             score = (cosine - centre) / spread
-            count, average = self._scores.get(peer, (0, 0.0))
+            count, average = scores.get(peer, (0, 0.0))
             count += 1
             average += (score - average) * max(SCORE_WEIGHT, 1.0 / count)
-            remember(self._scores, peer, (count, average))
+            remember(scores, peer, (count, average))
             against_now = cosine < 0.0 and score < -Z_SINGLE
             against_lately = count >= DIRECTION_EVIDENCE and average < -Z_MEAN
             if against_now or against_lately:
@@ -207,3 +185,72 @@ class CloseTimeJudge:
             self._fingerprints, peer, seen if replay else (*seen, fingerprint)[-REPLAY_MEMORY:]
         )
         return replay
+
+
+@dataclass(frozen=True, slots=True)
+class _Directions:
+    """A pool's direction statistics, each cosine by the id of its update's direction."""
+
+    cosine: dict[int, float]
+    centre: float
+    spread: float
+
+
+# Equal-weight pools by the ids of their directions (see direction_statistics).
+_shared: IdentityMemo[_Directions] = IdentityMemo(2 * ENTRIES)
+
+
+def direction_statistics(
+    pool: list[UpdateSummary], weights: npt.NDArray[np.float64]
+) -> tuple[list[float], float, float]:
+    """Each update's cosine to the weighted coordinate median of the pool (pool order; []
+    if undefined), and the weighted median (``centre``) and scaled MAD (``spread``) of those
+    cosines when the pool has at least ``ROBUST_POOL`` updates.
+
+    Weighted (identical updates count once, then the subnet cap), so a group of identical
+    updates - on one subnet or on many - cannot capture the reference that judges everyone
+    else (issue 12: 40 identical flips among 100 got honest peers banned), nor shift the
+    centre and spread by its numbers.
+
+    Shared (shared_work.py): with equal weights both medians are selections, whose values do
+    not depend on the pool's order, and each cosine is its own row's, so every replica of a
+    flat round - each holding the same direction objects, its own last - gets the result of
+    one computation instead of repeating an O(pool x columns) median."""
+    if len(pool) < 3:
+        return [], 0.0, 0.0
+    equal = bool(weights[0] > 0 and np.all(weights == weights[0]))
+    if not equal:
+        return _direction_statistics(pool, weights)
+    key = tuple(sorted([id(s.direction) for s in pool]))
+    hit = _shared.get(key)
+    if hit is None:
+        cosines, centre, spread = _direction_statistics(pool, weights)
+        by_id = dict(zip([id(s.direction) for s in pool], cosines, strict=False))
+        _shared.put(key, list(pool), _Directions(by_id, centre, spread))
+        return cosines, centre, spread
+    if not hit.cosine:
+        return [], 0.0, 0.0
+    by_id = hit.cosine
+    return [by_id[id(s.direction)] for s in pool], hit.centre, hit.spread
+
+
+def _direction_statistics(
+    pool: list[UpdateSummary], weights: npt.NDArray[np.float64]
+) -> tuple[list[float], float, float]:
+    directions = np.stack([s.direction for s in pool])
+    reference = weighted_median(directions, weights).astype(np.float64)
+    ref_norm = math.sqrt(float(reference @ reference))
+    if ref_norm == 0.0 or not math.isfinite(ref_norm):
+        return [], 0.0, 0.0
+    # Each row's own product and pairwise sum: the same bits wherever the row sits in the
+    # pool (a matrix-vector product's rounding depends on the row's position and count).
+    dots = (directions * reference).sum(axis=1).tolist()
+    cosines = [
+        dot / max(s.direction_norm * ref_norm, 1e-30) for s, dot in zip(pool, dots, strict=True)
+    ]
+    if len(cosines) < ROBUST_POOL:
+        return cosines, 0.0, 0.0
+    values = np.asarray(cosines)[:, None]
+    centre = float(weighted_median(values, weights)[0])
+    deviation = float(weighted_median(np.abs(values - centre), weights)[0])
+    return cosines, centre, max(1.4826 * deviation, MIN_SPREAD)

@@ -1,11 +1,16 @@
-"""The shared robust-aggregation result: the same computation, done once, never a shared buffer."""
+"""Shared close-time work (robust aggregation, direction statistics): the same computation,
+done once, with the same bits as each replica computing it, never a shared buffer."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from swarm_tune.runtime.aggregation.rules import GeometricMedian, aggregate
+from swarm_tune.runtime.protocol import validation
 from swarm_tune.runtime.protocol.shared_work import shared_aggregate
+from swarm_tune.runtime.protocol.summary import UpdateSummary
 
 
 def _rows(seed: int, n: int = 9, dim: int = 33) -> list[np.ndarray]:
@@ -53,3 +58,44 @@ def test_other_row_objects_weights_seed_or_rule_compute_again() -> None:
     run(rows, weights, 1, GeometricMedian(3))
     assert len(calls) == 5
     assert changed.tobytes() == aggregate(rule, rows, [2.0, *weights[1:]], 1).tobytes()
+
+
+def _summaries(seed: int, n: int, dim: int = 330) -> list[UpdateSummary]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        d = rng.standard_normal(dim).astype(np.float32).astype(np.float64)
+        d[: dim // 3] += 0.5  # a shared direction, so the cosines spread around a centre
+        out.append(UpdateSummary(1.0, int(rng.integers(1 << 60)), d, math.sqrt(float(d @ d))))
+    return out
+
+
+def test_direction_statistics_do_not_depend_on_the_pool_order_and_are_shared() -> None:
+    pool = _summaries(3, 301)
+    weights = np.ones(len(pool))
+    first = validation.direction_statistics(pool, weights)
+    # Another replica: the same direction objects, its own last (another order).
+    order = list(range(1, len(pool))) + [0]
+    other = [pool[i] for i in order]
+    shared = validation.direction_statistics(other, weights * 0.5)
+    direct = validation._direction_statistics(other, weights)  # computed afresh
+    assert shared[0] == direct[0] == [first[0][i] for i in order]
+    assert shared[1:] == direct[1:] == first[1:]
+    assert len(first[0]) == len(pool) and first[2] > validation.MIN_SPREAD
+
+
+def test_direction_statistics_unequal_weights_or_other_objects_are_computed_afresh() -> None:
+    pool = _summaries(4, 40)
+    weights = np.ones(len(pool))
+    validation.direction_statistics(pool, weights)
+    copies = [
+        UpdateSummary(s.rms, s.fingerprint, s.direction.copy(), s.direction_norm) for s in pool
+    ]
+    copies[0] = UpdateSummary(1.0, 1, -3.0 * pool[0].direction, 3.0 * pool[0].direction_norm)
+    assert validation.direction_statistics(copies, weights) == validation._direction_statistics(
+        copies, weights
+    )
+    weights[:5] = 3.0
+    assert validation.direction_statistics(pool, weights) == validation._direction_statistics(
+        pool, weights
+    )
