@@ -312,7 +312,7 @@ class SimDriver:
         # same contract as the net driver. Most frequent effects first.
         for eff in out:
             match eff:
-                case fx.ContributionAccepted():  # one per contribution, at its round's close
+                case fx.ContributionsAccepted():  # one per close
                     self._fx_accepted(node, eff)
                 case fx.Send():
                     self._fx_send(node, eff)
@@ -580,9 +580,9 @@ class SimDriver:
     def _fx_ban(self, node: SimNode, eff: fx.Ban) -> None:
         self.rec.event(self.env.now, "ban", node.id, eff.peer, value=eff.until)
 
-    def _fx_accepted(self, node: SimNode, eff: fx.ContributionAccepted) -> None:
-        node.accepted += 1
-        self._accepted_total += 1
+    def _fx_accepted(self, node: SimNode, eff: fx.ContributionsAccepted) -> None:
+        node.accepted += len(eff.peers)
+        self._accepted_total += len(eff.peers)
 
     def _fx_rejected(self, node: SimNode, eff: fx.ContributionRejected) -> None:
         reason = eff.reason.value

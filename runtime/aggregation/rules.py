@@ -234,6 +234,9 @@ def collapse_duplicates(
     (Sybils, mimics, coordinated crafted updates) do, and k copies otherwise buy k times
     the influence whatever the rule. What it cannot see: copies made different by a little
     noise - the robust rules have to handle those."""
+    present = [fp for fp in fingerprints if fp is not None]
+    if len(set(present)) == len(present):  # the usual case: no copies, nothing to collapse
+        return list(weights)
     groups: dict[int, list[int]] = {}
     for i, fp in enumerate(fingerprints):
         if fp is not None:

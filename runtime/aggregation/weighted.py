@@ -28,6 +28,13 @@ def subnet_capped_weights(
     """Scale ``weights`` so no subnet holds more than ``cap`` of the total."""
     if len(weights) != len(subnets):
         raise ValueError("weights and subnets differ in length")
+    if weights and len(set(subnets)) == len(subnets):
+        # One weight per subnet (a flat simulation: every node its own /24): the totals are
+        # the weights, and no loop over a dict of them is needed to see that none is capped.
+        if min(weights) < 0:
+            raise ValueError("weights must be non-negative")
+        if _cap_level(sorted(weights, reverse=True), cap) is None:
+            return list(weights)
     totals: dict[str, float] = {}
     for w, g in zip(weights, subnets, strict=True):
         if w < 0:

@@ -273,8 +273,8 @@ class NodeDriver:
                     m.peers_banned += 1
                     log.warning("peer.banned", peer=eff.peer, for_s=eff.until - now)
                     self._spawn(self._disconnect, eff.peer)
-                case fx.ContributionAccepted():
-                    m.contributions_accepted += 1
+                case fx.ContributionsAccepted():
+                    m.contributions_accepted += len(eff.peers)
                 case fx.ContributionRejected():
                     m.contributions_rejected[eff.reason.value] += 1
                     log.info(

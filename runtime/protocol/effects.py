@@ -100,9 +100,15 @@ class Ban:
 
 
 @dataclass(frozen=True, slots=True)
-class ContributionAccepted:
+class ContributionsAccepted:
+    """The contributions of ``peers`` (peer-id order) passed round ``round``'s close.
+
+    One effect per close, not one per contribution: a flat round's close accepts every other
+    node's contribution, so per-contribution effects cost the simulator N^2 objects a round
+    for what drivers only count."""
+
     round: int
-    peer: str
+    peers: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +180,7 @@ Effect = (
     | ServeState
     | Evict
     | Ban
-    | ContributionAccepted
+    | ContributionsAccepted
     | ContributionRejected
     | RoundClosed
     | DriftObserved

@@ -380,6 +380,13 @@ class ProtocolNode:
             if isinstance(msg, Contribution):
                 return [fx.ContributionRejected(msg.round, peer, RejectReason.BANNED)]
             return []
+        rec = self.peers.get(peer)
+        if rec is not None and rec.live and not self._pending_addresses:
+            # The common case (a flat round: N^2 of these): a live member. Exactly what the
+            # general path below does for it - it proves liveness and nothing else changes.
+            if now > rec.last_seen:
+                rec.last_seen = now
+            return self._dispatch(peer, msg, now)
         # Any verified message admits an unknown sender (the second half of the handshake,
         # see _on_connected), with the address its transport connection reported.
         address = self._pending_addresses.pop(peer, "") or ev.address
@@ -389,10 +396,10 @@ class ProtocolNode:
         return out + self._maybe_stop_waiting(now) if joined else out
 
     def _dispatch(self, peer: str, msg: Message, now: float) -> Effects:
+        if isinstance(msg, Contribution):  # the most frequent first
+            return self._on_contribution(peer, msg, now)
         if isinstance(msg, Heartbeat):
             return self._on_heartbeat(peer, msg, now)
-        if isinstance(msg, Contribution):
-            return self._on_contribution(peer, msg, now)
         if isinstance(msg, StateRequest):
             return [fx.ServeState(peer, msg.nonce)]
         if isinstance(msg, StateResponse):
@@ -442,21 +449,14 @@ class ProtocolNode:
         return self._maybe_close_on_quorum(now)
 
     def _verdict(self, peer: str, rnd: int, reason: RejectReason | None, now: float) -> Effects:
+        """A refusal on arrival (accepted contributions are only ever judged at close)."""
         out: Effects = []
-        self._verdict_into(out, peer, rnd, reason, now)
-        return out
-
-    def _verdict_into(
-        self, out: Effects, peer: str, rnd: int, reason: RejectReason | None, now: float
-    ) -> None:
-        """Append the verdict's effects to ``out`` (a close judges every contribution)."""
-        if reason is None:
-            out.append(fx.ContributionAccepted(rnd, peer))
-        else:
+        if reason is not None:
             out.append(fx.ContributionRejected(rnd, peer, reason))
         until = self.reputation.record(peer, reason, now)
         if until is not None:
             out.append(fx.Ban(peer, until))
+        return out
 
     # -- rounds -----------------------------------------------------------------------
 
@@ -514,8 +514,11 @@ class ProtocolNode:
         rnd = self._open
         if rnd is None or rnd.own is None or self._group is not None:
             return []  # a group round closes itself, or degrades to this flat close
-        expected = self._strategy.expected_contributions(len(rnd.expected))
-        if rnd.count() >= self.config.quorum_count(expected):
+        expecting = len(rnd.expected)
+        if rnd.quorum[0] != expecting:  # asked on every admission: recomputed when it moves
+            needed = self.config.quorum_count(self._strategy.expected_contributions(expecting))
+            rnd.quorum = (expecting, needed)
+        if rnd.count() >= rnd.quorum[1]:
             return self._close(now, "quorum")
         return []
 
@@ -559,12 +562,18 @@ class ProtocolNode:
         subnets[""] = self._self_subnet
         rejected = self._judge.judge(rnd.kind, own_summary, candidates, subnets)
         accepted: list[tuple[str, Admitted]] = []
-        verdict = self._verdict_into
+        record = self.reputation.record
         for peer, adm in admitted:
             reason = rejected.get(peer)
-            verdict(out, peer, rnd.number, reason, now)
             if reason is None:
                 accepted.append((peer, adm))
+            else:
+                out.append(fx.ContributionRejected(rnd.number, peer, reason))
+            until = record(peer, reason, now)
+            if until is not None:
+                out.append(fx.Ban(peer, until))
+        if accepted:
+            out.append(fx.ContributionsAccepted(rnd.number, tuple(p for p, _ in accepted)))
         count = len(accepted) + (1 if rnd.own is not None else 0)
         outcome = "skipped"
         if count >= self.config.min_peers and count > 0:

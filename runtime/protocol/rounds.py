@@ -109,6 +109,7 @@ class OpenRound:
     admitted: dict[str, Admitted] = field(default_factory=dict)
     submitted: set[str] = field(default_factory=set)  # one submission per peer per round
     expected: set[str] = field(default_factory=set)  # live peers the quorum waits for
+    quorum: tuple[int, int] = (-1, 0)  # (len(expected), contributions that close the round)
 
     def count(self) -> int:
         return len(self.admitted) + (1 if self.own is not None else 0)
