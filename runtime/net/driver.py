@@ -556,7 +556,7 @@ class NodeDriver:
             if self._stopping or not p.wants_update(job.round):
                 return  # the round this was for is gone; a later TrainLocal is queued
             started = time.perf_counter()
-            ready: LocalUpdateReady = await trio.to_thread.run_sync(self.bridge.train, job)
+            ready, cpu = await trio.to_thread.run_sync(_with_cpu, self.bridge.train, job)
             self.metrics.last_loss = ready.loss
             log.info(
                 "train.done",
@@ -564,6 +564,7 @@ class NodeDriver:
                 kind=job.kind,
                 loss=ready.loss,
                 seconds=round(time.perf_counter() - started, 4),
+                cpu_s=round(cpu, 4),  # seconds / cpu_s: how much of a core this node gets
             )
             self._feed(ready)
         elif isinstance(job, fx.ApplyAverage):
@@ -622,6 +623,14 @@ def observed_dial(dial: str, remote_ip: str) -> str:
     if remote_ip and "." in remote_ip and dial.startswith("/ip4/0.0.0.0/"):
         return f"/ip4/{remote_ip}/" + dial.removeprefix("/ip4/0.0.0.0/")
     return dial
+
+
+def _with_cpu(
+    fn: Callable[[fx.TrainLocal], LocalUpdateReady], job: fx.TrainLocal
+) -> tuple[LocalUpdateReady, float]:
+    """``fn(job)`` and the CPU seconds this (worker) thread spent on it."""
+    cpu0 = time.thread_time()
+    return fn(job), time.thread_time() - cpu0
 
 
 def _log_cpu(event: str, msg: Message, size: int, wall0: float, cpu0: float) -> None:
