@@ -83,6 +83,13 @@ def print_costs(nodes: list[NodeLog]) -> None:
     sent = [float(r["seconds"]) for n in nodes for r in n.events("bulk.sent")]
     if sent:
         print(f"  real bulk.sent: median {med(sent):.3f} s ({min(sent):.3f}-{max(sent):.3f})")
+    first = min(_t(n.records[0]) for n in nodes if n.records)
+    started = max(_t(n.events("node.start")[0]) for n in nodes)
+    ended = max(_t(n.records[-1]) for n in nodes)
+    print(
+        f"  real twin wall: {started - first:.0f} s until every node started (imports, "
+        f"dials), then {ended - started:.0f} s of rounds and shutdown"
+    )
     loop = [float(r["loop_cpu_s"]) for n in nodes for r in n.events("round.closed")]
     print(f"  real event-loop CPU per node-round: median {med(loop):.3f} s")
     for n in nodes:
