@@ -358,6 +358,20 @@ def build_learner(
         tok = load_tokenizer(tokenizer)
     else:
         tok = tokenizer
+    # The model first: a bad LoRA target or layer shard is refused before the data is read.
+    model = load_model(
+        model_name,
+        device,
+        dtype,
+        seed=seed,
+        vocab_size=tok.vocab_size,
+        eos_token_id=tok.eos_id,
+        max_positions=max(seq_len, 128),
+    )
+    if lora is not None:  # base frozen: only the adapters train and travel (lora.py)
+        model = apply_lora(model, lora, seed=seed)
+    if layer_shard is not None:  # other shards' blocks frozen: only this slice travels
+        model = apply_layer_shard(model, layer_shard)
     col = text_column
     train = load_dataset_shard(data_source, num_shards, shard_index, tok, seq_len, text_column=col)
     eval_data: TokenShard | None = None
@@ -375,19 +389,6 @@ def build_learner(
             )
         except DataError:
             eval_data = None
-    model = load_model(
-        model_name,
-        device,
-        dtype,
-        seed=seed,
-        vocab_size=tok.vocab_size,
-        eos_token_id=tok.eos_id,
-        max_positions=max(seq_len, 128),
-    )
-    if lora is not None:  # base frozen: only the adapters train and travel (lora.py)
-        model = apply_lora(model, lora, seed=seed)
-    if layer_shard is not None:  # other shards' blocks frozen: only this slice travels
-        model = apply_layer_shard(model, layer_shard)
     cfg = LearnerConfig(
         batch_size=batch_size,
         local_steps=local_steps,

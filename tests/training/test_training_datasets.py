@@ -16,8 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import trio
 from procs import run_node_once
 
+from swarm_tune.runtime.net.node_main import run_node
+from swarm_tune.runtime.ops.settings import load_settings
 from swarm_tune.runtime.training.data import DataError, load_dataset_shard, shard_bounds
 from swarm_tune.runtime.training.tokenizer import LocalTokenizer, train_bpe_tokenizer
 
@@ -137,31 +140,40 @@ def test_tokenization_is_cached_per_shard_column_seq_len_and_tokenizer(
     assert other_tok.decode(fresh.input_ids.reshape(-1).tolist()).startswith(head)
 
 
-@pytest.mark.parametrize(
-    ("column", "shards", "index", "expected"),
-    [
-        ("nope", "1", "0", "has no column 'nope' (columns: body, label)"),
-        ("body", "50", "49", "shard 49/50 of"),
-    ],
-)
-def test_node_refuses_bad_dataset_input_in_one_line(
-    tmp_path: Path, column: str, shards: str, index: str, expected: str
-) -> None:
+def test_node_process_refuses_an_unknown_column_in_one_line(tmp_path: Path) -> None:
     data = _write("jsonl", tmp_path, "body")
     ckpt = tmp_path / "ckpt"
     env = {
         "SWARM_RUN_ID": "bad-data",
         "SWARM_MODEL_NAME": "tiny-gpt2",
         "SWARM_DATASET": str(data),
-        "SWARM_DATASET_TEXT_FIELD": column,
-        "SWARM_NUM_SHARDS": shards,
-        "SWARM_SHARD_INDEX": index,
+        "SWARM_DATASET_TEXT_FIELD": "nope",
         "SWARM_CHECKPOINT_DIR": str(ckpt),
     }
-    res = run_node_once(env, tmp_path)
+    res = run_node_once(env, tmp_path)  # the real process: its exit code and its stderr
     assert res.returncode == 2, res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: SWARM_DATASET: "), res.stderr
-    assert expected in lines[0]
+    assert "has no column 'nope' (columns: body, label)" in lines[0]
     assert not ckpt.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+
+
+def test_node_refuses_an_empty_shard_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _write("jsonl", tmp_path, "body")
+    settings = load_settings(  # the node's own entry, in this process (saves a start-up)
+        run_id="bad-data",
+        model_name="tiny-gpt2",
+        dataset=str(data),
+        dataset_text_field="body",
+        num_shards=50,
+        shard_index=49,
+        checkpoint_dir=tmp_path / "ckpt",
+        node_key_file=tmp_path / "key",
+    )
+    assert trio.run(run_node, settings) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: SWARM_DATASET: shard 49/50 of"), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]

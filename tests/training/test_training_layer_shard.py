@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-from procs import run_node_once
+import trio
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
+from swarm_tune.runtime.net.node_main import run_node
 from swarm_tune.runtime.net.protocol_codec import to_envelope
 from swarm_tune.runtime.ops.checkpoint import save_checkpoint
 from swarm_tune.runtime.ops.manifest import RunManifest
@@ -138,21 +139,23 @@ def test_shards_are_separate_swarms_on_the_wire() -> None:
         decode(frame, expected_run_id=swarm_id("run", shards[1]))
 
 
-def test_bad_shard_settings_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+def test_bad_shard_settings_are_one_line_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SettingsError, match=r"SWARM_MODEL_SHARD_INDEX.*less than"):
         load_settings(model_shard_total=2, model_shard_index=2)
-    env = {
-        "SWARM_RUN_ID": "bad-shards",
-        "SWARM_MODEL_NAME": "tiny-gpt2",
-        "SWARM_MODEL_SHARD_TOTAL": "3",
-        "SWARM_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-    }
-    res = run_node_once(env, tmp_path)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert res.returncode == 2 and len(lines) == 1, res.stderr
-    assert lines[0] == (
-        "error: SWARM_MODEL_SHARD_TOTAL: 3 layer shards but the model has only 2 blocks"
+    # The node's own entry (in this process: the refusal comes before any port or file).
+    settings = load_settings(
+        run_id="bad-shards",
+        model_name="tiny-gpt2",
+        model_shard_total=3,
+        checkpoint_dir=tmp_path / "ckpt",
+        node_key_file=tmp_path / "key",
     )
+    assert trio.run(run_node, settings) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    want = "error: SWARM_MODEL_SHARD_TOTAL: 3 layer shards but the model has only 2 blocks"
+    assert lines == [want]
     assert list(tmp_path.iterdir()) == []
 
 

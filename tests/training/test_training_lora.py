@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 import torch
-from procs import run_node_once
+import trio
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
 from swarm_tune.runtime.eval.evaluate import build_model
+from swarm_tune.runtime.net.node_main import run_node
 from swarm_tune.runtime.ops.checkpoint import save_checkpoint
+from swarm_tune.runtime.ops.settings import load_settings
 from swarm_tune.runtime.training import build_learner
 from swarm_tune.runtime.training.lora import LORA_KEY, LoraError, LoraSpec, apply_lora, merge
 from swarm_tune.runtime.training.models import load_model
@@ -95,19 +97,22 @@ def test_a_missing_target_module_is_a_typed_error() -> None:
         LoraSpec(rank=0)
 
 
-def test_node_refuses_a_missing_target_module_in_one_line(tmp_path: Path) -> None:
-    env = {
-        "SWARM_RUN_ID": "bad-lora",
-        "SWARM_MODEL_NAME": "tiny-gpt2",
-        "SWARM_PEFT": "lora",
-        "SWARM_LORA_TARGET_MODULES": "q_proj,nope",
-        "SWARM_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-    }
-    res = run_node_once(env, tmp_path)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert res.returncode == 2 and len(lines) == 1, res.stderr
+def test_node_refuses_a_missing_target_module_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The node's own entry, in this process: the refusal comes before any port or file.
+    settings = load_settings(
+        run_id="bad-lora",
+        model_name="tiny-gpt2",
+        peft="lora",
+        lora_target_modules="q_proj,nope",
+        checkpoint_dir=tmp_path / "ckpt",
+        node_key_file=tmp_path / "key",
+    )
+    assert trio.run(run_node, settings) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     want = (
         "error: SWARM_LORA_TARGET_MODULES: LoRA target modules not in the model: 'q_proj', 'nope'"
     )
-    assert lines[0].startswith(want), lines
+    assert len(lines) == 1 and lines[0].startswith(want), lines
     assert list(tmp_path.iterdir()) == []  # nothing written
