@@ -35,7 +35,16 @@ class Burst:
     While an arrival is delivered, ``_value`` is its value: the delivery callback reads it
     like a ``Timeout``'s."""
 
-    __slots__ = ("_deliver", "_items", "_next", "_ok", "_queue", "_value", "callbacks")
+    __slots__ = (
+        "_callbacks",
+        "_deliver",
+        "_items",
+        "_next",
+        "_ok",
+        "_queue",
+        "_value",
+        "callbacks",
+    )
 
     def __init__(
         self,
@@ -51,6 +60,10 @@ class Burst:
         self._ok = True
         self._value: Any = None
         self.callbacks: list[Callable[[Any], None]] | None = None
+        # One list for every arrival (SimPy takes ``callbacks`` away before it calls them, so
+        # each arrival puts it back). A bound method: a reference cycle only until the last
+        # arrival, which breaks it, so nothing is left for the cyclic GC.
+        self._callbacks: list[Callable[[Any], None]] | None = [self._fire]
         self._push()
 
     @property
@@ -61,9 +74,7 @@ class Burst:
     def _push(self) -> None:
         at, eid, value = self._items[self._next]
         self._value = value
-        # A bound method: a reference cycle only while an arrival is queued (SimPy clears
-        # ``callbacks`` before it calls them), so nothing is left for the cyclic GC.
-        self.callbacks = [self._fire]
+        self.callbacks = self._callbacks
         heappush(self._queue, (at, NORMAL, eid, self))
 
     def _fire(self, _event: object) -> None:
@@ -73,6 +84,7 @@ class Burst:
             self._push()
         else:
             self._items = []
+            self._callbacks = None
 
 
 def next_event_id(env: simpy.Environment) -> int:

@@ -435,13 +435,13 @@ class SimDriver:
         self.network.commit()
 
     def _on_delivery(self, ev: simpy.Event) -> None:
-        dst, inc, src, received, size = _payload(ev)
+        dst, inc, src, received, size = ev._value  # _payload, inlined: once per message
         node = self.nodes[dst]
         if not node.online or node.incarnation != inc or not self.network.reachable(src, dst):
             return
         node.msgs_recv += 1
         node.bytes_recv += size
-        cost = self._cpu_s(node, size)
+        cost = self._cpu_s(node, size) if size > self.network.control_max_bytes else 0.0
         if cost:  # decoded and validated on the node's CPU before the core sees it
             start = max(self.env.now, node.cpu_free_at) + cost
             node.cpu_free_at = start

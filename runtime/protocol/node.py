@@ -59,7 +59,7 @@ from swarm_tune.runtime.protocol.messages import (
     StateRequest,
     StateResponse,
 )
-from swarm_tune.runtime.protocol.peer_memory import remember
+from swarm_tune.runtime.protocol.peer_memory import most_recent, remember
 from swarm_tune.runtime.protocol.picks import pick
 from swarm_tune.runtime.protocol.reasons import RejectReason
 from swarm_tune.runtime.protocol.reputation import Reputation
@@ -146,7 +146,9 @@ class ProtocolNode:
         # which never reaches the core): who the quorum waits for. See _expected_peers.
         self._contributed: dict[str, int] = {}
         self._dialed: dict[str, float] = {}  # peer -> when we last asked to dial it
-        self._to_dial: dict[str, str] = {}  # peer -> hint, advertised since the last tick
+        # (peer, hint) advertised since the last tick, oldest first: a log read as the table
+        # ``remember`` would keep (peer_memory.most_recent), bounded by compaction.
+        self._to_dial: list[tuple[str, str]] = []
         self._sync: _PendingSync | None = None
         # Our own update sits in our own network's bucket of the subnet cap: on a LAN or
         # loopback everyone shares one subnet, and treating "self" as a separate network
@@ -339,9 +341,10 @@ class ProtocolNode:
     def _queue_dials(self, candidates: tuple[tuple[str, str], ...]) -> None:
         """Remember peers to dial at the next tick (a bounded number per tick, see _dials)."""
         if self.config.dial_peers:
-            for peer, hint in candidates:
-                if hint and peer != self.node_id:
-                    remember(self._to_dial, peer, hint, limit=DIAL_QUEUE)
+            me, log = self.node_id, self._to_dial
+            log.extend([(peer, hint) for peer, hint in candidates if hint and peer != me])
+            if len(log) > 4 * DIAL_QUEUE:  # bounded, however many adverts peers send
+                log[:] = most_recent(log, DIAL_QUEUE).items()
 
     def _hint(self, peer: str) -> str:
         rec = self.peers.get(peer)
@@ -806,7 +809,7 @@ class ProtocolNode:
         if self.config.dial_peers:
             # Advertised peers first, then evicted ones (they may be back). One budget per
             # tick, whoever sends how many heartbeats: strangers cannot make us dial more.
-            learned = list(self._to_dial.items())
+            learned = list(most_recent(self._to_dial, DIAL_QUEUE).items())
             self._to_dial.clear()
             dead = [(p, self._hint(p)) for p in self.peers.dead_peers()]
             out += self._dials(learned + dead, now)

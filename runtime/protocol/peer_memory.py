@@ -21,3 +21,20 @@ def remember(table: dict[str, V], peer: str, value: V, limit: int = TRACKED_PEER
     table[peer] = value
     if len(table) > limit:
         del table[next(iter(table))]
+
+
+def most_recent(log: list[tuple[str, V]], limit: int) -> dict[str, V]:
+    """The table that ``remember`` would leave after storing ``log``'s items in order into
+    an empty one: the ``limit`` peers stored last, stalest first, each with its last value.
+
+    Why it is the same: ``remember`` only ever forgets the peer stored longest ago, so the
+    survivors are the peers with the newest last entries. A node that receives far more
+    updates than it keeps (peer exchange: every heartbeat of every peer advertises a few)
+    can append to a log and pay for the table only when it reads it."""
+    newest: dict[str, V] = {}
+    for peer, value in reversed(log):
+        if peer not in newest:
+            newest[peer] = value
+            if len(newest) == limit:
+                break
+    return dict(reversed(newest.items()))
