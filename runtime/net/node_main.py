@@ -71,7 +71,8 @@ def _overrides(**values: Any) -> dict[str, Any]:
 
 
 def _load(env_file: Path | None, **overrides: Any) -> NodeSettings:
-    from swarm_tune.runtime.ops.settings import SettingsError, load_settings
+    from swarm_tune.runtime.net.errors import ConfigError
+    from swarm_tune.runtime.ops.settings import SettingsError, env_name, load_settings
 
     try:
         settings = load_settings(env_file=env_file, **_overrides(**overrides))
@@ -85,6 +86,12 @@ def _load(env_file: Path | None, **overrides: Any) -> NodeSettings:
             err=True,
         )
         raise typer.Exit(2)
+    try:
+        build_net_config(settings)  # the network limits' own checks (NetConfig: one place)
+    except ConfigError as exc:
+        name, _, problem = str(exc).partition(" ")  # "<field> must be ..."
+        typer.echo(f"{env_name(name)}: {problem}", err=True)
+        raise typer.Exit(2) from None
     return settings
 
 
@@ -99,14 +106,21 @@ def build_protocol_config(s: NodeSettings) -> ProtocolConfig:
 
 
 def build_net_config(s: NodeSettings, *, relay: bool = False) -> NetConfig:
+    """The network driver's config; raises ``ConfigError`` for a limit NetConfig refuses."""
+    import dataclasses
+
     from swarm_tune.runtime.net.config import NetConfig
 
-    return NetConfig(
+    net = NetConfig(
         enable_mdns=s.enable_mdns,
         enable_dht=s.enable_dht,
-        enable_relay=relay or s.relay_mode,
+        enable_relay=relay or s.relay_mode or s.relay_client,
         relay_hop=relay or s.relay_mode,
+        enable_dcutr=s.enable_dcutr,
     )
+    if s.max_stranger_transfers is not None:  # else NetConfig's default (its one definition)
+        net = dataclasses.replace(net, max_stranger_transfers=s.max_stranger_transfers)
+    return net
 
 
 def build_identity(s: NodeSettings) -> Identity:
@@ -165,6 +179,7 @@ async def run_node(s: NodeSettings) -> int:
     from swarm_tune.runtime.net.adversary import Adversary
     from swarm_tune.runtime.net.driver import DriverConfig, NodeDriver
     from swarm_tune.runtime.net.node import open_net_node
+    from swarm_tune.runtime.net.relays import keep_relay_slots
     from swarm_tune.runtime.ops.checkpoint import (
         CheckpointError,
         latest_checkpoint,
@@ -293,7 +308,7 @@ async def run_node(s: NodeSettings) -> int:
                 log.info("node.peer_id", peer_id=net.peer_id)
                 log.info("node.multiaddr", multiaddrs=net.multiaddrs)
                 _announce(net.peer_id, net.multiaddrs)
-                protocol.dial = dial_hint(net.multiaddrs)
+                direct = protocol.dial = dial_hint(net.multiaddrs)
                 driver = NodeDriver(
                     protocol,
                     net,
@@ -305,6 +320,19 @@ async def run_node(s: NodeSettings) -> int:
                     applied_round=start_round,
                 )
                 async with trio.open_nursery() as side:
+                    if s.relay_addrs:  # behind a NAT: peers are told the relayed address
+
+                        def advertise(relayed: list[str]) -> None:
+                            protocol.dial = relayed[0] if relayed else direct
+                            log.info("node.dial_hint", address=protocol.dial)
+
+                        await side.start(
+                            keep_relay_slots,
+                            net,
+                            s.relay_addrs,
+                            dcfg.redial_interval,
+                            advertise,
+                        )
                     if s.metrics_port:  # /metrics, /api/state, dashboard: owned by the node
                         from swarm_tune.runtime.net.monitor_server import run_node_monitor
 

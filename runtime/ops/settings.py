@@ -191,6 +191,25 @@ class _NodeSettingsBase(BaseSettings):
         default_factory=list, description="Comma-separated peer multiaddrs to dial first."
     )
     relay_mode: bool = Field(default=False, description="Serve as a circuit relay for other peers.")
+    relay_client: bool = Field(
+        default=True,
+        description="Dial peers' relayed (/p2p-circuit) addresses; accept relayed connections.",
+    )
+    relay_addrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Behind a NAT: relays to keep a slot on (comma-separated multiaddrs with "
+        "/p2p/); peers are told the relayed address.",
+    )
+    enable_dcutr: bool = Field(
+        default=False,
+        description="Hole punching (DCUtR): upgrade relayed connections to direct ones.",
+    )
+    # Network driver limits: the default and the checks are NetConfig's (runtime/net/config.py,
+    # one definition); empty = its default. ``swarm-tune node`` checks them before it starts.
+    max_stranger_transfers: int | None = Field(
+        default=None,
+        description="Inbound bulk transfer slots peers outside the run share; empty = default.",
+    )
     enable_mdns: bool = Field(default=True, description="Find peers on the local network via mDNS.")
     enable_dht: bool = Field(default=True, description="Find peers via the Kademlia DHT.")
 
@@ -304,6 +323,25 @@ class _NodeSettingsBase(BaseSettings):
                 raise _err(f"entry {i + 1}: {exc}") from None
         return out
 
+    @field_validator("relay_addrs", mode="before")
+    @classmethod
+    def _split_relays(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("relay_addrs")
+    @classmethod
+    def _check_relays(cls, value: list[str]) -> list[str]:
+        out = []
+        for i, addr in enumerate(value):
+            try:
+                checked = validate_multiaddr(addr)
+            except ValueError as exc:
+                raise _err(f"entry {i + 1}: {exc}") from None
+            if "/p2p-circuit" in checked:
+                raise _err(f"entry {i + 1}: a relay is reached directly, not through a circuit")
+            out.append(checked)
+        return out
+
     @field_validator("node_key_seed")
     @classmethod
     def _check_seed(cls, value: SecretStr | None) -> SecretStr | None:
@@ -328,6 +366,7 @@ class _NodeSettingsBase(BaseSettings):
         "dataset",
         "dataset_eval_split",
         "adversary_strength",
+        "max_stranger_transfers",
         mode="before",
     )
     @classmethod
@@ -476,6 +515,9 @@ class _NodeSettingsBase(BaseSettings):
                 self.lora()
             except ValueError as exc:
                 problems.append(("lora_rank", str(exc)))
+        if (self.relay_addrs or self.enable_dcutr) and not self.relay_client:
+            which = "relay_addrs" if self.relay_addrs else "enable_dcutr"
+            problems.append((which, "needs SWARM_RELAY_CLIENT=true (the circuit transport)"))
         if self.metrics_port and self.metrics_port == self.listen_port:
             problems.append(
                 ("metrics_port", f"must differ from SWARM_LISTEN_PORT (both {self.metrics_port})")

@@ -15,6 +15,7 @@ from swarm_tune.runtime.ops.settings import NodeSettings, SettingsError, load_se
 
 SEED = "11" * 32
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/" + peer_id_from_seed(bytes.fromhex(SEED))
+CIRCUIT = f"{PEER}/p2p-circuit/p2p/{peer_id_from_seed(bytes.fromhex(SEED))}"
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +85,10 @@ def test_defaults_are_valid() -> None:
         ("model_overrides", "n_layer", "SWARM_MODEL_OVERRIDES", "key=value"),
         ("batch_size", "many", "SWARM_BATCH_SIZE", "whole number (got many)"),
         ("relay_mode", "perhaps", "SWARM_RELAY_MODE", "true or false"),
+        ("enable_dcutr", "perhaps", "SWARM_ENABLE_DCUTR", "true or false"),
+        ("relay_addrs", "/ip4/1.2.3.4/tcp/1", "SWARM_RELAY_ADDRS", "entry 1: incomplete"),
+        ("relay_addrs", CIRCUIT, "SWARM_RELAY_ADDRS", "directly"),
+        ("max_stranger_transfers", "few", "SWARM_MAX_STRANGER_TRANSFERS", "whole number"),
         ("node_key_seed", "abc", "SWARM_NODE_KEY_SEED", "64 hex digits"),
     ],
 )
@@ -162,6 +167,43 @@ def test_env_vars_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.relay_mode is True
     assert s.bootstrap_peers == [PEER, PEER.replace("4001", "4002")]
     assert s.model_overrides == {"n_layer": 2, "n_embd": 64, "tie": False, "act": "gelu"}
+
+
+def test_nat_traversal_settings_reach_the_network_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from swarm_tune.runtime.net.config import NetConfig
+    from swarm_tune.runtime.net.node_main import build_net_config
+
+    default = build_net_config(load_settings())
+    # Every node can dial a peer's relayed address; DCUtR and relay slots are opt-in.
+    assert default.enable_relay and not default.relay_hop and not default.enable_dcutr
+    assert default.max_stranger_transfers == NetConfig().max_stranger_transfers  # one default
+    monkeypatch.setenv("SWARM_RELAY_ADDRS", f"{PEER}, {PEER.replace('4001', '4002')}")
+    monkeypatch.setenv("SWARM_ENABLE_DCUTR", "true")
+    monkeypatch.setenv("SWARM_MAX_STRANGER_TRANSFERS", "3")
+    s = load_settings()
+    assert s.relay_addrs == [PEER, PEER.replace("4001", "4002")]
+    net = build_net_config(s)
+    assert net.enable_relay and net.enable_dcutr and net.max_stranger_transfers == 3
+    with pytest.raises(SettingsError, match="SWARM_RELAY_ADDRS: needs SWARM_RELAY_CLIENT=true"):
+        load_settings(relay_client=False)
+
+
+@pytest.mark.parametrize(
+    ("value", "expect"),
+    [("0", "must be > 0 (got 0)"), ("33", "must be at most max_inbound_transfers=32 (got 33)")],
+)
+def test_a_network_limit_netconfig_refuses_exits_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str, expect: str
+) -> None:
+    import typer
+
+    from swarm_tune.runtime.net.node_main import _load
+
+    monkeypatch.setenv("SWARM_MAX_STRANGER_TRANSFERS", value)
+    with pytest.raises(typer.Exit) as info:
+        _load(None)
+    assert info.value.exit_code == 2
+    assert capsys.readouterr().err.strip() == f"SWARM_MAX_STRANGER_TRANSFERS: {expect}"
 
 
 def test_bad_env_var_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
