@@ -94,11 +94,6 @@ class NetConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0 (got {value!r})")
-        if self.max_stranger_transfers > self.max_inbound_transfers:
-            raise ConfigError(
-                "max_stranger_transfers must be at most max_inbound_transfers="
-                f"{self.max_inbound_transfers} (got {self.max_stranger_transfers})"
-            )
         if self.max_small_size >= 1 << 32:
             raise ConfigError("max_small_size must fit in a u32 length prefix")
         if not 0 <= self.data_port < 65536:

@@ -188,10 +188,7 @@ def test_nat_traversal_settings_reach_the_network_config(monkeypatch: pytest.Mon
         load_settings(relay_client=False)
 
 
-@pytest.mark.parametrize(
-    ("value", "expect"),
-    [("0", "must be > 0 (got 0)"), ("33", "must be at most max_inbound_transfers=32 (got 33)")],
-)
+@pytest.mark.parametrize(("value", "expect"), [("0", "must be > 0 (got 0)"), ("-2", "(got -2)")])
 def test_a_network_limit_netconfig_refuses_exits_2_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str, expect: str
 ) -> None:
@@ -203,7 +200,8 @@ def test_a_network_limit_netconfig_refuses_exits_2_naming_the_variable(
     with pytest.raises(typer.Exit) as info:
         _load(None)
     assert info.value.exit_code == 2
-    assert capsys.readouterr().err.strip() == f"SWARM_MAX_STRANGER_TRANSFERS: {expect}"
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("SWARM_MAX_STRANGER_TRANSFERS: must be > 0") and err.endswith(expect)
 
 
 def test_bad_env_var_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
