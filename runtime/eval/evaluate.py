@@ -51,6 +51,9 @@ from swarm_tune.runtime.ops.provenance import (
 )
 from swarm_tune.runtime.training.corpus import CORPUS_TRAIN, CORPUS_VALID, SHIPPED_CORPUS
 from swarm_tune.runtime.training.data import TokenShard, load_dataset_shard
+from swarm_tune.runtime.training.layer_shard import SHARD_KEY
+from swarm_tune.runtime.training.lora import LORA_KEY, LoraSpec
+from swarm_tune.runtime.training.lora import merge as merge_lora
 from swarm_tune.runtime.training.models import TINY_MODELS, load_model
 from swarm_tune.runtime.training.tokenizer import TextTokenizer, load_tokenizer
 
@@ -165,6 +168,22 @@ def build_model(
         tok = load_tokenizer(name)
         tok_source = name
     return model, tok, tok_source
+
+
+def model_from_checkpoint(
+    name: str, tensors: Mapping[str, torch.Tensor], extra: Mapping[str, Any]
+) -> tuple[torch.nn.Module, TextTokenizer, str | None]:
+    """The model a node checkpoint's ``tensors`` describe: the whole model's parameters, or
+    LoRA adapters (``extra`` says so) folded into the base they were trained on."""
+    lora_record = extra.get(LORA_KEY)
+    if lora_record is None:
+        net, tok, tok_source = build_model(name, tensors)
+        check_tensor_names(tensors, model_spec(net), complete=True)
+        copy_into(net, tensors)
+        return net, tok, tok_source
+    spec, base_seed = LoraSpec.from_record(lora_record)
+    base, tok, tok_source = build_model(name, None, seed=base_seed)
+    return merge_lora(base, spec, tensors), tok, tok_source
 
 
 def model_spec(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -299,9 +318,14 @@ def benchmark(
     )
     if src.meta is not None:
         name = src.meta.model_name
-        net, tok, _ = build_model(name, src.tensors)
+        shard = src.meta.extra.get(SHARD_KEY)
+        if isinstance(shard, dict):  # one slice of the blocks is not a model
+            raise EvalError(
+                f"{checkpoint}: holds layer shard {shard.get('index')} of {shard.get('total')} "
+                "only; run `checkpoint reconstruct` on one checkpoint of every shard first"
+            )
         assert src.tensors is not None
-        copy_into(net, src.tensors)
+        net, tok, _ = model_from_checkpoint(name, src.tensors, src.meta.extra)
     else:
         name = model if model is not None else str(src.path)
         net, tok, _ = build_model(str(src.path))

@@ -37,12 +37,9 @@ import torch
 
 from swarm_tune.runtime.eval.evaluate import (
     ModelSource,
-    build_model,
-    check_tensor_names,
-    copy_into,
     is_hf_folder,
     load_model_source,
-    model_spec,
+    model_from_checkpoint,
 )
 from swarm_tune.runtime.ops.checkpoint import (
     CheckpointError,
@@ -53,8 +50,7 @@ from swarm_tune.runtime.ops.checkpoint import (
 from swarm_tune.runtime.ops.provenance import code_version
 from swarm_tune.runtime.training.corpus import TOKENIZER_PATH
 from swarm_tune.runtime.training.layer_shard import SHARD_KEY, LayerShard, LayerShardError
-from swarm_tune.runtime.training.lora import LORA_KEY, LoraSpec
-from swarm_tune.runtime.training.lora import merge as merge_lora
+from swarm_tune.runtime.training.lora import LORA_KEY
 
 __all__ = [
     "PROVENANCE_FILE",
@@ -228,14 +224,8 @@ def reconstruct(
     first = sources[0].meta
     assert first is not None
     lora_record = first.extra.get(LORA_KEY)
-    if lora_record is not None:  # adapters only: fold their average into the base
-        spec, base_seed = LoraSpec.from_record(lora_record)
-        base, _, tok_source = build_model(model, None, seed=base_seed)
-        net = merge_lora(base, spec, merged)
-    else:
-        net, _, tok_source = build_model(model, merged)
-        check_tensor_names(merged, model_spec(net), complete=True)
-        copy_into(net, merged)
+    # Adapters only (lora_record): their average is folded into the base.
+    net, _, tok_source = model_from_checkpoint(model, merged, first.extra)
     tick(len(checkpoints) + 2, steps, "model built")
     provenance: dict[str, Any] = {
         "format": "swarm-tune/reconstruct/1",

@@ -115,6 +115,10 @@ def test_two_shards_average_apart_and_reconstruct_assembles_them(tmp_path: Path)
     assert missing.exit_code == 2, missing.output
     assert "layer shards [0] of 2 are missing" in missing.output
     assert not (tmp_path / "m").exists()
+    one = CliRunner().invoke(
+        app, ["benchmark", str(ckpt / "node1"), "--allowed-dir", str(tmp_path)]
+    )
+    assert one.exit_code == 2 and "holds layer shard 1 of 2 only" in one.output, one.output
     res = CliRunner().invoke(
         app, [*argv, str(ckpt / "node0"), str(ckpt / "node1"), "--out", str(tmp_path / "m")]
     )

@@ -8,6 +8,7 @@ scale * B_avg @ A_avg on every adapted module. A target module the model lacks i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,15 @@ def test_three_learners_exchange_adapters_only_and_merge_in_closed_form(tmp_path
     rebuilt: Any = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
     for name, t in rebuilt.named_parameters():
         assert torch.equal(t.detach(), merged[name].detach()), name
+
+    # benchmark (and so compete) reads an adapter checkpoint as its merged model.
+    scores = []
+    for ckpt in (tmp_path / "ckpt", tmp_path / "merged"):
+        argv = ["benchmark", str(ckpt), "--max-batches", "2", "--json"]
+        res = CliRunner().invoke(app, [*argv, "--allowed-dir", str(tmp_path)])
+        assert res.exit_code == 0, res.output
+        scores.append(json.loads(res.stdout)["mean_loss"])
+    assert scores[0] == pytest.approx(scores[1], rel=1e-6)
 
 
 def test_a_missing_target_module_is_a_typed_error() -> None:
