@@ -62,6 +62,14 @@ class NetConfig:
     max_preauth_conns: int = 64
     max_preauth_per_ip: int = 16
     preauth_timeout: float = 3.0
+    #: New inbound libp2p connections, checked before any handshake (``conn_limit.py``):
+    #: per source IP (an IPv6 /64) a token bucket of ``conn_rate_per_ip`` per second with a
+    #: burst of ``conn_burst_per_ip``, a node-wide bucket, and live connections per source.
+    conn_rate_per_ip: float = 10.0
+    conn_burst_per_ip: float = 40.0
+    conn_rate_total: float = 50.0
+    conn_burst_total: float = 100.0
+    max_conns_per_ip: int = 64
     #: Capacity of ``NetNode.incoming``; a full queue back-pressures senders (their ack
     #: waits) instead of dropping messages.
     incoming_capacity: int = 16
@@ -90,6 +98,11 @@ class NetConfig:
             "max_preauth_per_ip": self.max_preauth_per_ip,
             "preauth_timeout": self.preauth_timeout,
             "incoming_capacity": self.incoming_capacity,
+            "conn_rate_per_ip": self.conn_rate_per_ip,
+            "conn_burst_per_ip": self.conn_burst_per_ip,
+            "conn_rate_total": self.conn_rate_total,
+            "conn_burst_total": self.conn_burst_total,
+            "max_conns_per_ip": self.max_conns_per_ip,
         }
         for name, value in positive.items():
             if value <= 0:

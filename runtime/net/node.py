@@ -32,6 +32,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL, BulkPlane
 from swarm_tune.runtime.net.config import NetConfig
+from swarm_tune.runtime.net.conn_limit import InboundLimiter, limit_inbound
 from swarm_tune.runtime.net.errors import ConfigError, SendError
 from swarm_tune.runtime.net.events import (
     Incoming,
@@ -226,6 +227,17 @@ class NetNode:
             self.bootstrap_done.set()
 
 
+def _inbound_limiter(refusals: Refusals, cfg: NetConfig) -> InboundLimiter:
+    return InboundLimiter(
+        refusals,
+        rate_per_ip=cfg.conn_rate_per_ip,
+        burst_per_ip=cfg.conn_burst_per_ip,
+        rate_total=cfg.conn_rate_total,
+        burst_total=cfg.conn_burst_total,
+        max_per_ip=cfg.max_conns_per_ip,
+    )
+
+
 def _data_bind_host(config: NetConfig, listen: Sequence[multiaddr.Multiaddr]) -> str:
     if config.data_host is not None:
         return config.data_host
@@ -252,6 +264,7 @@ async def open_net_node(
     host = build_host(seed, enable_mdns=cfg.enable_mdns)
     async with host.run(listen_addrs), trio.open_nursery() as nursery, AsyncExitStack() as stack:
         node = NetNode(host, cfg, nursery)
+        limit_inbound(host.get_network(), _inbound_limiter(node.refusals, cfg), trio.current_time)
         host.get_network().register_notifee(_PeerNotifee(node))
         isolate_streams(host, node.refusals)
         host.set_stream_handler(BULK_PROTOCOL, node.bulk.handle_offer)

@@ -9,7 +9,8 @@ Usage: ``python outsider.py TARGET_MULTIADDR DATA_PORT ATTACK [--rounds N]`` (DA
 learn it from a DIRECT offer's reply, as any peer can) where ATTACK is
 one of ``meshsub`` (the two bytes ``01 ff`` on /meshsub/1.1.0, the issue's reproducer),
 ``streams`` (garbage / truncation / oversized length / slow input on every advertised id),
-``idle`` (hold N plain TCP connections to the data port open, sending nothing), ``offers``
+``idle`` (hold N plain TCP connections to the data port open, sending nothing), ``churn``
+(N new connections to the libp2p port from ``--bind``, each starting a Noise handshake), ``offers``
 (large bulk offers that never send a byte), ``dribble`` (accepted offers fed one byte at a
 time) or ``badtoken`` (wrong 32-byte tokens on the data port). Prints one
 ``OUTSIDER {json}`` line with what it did and what the node answered, then exits 0. Every
@@ -230,6 +231,40 @@ class Outsider:
             except Exception as exc:
                 self.seen[f"badtoken:{type(exc).__name__}"] += 1
 
+    async def churn(self, count: int, port: int, bind: str) -> None:
+        """``count`` new connections to the libp2p port, one after another, from ``bind``:
+        each offers Noise and sends a valid first handshake message (a random X25519 key),
+        so a node that admits it pays its side of the handshake (answers with message 2),
+        then hangs up. Counts ``handshake`` (the node answered) and ``refused`` (closed)."""
+        hello = _ms(b"/multistream/1.0.0") + _ms(b"/noise")
+        start = trio.current_time()
+        for _ in range(count):
+            try:
+                with trio.fail_after(5):
+                    sock = trio.socket.socket()
+                    await sock.bind((bind, 0))
+                    await sock.connect((self.ip, port))
+                    async with trio.SocketStream(sock) as conn:
+                        await conn.send_all(hello + b"\x00\x20" + self.rng.randbytes(32))
+                        got = b""
+                        while len(got) <= len(hello) + 2 + 32:
+                            chunk = await conn.receive_some(4096)
+                            if not chunk:
+                                break
+                            got += chunk
+                self.seen["handshake" if len(got) > len(hello) + 2 + 32 else "refused"] += 1
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                self.seen["refused"] += 1
+            except trio.TooSlowError:
+                self.seen["timeout"] += 1
+        self.seen["elapsed_ms"] = int(1000 * (trio.current_time() - start))
+
+
+def _ms(line: bytes) -> bytes:
+    """One multistream-select message: uvarint length, the line, a newline."""
+    body = line + b"\n"
+    return bytes([len(body)]) + body  # every line here is shorter than 128 bytes
+
 
 def _connect(s: socket.socket, ip: str, port: int) -> None:
     s.setblocking(True)
@@ -257,6 +292,7 @@ async def main(argv: list[str]) -> None:
     p.add_argument("--size", type=int, default=512 << 20)
     p.add_argument("--hold", type=float, default=None, help="attack duration (s)")
     p.add_argument("--seed", type=int, default=14)
+    p.add_argument("--bind", default="127.0.0.1", help="churn: the source address")
     a = p.parse_args(argv)
     o = Outsider(a.target, a.data_port, a.seed)
     if a.attack in ("idle", "badtoken"):
@@ -275,6 +311,8 @@ async def main(argv: list[str]) -> None:
         await o.dribble(a.count, a.size, a.hold or 20.0)
     elif a.attack == "badtoken":
         await o.badtoken(a.count, a.hold or 0.0)
+    elif a.attack == "churn":
+        await o.churn(a.count, int(o.target.value_for_protocol("tcp")), a.bind)
     else:
         raise SystemExit(f"unknown attack {a.attack}")
     report = {
