@@ -114,9 +114,9 @@ def run_profile(profile: str, workdir: Path) -> Calibration:
     cls = cal.fed["compute"]["classes"][0]
     print(
         f"given to the sim: step time {cls['step_time']}, update {cal.real.payload:,.0f} B per "
-        f"copy, {cls['message_s_per_mb']} s per MB of a bulk message (event-loop CPU "
-        f"{cal.real.loop_cpu_per_mb:.4f} s/MB x slowdown {cal.real.slowdown:.2f}); both worlds "
-        f"took {wall:.0f} s wall; load average {os.getloadavg()}"
+        f"copy, {cls['message_s_per_mb']} s per MB of a bulk message (not fed: event-loop CPU "
+        f"{cal.real.loop_cpu_per_mb:.4f} s/MB, learner wall/CPU {cal.real.slowdown:.1f}); both "
+        f"worlds took {wall:.0f} s wall; load average {os.getloadavg()}"
     )
     return cal
 

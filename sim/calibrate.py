@@ -8,12 +8,16 @@ the network it has to predict, read from the real nodes' logs of the same run:
 * the compute step time (``train.done`` seconds, as a lognormal: median and spread; with a
   quorum of 1.0 a round waits for the slowest step, so the spread matters);
 * the update's wire size (Contribution bytes per copy sent);
-* the node's time per MB of a bulk message: its event loop's CPU per round (``round.closed``
-  ``loop_cpu_s``: transport, sealing, decode, validation, the core, heartbeats) per MB it
-  encoded or received, times the share of a core the node got (``train.done`` seconds over
-  its ``cpu_s``: on a shared machine a CPU second takes longer than a second, for the
-  learner and the event loop alike). Only encode/decode/validate alone (``message.encoded``,
-  ``message.handled``) is 2-3 ms per 614 KB here: the transport is most of it.
+* the node's time per MB of a bulk message (``message.encoded`` and ``message.handled`` wall
+  seconds: encode; decode, validate, hand to the core; on a shared machine that includes
+  waiting for a core and for the GIL, as the step time does).
+
+Measured and *not* fed (printed by benchmarks/bench_calibrate.py): the event loop's CPU per
+MB (``round.closed`` ``loop_cpu_s``: transport, sealing, heartbeats besides the codec) and the
+learner's wall over its thread CPU (``train.done`` ``cpu_s``). Multiplying the two was tried:
+the learner's ratio is 11-33 here because its thread waits for the GIL while the event loop
+runs, not only for a core, so the product (4.9 s per MB) over-charged every message and put
+the sim's fastest rounds 1.45x above the real ones.
 
 Everything else — round times from links, latency, loss, the bulk plane's handshake and the
 protocol; bytes per node per round including heartbeats, hellos and join syncs — the sim
@@ -63,12 +67,9 @@ class RealFacts:
     stats: WorldStats
     steps: list[float]  # train.done seconds
     payload: float  # wire bytes per update copy
+    message_s_per_mb: float  # message.encoded / message.handled wall seconds per MB (median)
     loop_cpu_per_mb: float  # event-loop CPU s per MB encoded or received (median node)
-    slowdown: float  # wall s per CPU s of the learner's steps (1 = a core of its own)
-
-    @property
-    def message_s_per_mb(self) -> float:
-        return self.loop_cpu_per_mb * self.slowdown
+    slowdown: float  # the learner's wall s per thread-CPU s (diagnostic: GIL waits too)
 
 
 def real_facts(logs: Sequence[NodeLog]) -> RealFacts:
@@ -90,17 +91,24 @@ def real_facts(logs: Sequence[NodeLog]) -> RealFacts:
     steps = [float(r["seconds"]) for n in logs for r in n.events("train.done")]
     cpu = [float(r.get("cpu_s", 0.0)) for n in logs for r in n.events("train.done")]
     slowdown = statistics.median(steps) / statistics.median(cpu) if min(cpu, default=0) > 0 else 1.0
-    per_mb = []
+    wall_per_mb = [
+        float(r["wall_s"]) / (int(r["bytes"]) / 1e6)
+        for n in logs
+        for ev in BULK_EVENTS
+        for r in n.events(ev)
+    ]
+    loop_per_mb = []
     for n in logs:
         mb = sum(int(r["bytes"]) for ev in BULK_EVENTS for r in n.events(ev)) / 1e6
         loop = sum(float(r.get("loop_cpu_s", 0.0)) for r in n.events("round.closed"))
         if mb > 0:
-            per_mb.append(loop / mb)
+            loop_per_mb.append(loop / mb)
     return RealFacts(
         world_stats(durations, per_round, outcomes, losses),
         steps,
         statistics.median(copies),
-        statistics.median(per_mb) if per_mb else 0.0,
+        statistics.median(wall_per_mb) if wall_per_mb else 0.0,
+        statistics.median(loop_per_mb) if loop_per_mb else 0.0,
         max(1.0, slowdown),
     )
 
