@@ -27,9 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from swarm_tune.runtime.training.diloco import MAX_INNER_STEPS, DiLoCoConfig
-from swarm_tune.runtime.training.lora import LoraSpec
-
-_LORA = LoraSpec()
+from swarm_tune.runtime.training.lora import LoraSettings
 
 LearningMode = Literal["surrogate", "real"]
 LearningTask = Literal["char-lm", "classification"]
@@ -42,20 +40,6 @@ OptimizerKind = Literal["sgd", "adam"]
 # Bytes of GPT-2 124M in fp16: the default "big model" a scenario pretends to ship.
 GPT2_124M_FP16_BYTES = 248_000_000
 MAX_REAL_NODES = 64
-
-
-class LoraSettings(BaseModel):
-    """``learning.lora`` (real mode): train and exchange LoRA adapters only
-    (runtime/training/lora.py); the defaults are LoraSpec's, written nowhere else."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rank: int = Field(default=_LORA.rank, ge=1)
-    alpha: int = Field(default=_LORA.alpha, ge=1)
-    target_modules: tuple[str, ...] = Field(default=_LORA.target_modules, min_length=1)
-
-    def to_spec(self) -> LoraSpec:
-        return LoraSpec(self.rank, self.alpha, self.target_modules)
 
 
 class DiLoCoSettings(BaseModel):

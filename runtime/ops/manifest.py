@@ -49,6 +49,7 @@ from swarm_tune.runtime.ops.settings import (
     load_settings,
 )
 from swarm_tune.runtime.protocol.config import ProtocolConfig
+from swarm_tune.runtime.training.lora import LoraSettings
 
 __all__ = [
     "Competition",
@@ -86,6 +87,8 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     name: str = Field(min_length=1, description="HF repo id, local dir, or built-in name.")
     config_overrides: dict[str, OverrideValue] = Field(default_factory=dict)
+    # Every replica must adapt the same modules with the same rank, or nothing averages.
+    lora: LoraSettings | None = Field(default=None, description="Train LoRA adapters only.")
 
 
 class DatasetSpec(_Strict):
@@ -283,6 +286,13 @@ class RunManifest(_Strict):
         }
         if self.model.config_overrides:
             env["model_overrides"] = format_overrides(self.model.config_overrides)
+        if self.model.lora is not None:
+            env.update(
+                peft="lora",
+                lora_rank=str(self.model.lora.rank),
+                lora_alpha=str(self.model.lora.alpha),
+                lora_target_modules=",".join(self.model.lora.target_modules),
+            )
         env["dataset"] = self.dataset.name
         env["dataset_text_field"] = self.dataset.text_field
         if self.dataset.held_out_split:

@@ -16,10 +16,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 if TYPE_CHECKING:  # torch loads with the model, not when settings check a LoRA spec
     import torch
 
-__all__ = ["LORA_KEY", "LoraError", "LoraSpec", "apply_lora", "merge", "parse_targets"]
+__all__ = [
+    "LORA_KEY",
+    "LoraError",
+    "LoraSettings",
+    "LoraSpec",
+    "apply_lora",
+    "merge",
+    "parse_targets",
+]
 
 LORA_KEY = "lora"  # key of a checkpoint's extra that holds LoraSpec.record(...)
 
@@ -68,6 +78,23 @@ class LoraSpec:
         except (AssertionError, KeyError) as exc:
             raise LoraError(f"checkpoint's LoRA record is malformed: {record!r}") from exc
         return cls(rank, alpha, tuple(targets)), seed
+
+
+_LORA = LoraSpec()
+
+
+class LoraSettings(BaseModel):
+    """A LoRA spec as a YAML/JSON block: a sim scenario's ``learning.lora`` (real mode) and a
+    run manifest's ``model.lora``. The defaults are LoraSpec's, written nowhere else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rank: int = Field(default=_LORA.rank, ge=1)
+    alpha: int = Field(default=_LORA.alpha, ge=1)
+    target_modules: tuple[str, ...] = Field(default=_LORA.target_modules, min_length=1)
+
+    def to_spec(self) -> LoraSpec:
+        return LoraSpec(self.rank, self.alpha, self.target_modules)
 
 
 def apply_lora(model: torch.nn.Module, spec: LoraSpec, *, seed: int = 0) -> torch.nn.Module:

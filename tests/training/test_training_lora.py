@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 import torch
 import trio
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from swarm_tune.runtime.cli import app
 from swarm_tune.runtime.eval.evaluate import build_model
 from swarm_tune.runtime.net.node_main import run_node
 from swarm_tune.runtime.ops.checkpoint import save_checkpoint
+from swarm_tune.runtime.ops.manifest import RunManifest
 from swarm_tune.runtime.ops.settings import load_settings
 from swarm_tune.runtime.training import build_learner
 from swarm_tune.runtime.training.lora import LORA_KEY, LoraError, LoraSpec, apply_lora, merge
@@ -126,3 +128,21 @@ def test_node_refuses_a_missing_target_module_in_one_line(
     )
     assert len(lines) == 1 and lines[0].startswith(want), lines
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_manifest_publishes_the_lora_spec_to_every_node() -> None:
+    data: dict[str, Any] = {
+        "run_id": "lora-run",
+        "created": "2026-12-01",
+        "model": {"name": "tiny-llama", "lora": {"rank": 4, "alpha": 8}},
+        "dataset": {"name": "tinytales"},
+        "shards": {"num_shards": 2},
+        "hyper": {"learning_rate": 0.05, "batch_size": 4, "rounds": 3},
+    }
+    manifest = RunManifest.model_validate(data)
+    for i in range(2):
+        settings = load_settings(**manifest.node_env(i))
+        assert settings.lora() == LoraSpec(4, 8, LoraSpec().target_modules)
+    data["model"]["lora"] = {"rank": 0}
+    with pytest.raises(ValidationError, match="rank"):
+        RunManifest.model_validate(data)
