@@ -29,7 +29,7 @@ from typing import Any
 
 from swarm_tune.runtime.eval.evaluate import BenchmarkResult, benchmark, load_model_source
 from swarm_tune.runtime.ops.atomic_io import atomic_write_text
-from swarm_tune.runtime.ops.checkpoint import WrongModelError
+from swarm_tune.runtime.ops.checkpoint import BASE_CONFIG_KEY, WrongModelError
 from swarm_tune.runtime.ops.manifest import ManifestError, load_manifest
 from swarm_tune.runtime.ops.provenance import code_version
 from swarm_tune.runtime.training.corpus import SHIPPED_CORPUS
@@ -134,11 +134,14 @@ def compete(
         load_model_source(p, allowed_dir=allowed_dir, expected_run_id=r, expected_model=plan.model)
         for p, r in zip((team_a, team_b), plan.run_ids, strict=True)
     ]
-    models = {s.meta.model_name if s.meta else None for s in srcs}
+    # One base model: by its config hash where checkpoints carry one (a save_pretrained
+    # folder may have moved between the two runs), else by name (ops/checkpoint.py).
+    models = {
+        (s.meta.extra.get(BASE_CONFIG_KEY) or s.meta.model_name) if s.meta else None for s in srcs
+    }
     if len(models) != 1:
-        raise WrongModelError(
-            f"the two checkpoints are for different models: {sorted(map(str, models))}"
-        )
+        names = sorted({str(s.meta.model_name) if s.meta else "None" for s in srcs})
+        raise WrongModelError(f"the two checkpoints are for different models: {names}")
 
     def team_progress(index: int) -> Callable[[int, int], None] | None:
         if progress is None:

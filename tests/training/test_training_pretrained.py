@@ -81,6 +81,16 @@ def test_a_saved_folder_trains_averages_checkpoints_reconstructs_and_benchmarks(
         assert "different base model" in lines[0], lines
     assert not (tmp_path / "m3").exists()
 
+    # compete pins one base model by its config hash too: a moved folder is the same base.
+    save_checkpoint(tmp_path / "ckpt-moved", "pre", 3, start, str(moved))
+    save_checkpoint(tmp_path / "ckpt-other", "pre", 3, start, str(other))
+    compete = ["compete", "--team-a", "ckpt", "--max-batches", "1", "--seq-len", "32"]
+    res = runner.invoke(app, [*compete, "--team-b", "ckpt-moved", "--out", "r.json"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*compete, "--team-b", "ckpt-other", "--out", "r2.json"])
+    assert res.exit_code == 2 and "different models" in res.output, res.output
+    assert not (tmp_path / "r2.json").exists()
+
 
 def test_checkpoints_of_a_folder_record_its_config_hash(base: Path, tmp_path: Path) -> None:
     import hashlib
