@@ -10,9 +10,10 @@ Contract every rule keeps:
   order, one influence weight each, and a seed derived from the round and the contributor set.
   Same inputs -> same bits, whatever order they arrived in (the core sorts by peer id; rules
   that shuffle use the seed, which every replica derives alike).
-* Influence weights compose the dataset-size weights with duplicate collapsing (k
-  bit-identical updates count as one) and the subnet cap (``influence_weights``): for the
-  weighted mean exactly as before when no two updates are identical (FedAvg weights, capped);
+* Influence weights compose the dataset-size weights with duplicate collapsing (k identical
+  or near-identical updates count as one, near_duplicates.py) and the subnet cap
+  (``influence_weights``): for the weighted mean exactly as before when no two updates are
+  copies (FedAvg weights, capped);
   for robust rules each self-declared size is first clipped to the round's median size, so a
   minority cannot buy influence by claiming a huge dataset, and then the subnet cap bounds
   every /24's share of the weight. Each rule then uses weights where its statistic allows
@@ -208,9 +209,10 @@ def influence_weights(
     subnets: Sequence[str],
     cap: float,
     robust: bool,
-    fingerprints: Sequence[int | None] = (),
+    copy_labels: Sequence[int | None] = (),
 ) -> list[float]:
-    """Dataset-size weights composed with duplicate collapsing and the subnet cap (see the
+    """Dataset-size weights composed with duplicate collapsing (``copy_labels``: equal labels
+    mark copies of one update, near_duplicates.duplicate_labels) and the subnet cap (see the
     module docstring)."""
     # Imported here: weighted.py needs torch, and the parameter schema imports this module
     # to check a scenario or a setting, which must not cost torch's start-up.
@@ -220,27 +222,26 @@ def influence_weights(
         ordered = sorted(sizes)
         ceiling = ordered[(len(ordered) - 1) // 2]
         sizes = [min(s, ceiling) for s in sizes]
-    if fingerprints:
-        sizes = collapse_duplicates(sizes, fingerprints)
+    if copy_labels:
+        sizes = collapse_duplicates(sizes, copy_labels)
     return subnet_capped_weights(sizes, subnets, cap)
 
 
-def collapse_duplicates(
-    weights: Sequence[float], fingerprints: Sequence[int | None]
-) -> list[float]:
-    """``k`` bit-identical updates share the weight of one (their mean weight, split k ways).
+def collapse_duplicates(weights: Sequence[float], copy_labels: Sequence[int | None]) -> list[float]:
+    """``k`` copies of one update (equal labels) share the weight of one (their mean weight,
+    split k ways).
 
-    Why: independent honest trainers never produce bit-identical updates, colluders
-    (Sybils, mimics, coordinated crafted updates) do, and k copies otherwise buy k times
-    the influence whatever the rule. What it cannot see: copies made different by a little
-    noise - the robust rules have to handle those."""
-    present = [fp for fp in fingerprints if fp is not None]
+    Why: independent honest trainers never produce identical or nearly identical updates,
+    colluders (Sybils, mimics, coordinated crafted updates) do, and k copies otherwise buy k
+    times the influence whatever the rule. Which updates are copies - bit-identical, or
+    closer than honest updates ever are - is near_duplicates.duplicate_labels' call."""
+    present = [label for label in copy_labels if label is not None]
     if len(set(present)) == len(present):  # the usual case: no copies, nothing to collapse
         return list(weights)
     groups: dict[int, list[int]] = {}
-    for i, fp in enumerate(fingerprints):
-        if fp is not None:
-            groups.setdefault(fp, []).append(i)
+    for i, label in enumerate(copy_labels):
+        if label is not None:
+            groups.setdefault(label, []).append(i)
     out = list(weights)
     for members in groups.values():
         if len(members) > 1:

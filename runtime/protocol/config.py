@@ -211,6 +211,14 @@ class ProtocolConfig:
         "bans hit honest outliers in small pools).",
         Range(choices=DIRECTION_TESTS),
     )
+    near_duplicate_ratio: float = param(
+        0.25,
+        "Gradient updates closer to each other than this multiple of the pool's median pairwise "
+        "distance are copies of one update (colluders adding noise) and share one update's "
+        "weight, as bit-identical copies do (runtime/aggregation/near_duplicates.py); 0 = only "
+        "bit-identical copies.",
+        Range(0, 0.5),
+    )
     trim_beta: float = param(0.2, "trimmed_mean: share of the weight cut at each end.", None)
     krum_f: int | float = param(
         0.25, "multi_krum: Byzantine inputs assumed (count, or fraction).", None

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from swarm_tune.runtime.aggregation.centered import bucket_seed
+from swarm_tune.runtime.aggregation.near_duplicates import duplicate_labels
 from swarm_tune.runtime.aggregation.rules import aggregate, influence_weights, make_rule
 from swarm_tune.runtime.aggregation.weighted import weighted_average, weighted_average_flat
 from swarm_tune.runtime.compression.codecs import CompressionError
@@ -78,6 +79,7 @@ from swarm_tune.runtime.protocol.sync import SyncDecision, decide
 from swarm_tune.runtime.protocol.tensors import (
     ModelSpec,
     Sketch,
+    UpdateKind,
     median_sketch,
     sketch_distance,
 )
@@ -551,6 +553,32 @@ class ProtocolNode:
             return set(live)  # the old rule, or a cold start: no one has contributed yet
         return recent
 
+    def _copy_labels(
+        self,
+        kind: UpdateKind,
+        candidates: Sequence[tuple[str, UpdateSummary]],
+        own: UpdateSummary | None,
+    ) -> dict[str, int | None]:
+        """Which of the round's updates are copies of one another (peer -> label, ``""`` for
+        ours; equal labels: one update's worth of weight), judged once per close on the
+        whole pool in peer-id order. Empty for parameter rounds: replicas in step hold
+        bit-identical parameters, so only gradients are ever collapsed."""
+        if kind != "grad":
+            return {}
+        pool = list(candidates)
+        if own is not None:
+            pool.append((self.node_id, own))
+        pool.sort(key=lambda e: e[0])
+        labels = duplicate_labels(
+            [s.fingerprint for _, s in pool],
+            [s.direction for _, s in pool],
+            self.config.near_duplicate_ratio,
+        )
+        return {
+            ("" if p == self.node_id else p): label
+            for (p, _), label in zip(pool, labels, strict=True)
+        }
+
     def _close(self, now: float, trigger: str) -> Effects:
         rnd = self._open
         assert rnd is not None  # callers check; a second close of one round is impossible
@@ -563,7 +591,8 @@ class ProtocolNode:
         own_summary = own_check.summary if own_check is not None else None
         subnets = {p: a.subnet for p, a in admitted}
         subnets[""] = self._self_subnet
-        rejected = self._judge.judge(rnd.kind, own_summary, candidates, subnets)
+        copies = self._copy_labels(rnd.kind, candidates, own_summary)
+        rejected = self._judge.judge(rnd.kind, own_summary, candidates, subnets, copies)
         accepted: list[tuple[str, Admitted]] = []
         record = self.reputation.record
         for peer, adm in admitted:
@@ -616,8 +645,9 @@ class ProtocolNode:
                 [e[4] for e in entries],
                 self.config.subnet_cap,
                 rule.robust,
-                # Replicas in step hold bit-identical parameters: only gradients collapse.
-                [e[5] for e in entries] if rnd.kind == "grad" else (),
+                [copies.get("" if e[0] == self.node_id else e[0]) for e in entries]
+                if copies
+                else (),
             )
             rows = [e[2] for e in entries if e[2] is not None]
             if rule.robust:

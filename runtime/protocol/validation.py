@@ -104,11 +104,14 @@ class CloseTimeJudge:
         own: UpdateSummary | None,
         candidates: Sequence[tuple[str, UpdateSummary]],
         subnets: Mapping[str, str] | None = None,
+        copies: Mapping[str, int | None] | None = None,
     ) -> dict[str, RejectReason]:
         """Verdicts for peers' candidates; ``own`` informs the statistics but is trusted.
 
         ``subnets`` (peer -> subnet, ``""`` for our own) weighs the direction statistics
-        with the subnet cap; a peer without an entry counts as its own subnet."""
+        with the subnet cap; a peer without an entry counts as its own subnet. ``copies``
+        (same keys: near_duplicates.duplicate_labels) makes copies of one update count once
+        in those statistics; without it, bit-identical updates do."""
         rejected: dict[str, RejectReason] = {}
         for peer, summary in candidates:
             if self._is_replay(peer, summary.fingerprint):
@@ -124,7 +127,12 @@ class CloseTimeJudge:
             pool = [s for _, s in kept] + ([own] if own is not None else [])
             nets = subnets or {}
             groups = [nets.get(p, p) for p, _ in kept] + ([nets.get("", "")] if own else [])
-            units = collapse_duplicates([1.0] * len(pool), [s.fingerprint for s in pool])
+            labels = (
+                [copies.get(p) for p, _ in kept] + ([copies.get("")] if own else [])
+                if copies
+                else [s.fingerprint for s in pool]
+            )
+            units = collapse_duplicates([1.0] * len(pool), labels)
             weights = np.asarray(subnet_capped_weights(units, groups, self._cfg.subnet_cap))
             cosines, centre, spread = direction_statistics(pool, weights)
             for peer in self._hostile(kept, cosines, centre, spread):
