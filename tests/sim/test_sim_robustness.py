@@ -1,6 +1,6 @@
 """The robustness matrix's machinery and the CI regression over a small subset of it.
 
-The regression runs the default aggregation rule against four attacks at 20% Byzantine
+The regression runs the default aggregation rule against five attacks at 20% Byzantine
 nodes on the matrix's own scenario (10 nodes, 15 rounds) and compares each with the SAME
 honest nodes trained by the weighted mean without attackers (``absent`` adversaries). It
 fails when robustness is broken: the same check with the weighted mean fails (the control
@@ -20,8 +20,10 @@ from swarm_tune.sim.scenario import load_scenario
 
 MATRIX = Path(__file__).resolve().parents[2] / "scenarios" / "robustness-matrix.yaml"
 # The default passes these in the matrix; sign_flip pins the direction filter (without it the
-# geometric median lost +5.4% to it).
-ATTACKS = ["noise", "ipm", "alie", "sign_flip"]
+# geometric median lost +5.4% to it); the jittered Sybil flip pins near-duplicate collapsing
+# (without it +7.0%).
+JITTERED = "sign_flip:3+sybil+jitter"
+ATTACKS = ["noise", "ipm", "alie", "sign_flip", JITTERED]
 GAP_PCT = 2.0  # the acceptance bound of issue 12
 
 
@@ -48,14 +50,16 @@ def test_the_clean_reference_keeps_the_same_honest_nodes() -> None:
     ]
 
 
-def _regression(rule: str, attacks: list[str]) -> list[dict[str, object]]:
+def _regression(rule: str, attacks: list[str], **protocol: float) -> list[dict[str, object]]:
     base = load_scenario(MATRIX)
+    if protocol:
+        base = base.model_copy(update={"protocol": base.protocol.model_copy(update=protocol)})
     spec = MatrixSpec(rules=[rule], attacks=attacks, fractions=[0.2], non_iid=[0.0])
     return with_gaps([run_point(p) for p in expand(base, spec)])
 
 
 @pytest.mark.timeout(300)
-def test_default_rule_holds_against_four_attacks_at_20_percent() -> None:
+def test_default_rule_holds_against_five_attacks_at_20_percent() -> None:
     rule = ProtocolConfig().aggregation_rule
     rows = _regression(rule, ATTACKS)
     assert len(rows) == len(ATTACKS)
@@ -66,3 +70,6 @@ def test_default_rule_holds_against_four_attacks_at_20_percent() -> None:
     # in the matrix), so this test does fail when the defence is gone.
     (control,) = _regression("mean", ATTACKS[:1])
     assert float(control["gap_pct"]) > 3 * GAP_PCT, control  # type: ignore[arg-type]
+    # Control: without near-duplicate collapsing the jittered copies get through.
+    (exact_only,) = _regression(rule, [JITTERED], near_duplicate_ratio=0.0)
+    assert float(exact_only["gap_pct"]) > 2 * GAP_PCT, exact_only  # type: ignore[arg-type]
