@@ -37,68 +37,68 @@ F64 = npt.NDArray[np.float64]
 MIN_POOL = 3  # below this, no median distance to be near relative to
 MEMO_ENTRIES = 8  # pools whose grouping is kept (the rounds closing now)
 
-# key (ratio, ids of the samples) -> (the samples, kept alive with the key; label per sample)
-_memo: dict[tuple[object, ...], tuple[Sequence[F64], dict[int, int]]] = {}
+# key (ratio, ids of the samples) -> (the samples, kept alive with the key; their labels)
+_memo: dict[tuple[object, ...], tuple[Sequence[F64], tuple[int | None, ...]]] = {}
 
 
 def duplicate_labels(
     fingerprints: Sequence[int | None], samples: Sequence[F64 | None], ratio: float
-) -> list[int | None]:
+) -> Sequence[int | None]:
     """One label per update: equal labels mark one group of copies (bit-identical or, with
     ``ratio`` > 0, near-duplicate); ``None`` for an update with neither a fingerprint nor a
     sample. Labels are for grouping only (rules.collapse_duplicates)."""
     if len(fingerprints) != len(samples):
         raise ValueError("one sample per fingerprint")
+    arrays = [a for a in samples if a is not None]
+    if ratio > 0 and len(arrays) == len(samples) >= MIN_POOL:
+        # The usual pool: every update summarised. A sample's fingerprint comes from the
+        # same summary, so the ids of the samples key both kinds of copy.
+        key = (ratio, tuple(map(id, arrays)))
+        hit = _memo.get(key)
+        if hit is not None:
+            return hit[1]
+        labels = _labels(fingerprints, arrays, ratio)
+        if len(_memo) >= MEMO_ENTRIES:
+            del _memo[next(iter(_memo))]
+        _memo[key] = (arrays, labels)
+        return labels
+    return _labels(fingerprints, samples, ratio)
+
+
+def _labels(
+    fingerprints: Sequence[int | None], samples: Sequence[F64 | None], ratio: float
+) -> tuple[int | None, ...]:
     n = len(fingerprints)
     parent = list(range(n))
     first: dict[int, int] = {}
     for i, fp in enumerate(fingerprints):
         if fp is not None:
             _join(parent, i, first.setdefault(fp, i))
-    present = [i for i, s in enumerate(samples) if s is not None]
+    present = [i for i, a in enumerate(samples) if a is not None]
     if ratio > 0 and len(present) >= MIN_POOL:
-        arrays = [samples[i] for i in present]
-        labels = _near_groups([a for a in arrays if a is not None], ratio)
-        by_label: dict[int, int] = {}
-        for i, a in zip(present, arrays, strict=True):
-            _join(parent, i, by_label.setdefault(labels[id(a)], i))
-    return [
+        arrays = [a for a in samples if a is not None]
+        for i, j in _near_pairs(arrays, ratio):
+            _join(parent, present[i], present[j])
+    return tuple(
         _find(parent, i) if fingerprints[i] is not None or samples[i] is not None else None
         for i in range(n)
-    ]
+    )
 
 
-def _near_groups(samples: Sequence[F64], ratio: float) -> dict[int, int]:
-    """id(sample) -> group label for one pool, computed once per distinct pool (callers pass
-    the pool in peer-id order, so replicas that judge one set share one computation and the
-    floating-point sums never depend on arrival order)."""
-    ordered = list(samples)
-    key = (ratio, tuple(map(id, ordered)))
-    hit = _memo.get(key)
-    if hit is not None:
-        return hit[1]
-    labels = _components(ordered, ratio)
-    if len(_memo) >= MEMO_ENTRIES:
-        del _memo[next(iter(_memo))]
-    _memo[key] = (ordered, labels)
-    return labels
-
-
-def _components(ordered: Sequence[F64], ratio: float) -> dict[int, int]:
-    """Connected components of the pairs closer than ``ratio`` x the median pair distance."""
-    width = min(a.size for a in ordered)
-    x = np.stack([a[:width] for a in ordered])
+def _near_pairs(samples: Sequence[F64], ratio: float) -> list[tuple[int, int]]:
+    """Index pairs closer than ``ratio`` x the median pair distance (the pool's order: callers
+    pass it in peer-id order, so the floating-point sums never depend on arrival order)."""
+    width = min(a.size for a in samples)
+    x = np.stack([a[:width] for a in samples])
     norms = np.einsum("ij,ij->i", x, x)
     squared = norms[:, None] + norms[None, :] - 2.0 * (x @ x.T)
-    upper = np.triu_indices(len(ordered), k=1)
+    upper = np.triu_indices(len(samples), k=1)
     pairs = np.maximum(squared[upper], 0.0)
     median = float(np.median(pairs))  # squared distances: same order statistic
-    labels = list(range(len(ordered)))
-    if np.isfinite(median) and median > 0.0:
-        close = pairs < (ratio * ratio) * median
-        for i, j in zip(upper[0][close].tolist(), upper[1][close].tolist(), strict=True):
-            _join(labels, i, j)
-    return {id(a): _find(labels, i) for i, a in enumerate(ordered)}
+    if not (np.isfinite(median) and median > 0.0):
+        return []
+    close = pairs < (ratio * ratio) * median
+    return list(zip(upper[0][close].tolist(), upper[1][close].tolist(), strict=True))
 
 
 def _find(parent: list[int], i: int) -> int:

@@ -5,6 +5,7 @@ on arrival order."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from swarm_tune.runtime.protocol.node import ProtocolNode
 from swarm_tune.runtime.protocol.tensors import ModelSpec
 
 
-def _partition(labels: list[int | None]) -> set[frozenset[int]]:
+def _partition(labels: Sequence[int | None]) -> set[frozenset[int]]:
     groups: dict[int, set[int]] = {}
     for i, label in enumerate(labels):
         if label is not None:
@@ -65,7 +66,7 @@ def test_grouping_does_not_depend_on_order_and_small_pools_are_left_alone() -> N
     assert shuffled == _partition(duplicate_labels(list(range(11)), samples, 0.25))
     two = duplicate_labels([1, 2], samples[8:10], 0.25)  # no median to be near relative to
     assert two[0] != two[1]
-    assert duplicate_labels([None], [None], 0.25) == [None]
+    assert list(duplicate_labels([None], [None], 0.25)) == [None]
 
 
 def test_out_of_range_ratio_is_refused() -> None:
