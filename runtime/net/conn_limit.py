@@ -32,11 +32,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from swarm_tune.runtime.net.refusals import Refusals
 
 log = logging.getLogger(__name__)
 
 MAX_SOURCES = 4096
+#: How often a live inbound connection's socket is checked for having closed.
+CLOSED_POLL_S = 1.0
 IPV6_PREFIX = 64
 
 
@@ -129,7 +133,15 @@ Handler = Callable[[Any, Any, Any], Awaitable[None]]
 def limit_inbound(swarm: Any, limiter: InboundLimiter, clock: Callable[[], float]) -> None:
     """Put ``limiter`` in front of the swarm's inbound handler (py-libp2p 0.8.1: every
     accepted transport connection goes through ``_do_handle_inbound_connection`` before
-    security or muxing, and that call lasts as long as the connection)."""
+    security or muxing), and end that handler when its connection closes.
+
+    The second part fixes a leak in py-libp2p 0.8.1: after a successful upgrade the handler
+    waits for the whole swarm to stop, holding one of the swarm's ``max_connections -
+    min_connections`` (250) inbound slots even after its connection closed, so after 250
+    inbound connections in a node's life every new one was refused, an honest peer's too
+    (measured: 250 fresh-key connections made one after another, then an honest dial
+    failed). Here the handler is cancelled once its socket is closed, which frees the slot
+    and this source's live count."""
     inner: Handler = swarm._do_handle_inbound_connection
 
     async def guarded(read_write_closer: Any, maddr: Any, failure_event: Any) -> None:
@@ -137,17 +149,35 @@ def limit_inbound(swarm: Any, limiter: InboundLimiter, clock: Callable[[], float
             remote = read_write_closer.get_remote_address()
         except Exception:
             remote = None
-        src = limiter.admit(str(remote[0]), clock()) if remote else "?"
-        if src is None:
+        src = limiter.admit(str(remote[0]), clock()) if remote else None
+        if remote and src is None:
             try:
                 await read_write_closer.close()
             except Exception as exc:  # already gone: nothing left to close
                 log.debug("closing a refused connection: %s", exc)
             return
         try:
-            await inner(read_write_closer, maddr, failure_event)
+            async with trio.open_nursery() as nursery:
+
+                async def handle() -> None:
+                    await inner(read_write_closer, maddr, failure_event)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(handle)
+                await _closed(read_write_closer)
+                nursery.cancel_scope.cancel()
         finally:
-            if remote:
+            if src is not None:
                 limiter.release(src)
 
     setattr(swarm, "_do_handle_inbound_connection", guarded)  # noqa: B010 (on purpose)
+
+
+async def _closed(read_write_closer: Any) -> None:
+    """Returns once the connection's socket is closed (py-libp2p closes it when the
+    connection ends, whoever ends it); never for a transport without one."""
+    sock = getattr(getattr(read_write_closer, "stream", None), "socket", None)
+    if sock is None:
+        await trio.sleep_forever()
+    while sock.fileno() != -1:
+        await trio.sleep(CLOSED_POLL_S)  # a poll period, not a sync point

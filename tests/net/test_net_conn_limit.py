@@ -58,6 +58,33 @@ async def test_a_fresh_connection_flood_from_one_ip_is_refused_before_the_handsh
     assert victim.refusals.counts["conn_rate_ip"] >= seen.get("refused", 0) - 2, seen
 
 
+@pytest.mark.trio
+async def test_a_closed_inbound_connection_frees_its_slot() -> None:
+    """py-libp2p 0.8.1 held an inbound slot (250 per swarm) until the swarm stopped, even
+    after the connection closed: 250 connections in a node's life, and nobody could connect
+    again. The swarm's slot count is shrunk to 4 here (the library's own limiter) so that a
+    plain py-libp2p client needs only a few fresh keys to show it."""
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    async with open_net_node(seed(42)) as victim, open_net_node(seed(43)) as honest:
+        swarm = victim.host.get_network()
+        swarm._inbound_limiter = trio.CapacityLimiter(4)  # type: ignore[attr-defined]
+        info = info_from_p2p_addr(multiaddr.Multiaddr(victim.multiaddrs[0]))
+        for _ in range(8):  # twice the slots, one connection at a time
+            stranger = new_host()
+            async with stranger.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+                with trio.fail_after(20):
+                    await stranger.connect(info)
+                    await stranger.disconnect(info.peer_id)
+                    while swarm._inbound_limiter.borrowed_tokens:  # type: ignore[attr-defined]
+                        await trio.sleep(0.1)  # freed within a socket poll (1 s)
+        assert await honest.connect(victim.multiaddrs[0]) == victim.peer_id
+        await honest.send_small(victim.peer_id, b"let in")
+        assert (await victim.incoming.receive()).data == b"let in"
+
+
 def test_buckets_per_ip_and_in_total_and_live_connections() -> None:
     refusals = Refusals()
     lim = InboundLimiter(refusals, rate_per_ip=1.0, burst_per_ip=2.0, rate_total=10.0,

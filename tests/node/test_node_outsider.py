@@ -1,8 +1,9 @@
 """A real ``swarm-tune node`` process attacked by an outsider (plain py-libp2p, plain TCP).
 
 Regression for the issue's reproducer: a fresh key, ``/meshsub/1.1.0``, bytes ``01 ff``
-killed the process. Then wrong tokens on the data port. The node must stay up, no longer
-advertise pubsub, and count the refusals in ``/metrics``. The full suite (every advertised
+killed the process. Then wrong tokens on the data port, then a flood of fresh connections
+from one IP. The node must stay up, no longer advertise pubsub, and count the refusals in
+``/metrics``. The full suite (every advertised
 protocol, floods, memory, honest round rates) is tests/chaos/test_chaos_outsider.py (slow).
 """
 
@@ -61,6 +62,12 @@ def test_outsider_bytes_on_every_protocol_do_not_end_the_node(tmp_path: Path) ->
         assert bad["seen"] == {"closed": 20}, bad
         assert node.alive(), node.tail()
         assert refused(mport).get("data_bad_token", 0) >= 20, refused(mport)
+        # Fresh connections from one IP (plain sockets, each starting Noise): past the
+        # per-IP burst (40) they are closed before the handshake and counted by reason.
+        churn = outsider(node.addr, "churn", "--count", "100", "--bind", "127.0.0.2")
+        assert churn["seen"]["refused"] > 0, churn  # type: ignore[index]
+        assert refused(mport).get("conn_rate_ip", 0) > 0, refused(mport)
+        assert node.alive(), node.tail()
     finally:
         node.terminate(20)
     assert node.proc is not None and node.proc.returncode == 0, node.tail()

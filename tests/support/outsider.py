@@ -231,33 +231,44 @@ class Outsider:
             except Exception as exc:
                 self.seen[f"badtoken:{type(exc).__name__}"] += 1
 
-    async def churn(self, count: int, port: int, bind: str) -> None:
-        """``count`` new connections to the libp2p port, one after another, from ``bind``:
+    async def churn(self, count: int, port: int, bind: str, workers: int = 8) -> None:
+        """``count`` new connections to the libp2p port from ``bind``, ``workers`` at a time:
         each offers Noise and sends a valid first handshake message (a random X25519 key),
         so a node that admits it pays its side of the handshake (answers with message 2),
         then hangs up. Counts ``handshake`` (the node answered) and ``refused`` (closed)."""
-        hello = _ms(b"/multistream/1.0.0") + _ms(b"/noise")
+        left = [count]
         start = trio.current_time()
-        for _ in range(count):
-            try:
-                with trio.fail_after(5):
-                    sock = trio.socket.socket()
-                    await sock.bind((bind, 0))
-                    await sock.connect((self.ip, port))
-                    async with trio.SocketStream(sock) as conn:
-                        await conn.send_all(hello + b"\x00\x20" + self.rng.randbytes(32))
-                        got = b""
-                        while len(got) <= len(hello) + 2 + 32:
-                            chunk = await conn.receive_some(4096)
-                            if not chunk:
-                                break
-                            got += chunk
-                self.seen["handshake" if len(got) > len(hello) + 2 + 32 else "refused"] += 1
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                self.seen["refused"] += 1
-            except trio.TooSlowError:
-                self.seen["timeout"] += 1
+
+        async def worker() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                await self._churn_one(port, bind)
+
+        async with trio.open_nursery() as n:
+            for _ in range(workers):
+                n.start_soon(worker)
         self.seen["elapsed_ms"] = int(1000 * (trio.current_time() - start))
+
+    async def _churn_one(self, port: int, bind: str) -> None:
+        hello = _ms(b"/multistream/1.0.0") + _ms(b"/noise")
+        try:
+            with trio.fail_after(5):
+                sock = trio.socket.socket()
+                await sock.bind((bind, 0))
+                await sock.connect((self.ip, port))
+                async with trio.SocketStream(sock) as conn:
+                    await conn.send_all(hello + b"\x00\x20" + self.rng.randbytes(32))
+                    got = b""
+                    while len(got) <= len(hello) + 2 + 32:
+                        chunk = await conn.receive_some(4096)
+                        if not chunk:
+                            break
+                        got += chunk
+            self.seen["handshake" if len(got) > len(hello) + 2 + 32 else "refused"] += 1
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.seen["refused"] += 1
+        except trio.TooSlowError:
+            self.seen["timeout"] += 1
 
 
 def _ms(line: bytes) -> bytes:
