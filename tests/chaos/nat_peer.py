@@ -9,6 +9,10 @@ contribution, and waits for the NATed node's answer.
 ``natted LISTEN RELAY_ADDR WORKDIR DCUTR``: reserves a slot on the relay, publishes its relayed
 address, and answers each message it gets with ``got <kind> <len> <sha256>`` (small).
 
+``relay RELAY_LISTEN`` and ``dialer LISTEN WORKDIR DCUTR UPGRADE_WITHIN_S``: the two halves
+of ``public`` in separate processes (benchmarks/bench_nat_two_nats.py puts the dialer behind a
+second NAT); the dialer gives DCUtR at most UPGRADE_WITHIN_S seconds, then talks anyway.
+
 Each step prints one line the test reads; every wait is bounded so the process ends itself.
 """
 
@@ -50,30 +54,47 @@ async def public(relay_listen: str, workdir: Path, dcutr: bool) -> None:
     relay_cfg = NetConfig(enable_relay=True, relay_hop=True)
     async with open_net_node(b"R" * 32, [relay_listen], config=relay_cfg) as relay:
         say("RELAY", relay.multiaddrs[0])
-        circuit_file = workdir / "circuit"
-        while not circuit_file.exists():
-            await trio.sleep(0.1)
-        circuit = circuit_file.read_text().strip()
         listen = relay_listen.rsplit("/", 1)[0] + "/0"
-        config = NetConfig(enable_relay=True, enable_dcutr=dcutr)
-        async with open_net_node(b"P" * 32, [listen], config=config) as me:
-            say("DIALING", circuit)
-            natted = await me.connect(circuit)
-            say("CONNECTED", natted, *conn_kinds(me, natted))
-            if dcutr:  # py-libp2p's DCUtR service upgrades relayed connections by itself
+        await dialer(listen, workdir, dcutr, upgrade_within=DEADLINE_S)
+
+
+async def relay_only(relay_listen: str) -> None:
+    relay_cfg = NetConfig(enable_relay=True, relay_hop=True)
+    async with open_net_node(b"R" * 32, [relay_listen], config=relay_cfg) as relay:
+        say("RELAY", relay.multiaddrs[0])
+        await trio.sleep_forever()  # until the deadline or a kill
+
+
+async def dialer(listen: str, workdir: Path, dcutr: bool, upgrade_within: float) -> None:
+    """Dial the NATed node's relayed address, wait (at most ``upgrade_within`` s) for DCUtR
+    to add a direct connection, send a small and a bulk message, print the answers."""
+    circuit_file = workdir / "circuit"
+    while not circuit_file.exists():
+        await trio.sleep(0.1)
+    circuit = circuit_file.read_text().strip()
+    config = NetConfig(enable_relay=True, enable_dcutr=dcutr)
+    async with open_net_node(b"P" * 32, [listen], config=config) as me:
+        say("DIALING", circuit)
+        t0 = trio.current_time()
+        natted = await me.connect(circuit)
+        say("CONNECTED", natted, *conn_kinds(me, natted))
+        if dcutr:  # py-libp2p's DCUtR service upgrades relayed connections by itself
+            with trio.move_on_after(upgrade_within):
                 while "direct" not in conn_kinds(me, natted):
                     await trio.sleep(0.1)
-                say("UPGRADED", *conn_kinds(me, natted))
-            small = b"hello through the relay"
-            bulk = bytes(range(256)) * (BULK_BYTES // 256)
-            await me.send_small(natted, small)
-            await me.send_bulk(natted, bulk)
-            for expect in (("small", small), ("bulk", bulk)):
-                msg = await me.incoming.receive()
-                want = f"got {expect[0]} {len(expect[1])} {digest(expect[1])}".encode()
-                say("ANSWER", msg.peer_id == natted, msg.data.decode(), msg.data == want)
-            say("KINDS", *conn_kinds(me, natted))
-            say("DONE")
+                say("UPGRADED", f"{trio.current_time() - t0:.2f}", *conn_kinds(me, natted))
+        small = b"hello through the relay"
+        bulk = bytes(range(256)) * (BULK_BYTES // 256)
+        t1 = trio.current_time()
+        await me.send_small(natted, small)
+        await me.send_bulk(natted, bulk)
+        for expect in (("small", small), ("bulk", bulk)):
+            msg = await me.incoming.receive()
+            want = f"got {expect[0]} {len(expect[1])} {digest(expect[1])}".encode()
+            say("ANSWER", msg.peer_id == natted, msg.data.decode(), msg.data == want)
+        say("SENT_S", f"{trio.current_time() - t1:.2f}")
+        say("KINDS", *conn_kinds(me, natted))
+        say("DONE")
 
 
 async def natted(listen: str, relay_addr: str, workdir: Path, dcutr: bool) -> None:
@@ -98,6 +119,10 @@ def main(argv: list[str]) -> None:
         with trio.fail_after(DEADLINE_S):
             if argv[0] == "public":
                 await public(argv[1], Path(argv[2]), argv[3] == "1")
+            elif argv[0] == "relay":
+                await relay_only(argv[1])
+            elif argv[0] == "dialer":
+                await dialer(argv[1], Path(argv[2]), argv[3] == "1", float(argv[4]))
             else:
                 await natted(argv[1], argv[2], Path(argv[3]), argv[4] == "1")
 
