@@ -148,9 +148,11 @@ class ProtocolNode:
         # which never reaches the core): who the quorum waits for. See _expected_peers.
         self._contributed: dict[str, int] = {}
         self._dialed: dict[str, float] = {}  # peer -> when we last asked to dial it
-        # (peer, hint) advertised since the last tick, oldest first: a log read as the table
-        # ``remember`` would keep (peer_memory.most_recent), bounded by compaction.
-        self._to_dial: list[tuple[str, str]] = []
+        # Batches of (peer, hint) advertised since the last tick, oldest first: a log read as
+        # the table ``remember`` would keep (peer_memory.most_recent; _learned), bounded by
+        # compaction. A batch is the message's own tuple: a heartbeat costs an append.
+        self._to_dial: list[tuple[tuple[str, str], ...]] = []
+        self._to_dial_count = 0  # entries in those batches
         self._sync: _PendingSync | None = None
         # Our own update sits in our own network's bucket of the subnet cap: on a LAN or
         # loopback everyone shares one subnet, and treating "self" as a separate network
@@ -342,11 +344,18 @@ class ProtocolNode:
 
     def _queue_dials(self, candidates: tuple[tuple[str, str], ...]) -> None:
         """Remember peers to dial at the next tick (a bounded number per tick, see _dials)."""
-        if self.config.dial_peers:
-            me, log = self.node_id, self._to_dial
-            log.extend([(peer, hint) for peer, hint in candidates if hint and peer != me])
-            if len(log) > 4 * DIAL_QUEUE:  # bounded, however many adverts peers send
-                log[:] = most_recent(log, DIAL_QUEUE).items()
+        if self.config.dial_peers and candidates:
+            self._to_dial.append(candidates)
+            self._to_dial_count += len(candidates)
+            if self._to_dial_count > 4 * DIAL_QUEUE:  # bounded, however many adverts come
+                kept = tuple(self._learned().items())
+                self._to_dial, self._to_dial_count = [kept], len(kept)
+
+    def _learned(self) -> dict[str, str]:
+        """The peers to dial that adverts queued (``remember``'s table, limit DIAL_QUEUE)."""
+        me = self.node_id
+        log = [(p, hint) for batch in self._to_dial for p, hint in batch if hint and p != me]
+        return most_recent(log, DIAL_QUEUE)
 
     def _hint(self, peer: str) -> str:
         rec = self.peers.get(peer)
@@ -839,8 +848,8 @@ class ProtocolNode:
         if self.config.dial_peers:
             # Advertised peers first, then evicted ones (they may be back). One budget per
             # tick, whoever sends how many heartbeats: strangers cannot make us dial more.
-            learned = list(most_recent(self._to_dial, DIAL_QUEUE).items())
-            self._to_dial.clear()
+            learned = list(self._learned().items())
+            self._to_dial, self._to_dial_count = [], 0
             dead = [(p, self._hint(p)) for p in self.peers.dead_peers()]
             out += self._dials(learned + dead, now)
         training = self.phase in (Phase.TRAINING, Phase.COLLECTING)
