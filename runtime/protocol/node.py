@@ -400,6 +400,8 @@ class ProtocolNode:
             # general path below does for it - it proves liveness and nothing else changes.
             if now > rec.last_seen:
                 rec.last_seen = now
+            if isinstance(msg, Contribution):  # its subnet is at hand: no second lookup
+                return self._on_contribution(peer, msg, now, rec.subnet)
             return self._dispatch(peer, msg, now)
         # Any verified message admits an unknown sender (the second half of the handshake,
         # see _on_connected), with the address its transport connection reported.
@@ -425,7 +427,9 @@ class ProtocolNode:
             return self._on_group_message(peer, msg, now)
         return []
 
-    def _on_contribution(self, peer: str, c: Contribution, now: float) -> Effects:
+    def _on_contribution(
+        self, peer: str, c: Contribution, now: float, subnet: str | None = None
+    ) -> Effects:
         if self._contributed.get(peer, -1) < c.round <= self.round + self.config.future_window:
             remember(self._contributed, peer, c.round)
         if c.round < self.round:
@@ -434,7 +438,7 @@ class ProtocolNode:
             return self._verdict(peer, c.round, RejectReason.TOO_FAR_FUTURE, now)
         if self._open is None or c.round > self._open.number:
             return self._buffer_contribution(peer, c, now)
-        return self._admit(peer, c, self._open, now)
+        return self._admit(peer, c, self._open, now, subnet)
 
     def _buffer_contribution(self, peer: str, c: Contribution, now: float) -> Effects:
         slot = self._buffer.setdefault(c.round, {})
@@ -445,7 +449,10 @@ class ProtocolNode:
         slot[peer] = c
         return []
 
-    def _admit(self, peer: str, c: Contribution, rnd: OpenRound, now: float) -> Effects:
+    def _admit(
+        self, peer: str, c: Contribution, rnd: OpenRound, now: float, subnet: str | None = None
+    ) -> Effects:
+        """Admit ``c`` to the open round (``subnet``: the sender's, if the caller has it)."""
         if peer in rnd.submitted:
             return self._verdict(peer, c.round, RejectReason.DUPLICATE, now)
         rnd.submitted.add(peer)
@@ -458,8 +465,10 @@ class ProtocolNode:
         reason, check = check_structure(c, self.spec, rnd.kind)
         if check is None:
             return self._verdict(peer, c.round, reason, now)
-        rec = self.peers.get(peer)
-        rnd.admitted[peer] = Admitted(c, rec.subnet if rec is not None else "unknown", check)
+        if subnet is None:
+            rec = self.peers.get(peer)
+            subnet = rec.subnet if rec is not None else "unknown"
+        rnd.admitted[peer] = Admitted(c, subnet, check)
         return self._maybe_close_on_quorum(now)
 
     def _verdict(self, peer: str, rnd: int, reason: RejectReason | None, now: float) -> Effects:
