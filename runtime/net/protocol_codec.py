@@ -28,18 +28,25 @@ Layout choices:
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Iterator, Mapping
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from swarm_tune.runtime.compression.codecs import CompressionError, Encoded, parse_codec
 from swarm_tune.runtime.protocol.messages import (
+    AuditRequest,
+    AuditVerdict,
     Contribution,
     Goodbye,
     Heartbeat,
     Message,
+    Piece,
+    SliceResult,
     StateRequest,
     StateResponse,
 )
@@ -73,6 +80,10 @@ MAX_SKETCH: Final = 65_536
 MAX_DIGEST_LEN: Final = 128
 MAX_KNOWN_PEERS: Final = 64
 MAX_ADDRESS_LEN: Final = 256
+# Group rounds: the data of a piece or slice, and an audit's evidence ("__g.e<i>").
+GROUP_DATA: Final = "__g.data"
+EVIDENCE_PREFIX: Final = "__g.e"
+MAX_GROUP: Final = 256  # members of one group round
 _MAX_I63: Final = (1 << 63) - 1
 
 
@@ -142,11 +153,44 @@ def to_envelope(message: Message, run_id: str, sender: str, *, round: int = 0) -
         tensors[SKETCH_TENSOR] = _sketch_tensor(message.sketch)
     elif isinstance(message, Goodbye):
         msg_type, rnd = MsgType.GOODBYE, round
+    elif isinstance(message, Piece | SliceResult | AuditRequest | AuditVerdict):
+        msg_type, rnd = _group_envelope(message, meta, tensors)
     else:  # pragma: no cover - the Message union is closed
         raise TypeError(f"not a protocol message: {type(message).__name__}")
     if SKETCH_TENSOR in tensors and isinstance(message, Contribution):
         raise ValueError(f"tensor name {SKETCH_TENSOR!r} is reserved")
     return Envelope(msg_type, run_id, max(0, rnd), sender, meta, tensors)
+
+
+def _group_envelope(
+    message: Piece | SliceResult | AuditRequest | AuditVerdict,
+    meta: dict[str, MetaValue],
+    tensors: dict[str, torch.Tensor],
+) -> tuple[MsgType, int]:
+    """A group round's message: ids and digests in meta, float32 data as raw tensors."""
+    meta["index"] = message.index
+    if isinstance(message, AuditRequest):
+        return MsgType.AUDIT_REQUEST, message.round
+    if isinstance(message, AuditVerdict):
+        meta["ok"] = message.ok
+        meta["digest"] = message.digest
+        meta["ev_ids"] = [m for m, _ in message.evidence]
+        for i, (_, data) in enumerate(message.evidence):
+            tensors[f"{EVIDENCE_PREFIX}{i}"] = torch.from_numpy(data)
+        return MsgType.AUDIT_VERDICT, message.round
+    meta["kind"] = message.kind
+    meta["members"] = list(message.members)
+    tensors[GROUP_DATA] = torch.from_numpy(message.data)
+    if isinstance(message, Piece):
+        meta["dataset_size"] = message.dataset_size
+        meta["manifest"] = list(message.manifest)
+        meta["audit"] = message.audit
+        return MsgType.GROUP_PIECE, message.round
+    meta["digest"] = message.digest
+    meta["used_ids"] = [m for m, _, _ in message.used]
+    meta["used_w"] = [w for _, w, _ in message.used]
+    meta["used_d"] = [d for _, _, d in message.used]
+    return MsgType.GROUP_SLICE, message.round
 
 
 # -- decode --------------------------------------------------------------------------------
@@ -299,4 +343,98 @@ def from_envelope(env: Envelope) -> Message:
         _allowed_meta(meta, _BYE_META)
         _no_tensors(env)
         return Goodbye()
+    if env.msg_type in _GROUP_TYPES:
+        return _group_message(env)
     raise ProtocolMismatch("unknown_msg_type")
+
+
+_PIECE_META: Final = frozenset(
+    {"n", "index", "kind", "members", "dataset_size", "manifest", "audit"}
+)
+_SLICE_META: Final = frozenset(
+    {"n", "index", "kind", "members", "digest", "used_ids", "used_w", "used_d"}
+)
+_AUDIT_REQ_META: Final = frozenset({"n", "index"})
+_VERDICT_META: Final = frozenset({"n", "index", "ok", "digest", "ev_ids"})
+_GROUP_TYPES: Final = frozenset(
+    {MsgType.GROUP_PIECE, MsgType.GROUP_SLICE, MsgType.AUDIT_REQUEST, MsgType.AUDIT_VERDICT}
+)
+
+
+def _vector(t: torch.Tensor | None) -> npt.NDArray[np.float32]:
+    """A piece's or slice's data: one float32 vector (what its length must be is the core's
+    question: it knows the model and the group)."""
+    if t is None or t.dtype != torch.float32 or t.dim() != 1:
+        raise ProtocolMismatch("bad_group_data")
+    return t.numpy()
+
+
+def _bool(meta: Mapping[str, MetaValue], key: str) -> bool:
+    v = meta.get(key)
+    if not isinstance(v, bool):
+        raise ProtocolMismatch(f"bad_{key}")
+    return v
+
+
+def _kind(meta: Mapping[str, MetaValue]) -> UpdateKind:
+    raw = meta.get("kind")
+    if raw != "grad" and raw != "params":
+        raise ProtocolMismatch("bad_kind")
+    return "grad" if raw == "grad" else "params"
+
+
+def _group_message(env: Envelope) -> Message:
+    meta, rnd = env.meta, env.round
+    if env.msg_type == MsgType.AUDIT_REQUEST:
+        _allowed_meta(meta, _AUDIT_REQ_META)
+        _no_tensors(env)
+        return AuditRequest(rnd, _int(meta, "index", hi=MAX_GROUP))
+    if env.msg_type == MsgType.AUDIT_VERDICT:
+        _allowed_meta(meta, _VERDICT_META)
+        ids = _str_list(meta, "ev_ids", MAX_GROUP)
+        names = [f"{EVIDENCE_PREFIX}{i}" for i in range(len(ids))]
+        if set(env.tensors) != set(names):
+            raise ProtocolMismatch("unexpected_tensors")
+        evidence = tuple((m, _vector(env.tensors[k])) for m, k in zip(ids, names, strict=True))
+        return AuditVerdict(
+            rnd,
+            _int(meta, "index", hi=MAX_GROUP),
+            _bool(meta, "ok"),
+            _str(meta, "digest", MAX_DIGEST_LEN),
+            evidence,
+        )
+    if set(env.tensors) != {GROUP_DATA}:
+        raise ProtocolMismatch("unexpected_tensors")
+    data = _vector(env.tensors[GROUP_DATA])
+    members = tuple(_str_list(meta, "members", MAX_GROUP))
+    if env.msg_type == MsgType.GROUP_PIECE:
+        _allowed_meta(meta, _PIECE_META)
+        return Piece(
+            rnd,
+            _kind(meta),
+            members,
+            _int(meta, "index", hi=MAX_GROUP),
+            _int(meta, "dataset_size"),
+            tuple(_str_list(meta, "manifest", MAX_GROUP)),
+            data,
+            _bool(meta, "audit"),
+        )
+    _allowed_meta(meta, _SLICE_META)
+    ids = _str_list(meta, "used_ids", MAX_GROUP)
+    digests = _str_list(meta, "used_d", MAX_GROUP)
+    raw = meta.get("used_w")
+    if not isinstance(raw, list):
+        raise ProtocolMismatch("bad_used")
+    weights = [w for w in raw if isinstance(w, float) and math.isfinite(w)]
+    if not len(ids) == len(digests) == len(weights) == len(raw):
+        raise ProtocolMismatch("bad_used")
+    used = tuple(zip(ids, weights, digests, strict=True))
+    return SliceResult(
+        rnd,
+        _kind(meta),
+        members,
+        _int(meta, "index", hi=MAX_GROUP),
+        used,
+        _str(meta, "digest", MAX_DIGEST_LEN),
+        data,
+    )

@@ -49,6 +49,10 @@ class MsgType(IntEnum):
     STATE_REQUEST = 3
     STATE_RESPONSE = 4
     GOODBYE = 5
+    GROUP_PIECE = 6  # group rounds (protocol/group.py): reduce-scatter piece
+    GROUP_SLICE = 7  # ... an owner's aggregated slice (all-gather)
+    AUDIT_REQUEST = 8
+    AUDIT_VERDICT = 9
 
 
 def valid_name(name: object, max_len: int) -> bool:

@@ -1,0 +1,102 @@
+"""Group-round messages <-> signed SWRM bytes: exact round trips, and hostile envelopes that
+are signed but not valid group messages raise ``ProtocolMismatch`` (never anything else)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from swarm_tune.runtime.net.protocol_codec import (
+    EVIDENCE_PREFIX,
+    GROUP_DATA,
+    ProtocolMismatch,
+    from_envelope,
+    to_envelope,
+)
+from swarm_tune.runtime.protocol.group import digest
+from swarm_tune.runtime.protocol.messages import (
+    AuditRequest,
+    AuditVerdict,
+    Message,
+    Piece,
+    SliceResult,
+)
+from swarm_tune.runtime.wire import Envelope, Identity, MsgType, decode, encode
+
+ME = Identity.from_seed(bytes(range(32)))
+RUN = "run-group"
+DATA = np.arange(7, dtype=np.float32) / 3
+MEMBERS = ("12D3KooWa", "12D3KooWb", "12D3KooWc")
+
+
+def roundtrip(msg: Message) -> Message:
+    data = encode(to_envelope(msg, RUN, ME.peer_id), ME)
+    return from_envelope(decode(bytearray(data), expected_run_id=RUN))
+
+
+def test_every_group_message_round_trips_exactly() -> None:
+    manifest = tuple(digest(DATA + k) for k in range(3))
+    p = roundtrip(Piece(4, "grad", MEMBERS, 1, 250, manifest, DATA, audit=True))
+    assert isinstance(p, Piece)
+    assert (p.round, p.kind, p.members, p.index, p.dataset_size, p.manifest, p.audit) == (
+        4, "grad", MEMBERS, 1, 250, manifest, True,
+    )  # fmt: skip
+    assert p.data.dtype == np.float32 and np.array_equal(p.data, DATA)
+    used = tuple((m, w, d) for m, w, d in zip(MEMBERS, (0.25, 1.0, 10.0), manifest, strict=True))
+    s = roundtrip(SliceResult(4, "params", MEMBERS, 2, used, digest(DATA), DATA))
+    assert isinstance(s, SliceResult)
+    assert (s.kind, s.index, s.used, s.digest) == ("params", 2, used, digest(DATA))
+    assert np.array_equal(s.data, DATA) and digest(s.data) == s.digest
+    assert roundtrip(AuditRequest(4, 2)) == AuditRequest(4, 2)
+    ev = tuple((m, DATA * (i + 1)) for i, m in enumerate(MEMBERS))
+    v = roundtrip(AuditVerdict(4, 0, False, digest(DATA), ev))
+    assert isinstance(v, AuditVerdict) and (v.index, v.ok, v.digest) == (0, False, digest(DATA))
+    assert [m for m, _ in v.evidence] == list(MEMBERS)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(v.evidence, ev, strict=True))
+    ok = roundtrip(AuditVerdict(4, 1, True, "ab"))
+    assert isinstance(ok, AuditVerdict) and ok.ok and not ok.evidence
+
+
+def _env(msg_type: MsgType, meta: dict[str, object], tensors: dict[str, torch.Tensor]) -> Envelope:
+    env = Envelope(msg_type, RUN, 1, ME.peer_id, {"n": 1, **meta}, tensors)  # type: ignore[arg-type]
+    return decode(bytes(encode(env, ME)), expected_run_id=RUN)
+
+
+T = {GROUP_DATA: torch.zeros(4)}
+PIECE = {"index": 0, "kind": "grad", "members": ["a", "b"], "dataset_size": 1,
+         "manifest": ["x", "y"], "audit": False}  # fmt: skip
+SLICE = {"index": 0, "kind": "grad", "members": ["a", "b"], "digest": "d",
+         "used_ids": ["a", "b"], "used_w": [1.0, 2.0], "used_d": ["x", "y"]}  # fmt: skip
+VERDICT = {"index": 0, "ok": False, "digest": "d", "ev_ids": ["a"]}
+
+BAD = [
+    (MsgType.GROUP_PIECE, PIECE, {GROUP_DATA: torch.zeros(4, dtype=torch.float64)}),
+    (MsgType.GROUP_PIECE, PIECE, {GROUP_DATA: torch.zeros(2, 2)}),
+    (MsgType.GROUP_PIECE, PIECE, {}),
+    (MsgType.GROUP_PIECE, PIECE, {**T, "w": torch.zeros(1)}),
+    (MsgType.GROUP_PIECE, {**PIECE, "audit": 1}, T),
+    (MsgType.GROUP_PIECE, {**PIECE, "index": -1}, T),
+    (MsgType.GROUP_PIECE, {**PIECE, "index": 10**9}, T),
+    (MsgType.GROUP_PIECE, {**PIECE, "members": ["a"] * 300}, T),
+    (MsgType.GROUP_PIECE, {**PIECE, "kind": "x"}, T),
+    (MsgType.GROUP_PIECE, {**PIECE, "extra": 1}, T),
+    (MsgType.GROUP_SLICE, {**SLICE, "used_w": [1.0]}, T),
+    (MsgType.GROUP_SLICE, {**SLICE, "used_w": [1, 2]}, T),
+    (MsgType.GROUP_SLICE, {**SLICE, "used_w": "1.0"}, T),
+    (MsgType.GROUP_SLICE, {**SLICE, "used_d": ["x"]}, T),
+    (MsgType.AUDIT_REQUEST, {"index": 0}, T),
+    (MsgType.AUDIT_REQUEST, {"index": "0"}, {}),
+    (MsgType.AUDIT_VERDICT, VERDICT, {}),
+    (MsgType.AUDIT_VERDICT, VERDICT, {f"{EVIDENCE_PREFIX}1": torch.zeros(2)}),
+    (MsgType.AUDIT_VERDICT, VERDICT, {f"{EVIDENCE_PREFIX}0": torch.zeros(2, dtype=torch.int32)}),
+    (MsgType.AUDIT_VERDICT, {**VERDICT, "ok": "no"}, {f"{EVIDENCE_PREFIX}0": torch.zeros(2)}),
+]
+
+
+@pytest.mark.parametrize(("msg_type", "meta", "tensors"), BAD)
+def test_hostile_group_envelopes_are_protocol_mismatches(
+    msg_type: MsgType, meta: dict[str, object], tensors: dict[str, torch.Tensor]
+) -> None:
+    with pytest.raises(ProtocolMismatch):
+        from_envelope(_env(msg_type, meta, tensors))
