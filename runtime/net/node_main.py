@@ -79,13 +79,6 @@ def _load(env_file: Path | None, **overrides: Any) -> NodeSettings:
     except SettingsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    if build_protocol_config(settings).strategy == "group":  # no group messages on the wire yet
-        typer.echo(
-            "SWARM_AGGREGATION=group: group rounds run in the simulator only so far; "
-            "use flat or gossip for a real node",
-            err=True,
-        )
-        raise typer.Exit(2)
     try:
         build_net_config(settings)  # the network limits' own checks (NetConfig: one place)
     except ConfigError as exc:

@@ -366,6 +366,21 @@ class GroupRound:
                 return False
         return not matches(self._recompute(result, v.evidence), result.data)
 
+    def owes(self, peer: str) -> bool:
+        """Does ``peer`` still owe us something for this round? (One that leaves after it
+        sent everything, e.g. a node whose campaign ended with this round, costs nothing.)"""
+        if peer not in self.members or peer == self.me:
+            return False
+        k = self.owner.index(peer)
+        return (
+            peer not in self.pieces
+            or (k not in self.results and k not in self.unchecked)
+            or (self.my_audit >= 0 and not self.audit_done and peer not in self.audit_pieces)
+            or (
+                peer in self.audit_by and peer not in self.verdicts_ok and peer not in self.verdicts
+            )
+        )
+
     def complete(self) -> bool:
         if self.failed or len(self.results) < self.n or not self.audit_done:
             return False

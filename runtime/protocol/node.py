@@ -782,7 +782,7 @@ class ProtocolNode:
     def _group_lost(self, peers: Iterable[str], now: float) -> Effects:
         """Members gone mid-round: the group cannot finish; degrade without them."""
         g = self._group
-        gone = [p for p in peers if g is not None and p in g.members and p != self.node_id]
+        gone = [p for p in peers if g is not None and g.owes(p)]
         if g is None or not gone:
             return []
         g.bad.update(gone)

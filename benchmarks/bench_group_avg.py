@@ -1,0 +1,343 @@
+"""Averaging one big fp32 update among N real loopback processes: group rounds vs hivemind.
+
+Issue 13, benchmark (b). For each N in ``--sizes`` it runs, in the same run:
+
+* **swarm-tune**: N processes, each a real node stack (Ed25519 identity, libp2p host, the
+  bulk plane, ``NodeDriver``, the protocol core with ``strategy: group`` and the weighted
+  mean) whose learner hands out a fixed seeded update of ``--mb`` MB (fp32) every round;
+* **hivemind 1.1.12** (``--hivemind-python``: the python of a throwaway venv where it is
+  installed; it is not a project dependency): N processes, each a DHT peer and a
+  ``DecentralizedAverager`` over the same tensors (``target_group_size`` = N).
+
+It prints per-peer goodput (update bytes / seconds from the update being ready to the
+average being in hand, the median over peers of the measured round; for hivemind the time
+of ``step()``), the max abs error of every peer's result against the exact mean (float64),
+whether every peer holds the same bits, and the ratio swarm-tune / hivemind (goal >= 2).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_group_avg.py --sizes 2,4,8 --mb 124 \\
+        --hivemind-python /tmp/hm/venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+MB = 1_000_000
+ROUNDS = 3  # rounds 0..2; round 0 waits for everyone to start, the rest are measured
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def key_seed(i: int) -> bytes:
+    return bytes([i + 1]) * 32
+
+
+def numel_of(mb: float) -> int:
+    return int(mb * MB) // 4
+
+
+def exact_mean(n: int, numel: int) -> Any:
+    import torch
+
+    acc = torch.zeros(numel, dtype=torch.float64)
+    for i in range(n):
+        acc += update_of(i, numel).double()
+    return acc / n
+
+
+def update_of(i: int, numel: int) -> Any:
+    import torch
+
+    return torch.randn(numel, generator=torch.Generator().manual_seed(1000 + i))
+
+
+# -- swarm-tune child -------------------------------------------------------------------
+
+
+class FixedLearner:
+    """A learner whose every update is one seeded vector; it times and checks averages."""
+
+    def __init__(self, index: int, n: int, numel: int) -> None:
+        import torch
+
+        self.index, self.n, self.numel = index, n, numel
+        self.params = {"w": torch.zeros(numel)}
+        self.update = update_of(index, numel)
+        self.ready_at: dict[int, float] = {}
+        self.round = 0
+        self.results: list[dict[str, Any]] = []
+        self.mean = exact_mean(n, numel)
+
+    @property
+    def dataset_size(self) -> int:
+        return 1
+
+    def parameters(self) -> Any:
+        return self.params
+
+    def compute_update(self, kind: str) -> Any:
+        from swarm_tune.runtime.training.learner import LocalResult
+
+        self.ready_at[self.round] = time.perf_counter()
+        return LocalResult({"w": self.update.clone()}, 0.0, 1)
+
+    def apply_average(self, kind: str, averaged: Any) -> None:
+        import hashlib
+
+        got = averaged["w"]
+        seconds = time.perf_counter() - self.ready_at.get(self.round, time.perf_counter())
+        err = float((got.double() - self.mean).abs().max())
+        digest = hashlib.blake2b(got.numpy().tobytes(), digest_size=8).hexdigest()
+        self.results.append({"round": self.round, "seconds": seconds, "err": err, "digest": digest})
+        self.round += 1
+
+    def load_state(self, params: Any) -> None:
+        pass
+
+    def outer_state(self) -> Any:
+        return {}
+
+    def load_outer_state(self, state: Any) -> None:
+        pass
+
+    def moments(self) -> None:
+        return None
+
+    def load_moments(self, moments: Any) -> None:
+        pass
+
+    def evaluate(self) -> float:
+        return 0.0
+
+
+async def swarm_child(index: int, n: int, mb: float, ports: list[int]) -> None:
+    import random
+
+    import trio
+
+    from swarm_tune.runtime.net import open_net_node
+    from swarm_tune.runtime.net.config import NetConfig
+    from swarm_tune.runtime.net.driver import DriverConfig, NodeDriver
+    from swarm_tune.runtime.protocol.config import ProtocolConfig
+    from swarm_tune.runtime.protocol.node import ProtocolNode
+    from swarm_tune.runtime.protocol.tensors import ModelSpec
+    from swarm_tune.runtime.training.bridge import LearnerBridge
+    from swarm_tune.runtime.wire.identity import Identity
+
+    numel = numel_of(mb)
+    learner = FixedLearner(index, n, numel)
+    ids = [Identity.from_seed(key_seed(i)) for i in range(n)]
+    me = ids[index]
+    cfg = ProtocolConfig(
+        strategy="group",
+        aggregation_rule="mean",
+        min_peers=n,
+        start_deadline=0.0,
+        round_timeout=600.0,
+        heartbeat_interval=2.0,
+        eviction_timeout=600.0,
+        param_sync_every=0,
+        subnet_cap=1.0,
+        direction_test="never",
+        group_audit=1,
+    )
+    peers = [f"/ip4/127.0.0.1/tcp/{ports[i]}/p2p/{ids[i].peer_id}" for i in range(n) if i != index]
+    protocol = ProtocolNode(
+        me.peer_id,
+        cfg,
+        ModelSpec.from_tensors(learner.params),
+        1,
+        random.Random(f"bench/{index}"),
+        address="127.0.0.1",
+    )
+    bridge = LearnerBridge(learner, cfg)  # type: ignore[arg-type]
+    dcfg = DriverConfig(run_id="bench-group", max_rounds=ROUNDS, bootstrap=tuple(peers),
+                        join_timeout=60.0, send_timeout=600.0)  # fmt: skip
+    listen = [f"/ip4/127.0.0.1/tcp/{ports[index]}"]
+    net_cfg = NetConfig(enable_mdns=False, enable_dht=False, enable_relay=False)
+    async with open_net_node(me.seed, listen, peers, net_cfg) as net:
+        driver = NodeDriver(protocol, net, bridge, me, dcfg)
+        await driver.run(trio.Event())
+    print("RESULT " + json.dumps(learner.results), flush=True)
+
+
+# -- hivemind child (runs in the throwaway venv: no swarm_tune import) -------------------
+
+HIVEMIND_CHILD = textwrap.dedent(
+    """
+    import json, sys, time, hashlib
+    import torch, hivemind
+    index, n, numel, addr_file = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    def update_of(i):
+        return torch.randn(numel, generator=torch.Generator().manual_seed(1000 + i))
+    if index == 0:
+        dht = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+        with open(addr_file + ".tmp", "w") as f:
+            f.write(str(dht.get_visible_maddrs()[0]))
+        import os; os.replace(addr_file + ".tmp", addr_file)
+    else:
+        import os
+        while not os.path.exists(addr_file):
+            time.sleep(0.1)
+        dht = hivemind.DHT(start=True, initial_peers=[open(addr_file).read()],
+                           host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+    mine = update_of(index)
+    mean = torch.zeros(numel, dtype=torch.float64)
+    for i in range(n):
+        mean += update_of(i).double()
+    mean /= n
+    tensor = mine.clone()
+    avg = hivemind.averaging.DecentralizedAverager(
+        [tensor], dht, prefix="bench", target_group_size=n, min_group_size=n,
+        min_matchmaking_time=2.0, request_timeout=60.0, start=True)
+    results = []
+    for r in range(ROUNDS):
+        with avg.get_tensors() as ts:
+            ts[0].copy_(mine)
+        t0 = time.perf_counter()
+        out = avg.step(timeout=600)
+        seconds = time.perf_counter() - t0
+        with avg.get_tensors() as ts:
+            got = ts[0].clone()
+        err = float((got.double() - mean).abs().max())
+        digest = hashlib.blake2b(got.numpy().tobytes(), digest_size=8).hexdigest()
+        results.append({"round": r, "seconds": seconds, "err": err, "digest": digest,
+                        "group": 0 if out is None else len(out)})
+    print("RESULT " + json.dumps(results), flush=True)
+    avg.shutdown(); dht.shutdown()
+    """
+).replace("ROUNDS", str(ROUNDS))
+
+
+# -- parent -----------------------------------------------------------------------------
+
+
+def run_children(cmds: list[list[str]], timeout: float, env: dict[str, str]) -> list[Any]:
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for c in cmds
+    ]
+    outs = []
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+        if not lines:
+            outs.append({"error": (err or out)[-600:]})
+        else:
+            outs.append(json.loads(lines[-1][len("RESULT ") :]))
+    return outs
+
+
+def summarize(name: str, n: int, mb: float, per_peer: list[Any]) -> dict[str, Any]:
+    if any(isinstance(r, dict) for r in per_peer):
+        errors = [r["error"] for r in per_peer if isinstance(r, dict)]
+        return {"name": name, "n": n, "error": errors[0]}
+    measured = [[x for x in rows if x["round"] >= 1] for rows in per_peer]
+    seconds = [statistics.median(x["seconds"] for x in rows) for rows in measured if rows]
+    goodput = [mb / s for s in seconds]
+    digests = {x["digest"] for rows in measured for x in rows if x["round"] == 1}
+    return {
+        "name": name,
+        "n": n,
+        "goodput": statistics.median(goodput) if goodput else float("nan"),
+        "err": max((x["err"] for rows in measured for x in rows), default=float("nan")),
+        "same_bits": len(digests) == 1,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="2,4,8")
+    ap.add_argument("--mb", type=float, default=124.0)
+    ap.add_argument("--hivemind-python", default="", help="python of a venv with hivemind")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--ports", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child == "swarm":
+        import trio
+
+        ports = [int(p) for p in args.ports.split(",")]
+        trio.run(swarm_child, args.index, args.n, args.mb, ports)
+        return
+    try:
+        sizes = [int(x) for x in args.sizes.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(not 2 <= n <= 64 for n in sizes) or not 0 < args.mb <= 4096:
+        print("error: --sizes must be whole numbers in [2, 64], --mb in (0, 4096]", file=sys.stderr)
+        sys.exit(2)
+    hm = args.hivemind_python
+    if hm and not Path(hm).exists():
+        print(f"error: --hivemind-python {hm} does not exist", file=sys.stderr)
+        sys.exit(2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    rows = []
+    for n in sizes:
+        port_list = ",".join(str(free_port()) for _ in range(n))
+        cmds = [
+            [sys.executable, __file__, "--child", "swarm", "--index", str(i), "--n", str(n),
+             "--ports", port_list, "--mb", str(args.mb)]
+            for i in range(n)
+        ]  # fmt: skip
+        rows.append(
+            summarize("swarm-tune group", n, args.mb, run_children(cmds, args.timeout, env))
+        )
+        print(json.dumps(rows[-1]), flush=True)
+        if hm:
+            with tempfile.TemporaryDirectory() as tmp:
+                script = Path(tmp) / "child.py"
+                script.write_text(HIVEMIND_CHILD)
+                addr = str(Path(tmp) / "addr")
+                numel = str(numel_of(args.mb))
+                cmds = [[hm, str(script), str(i), str(n), numel, addr] for i in range(n)]
+                outs = run_children(cmds, args.timeout, env)
+                rows.append(summarize("hivemind 1.1.12", n, args.mb, outs))
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"\naveraging a {args.mb:g} MB fp32 update on loopback (goal: swarm-tune >= 2x hivemind)")
+    print(f"{'system':18} {'N':>3} {'MB/s/peer':>10} {'max abs err':>12} {'same bits':>9}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:18} {r['n']:>3} failed: {r['error'][-200:]!r}")
+            continue
+        print(
+            f"{r['name']:18} {r['n']:>3} {r['goodput']:>10.2f} {r['err']:>12.3e} "
+            f"{r['same_bits']!s:>9}"
+        )
+    for n in sizes:
+        ours = [r for r in rows if r["n"] == n and r["name"].startswith("swarm") and "goodput" in r]
+        theirs = [
+            r for r in rows if r["n"] == n and r["name"].startswith("hive") and "goodput" in r
+        ]
+        if ours and theirs:
+            ratio = ours[0]["goodput"] / theirs[0]["goodput"]
+            print(f"N={n}: ratio swarm-tune / hivemind = {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
