@@ -128,7 +128,7 @@ class FixedLearner:
         return 0.0
 
 
-async def swarm_child(index: int, n: int, mb: float, ports: list[int]) -> None:
+async def swarm_child(index: int, n: int, mb: float, ports: list[int], strategy: str) -> None:
     import random
 
     import trio
@@ -147,7 +147,7 @@ async def swarm_child(index: int, n: int, mb: float, ports: list[int]) -> None:
     ids = [Identity.from_seed(key_seed(i)) for i in range(n)]
     me = ids[index]
     cfg = ProtocolConfig(
-        strategy="group",
+        strategy=strategy,  # type: ignore[arg-type]
         aggregation_rule="mean",
         min_peers=n,
         start_deadline=0.0,
@@ -274,16 +274,17 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=124.0)
     ap.add_argument("--hivemind-python", default="", help="python of a venv with hivemind")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--flat", action="store_true", help="also run flat rounds (the old path)")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--ports", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child == "swarm":
+    if args.child in ("group", "flat"):
         import trio
 
         ports = [int(p) for p in args.ports.split(",")]
-        trio.run(swarm_child, args.index, args.n, args.mb, ports)
+        trio.run(swarm_child, args.index, args.n, args.mb, ports, args.child)
         return
     try:
         sizes = [int(x) for x in args.sizes.split(",")]
@@ -299,16 +300,16 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     rows = []
     for n in sizes:
-        port_list = ",".join(str(free_port()) for _ in range(n))
-        cmds = [
-            [sys.executable, __file__, "--child", "swarm", "--index", str(i), "--n", str(n),
-             "--ports", port_list, "--mb", str(args.mb)]
-            for i in range(n)
-        ]  # fmt: skip
-        rows.append(
-            summarize("swarm-tune group", n, args.mb, run_children(cmds, args.timeout, env))
-        )
-        print(json.dumps(rows[-1]), flush=True)
+        for strategy in ("group", "flat") if args.flat else ("group",):
+            port_list = ",".join(str(free_port()) for _ in range(n))
+            cmds = [
+                [sys.executable, __file__, "--child", strategy, "--index", str(i), "--n", str(n),
+                 "--ports", port_list, "--mb", str(args.mb)]
+                for i in range(n)
+            ]  # fmt: skip
+            outs = run_children(cmds, args.timeout, env)
+            rows.append(summarize(f"swarm-tune {strategy}", n, args.mb, outs))
+            print(json.dumps(rows[-1]), flush=True)
         if hm:
             with tempfile.TemporaryDirectory() as tmp:
                 script = Path(tmp) / "child.py"
@@ -330,7 +331,9 @@ def main() -> None:
             f"{r['same_bits']!s:>9}"
         )
     for n in sizes:
-        ours = [r for r in rows if r["n"] == n and r["name"].startswith("swarm") and "goodput" in r]
+        ours = [
+            r for r in rows if r["n"] == n and r["name"] == "swarm-tune group" and "goodput" in r
+        ]
         theirs = [
             r for r in rows if r["n"] == n and r["name"].startswith("hive") and "goodput" in r
         ]
