@@ -9,6 +9,7 @@ three.
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -18,7 +19,17 @@ from procs import NodeProc, free_port, loopback_env, patience, wait_until
 
 from swarm_tune.runtime.ops.checkpoint import latest_checkpoint, load_checkpoint
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(patience(300))]
+# ~4 minutes on a loaded 2-core box (four tiny-gpt2 nodes start, train and state-sync): over
+# the CI time budget, so it runs on request (the protocol and sim tests cover the same
+# properties in CI; tests/protocol/test_protocol_group.py, tests/sim/test_sim_group.py).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(patience(300)),
+    pytest.mark.skipif(
+        os.environ.get("SWARM_TEST_GROUP_REAL") != "1",
+        reason="real-process group round test: set SWARM_TEST_GROUP_REAL=1 (~4 min)",
+    ),
+]
 
 
 def _params(node: NodeProc) -> dict[str, torch.Tensor]:
