@@ -62,7 +62,7 @@ async def test_a_fresh_connection_flood_from_one_ip_is_refused_before_the_handsh
 async def test_a_closed_inbound_connection_frees_its_slot() -> None:
     """py-libp2p 0.8.1 held an inbound slot (250 per swarm) until the swarm stopped, even
     after the connection closed: 250 connections in a node's life, and nobody could connect
-    again. The swarm's slot count is shrunk to 4 here (the library's own limiter) so that a
+    again. The swarm's slot count is shrunk to 2 here (the library's own limiter) so that a
     plain py-libp2p client needs only a few fresh keys to show it."""
     import multiaddr
     from libp2p import new_host
@@ -70,9 +70,9 @@ async def test_a_closed_inbound_connection_frees_its_slot() -> None:
 
     async with open_net_node(seed(42)) as victim, open_net_node(seed(43)) as honest:
         swarm = victim.host.get_network()
-        swarm._inbound_limiter = trio.CapacityLimiter(4)  # type: ignore[attr-defined]
+        swarm._inbound_limiter = trio.CapacityLimiter(2)  # type: ignore[attr-defined]
         info = info_from_p2p_addr(multiaddr.Multiaddr(victim.multiaddrs[0]))
-        for _ in range(8):  # twice the slots, one connection at a time
+        for _ in range(4):  # twice the slots, one connection at a time
             stranger = new_host()
             async with stranger.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
                 with trio.fail_after(20):
