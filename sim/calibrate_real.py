@@ -166,15 +166,8 @@ def _start_relay(wan: Wan, delay_ms: float, workdir: Path) -> subprocess.Popen[s
     network than the scenario says. It runs at the highest priority ``nice`` allows (root);
     the nodes keep theirs. Measured once (lan40, load 28-29): median 614 KB send 4.2 s
     without, 2.0 s with (link time of 5 concurrent copies: 0.6 s)."""
-    argv = [
-        "nice", "-n", "-20",
-        *wan.exec_prefix(wan.hub),
-        sys.executable, "-m", "swarm_tune.runtime.net.latency_relay",
-        "--port", str(wan.relay_port), "--delay-ms", str(float(delay_ms)),
-        *(f"--map={wan.real_ip(i)}={wan.standin_ip(i)}" for i in range(wan.hosts)),
-    ]  # fmt: skip
     relay = subprocess.Popen(
-        argv,
+        ["nice", "-n", "-20", *wan.relay_argv(sys.executable, delay_ms)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=(workdir / "relay.log").open("w"),

@@ -66,6 +66,16 @@ class Wan:
     def exec_prefix(self, ns: str) -> list[str]:
         return ["ip", "netns", "exec", ns]
 
+    def relay_argv(self, python: str, delay_ms: float) -> list[str]:
+        """The userspace delay relay (runtime/net/latency_relay.py) in the hub, for every host:
+        netem is missing on these machines, so one crossing per direction adds ``delay_ms``."""
+        return [
+            *self.exec_prefix(self.hub),
+            python, "-m", "swarm_tune.runtime.net.latency_relay",
+            "--port", str(self.relay_port), "--delay-ms", str(float(delay_ms)),
+            *(f"--map={self.real_ip(i)}={self.standin_ip(i)}" for i in range(self.hosts)),
+        ]  # fmt: skip
+
     def nx(self, ns: str, *argv: str, stdin: str | None = None) -> str:
         return sh(*self.exec_prefix(ns), *argv, stdin=stdin)
 

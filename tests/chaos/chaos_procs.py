@@ -57,15 +57,7 @@ def chaos_env(**extra: str) -> dict[str, str]:
 def start_latency_relay(relay: Proc, wan: Wan, delay_ms: float) -> None:
     """Run the userspace delay relay in the WAN's hub (netem is missing here: one crossing
     per direction adds ``delay_ms``) for every host, and wait until it listens."""
-    relay.spawn(
-        [
-            *wan.exec_prefix(wan.hub),
-            sys.executable, "-m", "swarm_tune.runtime.net.latency_relay",
-            "--port", str(wan.relay_port), "--delay-ms", str(float(delay_ms)),
-            *(f"--map={wan.real_ip(i)}={wan.standin_ip(i)}" for i in range(wan.hosts)),
-        ],
-        {},
-    )  # fmt: skip
+    relay.spawn(wan.relay_argv(sys.executable, delay_ms), {})
     wait_until(
         lambda: any(x.startswith("LATENCY_RELAY_READY") for x in relay.lines()),
         20,
