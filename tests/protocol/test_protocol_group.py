@@ -47,8 +47,8 @@ def _update(node: str, rnd: int) -> dict[str, torch.Tensor]:
     return {k: torch.randn(v.shape, generator=g) for k, v in grad_like(0.0).items()}
 
 
-def _world(**kw: Any) -> World:
-    w = World(_config(**kw))
+def _world(world: type[World] = World, **kw: Any) -> World:
+    w = world(_config(**kw))
     w.updates = _update
     for n in NODES:
         w.add(n, dataset_size=SIZES[n])
@@ -163,13 +163,7 @@ def _tamper(e: effects.Effect) -> effects.Effect:
 
 
 def test_an_owner_returning_a_wrong_slice_is_proven_wrong_and_banned() -> None:
-    w = _Liar(_config(group_audit=4))
-    w.updates = _update
-    for n in NODES:
-        w.add(n, dataset_size=SIZES[n])
-    w.connect_all()
-    for n in NODES:
-        w.start(n)
+    w = _world(_Liar, group_audit=4)
     w.run_until(20.0)
     honest = ("a", "c", "d")
     bans = {n for n in honest if any(b.peer == "b" for b in w.effects_of(effects.Ban, n))}
@@ -209,13 +203,7 @@ def test_a_slice_that_breaks_the_commitment_is_rejected_without_an_audit() -> No
                 ]
             super().execute(node_id, out)
 
-    w = Sloppy(_config(group_audit=0))
-    w.updates = _update
-    for n in NODES:
-        w.add(n, dataset_size=SIZES[n])
-    w.connect_all()
-    for n in NODES:
-        w.start(n)
+    w = _world(Sloppy, group_audit=0)
     w.run_until(0.9)
     for n in ("a", "c", "d"):
         verdicts = [e for e in w.effects_of(effects.ContributionRejected, n) if e.peer == "b"]
