@@ -67,6 +67,7 @@ from swarm_tune.runtime.protocol.messages import (
 from swarm_tune.runtime.protocol.node import ProtocolNode
 from swarm_tune.runtime.protocol.tensors import ModelSpec, Sketch, UpdateKind
 from swarm_tune.runtime.training.bridge import LearnerBridge, compress_result, compressor_for
+from swarm_tune.runtime.training.layer_shard import LayerShard
 from swarm_tune.runtime.training.learner import Learner, LocalResult
 from swarm_tune.sim.adversary import Adversary, assign_adversaries
 from swarm_tune.sim.churn import ChurnModel, ComputeModel, node_rng, weighted_pick
@@ -85,7 +86,7 @@ class LearningEngine(Protocol):
 
     spec: ModelSpec
 
-    def add_node(self, node_index: int, shard: int) -> Learner: ...
+    def add_node(self, node_index: int, shard: int, layer: LayerShard | None = None) -> Learner: ...
     def poison_labels(self, node_index: int) -> None: ...
     def dataset_size(self, node_index: int) -> int: ...
     def request(self, node_index: int, kind: UpdateKind) -> None: ...
@@ -104,7 +105,8 @@ class LearningEngine(Protocol):
 def make_engine(scenario: Scenario) -> LearningEngine:
     from swarm_tune.sim.learning import BatchedLearning
 
-    return BatchedLearning(scenario.learning, scenario.total_nodes, scenario.seed)
+    layer_shards = scenario.protocol_config().model_shard_total
+    return BatchedLearning(scenario.learning, scenario.total_nodes, scenario.seed, layer_shards)
 
 
 @dataclass(slots=True)
@@ -175,16 +177,14 @@ class SimDriver:
         self.cfg: ProtocolConfig = scenario.protocol_config()
         self.env = simpy.Environment()
         self.engine = engine if engine is not None else make_engine(scenario)
-        self.spec = self.engine.spec
-        # Layer shards (runtime/training/layer_shard.py): node i trains slice i % total and
-        # ships that slice only. Modelled here as 1/total of the payload, and one swarm per
-        # slice: nodes meet (dial, peer exchange) only their own slice's nodes, as each
-        # shard's own discovery key and wire run id make it in the runtime. The sim's small
-        # model itself is not sliced: each slice's nodes train a whole replica of it, so with
-        # layer shards the loss columns describe those stand-ins, the bytes the real slices.
+        self.spec = self.engine.spec  # the whole model's exchanged tensors
+        # Layer shards (runtime/training/layer_shard.py): node i trains slice i % total. The
+        # engine slices the model as the runtime does, and each node's protocol state gets
+        # the ModelSpec of its learner's tensors (its slice), as node_main builds it. Bytes
+        # scale with the slice's share of the whole payload. One swarm per slice: nodes meet
+        # (dial, peer exchange) only their own slice's nodes, as each shard's own discovery
+        # key and wire run id make it in the runtime.
         self.layer_shards = self.cfg.model_shard_total
-        self.payload = math.ceil(self.engine.payload_bytes() / self.layer_shards)
-        self._raw = 4 * self.spec.numel  # float32 bytes of an uncompressed update
         diloco = scenario.learning.diloco
         self._inner_steps = diloco.inner_steps if diloco is not None else 1
         self.control = scenario.links.control_bytes
@@ -226,6 +226,17 @@ class SimDriver:
         )
         adv = {i: a for i, a in adv.items() if i not in self._absent}
         self.network = self._build_network(total)
+        learners = [
+            self.engine.add_node(i, i, LayerShard(self._layer(i), self.layer_shards))
+            for i in range(total)
+        ]
+        # Per layer shard: its spec, its (virtual) payload and its raw float32 update bytes.
+        self.specs = [
+            ModelSpec.from_tensors(learners[k].parameters()) for k in range(self.layer_shards)
+        ]
+        whole, payload = _nbytes(self.spec), self.engine.payload_bytes()
+        self.payloads = [-(-payload * _nbytes(s) // whole) for s in self.specs]
+        self._raws = [4 * s.numel for s in self.specs]
         self.nodes: list[SimNode] = []
         for i in range(total):
             a = adv.get(i)
@@ -236,10 +247,10 @@ class SimDriver:
                     index=i,
                     id=f"n{i:0{width}d}",
                     address=address,
-                    learner=self.engine.add_node(i, i),
+                    learner=learners[i],
                     compute_rng=node_rng(self.seed, "compute", i),
                     adversary=a,
-                    compressor=compressor_for(self.cfg, self.spec),
+                    compressor=compressor_for(self.cfg, self.specs[self._layer(i)]),
                 )
             )
         self._index = {n.id: n.index for n in self.nodes}
@@ -353,11 +364,14 @@ class SimDriver:
 
     # -- effects ----------------------------------------------------------------------
 
-    def _wire_size(self, msg: Message) -> int:
+    def _wire_size(self, node: SimNode, msg: Message) -> int:
+        """Bytes of ``msg`` from ``node``: a model's worth is its layer shard's payload."""
+        layer = self._layer(node.index)
+        payload = self.payloads[layer]
         if isinstance(msg, Contribution):
             if msg.encoded is not None:  # the compressed bytes, scaled to the virtual payload
-                return self.control + math.ceil(self.payload * msg.encoded.nbytes / self._raw)
-            return self.control + self.payload
+                return self.control + math.ceil(payload * msg.encoded.nbytes / self._raws[layer])
+            return self.control + payload
         if isinstance(msg, Heartbeat):
             return (
                 self.control
@@ -365,19 +379,19 @@ class SimDriver:
                 + PEER_ENTRY_BYTES * len(msg.known_peers)
             )
         if isinstance(msg, StateResponse):
-            outer = self.payload if msg.outer else 0  # DiLoCo momentum: one more model's worth
-            moments = 2 * self.payload if msg.moments is not None else 0  # Adam m and v
-            return self.control + self.payload + outer + moments + SKETCH_BYTES * len(msg.sketch)
+            outer = payload if msg.outer else 0  # DiLoCo momentum: one more model's worth
+            moments = 2 * payload if msg.moments is not None else 0  # Adam m and v
+            return self.control + payload + outer + moments + SKETCH_BYTES * len(msg.sketch)
         if isinstance(msg, Piece | SliceResult | AuditVerdict):
-            return self._group_size(msg)
+            return self._group_size(payload, self._raws[layer], msg)
         return self.control
 
-    def _group_size(self, msg: Piece | SliceResult | AuditVerdict) -> int:
+    def _group_size(self, payload: int, raw: int, msg: Piece | SliceResult | AuditVerdict) -> int:
         """A group round's message: its share of the (virtual) payload plus its lists."""
         if isinstance(msg, AuditVerdict):
             floats = sum(int(d.shape[0]) for _, d in msg.evidence)
-            return self.control + math.ceil(self.payload * 4 * floats / self._raw)
-        share = math.ceil(self.payload * msg.data.nbytes / self._raw)
+            return self.control + math.ceil(payload * 4 * floats / raw)
+        share = math.ceil(payload * msg.data.nbytes / raw)
         if isinstance(msg, Piece):
             lists = PEER_ENTRY_BYTES * len(msg.members) + GROUP_DIGEST_BYTES * len(msg.manifest)
         else:  # (member, weight, digest) per contributor
@@ -388,7 +402,7 @@ class SimDriver:
         msg = eff.message
         if node.adversary is not None:
             msg = node.adversary.rewrite(msg, self.cfg.sketch_size, self.cfg.sketch_seed)
-        size = self._wire_size(msg)
+        size = self._wire_size(node, msg)
         cost = self._cpu_s(node, size)
         if cost:  # encoded first, on the node's CPU (once for every copy)
             start = max(self.env.now, node.cpu_free_at) + cost
@@ -405,7 +419,7 @@ class SimDriver:
     def _on_encoded(self, ev: simpy.Event) -> None:
         node, inc, eff, msg = _payload(ev)
         if node.online and node.incarnation == inc:
-            self._transmit(node, eff.peers, msg, self._wire_size(msg))
+            self._transmit(node, eff.peers, msg, self._wire_size(node, msg))
 
     def _transmit(self, node: SimNode, peers: Sequence[str], msg: Message, size: int) -> None:
         key: int | None = None
@@ -654,7 +668,7 @@ class SimDriver:
         node.proto = ProtocolNode(
             node.id,
             self.cfg,
-            self.spec,
+            self.specs[self._layer(node.index)],
             self.engine.dataset_size(node.index),
             node_rng(self.seed, f"proto{node.incarnation}", node.index),
             start_round=start_round,
@@ -671,8 +685,12 @@ class SimDriver:
         self._execute(a, a.proto.handle(PeerConnected(b.id, b.address), self.env.now))
         self._execute(b, b.proto.handle(PeerConnected(a.id, a.address), self.env.now))
 
+    def _layer(self, i: int) -> int:
+        """Node ``i``'s layer shard: dealt round-robin, as ``join`` deals them out."""
+        return i % self.layer_shards
+
     def _same_shard(self, a: int, b: int) -> bool:
-        return a % self.layer_shards == b % self.layer_shards
+        return self._layer(a) == self._layer(b)
 
     def _dial(self, node: SimNode) -> None:
         """Connect a (re)joining node: to everyone (flat) or to a few random peers."""
@@ -910,6 +928,10 @@ class SimDriver:
 
     def join(self, idx: int, kind: str) -> None:
         self._join(idx, kind)
+
+
+def _nbytes(spec: ModelSpec) -> int:
+    return sum(math.prod(t.shape) * t.dtype.itemsize for _, t in spec.tensors)
 
 
 def _payload(ev: simpy.Event) -> Any:

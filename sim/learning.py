@@ -33,6 +33,15 @@ and averages updates per named tensor, and for a model this small those per-tens
 arithmetic) were most of the simulator's cost at 10,000 nodes; one tensor makes every update a
 single row from the learner's output to the averaged row it applies.
 
+Layer shards (``layer_shards`` > 1, runtime/training/layer_shard.py): the layers are cut by
+the runtime's own ``owned`` (on transformer-style names, ``learning_model.block_names``) and
+laid out shard by shard, so shard k's parameters are one column range of the row. A node of
+shard k shows the protocol only that range (its ``PARAMS`` is the slice: its own, smaller
+``ModelSpec``), takes optimizer steps on it only, and keeps the other columns at the shared
+initial weights, exactly as a runtime node freezes the blocks it does not own. The
+parameter-average model (``mean_eval_loss``, ``divergence``) is the assembled one that
+``checkpoint reconstruct`` builds: each shard's columns averaged over that shard's nodes.
+
 ``mode: real`` delegates to per-node Hugging Face learners (``learning_real``).
 """
 
@@ -55,9 +64,15 @@ from swarm_tune.runtime.protocol.tensors import (
     sample_coordinates,
 )
 from swarm_tune.runtime.training.diloco import outer_delta
+from swarm_tune.runtime.training.layer_shard import LayerShard, owned
 from swarm_tune.runtime.training.learner import Learner, LocalResult
 from swarm_tune.sim.learning_data import Batch, TaskData, mix32, mix_int
-from swarm_tune.sim.learning_model import batched_accuracies, batched_losses, init_params
+from swarm_tune.sim.learning_model import (
+    batched_accuracies,
+    batched_losses,
+    block_names,
+    init_params,
+)
 from swarm_tune.sim.learning_settings import LearningSettings
 
 __all__ = [
@@ -132,32 +147,47 @@ def _check_kind(kind: str) -> UpdateKind:
 class BatchedLearning:
     """All nodes' models, data shards and optimizers, in stacked tensors (see module doc)."""
 
-    def __init__(self, settings: LearningSettings, capacity: int, seed: int) -> None:
+    def __init__(
+        self, settings: LearningSettings, capacity: int, seed: int, layer_shards: int = 1
+    ) -> None:
         if capacity < 1:
             raise LearningError(f"capacity must be >= 1, got {capacity}")
         self.settings = settings
         self.capacity = capacity
         self.seed = seed
+        self.layer_shards = layer_shards
         if settings.mode == "real":
             from swarm_tune.sim.learning_real import RealLearning
 
-            self._real: RealLearning | None = RealLearning(settings, capacity, seed)
+            self._real: RealLearning | None = RealLearning(settings, capacity, seed, layer_shards)
             self.spec: ModelSpec = self._real.spec
             return
         self._real = None
         self.data = TaskData(settings, capacity, seed)
         init = init_params(settings, self.data.vocab, self.data.num_outputs, mix_int(seed, 7))
+        owner = _layer_owners(list(init), layer_shards)
         # One flat row per node; each named parameter is a fixed column range of it, so every
-        # optimizer/averaging/divergence operation is ONE tensor op over all rows.
+        # optimizer/averaging/divergence operation is ONE tensor op over all rows. Layer shard
+        # by layer shard (one shard: plain name order), so each shard's slice is one range.
         self._layout: list[tuple[str, int, int, tuple[int, ...]]] = []
+        self._cols: list[tuple[int, int]] = []  # layer shard -> its column range
         offset = 0
-        for name in sorted(init):
+        for name in sorted(init, key=lambda n: (owner[n], n)):
+            if owner[name] == len(self._cols):
+                self._cols.append((offset, offset))
             k = init[name].numel()
             self._layout.append((name, offset, k, tuple(init[name].shape)))
             offset += k
+            self._cols[-1] = (self._cols[-1][0], offset)
         self.numel = offset
         self._init_row = torch.cat([init[name].reshape(-1) for name, *_ in self._layout])
         self.spec = ModelSpec.from_tensors({PARAMS: self._init_row})
+        self._sliced = layer_shards > 1
+        self._specs = [ModelSpec.from_tensors({PARAMS: self._init_row[a:b]}) for a, b in self._cols]
+        self._layer = torch.zeros(capacity, dtype=torch.int64)  # each row's layer shard
+        self._mask = torch.zeros(layer_shards, offset)  # layer shard -> 1 on its columns
+        for k, (a, b) in enumerate(self._cols):
+            self._mask[k, a:b] = 1.0
         self._flat = torch.zeros(capacity, offset)
         self._adam = settings.optimizer == "adam"
         self._m = torch.zeros(capacity, offset) if self._adam else torch.zeros(0)
@@ -180,9 +210,11 @@ class BatchedLearning:
         self._pending: dict[int, UpdateKind] = {}
         self._applies: dict[int, tuple[UpdateKind, Mapping[str, torch.Tensor]]] = {}
         self._real_bytes = sum(t.numel() * t.element_size() for t in init.values())
-        # param_digest's header for the one exported tensor (name|dtype|shape|).
-        self._digest_header = f"{PARAMS}|{self._flat.dtype}|{(offset,)}|".encode()
-        self._sketch_cols: dict[tuple[int, int], torch.Tensor] = {}
+        # param_digest's header for the one exported tensor (name|dtype|shape|), per shard.
+        self._digest_headers = [
+            f"{PARAMS}|{self._flat.dtype}|{(b - a,)}|".encode() for a, b in self._cols
+        ]
+        self._sketch_cols: dict[tuple[int, int, int], torch.Tensor] = {}
 
     def _split(self, rows: torch.Tensor) -> TensorDict:
         """Named views of flat rows [n, numel] -> {name: [n, *shape]}."""
@@ -193,25 +225,61 @@ class BatchedLearning:
         """The model's named layers as views of one flat row [numel] (e.g. a ``PARAMS``)."""
         return {name: row[o : o + k].view(shape) for name, o, k, shape in self._layout}
 
-    @staticmethod
-    def _export_rows(rows: torch.Tensor) -> list[TensorDict]:
-        """What the protocol sees of each row of [n, numel]: ``{PARAMS: row}`` (views)."""
-        return [{PARAMS: row} for row in rows.unbind(0)]
+    def _cols_of(self, node_index: int) -> tuple[int, int]:
+        """The node's column range: its layer shard's slice (the whole row with one shard)."""
+        return self._cols[int(self._layer[node_index])]
 
-    @staticmethod
-    def _import_rows(tensors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
-        """Stack spec-checked ``{PARAMS: row}`` dicts into flat rows [n, numel]."""
-        return torch.stack([t[PARAMS] for t in tensors])
+    def _export_rows(self, nodes: Sequence[int], rows: torch.Tensor) -> list[TensorDict]:
+        """What the protocol sees of each node's row of [n, numel]: ``{PARAMS: its slice}``
+        (views)."""
+        if not self._sliced:
+            return [{PARAMS: row} for row in rows.unbind(0)]
+        out: list[TensorDict] = []
+        for node, row in zip(nodes, rows.unbind(0), strict=True):
+            a, b = self._cols_of(node)
+            out.append({PARAMS: row[a:b]})
+        return out
+
+    def _import_rows(
+        self, nodes: Sequence[int], tensors: Sequence[Mapping[str, torch.Tensor]], base: str
+    ) -> torch.Tensor:
+        """Spec-checked ``{PARAMS: slice}`` dicts as flat rows [n, numel]; columns outside a
+        node's slice are its current parameters (``base="params"``) or zero (``"grad"``: the
+        optimizer then leaves them exactly where they are)."""
+        if not self._sliced:
+            return torch.stack([t[PARAMS] for t in tensors])
+        idx = torch.tensor(list(nodes), dtype=torch.int64)
+        full = (
+            self._flat.index_select(0, idx)
+            if base == "params"
+            else torch.zeros(len(idx), self.numel)
+        )
+        for j, (node, t) in enumerate(zip(nodes, tensors, strict=True)):
+            a, b = self._cols_of(node)
+            full[j, a:b] = t[PARAMS]
+        return full
+
+    def _frozen_zeroed(self, idx: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """``grads`` [n, numel] with every column outside its row's layer shard zeroed."""
+        if self._sliced:
+            grads.mul_(self._mask.index_select(0, self._layer[idx]))
+        return grads
 
     # ------------------------------------------------------------------------ nodes
-    def add_node(self, node_index: int, shard: int) -> Learner:
-        """Create node ``node_index`` holding data shard ``shard``; returns its Learner view."""
+    def add_node(self, node_index: int, shard: int, layer: LayerShard | None = None) -> Learner:
+        """Create node ``node_index`` holding data shard ``shard`` and training layer shard
+        ``layer`` (default: the whole model); returns its Learner view."""
+        layer = layer if layer is not None else LayerShard()
+        if layer.total != self.layer_shards:
+            raise LearningError(
+                f"layer shard {layer.index} of {layer.total} in a run of {self.layer_shards}"
+            )
         if self._real is not None:
-            return self._real.add_node(node_index, shard)
+            return self._real.add_node(node_index, shard, layer)
         if not 0 <= node_index < self.capacity:
             raise LearningError(f"node index {node_index} outside [0, {self.capacity})")
         if node_index in self._views:
-            if self._shard_of[node_index] != shard:
+            if self._shard_of[node_index] != shard or int(self._layer[node_index]) != layer.index:
                 raise LearningError(
                     f"node {node_index} already holds shard {self._shard_of[node_index]}"
                 )
@@ -222,6 +290,7 @@ class BatchedLearning:
         self._sizes[node_index] = size
         self._keys[node_index] = mix_int(self.seed, 5, node_index)
         self._flat[node_index] = self._init_row
+        self._layer[node_index] = layer.index
         view = NodeLearner(self, node_index)
         self._views[node_index] = view
         self._shard_of[node_index] = shard
@@ -243,7 +312,8 @@ class BatchedLearning:
             return self._real.learner(node_index).parameters()
         self._known(node_index)
         self._settle([node_index])
-        return {PARAMS: self._flat[node_index]}
+        a, b = self._cols_of(node_index)
+        return {PARAMS: self._flat[node_index, a:b]}
 
     def payload_bytes(self) -> int:
         """Bytes the network model charges per contribution or state transfer."""
@@ -271,9 +341,11 @@ class BatchedLearning:
             return []
         rows = self._flat.index_select(0, torch.tensor(nodes, dtype=torch.int64)).numpy()
         out: list[str] = []
-        for row in rows:
-            h = hashlib.sha256(self._digest_header)
-            h.update(row.tobytes())
+        for node, row in zip(nodes, rows, strict=True):
+            k = int(self._layer[node])
+            a, b = self._cols[k]
+            h = hashlib.sha256(self._digest_headers[k])
+            h.update(row[a:b].tobytes())
             out.append(h.hexdigest())
         return out
 
@@ -287,19 +359,29 @@ class BatchedLearning:
         nodes = self._rows(node_indices)
         if not nodes:
             return []
-        cols = self._sketch_columns(size, seed)
         idx = torch.tensor(nodes, dtype=torch.int64)
-        picked = self._flat.index_select(0, idx).index_select(1, cols).to(torch.float64)
-        return [tuple(row) for row in picked.tolist()]
+        if not self._sliced:
+            cols = self._sketch_columns(0, size, seed)
+            picked = self._flat.index_select(0, idx).index_select(1, cols).to(torch.float64)
+            return [tuple(row) for row in picked.tolist()]
+        rows = self._flat.index_select(0, idx)
+        return [
+            tuple(
+                row.index_select(0, self._sketch_columns(int(self._layer[i]), size, seed)).tolist()
+            )
+            for i, row in zip(nodes, rows.to(torch.float64).unbind(0), strict=True)
+        ]
 
-    def _sketch_columns(self, size: int, seed: int) -> torch.Tensor:
-        """Flat-row columns of ``sample_coordinates``'s seeded coordinates (cached)."""
-        key = (size, seed)
+    def _sketch_columns(self, layer: int, size: int, seed: int) -> torch.Tensor:
+        """Flat-row columns of ``sample_coordinates``'s seeded coordinates over a layer
+        shard's slice (cached)."""
+        key = (layer, size, seed)
         cols = self._sketch_cols.get(key)
         if cols is None:
             # Ask the core's own sampler which coordinates it picks: a probe whose entries are
             # their flat-row column numbers (exact in float64) returns exactly those columns.
-            probe = {PARAMS: torch.arange(self.numel, dtype=torch.float64)}
+            a, b = self._cols[layer]
+            probe = {PARAMS: torch.arange(a, b, dtype=torch.float64)}
             cols = sample_coordinates(probe, size, seed).to(torch.int64)
             self._sketch_cols[key] = cols
         return cols
@@ -364,11 +446,11 @@ class BatchedLearning:
                 losses = batched_losses(self._split(leaf), batch)
                 (grads,) = torch.autograd.grad(losses.sum(), [leaf])
             loss_sum += losses.detach().to(torch.float64)
-            self._step(idx, grads)
+            self._step(idx, self._frozen_zeroed(idx, grads))
         with torch.no_grad():
             delta = start - self._flat.index_select(0, idx)
             self._flat.index_copy_(0, idx, start)
-        rows = self._export_rows(delta)
+        rows = self._export_rows(nodes, delta)
         means = (loss_sum / h).tolist()
         samples = self._per_step * h
         return {
@@ -419,8 +501,9 @@ class BatchedLearning:
         samples = self._per_step
         out: dict[int, LocalResult] = {}
         # Views of freshly computed rows: nothing the learner later mutates aliases them.
-        as_grad = self._export_rows(grads) if len(own) < len(work) else []
-        as_params = self._export_rows(new_rows) if own else []
+        nodes = [i for i, _ in work]
+        as_grad = self._export_rows(nodes, grads) if len(own) < len(work) else []
+        as_params = self._export_rows(nodes, new_rows) if own else []
         for pos, (node, kind) in enumerate(work):
             src = as_grad if kind == "grad" else as_params
             out[node] = LocalResult(update=src[pos], loss=loss_list[pos], samples=samples)
@@ -474,8 +557,8 @@ class BatchedLearning:
             self._flat.index_add_(0, idx, delta, alpha=-1.0)
 
     # ---------------------------------------------------------------- averages
-    def _check_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        reason = self.spec.mismatch(tensors)
+    def _check_tensors(self, node_index: int, tensors: Mapping[str, torch.Tensor]) -> None:
+        reason = self._specs[int(self._layer[node_index])].mismatch(tensors)
         if reason is not None:
             raise LearningError(f"tensors do not match the model spec ({reason})")
 
@@ -489,7 +572,7 @@ class BatchedLearning:
             self._real.learner(node_index).apply_average(kind, averaged)
             return
         self._known(node_index)
-        self._check_tensors(averaged)
+        self._check_tensors(node_index, averaged)
         if node_index in self._applies:
             self._settle([node_index])
         self._applies[node_index] = (kind, averaged)
@@ -499,10 +582,11 @@ class BatchedLearning:
             self._real.learner(node_index).load_state(params)
             return
         self._known(node_index)
-        self._check_tensors(params)
+        self._check_tensors(node_index, params)
         self._settle([node_index])
+        a, b = self._cols_of(node_index)
         with torch.no_grad():
-            self._flat[node_index].copy_(params[PARAMS])
+            self._flat[node_index, a:b].copy_(params[PARAMS])
 
     def outer_state(self, node_index: int) -> TensorDict:
         """The node's DiLoCo momentum row (a copy), or {} when the run keeps none."""
@@ -512,7 +596,8 @@ class BatchedLearning:
         if not self._outer_b.numel():
             return {}
         self._settle([node_index])
-        return {PARAMS: self._outer_b[node_index].clone()}
+        a, b = self._cols_of(node_index)
+        return {PARAMS: self._outer_b[node_index, a:b].clone()}
 
     def load_outer_state(self, node_index: int, state: TensorDict) -> None:
         if self._real is not None:
@@ -521,9 +606,10 @@ class BatchedLearning:
         self._known(node_index)
         if not state or not self._outer_b.numel():
             return
-        self._check_tensors(state)
+        self._check_tensors(node_index, state)
         self._settle([node_index])
-        self._outer_b[node_index].copy_(state[PARAMS])
+        a, b = self._cols_of(node_index)
+        self._outer_b[node_index, a:b].copy_(state[PARAMS])
 
     def moments(self, node_index: int) -> Moments | None:
         """The row's Adam moments and step count (copies); None with SGD or before the first
@@ -536,9 +622,10 @@ class BatchedLearning:
         self._settle([node_index])
         if not int(self._steps[node_index]):
             return None
+        a, b = self._cols_of(node_index)
         return Moments(
-            {PARAMS: self._m[node_index].clone()},
-            {PARAMS: self._v[node_index].clone()},
+            {PARAMS: self._m[node_index, a:b].clone()},
+            {PARAMS: self._v[node_index, a:b].clone()},
             int(self._steps[node_index]),
         )
 
@@ -549,11 +636,12 @@ class BatchedLearning:
         self._known(node_index)
         if not self._adam:
             return
-        self._check_tensors(moments.exp_avg)
-        self._check_tensors(moments.exp_avg_sq)
+        self._check_tensors(node_index, moments.exp_avg)
+        self._check_tensors(node_index, moments.exp_avg_sq)
         self._settle([node_index])
-        self._m[node_index].copy_(moments.exp_avg[PARAMS])
-        self._v[node_index].copy_(moments.exp_avg_sq[PARAMS])
+        a, b = self._cols_of(node_index)
+        self._m[node_index, a:b].copy_(moments.exp_avg[PARAMS])
+        self._v[node_index, a:b].copy_(moments.exp_avg_sq[PARAMS])
         self._steps[node_index] = moments.step
 
     def settle(self) -> None:
@@ -576,7 +664,7 @@ class BatchedLearning:
             if not group:
                 continue
             idx = torch.tensor(group, dtype=torch.int64)
-            rows = self._import_rows([todo[i][1] for i in group])
+            rows = self._import_rows(group, [todo[i][1] for i in group], kind)
             if kind == "params":
                 self._flat.index_copy_(0, idx, rows)
             elif self._diloco is not None:
@@ -623,15 +711,27 @@ class BatchedLearning:
         return {PARAMS: self._mean_row(node_indices).to(torch.float32)}
 
     def _mean_row(self, node_indices: Sequence[int]) -> torch.Tensor:
-        """float64 mean of the nodes' flat rows (float64: identical replicas average exactly)."""
+        """float64 mean of the nodes' flat rows (float64: identical replicas average exactly).
+
+        With layer shards, the assembled model: each shard's columns averaged over that
+        shard's nodes (a shard none of them trains keeps the initial weights)."""
         nodes = self._rows(node_indices)
         if not nodes:
             raise LearningError("no nodes given")
         total = torch.zeros(self.numel, dtype=torch.float64)
+        counts = torch.zeros(self.numel, dtype=torch.float64)
         for start in range(0, len(nodes), _CHUNK):
             idx = torch.tensor(nodes[start : start + _CHUNK], dtype=torch.int64)
-            total += self._flat[idx].sum(dim=0, dtype=torch.float64)
-        return total / len(nodes)
+            if not self._sliced:
+                total += self._flat[idx].sum(dim=0, dtype=torch.float64)
+                continue
+            mask = self._mask.index_select(0, self._layer[idx]).to(torch.float64)
+            total += (self._flat[idx].to(torch.float64) * mask).sum(dim=0)
+            counts += mask.sum(dim=0)
+        if not self._sliced:
+            return total / len(nodes)
+        init = self._init_row.to(torch.float64)
+        return torch.where(counts > 0, total / counts.clamp(min=1.0), init)
 
     @torch.no_grad()
     def mean_eval_loss(self, node_indices: Sequence[int]) -> float:
@@ -663,7 +763,10 @@ class BatchedLearning:
         total = 0.0
         for start in range(0, len(nodes), _CHUNK):
             idx = torch.tensor(nodes[start : start + _CHUNK], dtype=torch.int64)
-            total += float((self._flat[idx] - mean).norm(dim=1, dtype=torch.float64).sum())
+            diff = self._flat[idx] - mean
+            if self._sliced:  # each node against its own shard's columns of the assembled mean
+                diff.mul_(self._mask.index_select(0, self._layer[idx]))
+            total += float(diff.norm(dim=1, dtype=torch.float64).sum())
         dist = total / len(nodes)
         if scale == 0.0:
             return 0.0 if dist == 0.0 else math.inf
@@ -688,6 +791,20 @@ class BatchedLearning:
         """Pool indices of the samples behind the node's last local step (tests, replay)."""
         self._known(node_index)
         return self._last_batch[node_index].clone()
+
+
+def _layer_owners(names: list[str], layer_shards: int) -> dict[str, int]:
+    """Which layer shard owns each surrogate parameter (``names`` in model order), decided by
+    the runtime's own ``owned`` on transformer-style names (``learning_model.block_names``)."""
+    if layer_shards == 1:
+        return dict.fromkeys(names, 0)
+    as_block = block_names(names)
+    blocks = [as_block[n] for n in names]
+    out: dict[str, int] = {}
+    for k in range(layer_shards):
+        mine = owned(blocks, LayerShard(k, layer_shards))
+        out.update((n, k) for n in names if as_block[n] in mine)
+    return out
 
 
 def centralized_baseline(

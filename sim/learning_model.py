@@ -46,6 +46,24 @@ def init_params(
     return params
 
 
+def block_names(names: list[str]) -> dict[str, str]:
+    """Each surrogate parameter's name as a transformer would write it, for layer shards.
+
+    Why: ``runtime.training.layer_shard.owned`` decides who owns what from a model's parameter
+    names (``...h.3.`` / ``...layers.3.`` are blocks; what comes before the first block goes to
+    the first shard, the rest to the last). Naming layer ``l``'s ``w``/``b`` block ``l - 1``
+    lets the sim slice its model with that very function: the embedding goes with the first
+    block, and a model with L layers splits into at most L shards.
+    """
+    out = {}
+    for name in names:
+        if name[0] in "wb" and name[1:].isdigit():
+            out[name] = f"blocks.{int(name[1:]) - 1}.{name[0]}"
+        else:
+            out[name] = name
+    return out
+
+
 def batched_logits(params: Mapping[str, torch.Tensor], batch: Batch) -> torch.Tensor:
     """Logits per node and sample, shape [n, S, K]; every parameter has a leading node axis n.
 

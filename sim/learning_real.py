@@ -6,6 +6,12 @@ causal LM from ``runtime.training.build_learner`` (a tiny config-built model on 
 corpus by default, a hub model when named) — so ``flush`` simply runs the pending nodes one
 after another in node order. That is only affordable for a few dozen nodes, which is the point:
 real mode checks that what the surrogate shows also holds for the real trainer.
+
+Layer shards: each node's learner is built with its ``LayerShard``, as a runtime node's is
+(``build_learner(layer_shard=...)`` freezes what the shard does not own), so it trains and
+exchanges its slice only. The parameter-average model is the assembled one, each parameter
+averaged over the nodes that train it (a parameter none of them trains keeps its initial
+value), which is what ``checkpoint reconstruct`` builds from the shards.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 from swarm_tune.runtime.protocol.tensors import ModelSpec, TensorDict, UpdateKind
 from swarm_tune.runtime.training.data import DataError
 from swarm_tune.runtime.training.hf_learner import HFLearner, OptimizerName, build_learner
+from swarm_tune.runtime.training.layer_shard import LayerShard, LayerShardError
 from swarm_tune.runtime.training.learner import LocalResult
 from swarm_tune.runtime.training.lora import LoraError
 from swarm_tune.runtime.training.models import ModelLoadError
@@ -30,11 +37,20 @@ class RealLearningError(ValueError):
 
 
 # What bad real-mode input raises, before the run writes anything (the CLI: one line, exit 2).
-LEARNER_ERRORS = (RealLearningError, ModelLoadError, TokenizerError, DataError, LoraError)
+LEARNER_ERRORS = (
+    RealLearningError,
+    ModelLoadError,
+    TokenizerError,
+    DataError,
+    LoraError,
+    LayerShardError,
+)
 
 
 class RealLearning:
-    def __init__(self, settings: LearningSettings, capacity: int, seed: int) -> None:
+    def __init__(
+        self, settings: LearningSettings, capacity: int, seed: int, layer_shards: int = 1
+    ) -> None:
         if capacity > MAX_REAL_NODES:
             raise RealLearningError(
                 f"mode: real supports at most {MAX_REAL_NODES} nodes, got capacity {capacity}"
@@ -43,9 +59,10 @@ class RealLearning:
         self.capacity = capacity
         self.seed = seed
         self._optimizer: OptimizerName = "adamw" if settings.optimizer == "adam" else "sgd"
-        # A scratch learner: defines the spec and evaluates averaged parameters.
-        self._probe = self._build(0)
+        # A scratch learner: defines the (whole-model) spec and evaluates averaged parameters.
+        self._probe = self._build(0, None)
         params = self._probe.parameters()
+        self._init = {n: t.detach().to("cpu", torch.float64).clone() for n, t in params.items()}
         self.spec = ModelSpec.from_tensors(params)
         self.real_bytes = sum(t.numel() * t.element_size() for t in params.values())
         # The base model without adapters: what full fine-tuning would ship.
@@ -57,7 +74,7 @@ class RealLearning:
         self._learners: dict[int, HFLearner] = {}
         self._pending: dict[int, UpdateKind] = {}
 
-    def _build(self, shard: int) -> HFLearner:
+    def _build(self, shard: int, layer: LayerShard | None) -> HFLearner:
         s = self.settings
         return build_learner(
             model_name=s.model_name,
@@ -73,13 +90,14 @@ class RealLearning:
             optimizer=self._optimizer,
             diloco=s.diloco.to_config() if s.diloco is not None else None,
             lora=s.lora.to_spec() if s.lora is not None else None,
+            layer_shard=layer if layer is not None and layer.total > 1 else None,
         )
 
-    def add_node(self, node_index: int, shard: int) -> HFLearner:
+    def add_node(self, node_index: int, shard: int, layer: LayerShard | None = None) -> HFLearner:
         if not 0 <= node_index < self.capacity:
             raise RealLearningError(f"node index {node_index} outside [0, {self.capacity})")
         if node_index not in self._learners:
-            self._learners[node_index] = self._build(shard)
+            self._learners[node_index] = self._build(shard, layer)
         return self._learners[node_index]
 
     def nodes(self) -> list[int]:
@@ -109,17 +127,23 @@ class RealLearning:
 
     @torch.no_grad()
     def mean_params(self, node_indices: Sequence[int]) -> TensorDict:
+        """Each parameter averaged over the nodes that train it (see the module doc)."""
         nodes = list(node_indices)
         if not nodes:
             raise RealLearningError("no nodes given")
         sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
         for i in nodes:
             for name, t in self.learner(i).parameters().items():
                 acc = sums.get(name)
                 f = t.detach().to("cpu", torch.float64)
                 sums[name] = f.clone() if acc is None else acc.add_(f)
+                counts[name] = counts.get(name, 0) + 1
         dtypes = {name: spec.dtype for name, spec in self.spec.tensors}
-        return {n: (t / len(nodes)).to(dtypes[n]) for n, t in sums.items()}
+        return {
+            n: (sums[n] / counts[n] if n in sums else self._init[n]).to(dtypes[n])
+            for n in self._init
+        }
 
     def eval_params(self, params: TensorDict) -> float:
         self._probe.load_state(params)
@@ -131,7 +155,7 @@ class RealLearning:
         mean = {n: t.double() for n, t in self.mean_params(nodes).items()}
         scale = math.sqrt(sum(float((t * t).sum()) for t in mean.values()))
         total = 0.0
-        for i in nodes:
+        for i in nodes:  # each node on the parameters it trains
             sq = 0.0
             for name, t in self.learner(i).parameters().items():
                 d = t.detach().to("cpu", torch.float64) - mean[name]

@@ -75,7 +75,10 @@ def run_scenario(
             name: [driver.nodes[i].id for i in members]
             for name, members in driver.groups.members.items()
         },
-        "payload_bytes": driver.payload,
+        # Bytes of one model's worth on the wire: the whole payload, or with layer shards
+        # each shard's slice of it (``layer_payload_bytes``, by shard index).
+        "payload_bytes": sum(driver.payloads) if driver.layer_shards > 1 else driver.payloads[0],
+        **({"layer_payload_bytes": driver.payloads} if driver.layer_shards > 1 else {}),
         "tables": ["rounds", "swarm", "rejections", "events"],
     }
     target: Path | None = None

@@ -493,6 +493,8 @@ def check_feasible(s: Scenario) -> list[Problem]:
                 f"min_peers {p.min_peers} > {per_shard} nodes per layer shard",
             )
         )
+    if p.model_shard_total > 1:
+        out.extend(_check_layer_shards(s, p.model_shard_total, total_adv))
     if p.strategy == "gossip" and p.view_size == 0 and s.total_nodes > 2000:
         out.append(
             Problem("protocol.view_size", "gossip over >2000 nodes needs a bounded view_size > 0")
@@ -513,6 +515,23 @@ def check_feasible(s: Scenario) -> list[Problem]:
     if s.churn.fraction > 0 and s.churn.fraction * n < 1:
         out.append(Problem("churn.fraction", f"{s.churn.fraction} of {n} nodes is no node"))
     out += _check_groups(s, total_adv)
+    return out
+
+
+def _check_layer_shards(s: Scenario, total: int, random_adversaries: int) -> list[Problem]:
+    out: list[Problem] = []
+    layers = s.learning.hidden_layers + 1  # the surrogate's layers: its blocks to share out
+    if s.learning.mode == "surrogate" and total > layers:
+        out.append(
+            Problem(
+                "protocol.model_shard_total",
+                f"{total} layer shards but the surrogate model has only {layers} layers "
+                "(learning.hidden_layers + 1)",
+            )
+        )
+    if random_adversaries or any(g.adversary is not None for g in s.groups):
+        # A coalition crafts one update for all its members; each shard's tensors differ.
+        out.append(Problem("adversaries", "adversaries are not modelled with layer shards"))
     return out
 
 

@@ -213,7 +213,7 @@ class _Learner:
 class _Engine:
     spec = SPEC
 
-    def add_node(self, node_index: int, shard: int) -> _Learner:
+    def add_node(self, node_index: int, shard: int, layer: object = None) -> _Learner:
         return _Learner()
 
     def dataset_size(self, node_index: int) -> int:
