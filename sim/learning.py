@@ -185,6 +185,7 @@ class BatchedLearning:
         self._sliced = layer_shards > 1
         self._specs = [ModelSpec.from_tensors({PARAMS: self._init_row[a:b]}) for a, b in self._cols]
         self._layer = torch.zeros(capacity, dtype=torch.int64)  # each row's layer shard
+        self._layer_of = [0] * capacity  # the same, for per-node Python lookups
         self._mask = torch.zeros(layer_shards, offset)  # layer shard -> 1 on its columns
         for k, (a, b) in enumerate(self._cols):
             self._mask[k, a:b] = 1.0
@@ -227,7 +228,7 @@ class BatchedLearning:
 
     def _cols_of(self, node_index: int) -> tuple[int, int]:
         """The node's column range: its layer shard's slice (the whole row with one shard)."""
-        return self._cols[int(self._layer[node_index])]
+        return self._cols[self._layer_of[node_index]]
 
     def _export_rows(self, nodes: Sequence[int], rows: torch.Tensor) -> list[TensorDict]:
         """What the protocol sees of each node's row of [n, numel]: ``{PARAMS: its slice}``
@@ -279,7 +280,7 @@ class BatchedLearning:
         if not 0 <= node_index < self.capacity:
             raise LearningError(f"node index {node_index} outside [0, {self.capacity})")
         if node_index in self._views:
-            if self._shard_of[node_index] != shard or int(self._layer[node_index]) != layer.index:
+            if self._shard_of[node_index] != shard or self._layer_of[node_index] != layer.index:
                 raise LearningError(
                     f"node {node_index} already holds shard {self._shard_of[node_index]}"
                 )
@@ -291,6 +292,7 @@ class BatchedLearning:
         self._keys[node_index] = mix_int(self.seed, 5, node_index)
         self._flat[node_index] = self._init_row
         self._layer[node_index] = layer.index
+        self._layer_of[node_index] = layer.index
         view = NodeLearner(self, node_index)
         self._views[node_index] = view
         self._shard_of[node_index] = shard
@@ -342,7 +344,7 @@ class BatchedLearning:
         rows = self._flat.index_select(0, torch.tensor(nodes, dtype=torch.int64)).numpy()
         out: list[str] = []
         for node, row in zip(nodes, rows, strict=True):
-            k = int(self._layer[node])
+            k = self._layer_of[node]
             a, b = self._cols[k]
             h = hashlib.sha256(self._digest_headers[k])
             h.update(row[a:b].tobytes())
@@ -366,9 +368,7 @@ class BatchedLearning:
             return [tuple(row) for row in picked.tolist()]
         rows = self._flat.index_select(0, idx)
         return [
-            tuple(
-                row.index_select(0, self._sketch_columns(int(self._layer[i]), size, seed)).tolist()
-            )
+            tuple(row.index_select(0, self._sketch_columns(self._layer_of[i], size, seed)).tolist())
             for i, row in zip(nodes, rows.to(torch.float64).unbind(0), strict=True)
         ]
 
@@ -558,7 +558,7 @@ class BatchedLearning:
 
     # ---------------------------------------------------------------- averages
     def _check_tensors(self, node_index: int, tensors: Mapping[str, torch.Tensor]) -> None:
-        reason = self._specs[int(self._layer[node_index])].mismatch(tensors)
+        reason = self._specs[self._layer_of[node_index]].mismatch(tensors)
         if reason is not None:
             raise LearningError(f"tensors do not match the model spec ({reason})")
 
