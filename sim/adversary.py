@@ -34,7 +34,7 @@ from swarm_tune.runtime.adversary.attacks import OMNISCIENT, AttackParams
 from swarm_tune.runtime.adversary.claims import claimed_size, rewrite_message
 from swarm_tune.runtime.adversary.coalition import Coalition
 from swarm_tune.runtime.protocol.messages import Contribution, Message
-from swarm_tune.runtime.protocol.tensors import TensorDict
+from swarm_tune.runtime.protocol.tensors import TensorDict, UpdateKind
 from swarm_tune.sim.scenario import AdversarySpec
 
 
@@ -60,13 +60,23 @@ class Adversary:
             return msg
         if msg.round < self.spec.start_round:
             return msg
+        tensors = self.craft_update(msg.round, msg.kind, msg.tensors)
+        size = claimed_size(self.coalition.params, msg.dataset_size)
+        return Contribution(msg.round, msg.kind, size, tensors)
+
+    def craft_update(self, rnd: int, kind: UpdateKind, update: TensorDict) -> TensorDict:
+        """The update this node contributes to round ``rnd`` instead of ``update``. A flat
+        round crafts its Contribution at send; a group round crafts the update itself
+        before the core slices it (its pieces are what it contributes, and every owner must
+        see slices of one crafted update)."""
+        if rnd < self.spec.start_round:
+            return update
         self._started = True
-        tensors = self.coalition.craft(msg.round, msg.kind, msg.tensors)
+        tensors = self.coalition.craft(rnd, kind, update)
         if self.spec.jitter:
             tensors = jittered(tensors, self._jitter)
         self.crafted_sent += 1
-        size = claimed_size(self.coalition.params, msg.dataset_size)
-        return Contribution(msg.round, msg.kind, size, tensors)
+        return tensors
 
 
 JITTER = 1e-3  # relative to the update's RMS: invisible to aggregation, not bit-identical

@@ -260,6 +260,7 @@ class SimDriver:
         # Each omniscient coalition once, in adversary order (dicts keep insertion order).
         shared = {id(a.coalition): a.coalition for a in adv.values() if a.coalition.omniscient}
         self._omniscient = list(shared.values())
+        self._group_rounds = self.cfg.strategy == "group"
 
     # -- world construction -----------------------------------------------------------
 
@@ -546,6 +547,9 @@ class SimDriver:
             update, encoded = compress_result(node.compressor, kind, res.update)
             if self._omniscient:
                 self._show_to_coalitions(node, rnd, kind, update)
+            if node.adversary is not None and self._group_rounds:
+                # Group rounds slice the update in the core: craft it before (adversary.py).
+                update, encoded = node.adversary.craft_update(rnd, kind, update), None
             node.ready = (
                 token,
                 LocalUpdateReady(rnd, kind, update, res.loss, digests[pos], sketches[pos], encoded),

@@ -87,3 +87,23 @@ def test_a_member_crashing_mid_round_leaves_survivors_on_the_same_average() -> N
     # (a row's digest is the parameters its round started from).
     for rnd in range(hit + 1, 5):
         assert len({r["digest"] for r in rows if r["round"] == rnd}) == 1
+
+
+def test_attackers_craft_what_they_contribute_to_group_rounds() -> None:
+    # A group round slices the update inside the core, so the adversary must craft the
+    # update before it is sliced: its pieces (not a Contribution) are what it contributes.
+    # Before this was wired, every attack but label_flip sent honest pieces in group rounds.
+    adversary = "adversaries:\n  - {behaviour: sign_flip, count: 1, strength: 4}\n"
+    clean_drv, clean = _run("group", 3, adversary.replace("count: 1,", "count: 1, absent: true,"))
+    attacked_drv, attacked = _run("group", 3, adversary)
+    crafted = [n.adversary.crafted_sent for n in attacked_drv.nodes if n.adversary is not None]
+    assert len(crafted) == 1 and crafted[0] >= 3  # one per round it trained
+    honest = [n.index for n in attacked_drv.nodes if n.adversary is None]
+    assert len(honest) == 3
+    assert attacked_drv.engine.divergence(honest) == 0.0  # still one group result
+    names = {attacked_drv.nodes[i].id for i in honest}
+    last = {r["node"]: r["digest"] for r in _rows(clean) if r["round"] == 2}
+    hit = {r["node"]: r["digest"] for r in _rows(attacked) if r["round"] == 2}
+    assert set(last) == names <= set(hit)
+    assert all(last[n] != hit[n] for n in names)
+    assert clean_drv.engine.divergence(honest) == 0.0
