@@ -72,8 +72,16 @@ class Adversary:
 
     def corrupt(self, c: Contribution, swarm_size: int) -> TensorDict:
         """The crafted tensors to send instead of ``c``'s (``c`` is never modified)."""
+        return self.craft_update(c.round, c.kind, c.tensors, swarm_size)
+
+    def craft_update(
+        self, rnd: int, kind: UpdateKind, update: TensorDict, swarm_size: int
+    ) -> TensorDict:
+        """The update to contribute instead of ``update``. A group round slices the update
+        inside the core, so the driver crafts it before (its pieces are the contribution);
+        a flat round crafts its Contribution at send."""
         if self._coalition is None:
-            return c.tensors
+            return update
         self._coalition.n = max(swarm_size, 1)  # ALIE's z depends on who is in the swarm
-        self._coalition.observe(c.round, c.kind, SELF, c.tensors, own=True)
-        return self._coalition.craft(c.round, c.kind, c.tensors)
+        self._coalition.observe(rnd, kind, SELF, update, own=True)
+        return self._coalition.craft(rnd, kind, update)

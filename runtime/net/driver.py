@@ -566,6 +566,11 @@ class NodeDriver:
                 seconds=round(time.perf_counter() - started, 4),
                 cpu_s=round(cpu, 4),  # seconds / cpu_s: how much of a core this node gets
             )
+            if self._adversary.active and p.config.strategy == "group":
+                swarm = len(p.peers.live_peers()) + 1
+                crafted = self._adversary.craft_update(ready.round, ready.kind, ready.update, swarm)
+                ready = replace(ready, update=crafted, encoded=None)
+                log.warning("adversary.corrupted", mode=self._adversary.mode, message="update")
             self._feed(ready)
         elif isinstance(job, fx.ApplyAverage):
             started = time.perf_counter()
