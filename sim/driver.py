@@ -393,10 +393,12 @@ class SimDriver:
             floats = sum(int(d.shape[0]) for _, d in msg.evidence)
             return self.control + math.ceil(payload * 4 * floats / raw)
         share = math.ceil(payload * msg.data.nbytes / raw)
-        if isinstance(msg, Piece):
+        if isinstance(msg, Piece):  # the direction sample goes as it is (~512 floats)
             lists = PEER_ENTRY_BYTES * len(msg.members) + GROUP_DIGEST_BYTES * len(msg.manifest)
-        else:  # (member, weight, digest) per contributor
+            lists += 8 * len(msg.sums) + msg.sample.nbytes
+        else:  # (member, weight, digest) per contributor, and every member's commitment
             lists = (PEER_ENTRY_BYTES + 8 + GROUP_DIGEST_BYTES) * len(msg.used)
+            lists += GROUP_DIGEST_BYTES * len(msg.commits)
         return self.control + share + lists
 
     def _fx_send(self, node: SimNode, eff: fx.Send) -> None:

@@ -82,6 +82,7 @@ MAX_KNOWN_PEERS: Final = 64
 MAX_ADDRESS_LEN: Final = 256
 # Group rounds: the data of a piece or slice, and an audit's evidence ("__g.e<i>").
 GROUP_DATA: Final = "__g.data"
+GROUP_SAMPLE: Final = "__g.sample"  # a piece's direction sample of its sender's update
 EVIDENCE_PREFIX: Final = "__g.e"
 MAX_GROUP: Final = 256  # members of one group round
 _MAX_I63: Final = (1 << 63) - 1
@@ -184,9 +185,12 @@ def _group_envelope(
     if isinstance(message, Piece):
         meta["dataset_size"] = message.dataset_size
         meta["manifest"] = list(message.manifest)
+        meta["sums"] = list(message.sums)
         meta["audit"] = message.audit
+        tensors[GROUP_SAMPLE] = torch.from_numpy(message.sample)
         return MsgType.GROUP_PIECE, message.round
     meta["digest"] = message.digest
+    meta["commits"] = list(message.commits)
     meta["used_ids"] = [m for m, _, _ in message.used]
     meta["used_w"] = [w for _, w, _ in message.used]
     meta["used_d"] = [d for _, _, d in message.used]
@@ -349,10 +353,10 @@ def from_envelope(env: Envelope) -> Message:
 
 
 _PIECE_META: Final = frozenset(
-    {"n", "index", "kind", "members", "dataset_size", "manifest", "audit"}
+    {"n", "index", "kind", "members", "dataset_size", "manifest", "sums", "audit"}
 )
 _SLICE_META: Final = frozenset(
-    {"n", "index", "kind", "members", "digest", "used_ids", "used_w", "used_d"}
+    {"n", "index", "kind", "members", "digest", "used_ids", "used_w", "used_d", "commits"}
 )
 _AUDIT_REQ_META: Final = frozenset({"n", "index"})
 _VERDICT_META: Final = frozenset({"n", "index", "ok", "digest", "ev_ids"})
@@ -367,6 +371,16 @@ def _vector(t: torch.Tensor | None) -> npt.NDArray[np.float32]:
     if t is None or t.dtype != torch.float32 or t.dim() != 1:
         raise ProtocolMismatch("bad_group_data")
     return t.numpy()
+
+
+def _floats(meta: Mapping[str, MetaValue], key: str, max_items: int) -> tuple[float, ...]:
+    v = meta.get(key)
+    if not isinstance(v, list) or len(v) > max_items:
+        raise ProtocolMismatch(f"bad_{key}")
+    out = tuple(x for x in v if isinstance(x, float) and math.isfinite(x))
+    if len(out) != len(v):
+        raise ProtocolMismatch(f"bad_{key}")
+    return out
 
 
 def _bool(meta: Mapping[str, MetaValue], key: str) -> bool:
@@ -403,11 +417,12 @@ def _group_message(env: Envelope) -> Message:
             _str(meta, "digest", MAX_DIGEST_LEN),
             evidence,
         )
-    if set(env.tensors) != {GROUP_DATA}:
+    piece = env.msg_type == MsgType.GROUP_PIECE
+    if set(env.tensors) != ({GROUP_DATA, GROUP_SAMPLE} if piece else {GROUP_DATA}):
         raise ProtocolMismatch("unexpected_tensors")
     data = _vector(env.tensors[GROUP_DATA])
     members = tuple(_str_list(meta, "members", MAX_GROUP))
-    if env.msg_type == MsgType.GROUP_PIECE:
+    if piece:
         _allowed_meta(meta, _PIECE_META)
         return Piece(
             rnd,
@@ -416,6 +431,8 @@ def _group_message(env: Envelope) -> Message:
             _int(meta, "index", hi=MAX_GROUP),
             _int(meta, "dataset_size"),
             tuple(_str_list(meta, "manifest", MAX_GROUP)),
+            _floats(meta, "sums", MAX_GROUP),
+            _vector(env.tensors[GROUP_SAMPLE]),
             data,
             _bool(meta, "audit"),
         )
@@ -435,6 +452,7 @@ def _group_message(env: Envelope) -> Message:
         members,
         _int(meta, "index", hi=MAX_GROUP),
         used,
+        tuple(_str_list(meta, "commits", MAX_GROUP)),
         _str(meta, "digest", MAX_DIGEST_LEN),
         data,
     )

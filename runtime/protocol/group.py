@@ -27,6 +27,17 @@ What flat mode guarantees and how it is kept (a node sees only 1/N of every upda
   the manifests it holds and recomputes itself: proof, so the owner is banned at once
   (``Reputation.convict``), and an auditor whose evidence does not prove its claim is.
   Members apply a group result only after every auditor's verdict.
+* Whole-update checks. No member sees a whole update, but the close-time judge needs only
+  three facts of one (summary.py): its norm, its fingerprint, its direction sample. Every
+  piece carries its sender's per-slice sums of squares and strided direction sample; each
+  owner checks the sum and the sampled coordinates that fall in its own slice against the
+  piece (a lie is caught wherever an honest member owns the slice), and the manifest is
+  the fingerprint. Every member then runs the same pure judge on the same facts
+  (validation.judge_pool: norm bound, direction test, copies and near-copies counted once
+  through near_duplicates) and reaches the same verdicts, so every slice is aggregated over
+  the same accepted members with the same weights. Owners name every member's commitment
+  (a digest of all of this) in what they return: a member that told owners different
+  things makes the round degrade, blaming no owner.
 * Degrading, never silently. A group that cannot finish (a member died or went silent, a
   check failed, views of the membership differ, the verdicts do not come) falls back to a
   flat round among the members not gone or caught: each sends its whole update, and
@@ -34,9 +45,10 @@ What flat mode guarantees and how it is kept (a node sees only 1/N of every upda
   contributors. Halfway between the group's start and the round deadline is when a node
   stops waiting.
 
-What it does not do (docs/communication.md): the statistical validation of whole updates
-(norm and direction tests; no node sees a whole update), a robust rule other than a
-coordinate-wise one is applied per slice (Krum, clipping and the geometric median then
+What it does not do (docs/communication.md): the judge's history (replay memory, moving
+direction scores, the norm reference of past rounds) is not used, since members must agree;
+a colluding owner does not report lies in its own slice's share of the facts; a robust rule
+other than a coordinate-wise one is applied per slice (Krum, clipping and the geometric median then
 judge slices, not updates), pieces travel uncompressed (float32), a node that completed a
 group round does not hand its slices to one that lost a slice with a peer dying in the
 middle of the all-gather, and groups are the whole contributor set (no Moshpit-style
@@ -46,6 +58,7 @@ subgroups yet).
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +77,7 @@ from swarm_tune.runtime.protocol.messages import (
     SliceResult,
 )
 from swarm_tune.runtime.protocol.reasons import RejectReason
+from swarm_tune.runtime.protocol.summary import UpdateSummary, direction_stride, summary_of
 from swarm_tune.runtime.protocol.tensors import UpdateKind
 from swarm_tune.runtime.protocol.validation import MAX_DATASET_SIZE
 
@@ -72,6 +86,15 @@ DIGEST_BYTES = 16
 # largest magnitude: two machines' BLAS may round a weighted sum differently, a lie that
 # matters does not hide below float32 precision.
 AUDIT_RTOL = 1e-5
+# A piece's declared sum of squares matches the owner's own within this share: another
+# machine may sum in another order; a norm lie that matters is far larger.
+SUM_RTOL = 1e-6
+
+# (members, their dataset sizes, their summaries) -> (verdicts, weights of the accepted)
+Weigh = Callable[
+    [Sequence[str], Sequence[int], Sequence[UpdateSummary]],
+    tuple[dict[str, RejectReason], list[float]],
+]
 
 
 def digest(data: F32) -> str:
@@ -96,6 +119,32 @@ def auditors(members: Sequence[str], round_number: int, count: int) -> tuple[str
     return tuple(sorted(rng.sample(list(members), min(count, len(members)))))
 
 
+def square_sums(flat: F32, slices: Sequence[tuple[int, int]]) -> tuple[float, ...]:
+    return tuple(_square_sum(flat[lo:hi]) for lo, hi in slices)
+
+
+def _square_sum(data: F32) -> float:
+    x = data.astype(np.float64)
+    return float(x @ x)
+
+
+def sampled(data: F32, lo: int, hi: int, stride: int) -> tuple[slice, F32]:
+    """Which entries of the strided sample fall in [lo, hi), and their values in ``data``
+    (the slice's own entries)."""
+    first, last = -(-lo // stride), -(-hi // stride)
+    return slice(first, last), data[first * stride - lo :: stride][: last - first]
+
+
+def commitment(manifest: Sequence[str], size: int, sums: Sequence[float], sample: F32) -> str:
+    """One digest of everything a member told an owner that the judge and weights read."""
+    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    h.update("\0".join(manifest).encode())
+    h.update(np.asarray([size], dtype=np.int64).tobytes())
+    h.update(np.asarray(sums, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(sample, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
 def matches(a: F32, b: F32) -> bool:
     scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-30)
     return bool(np.max(np.abs(a - b), initial=0.0) <= AUDIT_RTOL * scale)
@@ -114,7 +163,7 @@ class GroupRound:
     own: F32 = field(repr=False)
     own_weight: int
     rule: Rule
-    weight_of: Callable[[Sequence[str], Sequence[int]], list[float]]
+    weigh: Weigh
     audit_count: int
     rng: random.Random
     n: int = 0
@@ -123,6 +172,11 @@ class GroupRound:
     mine: int = -1
     manifest: tuple[str, ...] = ()
     manifests: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    stride: int = 1  # of the direction sample
+    sums: tuple[float, ...] = ()  # ours, by slice
+    sample: F32 = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    facts: dict[str, tuple[tuple[float, ...], F32]] = field(default_factory=dict)  # sums, sample
+    commits: dict[str, str] = field(default_factory=dict)
     pieces: dict[str, tuple[int, F32]] = field(default_factory=dict)
     weights: tuple[tuple[str, float], ...] = ()  # ours, once our slice is aggregated
     results: dict[int, SliceResult] = field(default_factory=dict)  # checked
@@ -146,6 +200,11 @@ class GroupRound:
         self.mine = self.owner.index(self.me)
         self.manifest = tuple(digest(self._own_piece(k)) for k in range(self.n))
         self.manifests[self.me] = self.manifest
+        self.stride = direction_stride(self.own.shape[0])
+        self.sums = square_sums(self.own, self.slices)
+        self.sample = np.ascontiguousarray(self.own[:: self.stride])
+        self.facts[self.me] = (self.sums, self.sample)
+        self.commits[self.me] = commitment(self.manifest, self.own_weight, self.sums, self.sample)
         self.pieces[self.me] = (self.own_weight, self._own_piece(self.mine))
         self.audit_by = auditors(self.members, self.number, self.audit_count)
         if self.me in self.audit_by:
@@ -168,6 +227,8 @@ class GroupRound:
             k,
             self.own_weight,
             self.manifest,
+            self.sums,
+            self.sample,
             self._own_piece(k),
             audit,
         )
@@ -212,7 +273,26 @@ class GroupRound:
             and data.shape == (hi - lo,)
             and bool(np.isfinite(data).all())
             and digest(data) == msg.manifest[k]
+            and self._facts_ok(msg, k)
         )
+
+    def _facts_ok(self, msg: Piece, k: int) -> bool:
+        """The judge's facts of the sender's whole update, as far as our slice shows them."""
+        sums, sample = msg.sums, msg.sample
+        if not (
+            len(sums) == self.n
+            and all(math.isfinite(x) and x >= 0.0 for x in sums)
+            and isinstance(sample, np.ndarray)
+            and sample.dtype == np.float32
+            and sample.shape == self.sample.shape
+            and bool(np.isfinite(sample).all())
+        ):
+            return False
+        mine = _square_sum(msg.data)
+        if abs(sums[k] - mine) > SUM_RTOL * max(mine, 1e-30):
+            return False
+        at, values = sampled(msg.data, *self.slices[k], self.stride)
+        return bool(np.array_equal(sample[at], values))
 
     def _on_piece(self, peer: str, msg: Piece, out: list[fx.Effect]) -> None:
         if msg.members != self.members or msg.kind != self.kind:
@@ -233,18 +313,43 @@ class GroupRound:
             return
         self.manifests[peer] = msg.manifest
         self.pieces[peer] = (msg.dataset_size, msg.data)
+        self.facts[peer] = (msg.sums, msg.sample)
+        self.commits[peer] = commitment(msg.manifest, msg.dataset_size, msg.sums, msg.sample)
         if len(self.pieces) == self.n:
             self._aggregate_mine(out)
 
+    def summary(self, member: str) -> UpdateSummary:
+        """What the judge knows of ``member``'s whole update (its committed facts)."""
+        sums, sample = self.facts[member]
+        # Equal manifests: bit-identical updates (what duplicate collapsing keys on).
+        manifest = "".join(self.manifests[member]).encode()
+        fingerprint = int.from_bytes(hashlib.blake2b(manifest, digest_size=8).digest(), "big")
+        rms = math.sqrt(math.fsum(sums) / max(self.own.shape[0], 1))
+        return summary_of(rms, fingerprint, sample.astype(np.float64))
+
     def _aggregate_mine(self, out: list[fx.Effect]) -> None:
         members = self.members
-        w = self.weight_of(members, [self.pieces[m][0] for m in members])
-        self.weights = tuple(zip(members, w, strict=True))
-        data = self._combine([self.pieces[m][1] for m in members], w)
+        summaries = [self.summary(m) for m in members]
+        judged, w = self.weigh(members, [self.pieces[m][0] for m in members], summaries)
+        # The judge's verdicts: the same on every member; recorded, not a reason to degrade.
+        self.punish.extend((m, r, False) for m, r in judged.items() if m != self.me)
+        accepted = [m for m in members if m not in judged]
+        if not accepted:
+            self.failed = self.failed or "judged"
+            return
+        self.weights = tuple(zip(accepted, w, strict=True))
+        data = self._combine([self.pieces[m][1] for m in accepted], w)
         used = tuple((m, wm, self.manifests[m][self.mine]) for m, wm in self.weights)
-        result = SliceResult(self.number, self.kind, members, self.mine, used, digest(data), data)
+        commits = tuple(self.commits[m] for m in members)
+        result = SliceResult(
+            self.number, self.kind, members, self.mine, used, commits, digest(data), data
+        )
         self.results[self.mine] = result
         out.append(fx.Send(self._others(), result))
+
+    def contributors(self) -> tuple[str, ...]:
+        """The members whose updates the average holds (the judge's accepted)."""
+        return tuple(m for m, _ in self.weights)
 
     def _combine(self, rows: Sequence[F32], weights: Sequence[float]) -> F32:
         seed = bucket_seed(self.number, list(self.members))
@@ -262,9 +367,12 @@ class GroupRound:
         """Check returned slices once we hold every member's manifest and our weights."""
         if len(self.manifests) < self.n or not self.weights:
             return
+        commits = tuple(self.commits[m] for m in self.members)
         for k in sorted(self.unchecked):
             msg = self.unchecked.pop(k)
-            if self._slice_ok(msg):
+            if msg.commits != commits:  # a member told the owner something else: no blame
+                self.failed = self.failed or "equivocation"
+            elif self._slice_ok(msg):
                 self.results[k] = msg
             else:
                 self._reject(self.owner[k], RejectReason.BAD_SLICE)
@@ -330,7 +438,8 @@ class GroupRound:
             self._reject(self.owner[k], RejectReason.BAD_SLICE, proven=True)
 
     def _recompute(self, result: SliceResult, evidence: Sequence[tuple[str, F32]]) -> F32:
-        return self._combine([d for _, d in evidence], [w for _, w, _ in result.used])
+        rows = dict(evidence)
+        return self._combine([rows[m] for m, _, _ in result.used], [w for _, w, _ in result.used])
 
     def _judge_verdicts(self) -> None:
         for auditor in sorted(self.verdicts):

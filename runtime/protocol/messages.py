@@ -103,7 +103,10 @@ class Piece:
     """Reduce-scatter: the sender's slice ``index`` of its flat update, for that slice's
     owner (or, ``audit``, for an auditor that asked). ``manifest`` commits the sender to
     every one of its pieces (their digests, by slice): owners name these digests in what
-    they return, and an auditor's evidence is checked against them."""
+    they return, and an auditor's evidence is checked against them. ``sums`` (each slice's
+    sum of squares) and ``sample`` (the strided direction sample of the whole update) are
+    what the close-time judge needs of a whole update; each owner checks the part that
+    falls in its slice (group.py)."""
 
     round: int
     kind: UpdateKind
@@ -111,6 +114,8 @@ class Piece:
     index: int
     dataset_size: int
     manifest: tuple[str, ...]
+    sums: tuple[float, ...]
+    sample: F32 = field(repr=False, compare=False)
     data: F32 = field(repr=False, compare=False)
     audit: bool = False
 
@@ -118,13 +123,16 @@ class Piece:
 @dataclass(frozen=True, slots=True)
 class SliceResult:
     """All-gather: slice ``index`` aggregated by its owner with the run's rule, with the
-    commitment that makes it checkable: (member, influence weight, piece digest) used."""
+    commitment that makes it checkable: (member, influence weight, piece digest) used, and
+    every member's commitment as the owner received it (``commits``, members' order): the
+    judge's inputs, so that a member who told owners different things is seen."""
 
     round: int
     kind: UpdateKind
     members: tuple[str, ...]
     index: int
     used: tuple[tuple[str, float, str], ...]
+    commits: tuple[str, ...]
     digest: str  # of ``data``
     data: F32 = field(repr=False, compare=False)
 

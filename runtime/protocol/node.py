@@ -83,7 +83,7 @@ from swarm_tune.runtime.protocol.tensors import (
     median_sketch,
     sketch_distance,
 )
-from swarm_tune.runtime.protocol.validation import CloseTimeJudge, check_structure
+from swarm_tune.runtime.protocol.validation import CloseTimeJudge, check_structure, judge_pool
 
 ROUND_TIMER = "round"
 HEARTBEAT_TIMER = "heartbeat"
@@ -581,21 +581,25 @@ class ProtocolNode:
         ours; equal labels: one update's worth of weight), judged once per close on the
         whole pool in peer-id order. Empty for parameter rounds: replicas in step hold
         bit-identical parameters, so only gradients are ever collapsed."""
-        if kind != "grad":
-            return {}
         pool = list(candidates)
         if own is not None:
             pool.append((self.node_id, own))
         pool.sort(key=lambda e: e[0])
+        labels = self._pool_copy_labels(kind, pool)
+        return {("" if p == self.node_id else p): label for p, label in labels.items()}
+
+    def _pool_copy_labels(
+        self, kind: UpdateKind, pool: Sequence[tuple[str, UpdateSummary]]
+    ) -> dict[str, int | None]:
+        """Copy labels of a pool in peer-id order (see ``_copy_labels``)."""
+        if kind != "grad":
+            return {}
         labels = duplicate_labels(
             [s.fingerprint for _, s in pool],
             [s.direction for _, s in pool],
             self.config.near_duplicate_ratio,
         )
-        return {
-            ("" if p == self.node_id else p): label
-            for (p, _), label in zip(pool, labels, strict=True)
-        }
+        return {p: label for (p, _), label in zip(pool, labels, strict=True)}
 
     def _close(self, now: float, trigger: str) -> Effects:
         rnd = self._open
@@ -707,11 +711,26 @@ class ProtocolNode:
         if flat is None:
             assert rnd.own is not None
             flat = self.spec.flatten(rnd.own).numpy()
-        rule, cap = self._rule, self.config.subnet_cap
+        rule, cfg, kind = self._rule, self.config, rnd.kind
 
-        def weight_of(names: Sequence[str], sizes: Sequence[int]) -> list[float]:
-            subnets = [self._subnet(m) for m in names]
-            return influence_weights([float(x) for x in sizes], subnets, cap, rule.robust)
+        def weigh(
+            names: Sequence[str], sizes: Sequence[int], summaries: Sequence[UpdateSummary]
+        ) -> tuple[dict[str, RejectReason], list[float]]:
+            # A pure function of what every member holds: all reach the same verdicts and
+            # weights (group.py), so the history-free judge (validation.judge_pool).
+            pool = list(zip(names, summaries, strict=True))
+            subnets = {m: self._subnet(m) for m in names}
+            copies = self._pool_copy_labels(kind, pool)
+            judged = judge_pool(cfg, kind, pool, subnets, copies)
+            kept = [(m, x) for m, x in zip(names, sizes, strict=True) if m not in judged]
+            weights = influence_weights(
+                [float(x) for _, x in kept],
+                [subnets[m] for m, _ in kept],
+                cfg.subnet_cap,
+                rule.robust,
+                [copies.get(m) for m, _ in kept] if copies else (),
+            )
+            return judged, weights
 
         g = GroupRound(
             rnd.number,
@@ -721,7 +740,7 @@ class ProtocolNode:
             np.ascontiguousarray(flat, dtype=np.float32),
             rnd.own_weight,
             rule,
-            weight_of,
+            weigh,
             self.config.group_audit,
             self._rng,
         )
@@ -812,11 +831,19 @@ class ProtocolNode:
         self._transition(Trigger.CLOSE)
         avg = self.spec.unflatten(torch.from_numpy(g.average()))
         self.progress = max(self.progress, rnd.number + 1)
+        contributors = g.contributors()
+        accepted = tuple(p for p in contributors if p != self.node_id)
+        for peer in accepted:
+            self.reputation.record(peer, None, now)  # as a flat close records its accepted
         out: Effects = [
             fx.CancelTimer(TimerKey(GROUP_TIMER, rnd.number)),
             fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number)),
-            fx.ApplyAverage(rnd.number, rnd.kind, avg, g.members, False),
-            fx.RoundClosed(rnd.number, "group", "average", g.n, rnd.opened_at, now),
+        ]
+        if accepted:
+            out.append(fx.ContributionsAccepted(rnd.number, accepted))
+        out += [
+            fx.ApplyAverage(rnd.number, rnd.kind, avg, contributors, False),
+            fx.RoundClosed(rnd.number, "group", "average", len(contributors), rnd.opened_at, now),
         ]
         return out + self._open_round(rnd.number + 1, now)
 

@@ -83,7 +83,17 @@ def check_tensors(spec: ModelSpec, tensors: Mapping[str, torch.Tensor]) -> Tenso
     return TensorCheck(spec, None, True, None, summary)
 
 
+def direction_stride(numel: int) -> int:
+    """The step of the strided direction sample of a flat vector of ``numel`` entries."""
+    return max(1, numel // DIRECTION_COLUMNS)
+
+
+def summary_of(rms: float, fingerprint: int, direction: npt.NDArray[np.float64]) -> UpdateSummary:
+    """A summary from its facts (group rounds build it from what members committed to)."""
+    return UpdateSummary(rms, fingerprint, direction, math.sqrt(float(direction @ direction)))
+
+
 def _summary(rms: float, fingerprint: int, values: npt.NDArray[np.float64]) -> UpdateSummary:
     # A strided subsample keeps the median cheap (it sorts) and spans every tensor.
-    direction = np.ascontiguousarray(values[:: max(1, values.size // DIRECTION_COLUMNS)])
-    return UpdateSummary(rms, fingerprint, direction, math.sqrt(float(direction @ direction)))
+    direction = np.ascontiguousarray(values[:: direction_stride(values.size)])
+    return summary_of(rms, fingerprint, direction)

@@ -132,8 +132,7 @@ class CloseTimeJudge:
                 if copies
                 else [s.fingerprint for s in pool]
             )
-            units = collapse_duplicates([1.0] * len(pool), labels)
-            weights = np.asarray(subnet_capped_weights(units, groups, self._cfg.subnet_cap))
+            weights = _direction_weights(labels, groups, self._cfg.subnet_cap)
             cosines, centre, spread = direction_statistics(pool, weights)
             for peer in self._hostile(kept, cosines, centre, spread):
                 rejected[peer] = RejectReason.DIRECTION
@@ -180,7 +179,7 @@ class CloseTimeJudge:
             count += 1
             average += (score - average) * max(SCORE_WEIGHT, 1.0 / count)
             remember(scores, peer, (count, average))
-            against_now = cosine < 0.0 and score < -Z_SINGLE
+            against_now = _against_now(cosine, centre, spread, len(cosines))
             against_lately = count >= DIRECTION_EVIDENCE and average < -Z_MEAN
             if against_now or against_lately:
                 hostile.append(peer)
@@ -193,6 +192,54 @@ class CloseTimeJudge:
             self._fingerprints, peer, seen if replay else (*seen, fingerprint)[-REPLAY_MEMORY:]
         )
         return replay
+
+
+def judge_pool(
+    cfg: ProtocolConfig,
+    kind: UpdateKind,
+    pool: Sequence[tuple[str, UpdateSummary]],
+    subnets: Mapping[str, str],
+    copies: Mapping[str, int | None],
+) -> dict[str, RejectReason]:
+    """Verdicts on one round's pool from the pool alone (peer -> reason; members' order).
+
+    Why not CloseTimeJudge: a group round's members must reach the same verdicts, or they
+    weigh the slices differently and cannot agree on the average (group.py). The judge's
+    history (norm reference, replay memory, moving direction scores) differs from node to
+    node; this is the part of it that is a pure function of what every member holds: the
+    norm bound from the round's median norm (an honest majority assumed), and the direction
+    test against the pool's weighted median (copies counted once, then the subnet cap)."""
+    rejected: dict[str, RejectReason] = {}
+    norms = sorted(s.rms for _, s in pool)
+    if len(norms) >= 2:
+        bound = max(cfg.norm_floor, cfg.norm_factor * norms[len(norms) // 2])
+        rejected.update((p, RejectReason.NORM) for p, s in pool if s.rms > bound)
+    if kind == "grad" and cfg.judges_direction:
+        kept = [(p, s) for p, s in pool if p not in rejected]
+        labels = [copies.get(p) for p, _ in kept] if copies else [s.fingerprint for _, s in kept]
+        groups = [subnets.get(p, p) for p, _ in kept]
+        weights = _direction_weights(labels, groups, cfg.subnet_cap)
+        cosines, centre, spread = direction_statistics([s for _, s in kept], weights)
+        for (peer, _), cosine in zip(kept, cosines, strict=False):
+            if _against_now(cosine, centre, spread, len(cosines)):
+                rejected[peer] = RejectReason.DIRECTION
+    return rejected
+
+
+def _direction_weights(
+    labels: Sequence[int | None], groups: Sequence[str], cap: float
+) -> npt.NDArray[np.float64]:
+    """Each pooled update's weight in the direction statistics: copies count once, then the
+    subnet cap."""
+    units = collapse_duplicates([1.0] * len(labels), labels)
+    return np.asarray(subnet_capped_weights(units, groups, cap))
+
+
+def _against_now(cosine: float, centre: float, spread: float, pool: int) -> bool:
+    """Hostile in this round alone: a small pool has no robust centre, only a floor."""
+    if pool < ROBUST_POOL:
+        return cosine < MIN_COSINE
+    return cosine < 0.0 and (cosine - centre) / spread < -Z_SINGLE
 
 
 @dataclass(frozen=True, slots=True)

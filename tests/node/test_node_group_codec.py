@@ -10,6 +10,7 @@ import torch
 from swarm_tune.runtime.net.protocol_codec import (
     EVIDENCE_PREFIX,
     GROUP_DATA,
+    GROUP_SAMPLE,
     ProtocolMismatch,
     from_envelope,
     to_envelope,
@@ -37,16 +38,19 @@ def roundtrip(msg: Message) -> Message:
 
 def test_every_group_message_round_trips_exactly() -> None:
     manifest = tuple(digest(DATA + k) for k in range(3))
-    p = roundtrip(Piece(4, "grad", MEMBERS, 1, 250, manifest, DATA, audit=True))
+    sums = (0.1 + 0.2, 1e-300, 7.0)  # floats that must come back bit for bit
+    p = roundtrip(Piece(4, "grad", MEMBERS, 1, 250, manifest, sums, DATA[::2], DATA, audit=True))
     assert isinstance(p, Piece)
     assert (p.round, p.kind, p.members, p.index, p.dataset_size, p.manifest, p.audit) == (
         4, "grad", MEMBERS, 1, 250, manifest, True,
     )  # fmt: skip
+    assert p.sums == sums and np.array_equal(p.sample, DATA[::2])
     assert p.data.dtype == np.float32 and np.array_equal(p.data, DATA)
     used = tuple((m, w, d) for m, w, d in zip(MEMBERS, (0.25, 1.0, 10.0), manifest, strict=True))
-    s = roundtrip(SliceResult(4, "params", MEMBERS, 2, used, digest(DATA), DATA))
+    s = roundtrip(SliceResult(4, "params", MEMBERS, 2, used, manifest, digest(DATA), DATA))
     assert isinstance(s, SliceResult)
     assert (s.kind, s.index, s.used, s.digest) == ("params", 2, used, digest(DATA))
+    assert s.commits == manifest
     assert np.array_equal(s.data, DATA) and digest(s.data) == s.digest
     assert roundtrip(AuditRequest(4, 2)) == AuditRequest(4, 2)
     ev = tuple((m, DATA * (i + 1)) for i, m in enumerate(MEMBERS))
@@ -64,23 +68,33 @@ def _env(msg_type: MsgType, meta: dict[str, object], tensors: dict[str, torch.Te
 
 
 T = {GROUP_DATA: torch.zeros(4)}
+PT = {**T, GROUP_SAMPLE: torch.zeros(2)}
 PIECE = {"index": 0, "kind": "grad", "members": ["a", "b"], "dataset_size": 1,
-         "manifest": ["x", "y"], "audit": False}  # fmt: skip
+         "manifest": ["x", "y"], "sums": [0.0, 1.5], "audit": False}  # fmt: skip
 SLICE = {"index": 0, "kind": "grad", "members": ["a", "b"], "digest": "d",
-         "used_ids": ["a", "b"], "used_w": [1.0, 2.0], "used_d": ["x", "y"]}  # fmt: skip
+         "used_ids": ["a", "b"], "used_w": [1.0, 2.0], "used_d": ["x", "y"],
+         "commits": ["c", "d"]}  # fmt: skip
 VERDICT = {"index": 0, "ok": False, "digest": "d", "ev_ids": ["a"]}
 
 BAD = [
-    (MsgType.GROUP_PIECE, PIECE, {GROUP_DATA: torch.zeros(4, dtype=torch.float64)}),
-    (MsgType.GROUP_PIECE, PIECE, {GROUP_DATA: torch.zeros(2, 2)}),
+    (MsgType.GROUP_PIECE, PIECE, {**PT, GROUP_DATA: torch.zeros(4, dtype=torch.float64)}),
+    (MsgType.GROUP_PIECE, PIECE, {**PT, GROUP_DATA: torch.zeros(2, 2)}),
     (MsgType.GROUP_PIECE, PIECE, {}),
-    (MsgType.GROUP_PIECE, PIECE, {**T, "w": torch.zeros(1)}),
-    (MsgType.GROUP_PIECE, {**PIECE, "audit": 1}, T),
-    (MsgType.GROUP_PIECE, {**PIECE, "index": -1}, T),
-    (MsgType.GROUP_PIECE, {**PIECE, "index": 10**9}, T),
-    (MsgType.GROUP_PIECE, {**PIECE, "members": ["a"] * 300}, T),
-    (MsgType.GROUP_PIECE, {**PIECE, "kind": "x"}, T),
-    (MsgType.GROUP_PIECE, {**PIECE, "extra": 1}, T),
+    (MsgType.GROUP_PIECE, PIECE, T),
+    (MsgType.GROUP_PIECE, PIECE, {**PT, GROUP_SAMPLE: torch.zeros(2, dtype=torch.float64)}),
+    (MsgType.GROUP_PIECE, PIECE, {**PT, "w": torch.zeros(1)}),
+    (MsgType.GROUP_PIECE, {**PIECE, "audit": 1}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "index": -1}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "index": 10**9}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "members": ["a"] * 300}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "kind": "x"}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "extra": 1}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "sums": [1, 2]}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "sums": "1.0"}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "sums": [1.0] * 300}, PT),
+    (MsgType.GROUP_PIECE, {k: v for k, v in PIECE.items() if k != "sums"}, PT),
+    (MsgType.GROUP_SLICE, {**SLICE, "commits": "c"}, T),
+    (MsgType.GROUP_SLICE, {**SLICE, "commits": [1]}, T),
     (MsgType.GROUP_SLICE, {**SLICE, "used_w": [1.0]}, T),
     (MsgType.GROUP_SLICE, {**SLICE, "used_w": [1, 2]}, T),
     (MsgType.GROUP_SLICE, {**SLICE, "used_w": "1.0"}, T),

@@ -10,6 +10,7 @@ to every member and banned.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,9 +48,13 @@ def _update(node: str, rnd: int) -> dict[str, torch.Tensor]:
     return {k: torch.randn(v.shape, generator=g) for k, v in grad_like(0.0).items()}
 
 
-def _world(world: type[World] = World, **kw: Any) -> World:
+def _world(
+    world: type[World] = World,
+    updates: Callable[[str, int], dict[str, torch.Tensor]] = _update,
+    **kw: Any,
+) -> World:
     w = world(_config(**kw))
-    w.updates = _update
+    w.updates = updates
     for n in NODES:
         w.add(n, dataset_size=SIZES[n])
     w.connect_all()
@@ -221,3 +226,116 @@ def test_a_slice_that_breaks_the_commitment_is_rejected_without_an_audit() -> No
 def test_out_of_range_group_parameters_are_refused(field: str, value: Any) -> None:
     with pytest.raises(ProtocolConfigError, match=field):
         _config(**{field: value})
+
+
+def _mean_of(parts: dict[str, tuple[float, torch.Tensor]]) -> torch.Tensor:
+    total = sum(w for w, _ in parts.values())
+    acc = sum(w * t.double() for w, t in parts.values())
+    assert isinstance(acc, torch.Tensor)
+    return acc / total
+
+
+def test_bit_identical_copies_count_once_in_a_group_round() -> None:
+    # d sends c's update (a Sybil copy): no member sees a whole update, but the manifests
+    # show it. Together they weigh what one update does (rules.collapse_duplicates: the
+    # mean of their weights, split two ways), on every member alike.
+    w = _world(updates=lambda n, r: _update("c" if n == "d" else n, r))
+    w.run_until(1.5)
+    r0 = {n: _applied(w, n)[0] for n in NODES}
+    assert all(torch.equal(_flat(r0[n]), _flat(r0["a"])) for n in NODES)
+    assert r0["a"].contributors == NODES  # a copy is not rejected: it weighs less
+    flat = {n: SPEC.flatten(_update(n, 0)) for n in ("a", "b", "c")}
+    share = (SIZES["c"] + SIZES["d"]) / 4
+    expected = _mean_of({"a": (10, flat["a"]), "b": (30, flat["b"]), "c": (2 * share, flat["c"])})
+    assert torch.allclose(_flat(r0["a"]).double(), expected, atol=1e-6)
+    uncollapsed = _mean_of({"a": (10, flat["a"]), "b": (30, flat["b"]), "c": (60, flat["c"])})
+    assert not torch.allclose(_flat(r0["a"]).double(), uncollapsed, atol=1e-3)
+
+
+def _aligned(node: str, rnd: int) -> dict[str, torch.Tensor]:
+    """Gradients of one model: a shared direction plus each node's noise; d's points back."""
+    shared = _update("z", rnd)
+    own = _update(node, rnd)
+    sign = -1.0 if node == "d" else 1.0
+    return {k: sign * (shared[k] + 0.3 * own[k]) for k in shared}
+
+
+def test_every_member_judges_a_sign_flipped_update_out_alike() -> None:
+    w = _world(updates=_aligned, direction_test="always")
+    w.run_until(1.5)
+    honest = ("a", "b", "c")
+    for n in honest:
+        verdicts = [(e.peer, e.reason) for e in w.effects_of(effects.ContributionRejected, n)]
+        assert verdicts == [("d", RejectReason.DIRECTION)]
+    r0 = {n: _applied(w, n)[0] for n in NODES}
+    assert all(torch.equal(_flat(r0[n]), _flat(r0["a"])) for n in NODES)  # d too: one result
+    assert r0["a"].contributors == honest
+    expected = _mean_of({n: (SIZES[n], SPEC.flatten(_aligned(n, 0))) for n in honest})
+    assert torch.allclose(_flat(r0["a"]).double(), expected, atol=1e-6)
+    closed = [c for c in w.effects_of(effects.RoundClosed, "a") if c.round == 0]
+    assert [(c.trigger, c.contributors) for c in closed] == [("group", 3)]
+
+
+class _Teller(World):
+    """``b`` rewrites what its pieces say about its whole update (``lie``)."""
+
+    lie: Any = None
+
+    def execute(self, node_id: str, out: list[effects.Effect]) -> None:
+        if node_id == "b":
+            out = [self._rewrite(e) for e in out]
+        super().execute(node_id, out)
+
+    def _rewrite(self, e: effects.Effect) -> effects.Effect:
+        if isinstance(e, effects.Send) and isinstance(e.message, Piece):
+            return dataclasses.replace(e, message=self.lie(e.peers, e.message))
+        return e
+
+
+def _lying_world(lie: Any) -> World:
+    w = _world(_Teller, group_audit=0)
+    assert isinstance(w, _Teller)
+    w.lie = lie
+    return w
+
+
+@pytest.mark.parametrize(
+    "what",
+    ["sample", "sums"],
+)
+def test_a_piece_that_misstates_the_whole_update_is_caught_by_the_slice_owner(
+    what: str,
+) -> None:
+    # A smaller norm or an honest-looking direction than the update has: every owner checks
+    # the part of the claim that falls in its slice, and every slice has an owner.
+    def lie(peers: tuple[str, ...], p: Piece) -> Piece:
+        if what == "sample":
+            return dataclasses.replace(p, sample=(p.sample * 0.5).astype(np.float32))
+        return dataclasses.replace(p, sums=tuple(x / 4 for x in p.sums))
+
+    w = _lying_world(lie)
+    w.run_until(3.0)
+    for n in ("a", "c", "d"):
+        verdicts = [(e.peer, e.reason) for e in w.effects_of(effects.ContributionRejected, n)]
+        assert verdicts[:1] == [("b", RejectReason.BAD_PIECE)]
+        assert all(peer == "b" for peer, _ in verdicts)
+        assert _applied(w, n)[0].contributors == ("a", "c", "d")
+
+
+def test_a_member_telling_owners_different_things_blames_no_owner() -> None:
+    # b claims another dataset size to a than to c and d: their weights would differ. The
+    # commitments in the returned slices show the disagreement; the round degrades (a
+    # flat round judges b's update by itself) and no owner is blamed for it.
+    def lie(peers: tuple[str, ...], p: Piece) -> Piece:
+        return dataclasses.replace(p, dataset_size=999) if peers == ("a",) else p
+
+    w = _lying_world(lie)
+    w.run_until(3.0)
+    for n in ("a", "c", "d"):
+        assert not [
+            e for e in w.effects_of(effects.ContributionRejected, n) if e.peer in ("a", "c", "d")
+        ]
+        assert not w.effects_of(effects.Ban, n)
+    closed = {c.trigger for n in ("a", "c", "d") for c in w.effects_of(effects.RoundClosed, n)
+              if c.round == 0}  # fmt: skip
+    assert "group" not in closed
