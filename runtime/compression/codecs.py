@@ -13,6 +13,9 @@ Stages (at most one sparsifier, first; exactly one value stage, last, default ``
   overflowing to inf, so a large coordinate is clipped, not turned into a poisoned inf);
 * ``int8:B`` - block-wise absmax int8: each block of B values (1..65536, default 256) keeps
   one float32 scale ``max|x| / 127``; error per value <= scale / 2 (1 byte + 4/B);
+* ``int4:B`` - the same with 15 levels (-7..7, two values per byte, default B = 64: a coarser
+  grid wants smaller blocks); scale ``max|x| / 7``, error per value <= scale / 2 (0.5 byte +
+  4/B). A nibble of 0 (level -8) is never produced; decoded it stays within 8 x scale;
 * ``topk:F`` - keep the ceil(F * n) largest-magnitude coordinates (0 < F <= 1), indices as
   int32 in increasing order (one canonical encoding; duplicates or out-of-range indices are
   refused), values through the value stage.
@@ -40,8 +43,11 @@ __all__ = [
 
 MAX_BLOCK: Final = 65_536
 DEFAULT_BLOCK: Final = 256
+INT4_BLOCK: Final = 64
 FP16_MAX: Final = 65504.0
 _INT8_MAX: Final = 127.0
+_INT4_MAX: Final = 7.0
+_LEVELS: Final = {"int8": _INT8_MAX, "int4": _INT4_MAX}
 
 
 class CompressionError(ValueError):
@@ -66,12 +72,12 @@ class Encoded:
 class _Values:
     """The value stage: how a vector of float32 values is stored."""
 
-    kind: str  # fp32 | fp16 | bf16 | int8
+    kind: str  # fp32 | fp16 | bf16 | int8 | int4
     block: int = 0
 
     @property
     def name(self) -> str:
-        return f"int8:{self.block}" if self.kind == "int8" else self.kind
+        return f"{self.kind}:{self.block}" if self.kind in _LEVELS else self.kind
 
     def encode(self, x: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
         if self.kind == "fp32":
@@ -82,15 +88,21 @@ class _Values:
             out["v"] = x.to(torch.bfloat16)
         else:
             n = x.numel()
+            levels = _LEVELS[self.kind]
             blocks = -(-n // self.block)
             padded = torch.zeros(blocks * self.block, dtype=torch.float32)
             padded[:n] = x
             view = padded.view(blocks, self.block)
-            scale = view.abs().amax(dim=1) / _INT8_MAX
+            scale = view.abs().amax(dim=1) / levels
             safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-            q = torch.round(view / safe[:, None]).clamp_(-_INT8_MAX, _INT8_MAX)
-            out["q"] = q.to(torch.int8).reshape(-1)[:n].clone()
+            q = torch.round(view / safe[:, None]).clamp_(-levels, levels).reshape(-1)[:n]
             out["s"] = scale
+            if self.kind == "int8":
+                out["q"] = q.to(torch.int8).clone()
+                return
+            nibbles = torch.zeros(2 * -(-n // 2), dtype=torch.uint8)  # even length
+            nibbles[:n] = (q + 8).to(torch.uint8)
+            out["q4"] = nibbles[0::2] | (nibbles[1::2] << 4)
 
     def expected(self, n: int) -> dict[str, tuple[torch.dtype, int]]:
         """Part name -> (dtype, length) for ``n`` values."""
@@ -100,14 +112,22 @@ class _Values:
             return {"v": (torch.float16, n)}
         if self.kind == "bf16":
             return {"v": (torch.bfloat16, n)}
-        return {"q": (torch.int8, n), "s": (torch.float32, -(-n // self.block))}
+        scales = (torch.float32, -(-n // self.block))
+        if self.kind == "int4":
+            return {"q4": (torch.uint8, -(-n // 2)), "s": scales}
+        return {"q": (torch.int8, n), "s": scales}
 
     def decode(self, parts: dict[str, torch.Tensor], n: int) -> torch.Tensor:
-        if self.kind != "int8":
+        if self.kind not in _LEVELS:
             return parts["v"].to(torch.float32)
         blocks = -(-n // self.block)
         q = torch.zeros(blocks * self.block, dtype=torch.float32)
-        q[:n] = parts["q"].to(torch.float32)
+        if self.kind == "int8":
+            q[:n] = parts["q"].to(torch.float32)
+        else:
+            packed = parts["q4"]
+            nibbles = torch.stack((packed & 15, packed >> 4), dim=1).reshape(-1)[:n]
+            q[:n] = nibbles.to(torch.float32) - 8.0
         return (q.view(blocks, self.block) * parts["s"][:, None]).reshape(-1)[:n]
 
 
@@ -192,18 +212,21 @@ def _value_stage(name: str, arg: str | None) -> _Values:
         if arg is not None:
             raise CompressionError(f"{name} takes no parameter (got {arg!r})")
         return _Values("fp32" if name == "none" else name)
-    if name == "int8":
-        block = DEFAULT_BLOCK
+    if name in _LEVELS:
+        block = DEFAULT_BLOCK if name == "int8" else INT4_BLOCK
         if arg is not None:
             try:
                 block = int(arg)
             except ValueError:
-                raise CompressionError(f"int8 block size must be an integer, got {arg!r}") from None
+                raise CompressionError(
+                    f"{name} block size must be an integer, got {arg!r}"
+                ) from None
         if not 1 <= block <= MAX_BLOCK:
-            raise CompressionError(f"int8 block size must be in [1, {MAX_BLOCK}], got {block}")
-        return _Values("int8", block)
+            raise CompressionError(f"{name} block size must be in [1, {MAX_BLOCK}], got {block}")
+        return _Values(name, block)
     raise CompressionError(
-        f"unknown compression stage {name!r} (known: none, fp32, fp16, bf16, int8[:B], topk:F)"
+        f"unknown compression stage {name!r} "
+        "(known: none, fp32, fp16, bf16, int8[:B], int4[:B], topk:F)"
     )
 
 

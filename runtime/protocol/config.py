@@ -413,5 +413,5 @@ _CUSTOM_RANGE = {
     "aggregation_rule": " | ".join(RULES),
     "trim_beta": "[0, 0.5)",
     "krum_f": "int >= 0 | [0, 0.5)",
-    "compression": "none | fp16 | bf16 | int8[:B] | topk:F[+stage]",
+    "compression": "none | fp16 | bf16 | int8[:B] | int4[:B] | topk:F[+stage]",
 }

@@ -49,17 +49,33 @@ def test_fp16_bf16_relative_error(x: torch.Tensor) -> None:
 
 
 @FAST
-@given(vectors(), st.sampled_from([1, 7, 64, 256, 4096]))
-def test_int8_blockwise_error_bound(x: torch.Tensor, block: int) -> None:
-    c = parse_codec(f"int8:{block}")
+@given(
+    vectors(),
+    st.sampled_from([1, 7, 64, 256, 4096]),
+    st.sampled_from([("int8", 127, 1.0), ("int4", 7, 0.5)]),
+)
+def test_blockwise_quantization_error_bound(
+    x: torch.Tensor, block: int, kind: tuple[str, int, float]
+) -> None:
+    name, levels, value_bytes = kind
+    c = parse_codec(f"{name}:{block}")
     enc = c.encode(x)
     n = x.numel()
-    assert enc.nbytes == n + 4 * math.ceil(n / block)
+    assert enc.nbytes == math.ceil(n * value_bytes) + 4 * math.ceil(n / block)
     err = (c.decode(enc) - x).abs()
     pad = torch.zeros(math.ceil(n / block) * block)
     pad[:n] = x.abs()
-    bound = pad.view(-1, block).amax(dim=1).repeat_interleave(block)[:n] / 254.0
+    bound = pad.view(-1, block).amax(dim=1).repeat_interleave(block)[:n] / (2 * levels)
     assert bool((err <= bound * (1 + 1e-5) + 1e-30).all())
+
+
+def test_int4_packs_two_levels_a_byte_in_order() -> None:
+    c = parse_codec("int4:4")
+    x = torch.tensor([7.0, -7.0, 1.0, 0.0, 3.5])  # block 0 scale 1; block 1 scale 0.5
+    enc = c.encode(x)
+    # levels +8: 15, 1, 9, 8 | 15 (and a zero pad nibble); low nibble first
+    assert enc.parts["q4"].tolist() == [15 | 1 << 4, 9 | 8 << 4, 15]
+    assert torch.equal(c.decode(enc), x)
 
 
 @FAST
@@ -77,7 +93,9 @@ def test_topk_keeps_the_largest_exactly(x: torch.Tensor, frac: float) -> None:
 
 
 @FAST
-@given(vectors(), st.sampled_from(["topk:0.01", "topk:0.05+int8:64", "int8", "fp16", "bf16"]))
+@given(
+    vectors(), st.sampled_from(["topk:0.01", "topk:0.05+int8:64", "int8", "int4", "fp16", "bf16"])
+)
 def test_error_feedback_accounts_for_every_input(x: torch.Tensor, codec: str) -> None:
     ef = ErrorFeedback(parse_codec(codec))
     g = torch.Generator().manual_seed(x.numel())
@@ -129,6 +147,8 @@ def test_composition_and_canonical_names() -> None:
         "int8:0",
         "int8:70000",
         "int8:x",
+        "int4:0",
+        "int4:y",
         "topk",
         "topk:0",
         "topk:1.5",
@@ -151,7 +171,7 @@ def _tamper(enc: Encoded, part: str, value: torch.Tensor) -> Encoded:
 def test_payload_disagreeing_with_its_header_is_refused() -> None:
     x = torch.randn(1000, generator=torch.Generator().manual_seed(4))
     spec = ModelSpec.from_tensors({"w": x})
-    for name in ("fp16", "int8:100", "topk:0.1+bf16"):
+    for name in ("fp16", "int8:100", "int4:32", "topk:0.1+bf16"):
         c = parse_codec(name)
         enc = c.encode(x)
         bad = [
