@@ -10,18 +10,14 @@ are checked on an injected clock.
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
 import trio
+from outsider_run import outsider_argv, parse_report
 
 from swarm_tune.runtime.net import NetConfig, open_net_node
 from swarm_tune.runtime.net.conn_limit import MAX_SOURCES, InboundLimiter, source_of
 from swarm_tune.runtime.net.refusals import Refusals
 
-OUTSIDER = Path(__file__).resolve().parents[1] / "support" / "outsider.py"
 FLOOD = 200
 
 
@@ -36,11 +32,9 @@ async def test_a_fresh_connection_flood_from_one_ip_is_refused_before_the_handsh
         result: dict[str, object] = {}
 
         async def attack() -> None:
-            cmd = [sys.executable, str(OUTSIDER), victim.multiaddrs[0], "0", "churn",
-                   "--count", str(FLOOD), "--bind", "127.0.0.2"]  # fmt: skip
+            cmd = outsider_argv(victim.multiaddrs[0], f"churn:{FLOOD}@127.0.0.2")
             done = await trio.run_process(cmd, capture_stdout=True, check=True)
-            line = [x for x in done.stdout.decode().splitlines() if x.startswith("OUTSIDER ")]
-            result.update(json.loads(line[-1].split(" ", 1)[1])["seen"])
+            result.update(parse_report(done.stdout.decode())["seen"]["churn"])
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(attack)
