@@ -8,6 +8,7 @@ reviewable in one place, and the ops layer (pydantic-settings, ``SWARM_*``) maps
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from swarm_tune.runtime.net.errors import ConfigError
@@ -105,8 +106,10 @@ class NetConfig:
             "max_conns_per_ip": self.max_conns_per_ip,
         }
         for name, value in positive.items():
-            if value <= 0:
+            if not value > 0:  # NaN fails this too
                 raise ConfigError(f"{name} must be > 0 (got {value!r})")
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be finite (got {value!r})")
         if self.max_small_size >= 1 << 32:
             raise ConfigError("max_small_size must fit in a u32 length prefix")
         if not 0 <= self.data_port < 65536:

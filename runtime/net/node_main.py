@@ -103,6 +103,7 @@ def build_net_config(s: NodeSettings, *, relay: bool = False) -> NetConfig:
     import dataclasses
 
     from swarm_tune.runtime.net.config import NetConfig
+    from swarm_tune.runtime.ops.settings import NET_LIMITS
 
     net = NetConfig(
         enable_mdns=s.enable_mdns,
@@ -111,9 +112,9 @@ def build_net_config(s: NodeSettings, *, relay: bool = False) -> NetConfig:
         relay_hop=relay or s.relay_mode,
         enable_dcutr=s.enable_dcutr,
     )
-    if s.max_stranger_transfers is not None:  # else NetConfig's default (its one definition)
-        net = dataclasses.replace(net, max_stranger_transfers=s.max_stranger_transfers)
-    return net
+    # Limits left empty keep NetConfig's default (its one definition).
+    limits = {name: getattr(s, name) for name in NET_LIMITS if getattr(s, name) is not None}
+    return dataclasses.replace(net, **limits)
 
 
 def build_identity(s: NodeSettings) -> Identity:

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_MODELS",
     "ENV_PREFIX",
+    "NET_LIMITS",
     "SECRET_FIELDS",
     "NodeSettings",
     "SettingsError",
@@ -88,6 +89,20 @@ OverrideValue = int | float | bool | str
 
 
 ADVERSARY_MODES = ("none", *BEHAVIOURS)
+
+
+#: Settings that override one ``NetConfig`` limit each (same name; empty = NetConfig's
+#: default, whose checks apply: runtime/net/config.py is their one definition).
+NET_LIMITS = (
+    "max_stranger_transfers",
+    "conn_rate_per_ip",
+    "conn_burst_per_ip",
+    "conn_rate_total",
+    "conn_burst_total",
+    "max_conns_per_ip",
+    "max_preauth_conns",
+    "max_preauth_per_ip",
+)
 
 
 def env_name(field: str) -> str:
@@ -209,6 +224,32 @@ class _NodeSettingsBase(BaseSettings):
     max_stranger_transfers: int | None = Field(
         default=None,
         description="Inbound bulk transfer slots peers outside the run share; empty = default.",
+    )
+    conn_rate_per_ip: float | None = Field(
+        default=None,
+        description="New inbound connections per second from one source IP (IPv6: one /64) "
+        "once its burst is spent; empty = default.",
+    )
+    conn_burst_per_ip: float | None = Field(
+        default=None, description="Burst of new inbound connections per source; empty = default."
+    )
+    conn_rate_total: float | None = Field(
+        default=None,
+        description="New inbound connections per second from everyone together; empty = default.",
+    )
+    conn_burst_total: float | None = Field(
+        default=None, description="Burst of new inbound connections in total; empty = default."
+    )
+    max_conns_per_ip: int | None = Field(
+        default=None, description="Live inbound connections per source; empty = default."
+    )
+    max_preauth_conns: int | None = Field(
+        default=None,
+        description="Data-port connections that have not shown a token yet; empty = default.",
+    )
+    max_preauth_per_ip: int | None = Field(
+        default=None,
+        description="Of those, from one source IP (newcomers evict its oldest); empty = default.",
     )
     enable_mdns: bool = Field(default=True, description="Find peers on the local network via mDNS.")
     enable_dht: bool = Field(default=True, description="Find peers via the Kademlia DHT.")
@@ -366,7 +407,7 @@ class _NodeSettingsBase(BaseSettings):
         "dataset",
         "dataset_eval_split",
         "adversary_strength",
-        "max_stranger_transfers",
+        *NET_LIMITS,
         mode="before",
     )
     @classmethod

@@ -89,6 +89,8 @@ def test_defaults_are_valid() -> None:
         ("relay_addrs", "/ip4/1.2.3.4/tcp/1", "SWARM_RELAY_ADDRS", "entry 1: incomplete"),
         ("relay_addrs", CIRCUIT, "SWARM_RELAY_ADDRS", "directly"),
         ("max_stranger_transfers", "few", "SWARM_MAX_STRANGER_TRANSFERS", "whole number"),
+        ("conn_rate_per_ip", "fast", "SWARM_CONN_RATE_PER_IP", "number"),
+        ("max_conns_per_ip", "1.5", "SWARM_MAX_CONNS_PER_IP", "whole number"),
         ("node_key_seed", "abc", "SWARM_NODE_KEY_SEED", "64 hex digits"),
     ],
 )
@@ -180,28 +182,45 @@ def test_nat_traversal_settings_reach_the_network_config(monkeypatch: pytest.Mon
     monkeypatch.setenv("SWARM_RELAY_ADDRS", f"{PEER}, {PEER.replace('4001', '4002')}")
     monkeypatch.setenv("SWARM_ENABLE_DCUTR", "true")
     monkeypatch.setenv("SWARM_MAX_STRANGER_TRANSFERS", "3")
+    monkeypatch.setenv("SWARM_CONN_RATE_PER_IP", "2.5")
+    monkeypatch.setenv("SWARM_MAX_PREAUTH_PER_IP", "4")
     s = load_settings()
     assert s.relay_addrs == [PEER, PEER.replace("4001", "4002")]
     net = build_net_config(s)
     assert net.enable_relay and net.enable_dcutr and net.max_stranger_transfers == 3
+    assert net.conn_rate_per_ip == 2.5 and net.max_preauth_per_ip == 4
+    assert net.conn_burst_per_ip == NetConfig().conn_burst_per_ip  # unset: one default
     with pytest.raises(SettingsError, match="SWARM_RELAY_ADDRS: needs SWARM_RELAY_CLIENT=true"):
         load_settings(relay_client=False)
 
 
-@pytest.mark.parametrize(("value", "expect"), [("0", "must be > 0 (got 0)"), ("-2", "(got -2)")])
+@pytest.mark.parametrize(
+    ("env", "value", "expect"),
+    [
+        ("SWARM_MAX_STRANGER_TRANSFERS", "0", "must be > 0 (got 0)"),
+        ("SWARM_MAX_STRANGER_TRANSFERS", "-2", "must be > 0 (got -2)"),
+        ("SWARM_CONN_BURST_TOTAL", "0", "must be > 0 (got 0.0)"),
+        ("SWARM_CONN_RATE_TOTAL", "nan", "must be > 0 (got nan)"),
+        ("SWARM_CONN_RATE_PER_IP", "inf", "must be finite (got inf)"),
+        ("SWARM_MAX_PREAUTH_CONNS", "-1", "must be > 0 (got -1)"),
+    ],
+)
 def test_a_network_limit_netconfig_refuses_exits_2_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str, expect: str
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: str,
+    value: str,
+    expect: str,
 ) -> None:
     import typer
 
     from swarm_tune.runtime.net.node_main import _load
 
-    monkeypatch.setenv("SWARM_MAX_STRANGER_TRANSFERS", value)
+    monkeypatch.setenv(env, value)
     with pytest.raises(typer.Exit) as info:
         _load(None)
     assert info.value.exit_code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("SWARM_MAX_STRANGER_TRANSFERS: must be > 0") and err.endswith(expect)
+    assert capsys.readouterr().err.strip() == f"{env}: {expect}"  # one line
 
 
 def test_bad_env_var_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
