@@ -98,6 +98,10 @@ class NetNode:
         self.bulk = BulkPlane(host, config, self._in_send.send, self.refusals)
         self.small = SmallPlane(host, config, self._in_send.send, self.refusals)
         self.services: dict[str, Any] = {}
+        #: Behind a NAT: the relayed addresses held (``relays.keep_relay_slots``); the DHT's
+        #: provider records carry these, never a private address (``discovery.dht_addrs``).
+        #: None: not behind a NAT.
+        self.relayed: list[str] | None = None
         self._conn_counts: dict[str, int] = {}
         #: Set once bootstrap dialling has finished (successfully or not).
         self.bootstrap_done = trio.Event()
@@ -294,7 +298,10 @@ async def _start_optional_services(node: NetNode, cfg: NetConfig, stack: AsyncEx
     if cfg.enable_dht:
         from libp2p.kad_dht import DHTMode, KadDHT
 
+        from swarm_tune.runtime.net.discovery import publish_view
+
         dht = KadDHT(node.host, DHTMode.SERVER)
+        publish_view(dht, lambda: node.relayed)
         await stack.enter_async_context(background_trio_service(dht))
         node.services["dht"] = dht
     if cfg.enable_relay:

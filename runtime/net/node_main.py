@@ -315,9 +315,11 @@ async def run_node(s: NodeSettings) -> int:
                 )
                 async with trio.open_nursery() as side:
                     if s.relay_addrs:  # behind a NAT: peers are told the relayed address
+                        net.relayed = []  # and the DHT never a private one
 
                         def advertise(relayed: list[str]) -> None:
                             protocol.dial = relayed[0] if relayed else direct
+                            net.relayed = relayed
                             log.info("node.dial_hint", address=protocol.dial)
 
                         await side.start(

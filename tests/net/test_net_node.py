@@ -229,6 +229,48 @@ async def test_dht_provider_records_under_the_run_id_name_the_members(listen_ip:
         assert a.peer_id not in other  # providers of another run's key only
 
 
+@pytest.mark.trio
+async def test_a_node_behind_a_nat_publishes_its_relayed_address_in_the_dht_not_its_own() -> None:
+    """A keeps a slot on relay B (``relayed`` set, as ``SWARM_RELAY_ADDRS`` does): its provider
+    record, as C reads it from B, names only the circuit address, never A's own (loopback
+    here, a private address behind a real NAT), and C reaches A through it."""
+    from swarm_tune.runtime.net.discovery import add_peers, announce_and_find, run_key
+
+    cfg = NetConfig(enable_dht=True, enable_relay=True)
+    hop = NetConfig(enable_dht=True, enable_relay=True, relay_hop=True)
+    async with (
+        open_net_node(seed(24), config=cfg) as a,
+        open_net_node(seed(25), config=hop) as b,
+        open_net_node(seed(26), config=cfg) as c,
+    ):
+        a.relayed = [await a.reserve_relay(b.multiaddrs[0])]
+        await c.connect(b.multiaddrs[0])
+        for node in (a, b, c):
+            await add_peers(node.services["dht"], node.connected_peers())
+        await announce_and_find(a.services["dht"], "run-nat", 10)
+        with trio.fail_after(15):
+            infos = await c.services["dht"].find_providers(run_key("run-nat"), 8)
+        published = [str(x) for i in infos if str(i.peer_id) == a.peer_id for x in i.addrs]
+        assert published == a.relayed, published
+        await c.connect(a.relayed[0])
+        assert a.peer_id in c.connected_peers()
+
+
+def test_dht_addresses_behind_a_nat_are_the_relayed_and_global_ones_only() -> None:
+    from multiaddr import Multiaddr as M
+
+    from swarm_tune.runtime.net.discovery import dht_addrs
+    from swarm_tune.runtime.net.host import peer_id_from_seed
+
+    own = [M(f"/ip4/{ip}/tcp/4001") for ip in ("192.168.1.5", "100.64.0.9", "127.0.0.1")]
+    own += [M("/ip6/fe80::1/tcp/4001"), M("/ip4/8.8.8.8/tcp/4001"), M("/dns4/a.b/tcp/1")]
+    relay, me = peer_id_from_seed(seed(1)), peer_id_from_seed(seed(2))
+    circuit = f"/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{me}"
+    assert dht_addrs(own, None) == own  # not behind a NAT: the host's own
+    assert [str(a) for a in dht_addrs(own, [circuit])] == [circuit, "/ip4/8.8.8.8/tcp/4001"]
+    assert dht_addrs(own[:3], []) == []  # no slot held yet: nothing private either
+
+
 def test_wildcard_listen_addresses_are_advertised_as_interface_addresses() -> None:
     from multiaddr import Multiaddr as M
 
