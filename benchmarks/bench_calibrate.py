@@ -24,22 +24,16 @@ import os
 import statistics
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from swarm_tune.analysis.calibration import format_table
-from swarm_tune.sim.calibrate import PROFILES, Calibration, calibrate, with_profile
+from swarm_tune.sim.calibrate import PROFILES, Calibration, calibrate, record_time, with_profile
 from swarm_tune.sim.calibrate_real import NodeLog
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "calibrate-6.yaml"
-
-
-def _t(record: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(record["timestamp"])).timestamp()
 
 
 def print_phases(nodes: list[NodeLog]) -> None:
@@ -48,7 +42,7 @@ def print_phases(nodes: list[NodeLog]) -> None:
     node's step of that round done, last step done -> close (sending, relaying, receiving,
     decoding and validating the contributions)."""
     queue, step, slowest, tail = [], [], [], []
-    done = [{int(r["round"]): _t(r) for r in n.events("train.done")} for n in nodes]
+    done = [{int(r["round"]): record_time(r) for r in n.events("train.done")} for n in nodes]
     last = {k: max(d[k] for d in done if k in d) for k in set().union(*done)}
     for n in nodes:
         own = {int(r["round"]): r for r in n.events("train.done")}
@@ -56,11 +50,11 @@ def print_phases(nodes: list[NodeLog]) -> None:
             d = own.get(int(r["round"]))
             if d is None:
                 continue
-            opened = _t(r) - float(r["duration_s"])
+            opened = record_time(r) - float(r["duration_s"])
             step.append(float(d["seconds"]))
-            queue.append(_t(d) - opened - float(d["seconds"]))
-            slowest.append(last[int(r["round"])] - _t(d))
-            tail.append(_t(r) - last[int(r["round"])])
+            queue.append(record_time(d) - opened - float(d["seconds"]))
+            slowest.append(last[int(r["round"])] - record_time(d))
+            tail.append(record_time(r) - last[int(r["round"])])
     med = statistics.median
     print(
         f"  real round phases (median s): learner queue {med(queue):.2f}, step {med(step):.2f}, "
@@ -83,9 +77,9 @@ def print_costs(nodes: list[NodeLog]) -> None:
     sent = [float(r["seconds"]) for n in nodes for r in n.events("bulk.sent")]
     if sent:
         print(f"  real bulk.sent: median {med(sent):.3f} s ({min(sent):.3f}-{max(sent):.3f})")
-    first = min(_t(n.records[0]) for n in nodes if n.records)
-    started = max(_t(n.events("node.start")[0]) for n in nodes)
-    ended = max(_t(n.records[-1]) for n in nodes)
+    first = min(record_time(n.records[0]) for n in nodes if n.records)
+    started = max(record_time(n.events("node.start")[0]) for n in nodes)
+    ended = max(record_time(n.records[-1]) for n in nodes)
     print(
         f"  real twin wall: {started - first:.0f} s until every node started (imports, "
         f"dials), then {ended - started:.0f} s of rounds and shutdown"
@@ -114,9 +108,11 @@ def run_profile(profile: str, workdir: Path) -> Calibration:
     cls = cal.fed["compute"]["classes"][0]
     print(
         f"given to the sim: step time {cls['step_time']}, update {cal.real.payload:,.0f} B per "
-        f"copy, {cls['message_s_per_mb']} s per MB of a bulk message (not fed: event-loop CPU "
-        f"{cal.real.loop_cpu_per_mb:.4f} s/MB, learner wall/CPU {cal.real.slowdown:.1f}); both "
-        f"worlds took {wall:.0f} s wall; load average {os.getloadavg()}"
+        f"copy, transport CPU {cls['transport_s_per_mb']} s/MB, {cls['cores']} cores per node "
+        f"(of {cal.real.machine_cores}); not fed: message wall {cal.real.message_s_per_mb:.4f} "
+        f"s/MB, event-loop CPU {cal.real.loop_cpu_per_mb:.4f} s/MB, learner wall/CPU "
+        f"{cal.real.slowdown:.1f}; both worlds took {wall:.0f} s wall; load average "
+        f"{os.getloadavg()}"
     )
     return cal
 

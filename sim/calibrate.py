@@ -8,16 +8,26 @@ the network it has to predict, read from the real nodes' logs of the same run:
 * the compute step time (``train.done`` seconds, as a lognormal: median and spread; with a
   quorum of 1.0 a round waits for the slowest step, so the spread matters);
 * the update's wire size (Contribution bytes per copy sent);
-* the node's time per MB of a bulk message (``message.encoded`` and ``message.handled`` wall
-  seconds: encode; decode, validate, hand to the core; on a shared machine that includes
-  waiting for a core and for the GIL, as the step time does).
+* the node's transport CPU per MB (``transport_s_per_mb``): all of a node's CPU in a round
+  (``round.closed`` ``proc_cpu_s``: event loop, codec threads, apply) less its learner's
+  step (``train.done`` ``cpu_s``), per MB of bulk bytes it sent or received
+  (``bulk.sent``, ``message.handled``), over the rounds after the first (round 0 also pays
+  start-up: dials, handshakes, the join sync); the median node;
+* the cores each node had for it (``cores``): the machine's cores less what the rest of the
+  machine used while the rounds ran (sim/host_cpu.py: the relay and every other process),
+  shared by the N nodes, at most one each. Measured on the twin, this is what makes a
+  6-nodes-on-2-cores round CPU-bound; a user's nodes on machines of their own keep 1.
 
-Measured and *not* fed (printed by benchmarks/bench_calibrate.py): the event loop's CPU per
-MB (``round.closed`` ``loop_cpu_s``: transport, sealing, heartbeats besides the codec) and the
-learner's wall over its thread CPU (``train.done`` ``cpu_s``). Multiplying the two was tried:
-the learner's ratio is 11-33 here because its thread waits for the GIL while the event loop
-runs, not only for a core, so the product (4.9 s per MB) over-charged every message and put
-the sim's fastest rounds 1.45x above the real ones.
+Both are parameters of the compute class (sim/links.py's transport CPU servers): a user
+measures them on their own machine, nothing here is a constant of this one. Measured and
+*not* fed (benchmarks/bench_calibrate.py prints them): the wall time per MB of a bulk
+message's encode and decode (``message.encoded``, ``message.handled``: their CPU is in the
+transport figure and the rest of their wall was waiting for a core, which the CPU servers
+now model, so feeding it as well counted that wait twice), the event-loop thread's CPU per
+MB, and the learner's wall over its thread CPU. (Tried before: charging the event loop's CPU
+per MB times the learner's wall/CPU ratio, 11-33 here because its thread waits for the GIL,
+over-charged every message, 4.9 s per MB, and put the sim's fastest rounds 1.45x above the
+real ones.)
 
 Everything else — round times from links, latency, loss, the bulk plane's handshake and the
 protocol; bytes per node per round including heartbeats, hellos and join syncs — the sim
@@ -29,15 +39,26 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from swarm_tune.analysis.calibration import Row, WorldStats, compare, world_stats
-from swarm_tune.sim.calibrate_real import NodeLog, run_real_twin
+from swarm_tune.sim.calibrate_real import NodeLog, TwinRun, run_real_twin
+from swarm_tune.sim.host_cpu import available_cores
 
-__all__ = ["PROFILES", "Calibration", "RealFacts", "calibrate", "fed_scenario", "with_profile"]
+__all__ = [
+    "PROFILES",
+    "Calibration",
+    "RealFacts",
+    "calibrate",
+    "fed_scenario",
+    "real_facts",
+    "record_time",
+    "with_profile",
+]
 
 BULK_EVENTS = ("message.encoded", "message.handled")  # a bulk message encoded / received
 
@@ -67,12 +88,58 @@ class RealFacts:
     stats: WorldStats
     steps: list[float]  # train.done seconds
     payload: float  # wire bytes per update copy
+    transport_s_per_mb: float  # CPU s per MB sent or received, learner aside (median node)
+    cores: float  # cores per node the rest of the machine left during the rounds
+    machine_cores: int
     message_s_per_mb: float  # message.encoded / message.handled wall seconds per MB (median)
     loop_cpu_per_mb: float  # event-loop CPU s per MB encoded or received (median node)
     slowdown: float  # the learner's wall s per thread-CPU s (diagnostic: GIL waits too)
 
 
-def real_facts(logs: Sequence[NodeLog]) -> RealFacts:
+def record_time(record: Mapping[str, Any]) -> float:
+    """A log record's time (epoch seconds: one machine, one clock for every node)."""
+    return datetime.fromisoformat(str(record["timestamp"])).timestamp()
+
+
+def transport_s_per_mb(logs: Sequence[NodeLog]) -> float:
+    """The median node's CPU besides its learner per MB of bulk bytes (module docstring)."""
+    per_node = []
+    for n in logs:
+        closed = n.events("round.closed")
+        if len(closed) < 2:
+            continue
+        t0, t1 = record_time(closed[0]), record_time(closed[-1])
+
+        def inside(r: Mapping[str, Any], t0: float = t0, t1: float = t1) -> bool:
+            return t0 < record_time(r) <= t1
+
+        cpu = sum(float(r["proc_cpu_s"]) for r in closed[1:])
+        cpu -= sum(float(r["cpu_s"]) for r in n.events("train.done") if inside(r))
+        moved = sum(
+            int(r["bytes"])
+            for ev in ("bulk.sent", "message.handled")
+            for r in n.events(ev)
+            if inside(r)
+        )
+        if moved > 0:
+            per_node.append(max(0.0, cpu) / (moved / 1e6))
+    if not per_node:
+        raise RuntimeError("no node logged CPU and bulk bytes after its first round")
+    return statistics.median(per_node)
+
+
+def node_cores(run: TwinRun) -> float:
+    """Cores per node the rest of the machine left while the rounds ran (at most 1: a node's
+    transport is one event loop, its codec threads share its GIL)."""
+    closed = [r for n in run.logs for r in n.events("round.closed")]
+    start = min(record_time(r) - float(r["duration_s"]) for r in closed)
+    end = max(record_time(r) for r in closed)
+    free = available_cores(run.cpu, start, end, run.cores)
+    return min(1.0, free / len(run.logs))
+
+
+def real_facts(run: TwinRun) -> RealFacts:
+    logs = run.logs
     count = len(logs)
     per_round, copies, durations, outcomes = [], [], [], []
     losses: list[tuple[int, float]] = []
@@ -107,6 +174,9 @@ def real_facts(logs: Sequence[NodeLog]) -> RealFacts:
         world_stats(durations, per_round, outcomes, losses),
         steps,
         statistics.median(copies),
+        transport_s_per_mb(logs),
+        node_cores(run),
+        run.cores,
         statistics.median(wall_per_mb) if wall_per_mb else 0.0,
         statistics.median(loop_per_mb) if loop_per_mb else 0.0,
         max(1.0, slowdown),
@@ -125,7 +195,9 @@ def fed_scenario(data: dict[str, Any], real: RealFacts) -> dict[str, Any]:
     fed = copy.deepcopy(data)
     for cls in fed.setdefault("compute", {}).setdefault("classes", [{}]):
         cls["step_time"] = step_dist(real.steps)
-        cls["message_s_per_mb"] = round(real.message_s_per_mb, 5)
+        cls["transport_s_per_mb"] = round(real.transport_s_per_mb, 5)
+        cls["cores"] = round(real.cores, 4)
+        cls["message_s_per_mb"] = 0.0  # its CPU is in transport_s_per_mb (module docstring)
     fed.setdefault("learning", {})["virtual_payload_bytes"] = int(real.payload)
     return fed
 
@@ -161,8 +233,8 @@ def calibrate(data: dict[str, Any], workdir: Path) -> Calibration:
     from swarm_tune.sim.scenario import parse_scenario
 
     sc = parse_scenario(yaml.safe_dump(data), str(data["name"]))
-    logs = run_real_twin(sc, workdir / "real")
-    real = real_facts(logs)
+    twin = run_real_twin(sc, workdir / "real")
+    real = real_facts(twin)
     fed = fed_scenario(data, real)
     sim = sim_stats(fed, workdir / "sim")
-    return Calibration(str(data["name"]), sim, real, fed, compare(sim, real.stats), logs)
+    return Calibration(str(data["name"]), sim, real, fed, compare(sim, real.stats), twin.logs)

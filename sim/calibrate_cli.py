@@ -76,8 +76,9 @@ def calibrate(
         fed = cal.fed["compute"]["classes"][0]
         given = (
             f"given to the sim from the real run: step time {fed['step_time']}, update "
-            f"{cal.real.payload:,.0f} B per copy, {fed['message_s_per_mb']} s per MB of a bulk "
-            f"message"
+            f"{cal.real.payload:,.0f} B per copy, transport CPU {fed['transport_s_per_mb']} s "
+            f"per MB sent or received, {fed['cores']} cores per node (of "
+            f"{cal.real.machine_cores}, less what the rest of the machine used)"
         )
         (folder / "report.txt").write_text(f"{table}\n{given}\n")
         plot_report(folder / "calibration.png", cal.name, cal.sim, cal.real.stats)

@@ -27,10 +27,18 @@ from typing import Any
 
 from swarm_tune.runtime.ops.peer_id import peer_id_from_seed
 from swarm_tune.runtime.ops.protocol_fields import protocol_env
+from swarm_tune.sim.host_cpu import CpuSample, HostCpuSampler, machine_cores
 from swarm_tune.sim.netns_wan import Wan
 from swarm_tune.sim.scenario import Scenario
 
-__all__ = ["CalibrationUnavailable", "NodeLog", "require_netns", "run_real_twin", "twin_links"]
+__all__ = [
+    "CalibrationUnavailable",
+    "NodeLog",
+    "TwinRun",
+    "require_netns",
+    "run_real_twin",
+    "twin_links",
+]
 
 NODE_PORT = 4001
 KEY_SEED_OFFSET = 0xC1  # peer ids of their own, apart from the tests' nodes
@@ -69,6 +77,15 @@ class NodeLog:
 
     def events(self, name: str) -> list[Record]:
         return [r for r in self.records if r.get("event") == name]
+
+
+@dataclass(frozen=True)
+class TwinRun:
+    """Every node's log, and the machine's CPU while they ran (sim/host_cpu.py)."""
+
+    logs: list[NodeLog]
+    cpu: list[CpuSample]
+    cores: int
 
 
 def require_netns() -> None:
@@ -181,8 +198,9 @@ def _start_relay(wan: Wan, delay_ms: float, workdir: Path) -> subprocess.Popen[s
     return relay
 
 
-def run_real_twin(sc: Scenario, workdir: Path, timeout_s: float = 900.0) -> list[NodeLog]:
-    """Run the scenario's real twin to ``rounds.target`` and return every node's log.
+def run_real_twin(sc: Scenario, workdir: Path, timeout_s: float = 900.0) -> TwinRun:
+    """Run the scenario's real twin to ``rounds.target``: every node's log and the CPU the
+    rest of the machine used meanwhile.
 
     CalibrationUnavailable when the machine lacks what it needs (the message is one line);
     RuntimeError when a node fails (with its log's tail)."""
@@ -193,6 +211,7 @@ def run_real_twin(sc: Scenario, workdir: Path, timeout_s: float = 900.0) -> list
     nodes = [_Node(i, wan, workdir) for i in range(sc.nodes.count)]
     env = twin_env(sc)
     relay: subprocess.Popen[str] | None = None
+    sampler = HostCpuSampler(lambda: [n.proc.pid for n in nodes if n.proc is not None])
     try:
         try:
             wan.up()
@@ -202,6 +221,7 @@ def run_real_twin(sc: Scenario, workdir: Path, timeout_s: float = 900.0) -> list
         relay = _start_relay(wan, latency_ms, workdir)
         for node in nodes:
             node.start(env, [p.addr() for p in nodes if p is not node], workdir)
+        sampler.start()
         deadline = time.monotonic() + timeout_s
         for node in nodes:
             assert node.proc is not None
@@ -212,8 +232,9 @@ def run_real_twin(sc: Scenario, workdir: Path, timeout_s: float = 900.0) -> list
             if code != 0:
                 raise RuntimeError(f"{node.name} exited {code}:\n{node.tail()}")
     finally:
+        sampler.stop()
         for node in nodes:
             _kill(node.proc)
         _kill(relay)
         wan.down()
-    return [n.log() for n in nodes]
+    return TwinRun([n.log() for n in nodes], sampler.samples, machine_cores())

@@ -15,6 +15,7 @@ restart from its checkpoint: same identity, same parameters, its last round, the
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,14 @@ class ComputeModel:
 
     def message_s_per_mb(self, node: int) -> float:
         return self.spec.classes[self.profiles[node].compute_class].message_s_per_mb
+
+    def transport_bps(self, node: int) -> float:
+        """Bulk bits per second the node's transport CPU can carry, in and out together
+        (``inf``: the CPU is free)."""
+        cls = self.spec.classes[self.profiles[node].compute_class]
+        if not cls.transport_s_per_mb:
+            return math.inf
+        return 8e6 * cls.cores / cls.transport_s_per_mb
 
     def class_name(self, node: int) -> str:
         return self.spec.classes[self.profiles[node].compute_class].name

@@ -15,7 +15,9 @@ driver does — turn the world into events and execute effects — with virtual 
                calibration); adversaries rewrite outgoing Contributions here; with a
                compute class's ``message_s_per_mb``, a bulk message is encoded on the
                sender's CPU before it leaves and decoded on the receiver's before the core
-               sees it (one CPU per node, one message at a time);
+               sees it (one CPU per node, one message at a time); with its
+               ``transport_s_per_mb``, every bulk byte also costs both ends' transport CPU
+               while it is in flight (sim/links.py);
 * TrainLocal-> the node's modelled compute time, then LocalUpdateReady. Learning is batched:
                requests are collected and run in one ``BatchedLearning.flush`` when the first
                of them is due (a node's parameters do not change between its TrainLocal and
@@ -302,6 +304,7 @@ class SimDriver:
             self.s.links.jitter_ms,
             self.s.links.loss,
             bulk_setup_rtts=self.s.links.bulk_setup_rtts,
+            cpu_bps=[self.compute.transport_bps(i) for i in range(total)],
         )
 
     # -- scheduling primitives --------------------------------------------------------

@@ -36,6 +36,15 @@ Cancellation: a transfer nobody needs any more (the sender superseded it with a 
 update, either end left, a partition cut the path) is removed from both links at once and
 its bandwidth goes to the others (the driver decides what is superseded: sim/driver.py).
 The bits it had already sent are counted as wasted (``cancelled_bits``).
+
+Transport CPU (optional, off unless a compute class sets ``transport_s_per_mb``): a node's
+event loop spends CPU on every byte it sends or receives, so a node with a fraction of a
+core (sim-to-real calibration: N nodes on one machine) can be limited by its CPU, not its
+link. Each such node gets one more processor-sharing server, of capacity ``cpu_bps`` (its
+cores over its CPU seconds per bit), serving every flow it sends *and* receives; a flow
+lands when its uplink, its downlink and the CPUs at both ends have all served its bits. The
+servers run side by side like the uplink and downlink do (a CPU-limited flow still holds its
+equal uplink share), the same approximation as above; a node with a free CPU has no server.
 """
 
 from __future__ import annotations
@@ -66,6 +75,8 @@ class Flow:
     __slots__ = (
         "bits",
         "cap",
+        "cpu_left",
+        "dcpu",
         "down_left",
         "down_tag",
         "dst",
@@ -73,6 +84,7 @@ class Flow:
         "lat",
         "live",
         "reserved",
+        "scpu",
         "seq",
         "src",
         "up_left",
@@ -97,6 +109,9 @@ class Flow:
         self.reserved = False  # uplink-limited: holds ``cap`` of the downlink
         self.down_left = False  # downlink-limited: the downlink's processor sharing serves it
         self.down_tag = 0.0
+        self.cpu_left = 0  # CPU servers (sender's, receiver's) still serving it
+        self.scpu = -1.0  # its finish tag at the sender's CPU server, -1 when done or none
+        self.dcpu = -1.0  # the same at the receiver's
 
 
 class _Server:
@@ -215,6 +230,33 @@ class Downlink(_Server):
         return ps[0] if ps else None
 
 
+class Cpu(_Server):
+    """A node's transport CPU: processor sharing over every flow it sends or receives."""
+
+    __slots__ = ("heap", "node")
+
+    def __init__(self, capacity: float, node: int) -> None:
+        super().__init__(capacity)
+        self.node = node
+        self.heap: list[FlowEntry] = []
+
+    def tag_of(self, f: Flow) -> float:
+        return f.scpu if f.src == self.node else f.dcpu
+
+    def top(self) -> FlowEntry | None:
+        heap = self.heap
+        while heap:
+            tag, _, f = heap[0]
+            if f.live and self.tag_of(f) == tag:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    def top_tag(self) -> float | None:
+        top = self.top()
+        return None if top is None else top[0]
+
+
 class FairLinks:
     """The bulk lane of every node: start flows, commit a burst, cancel, change capacity."""
 
@@ -224,10 +266,18 @@ class FairLinks:
         uplink_bps: Sequence[float],
         downlink_bps: Sequence[float],
         deliver: Deliver,
+        cpu_bps: Sequence[float] | None = None,
     ) -> None:
         self.env = env
         self.up = [Uplink(c) for c in uplink_bps]
         self.down = [Downlink(c) for c in downlink_bps]
+        # Transport CPU servers (module docstring): None for a node whose CPU is free, and
+        # no list at all when every node's is (the default: no cost per flow).
+        self.cpu: list[Cpu | None] | None = None
+        if cpu_bps is not None and any(c != math.inf for c in cpu_bps):
+            if len(cpu_bps) != len(self.up) or any(c <= 0 for c in cpu_bps):
+                raise ValueError("one positive CPU rate per node")
+            self.cpu = [None if c == math.inf else Cpu(c, i) for i, c in enumerate(cpu_bps)]
         self._deliver = deliver
         n = len(self.up)
         self._out: list[dict[int, Flow]] = [{} for _ in range(n)]  # in flight, by sender
@@ -272,6 +322,24 @@ class FairLinks:
         self._out[src][f.seq] = f
         self._in[dst][f.seq] = f
         self._new.append(f)
+        cpu = self.cpu
+        if cpu is not None:
+            self._cpu_join(f, cpu[src], now)
+            self._cpu_join(f, cpu[dst], now)
+
+    def _cpu_join(self, f: Flow, c: Cpu | None, now: float) -> None:
+        if c is None:
+            return
+        c.advance(now)
+        tag = c.v + f.bits
+        if f.src == c.node:
+            f.scpu = tag
+        else:
+            f.dcpu = tag
+        f.cpu_left += 1
+        c.n += 1
+        heapq.heappush(c.heap, (tag, f.seq, f))
+        self._dirty.append(c)
 
     def commit(self, now: float) -> None:
         """Place the burst's flows on their downlinks and (re)schedule the links' wake-ups.
@@ -369,8 +437,10 @@ class FairLinks:
         link.advance(now)
         if isinstance(link, Uplink):
             self._uplink_done(link, now)
-        else:
+        elif isinstance(link, Downlink):
             self._downlink_done(link, now)
+        else:
+            self._cpu_done(link, now)
         if self._landing:
             Burst(self.env, self._landing, self._deliver)
             self._landing = []
@@ -401,7 +471,7 @@ class FairLinks:
                         self._rebalance(d, now)
                     else:
                         d.unreserve(f)
-                if not f.down_left:
+                if not f.down_left and not f.cpu_left:
                     self._land(f)
 
     def _downlink_done(self, d: Downlink, now: float) -> None:
@@ -412,11 +482,29 @@ class FairLinks:
             f = top[2]
             d.n -= 1
             f.down_left = False
-            if not f.up_left:
+            if not f.up_left and not f.cpu_left:
                 self._land(f)
         if not d.n:
             d.ps_caps.clear()
         self._rebalance(d, now)
+
+    def _cpu_done(self, c: Cpu, now: float) -> None:
+        first = True
+        while (top := c.top()) is not None and self._due(c, top[0], first):
+            first = False
+            heapq.heappop(c.heap)
+            f = top[2]
+            self._cpu_leave(f, c)
+            if not f.cpu_left and not f.up_left and not f.down_left:
+                self._land(f)
+
+    def _cpu_leave(self, f: Flow, c: Cpu) -> None:
+        c.n -= 1
+        f.cpu_left -= 1
+        if f.src == c.node:
+            f.scpu = -1.0
+        else:
+            f.dcpu = -1.0
 
     def _land(self, f: Flow) -> None:
         f.live = False
@@ -442,6 +530,13 @@ class FairLinks:
             self._dirty.append(up)
         else:
             self.cancelled_bits += f.bits
+        if f.cpu_left:
+            assert self.cpu is not None
+            for c in (self.cpu[f.src], self.cpu[f.dst]):
+                if c is not None and c.tag_of(f) >= 0.0:
+                    c.advance(now)
+                    self._cpu_leave(f, c)
+                    self._dirty.append(c)
         if f.reserved or f.down_left:
             d = self.down[f.dst]
             d.advance(now)

@@ -36,7 +36,8 @@ built to survive a missed one, so the lane keeps its cheap model.
 
 Bulk transfers also pay the real bulk plane's handshake before their first byte:
 ``bulk_setup_rtts`` round trips (runtime/net/bulk.py: the stream's protocol negotiation,
-OFFER/REPLY, the direct data connection), 0 by default (the model before issue 15).
+OFFER/REPLY, the direct data connection), 0 by default (the model before issue 15), and,
+with ``cpu_bps``, the transport CPU at both ends (sim/links.py).
 Partitions are group labels per node: a message across the cut is dropped when sent, bulk
 transfers crossing it are cancelled when it opens, and a delivery across it is discarded by
 the driver (``reachable``).
@@ -77,6 +78,7 @@ class Network:
         loss: float = 0.0,
         control_max_bytes: int = CONTROL_MAX_BYTES,
         bulk_setup_rtts: float = 0.0,
+        cpu_bps: Sequence[float] | None = None,
     ) -> None:
         n = len(site_of)
         if not (len(uplink_bps) == len(downlink_bps) == n):
@@ -90,7 +92,7 @@ class Network:
         self.latency_s = [list(row) for row in latency_s]
         self.uplink_bps = list(uplink_bps)
         self.downlink_bps = list(downlink_bps)
-        self.bulk = FairLinks(env, uplink_bps, downlink_bps, deliver)
+        self.bulk = FairLinks(env, uplink_bps, downlink_bps, deliver, cpu_bps)
         self.control_up_free_at = [0.0] * n  # control lane (see module docstring)
         self.control_down_free_at = [0.0] * n
         self.control_max_bytes = control_max_bytes

@@ -158,6 +158,22 @@ class ComputeClass(_Strict):
         description="seconds of the node's CPU per MB of a bulk message: to encode it (once "
         "per message) and to decode and validate each copy received, one at a time",
     )
+    # 0 by default for the same reason. The real node's event loop (Noise, yamux, framing)
+    # spends CPU on every byte it sends or receives; on a node with a fraction of a core
+    # (calibration's twin: N nodes share one machine) that CPU, not the link, can be what a
+    # transfer waits for. sim/links.py: a processor-sharing server per node.
+    transport_s_per_mb: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="CPU seconds per MB of bulk bytes the node sends or receives (its "
+        "transport, every copy); 0 = free",
+    )
+    cores: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="cores the node's transport CPU gets (transport_s_per_mb); below 1 when "
+        "nodes share a machine",
+    )
 
 
 class StragglerSpec(_Strict):

@@ -176,6 +176,7 @@ class NodeDriver:
         #: Metrics/dashboard hooks (net.monitor.NodeMonitor); set before ``run``.
         self.observer: DriverObserver | None = None
         self._loop_cpu0 = time.thread_time()  # event-loop CPU at the last round close
+        self._proc_cpu0 = time.process_time()  # the whole process's (every thread's), ditto
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -332,6 +333,8 @@ class NodeDriver:
         m.round_durations.append(duration)
         cpu = time.thread_time()  # this runs on the event-loop thread
         loop_cpu, self._loop_cpu0 = cpu - self._loop_cpu0, cpu
+        proc = time.process_time()
+        proc_cpu, self._proc_cpu0 = proc - self._proc_cpu0, proc
         log.info(
             "round.closed",
             round=eff.round,
@@ -341,6 +344,9 @@ class NodeDriver:
             duration_s=round(duration, 4),
             loss=m.last_loss,
             loop_cpu_s=round(loop_cpu, 4),
+            # Calibration input (sim/calibrate.py): all of the node's CPU in the round,
+            # learner, codec threads and transport together.
+            proc_cpu_s=round(proc_cpu, 4),
         )
         if self.observer is not None:
             self.observer.round_closed(eff)

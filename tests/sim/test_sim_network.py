@@ -53,6 +53,7 @@ def world(
     loss: float = 0.0,
     control_max: int = 65536,
     seed: int = 1,
+    cpu: list[float] | None = None,
 ) -> World:
     w = World(simpy.Environment())
     w.net = Network(
@@ -65,6 +66,7 @@ def world(
         deliver=w.on_arrival,
         loss=loss,
         control_max_bytes=control_max,
+        cpu_bps=cpu,
     )
     return w
 
@@ -133,6 +135,33 @@ def test_a_slow_flow_does_not_delay_a_fast_one_on_other_links() -> None:
     w.send_at(0.5, [(2, 3, 10 * MB, "fast")])
     w.env.run()
     assert w.landed["fast"] == pytest.approx(0.5 + 0.8)
+
+
+def test_transport_cpu_serves_a_nodes_flows_both_ways() -> None:
+    # Fast links (0.008 s for 1 MB), CPUs of 40 Mbit/s at nodes 0 and 1, node 2's free: a
+    # CPU serves every flow its node sends or receives.
+    inf = math.inf
+    w = world([1000 * MBIT] * 3, [1000 * MBIT] * 3, latency_s=0.01, cpu=[40 * MBIT] * 2 + [inf])
+    w.send_at(0.0, [(0, 1, 1 * MB, "a")])
+    w.send_at(0.0, [(1, 0, 1 * MB, "b")])
+    w.send_at(0.0, [(2, 0, 1 * MB, "c")])  # a free-CPU sender still shares 0's CPU
+    w.env.run()
+    # 0's CPU serves a, b and c at 40 / 3 Mbit/s each: all three are through it at 0.6 s
+    # (1's CPU, a and b at 20 Mbit/s, was done at 0.4 s).
+    assert w.landed["c"] == pytest.approx(0.6 + 0.01)
+    assert w.landed["a"] == pytest.approx(0.6 + 0.01)
+    assert w.landed["b"] == pytest.approx(0.6 + 0.01)
+
+
+def test_a_cancelled_flow_frees_the_transport_cpu() -> None:
+    # Node 0's CPU carries 8 Mbit/s; 1 MB to each of 1 and 2 (4 Mbit/s each). Node 2 leaves at
+    # t = 0.5 (2 Mbit sent): the other has the CPU alone for its last 6 Mbit, landing at 1.25.
+    inf = math.inf
+    w = world([100 * MBIT] * 3, [100 * MBIT] * 3, cpu=[8 * MBIT, inf, inf])
+    w.send_at(0.0, [(0, 1, 1 * MB, "kept"), (0, 2, 1 * MB, "gone")])
+    w.at(0.5, lambda: w.net.disconnect(2))
+    w.env.run()
+    assert w.landed == {"kept": pytest.approx(1.25)}
 
 
 def test_a_superseded_transfer_is_cancelled_and_frees_the_uplink() -> None:
