@@ -1,14 +1,25 @@
-"""The equal-weight fast path of ``weighted_median`` (a selection) gives the sort's bits.
+"""The fast paths of the per-close statistics give the reference computation's bits.
 
-Why pinned: the direction test runs it at every round close on every node, and same seed ->
-identical tables requires the shortcut to pick exactly the value the sort picked, ties included.
+Why pinned: the direction test, the geometric median and near-duplicate grouping run at every
+round close on every node, and same seed -> identical tables requires each shortcut to give
+exactly the value of the computation it replaced, ties, NaN and infinities included:
+
+* ``weighted_median``: equal weights select (np.partition); other weights sort each
+  coordinate on the transposed rows and gather only the chosen value (the reference is the
+  sort along axis 0 with take_along_axis);
+* ``geometric_median``: ``np.linalg.norm`` spelled out (the reference keeps the call);
+* near-duplicates' ``_median``: ``np.median``'s own steps.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from swarm_tune.runtime.aggregation.centered import SMOOTHING, geometric_median
 from swarm_tune.runtime.aggregation.coordinate import _sorted_with_weights, weighted_median
+from swarm_tune.runtime.aggregation.near_duplicates import _median
 
 
 def _by_sort(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -17,21 +28,59 @@ def _by_sort(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.take_along_axis(values, index[None, :], axis=0)[0].astype(np.float32)
 
 
-def test_equal_weights_select_the_sorted_lower_median_bit_for_bit() -> None:
+def _geometric_median_reference(
+    rows: np.ndarray, weights: np.ndarray, iterations: int
+) -> np.ndarray:
+    x = rows.astype(np.float64)
+    w = weights / weights.sum()
+    z = _by_sort(rows, w).astype(np.float64)
+    scale = float(np.abs(x).max()) or 1.0
+    for _ in range(iterations):
+        distances = np.maximum(np.linalg.norm(x - z, axis=1), SMOOTHING * scale)
+        alpha = w / distances
+        z = alpha @ x / alpha.sum()
+    return z.astype(np.float32)
+
+
+def test_weighted_median_paths_give_the_sorted_lower_median_bit_for_bit() -> None:
     rng = np.random.default_rng(19)
-    for trial in range(300):
+    for trial in range(200):
         n, d = int(rng.integers(2, 60)), int(rng.integers(1, 9))
         if trial % 2:  # many ties
             rows = rng.integers(-3, 4, size=(n, d)).astype(np.float32)
         else:
             rows = rng.standard_normal((n, d)).astype(np.float64)
-        weights = np.full(n, float(rng.choice([1.0, 0.37, 5.0])))
+        if trial % 3:
+            weights = np.full(n, float(rng.choice([1.0, 0.37, 5.0])))
+        else:  # unequal: the transposed sort
+            weights = rng.random(n) + rng.choice([0.0, 0.5])
         got = weighted_median(rows, weights)
         assert np.array_equal(got, _by_sort(rows, weights)), (n, d)
-    # unequal (and all-zero) weights still take the sort
     rows = np.arange(12.0).reshape(6, 2)
-    weights = np.array([5.0, 0.1, 0.1, 0.1, 0.1, 0.1])
-    assert np.array_equal(weighted_median(rows, weights), _by_sort(rows, weights))
     with np.errstate(invalid="ignore"):  # 0/0: both paths take the sort's first value
         zeros = np.zeros(6)
         assert np.array_equal(weighted_median(rows, zeros), _by_sort(rows, zeros))
+
+
+def test_geometric_median_and_pair_median_keep_their_reference_bits() -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        n, d = int(rng.integers(2, 12)), int(rng.integers(1, 40))
+        rows: np.ndarray = (rng.standard_normal((n, d)) * 10.0 ** rng.integers(-3, 3)).astype(
+            np.float32
+        )
+        weights = rng.random(n) + 0.1 if trial % 2 else np.ones(n)
+        got = geometric_median(rows, weights, 8)
+        assert np.array_equal(got, _geometric_median_reference(rows, weights, 8)), (n, d)
+    with np.errstate(invalid="ignore"):
+        for n in range(1, 30):
+            v = np.maximum(rng.standard_normal(n), 0.0)
+            if n % 4 == 0:
+                v[: n // 2] = v[-1]  # ties
+            for extra in (None, math.inf, math.nan):
+                if extra is not None:
+                    v[int(rng.integers(n))] = extra
+                want, med = float(np.median(v)), _median(v)
+                assert (math.isnan(want) and math.isnan(med)) or (
+                    np.float64(want).tobytes() == np.float64(med).tobytes()
+                ), (n, extra)
