@@ -703,7 +703,11 @@ class SimDriver:
 
     def _dial(self, node: SimNode) -> None:
         """Connect a (re)joining node: to everyone (flat) or to a few random peers."""
-        others = [i for i in self._online if i != node.index and self._same_shard(i, node.index)]
+        me = node.index
+        if self.layer_shards == 1:  # one swarm (the usual case): no shard test per node
+            others = [i for i in self._online if i != me]
+        else:
+            others = [i for i in self._online if i != me and self._same_shard(i, me)]
         if not self.flat:
             k = min(len(others), self.s.rounds.bootstrap_peers)
             others = self._rng.sample(others, k)
