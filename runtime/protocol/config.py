@@ -190,6 +190,13 @@ class ProtocolConfig:
         "one slice it picks after its owner committed to it (0 = commitments only).",
         NON_NEGATIVE_INT,
     )
+    group_size: int = param(
+        0,
+        "group: members per subgroup (Moshpit-style): each round the contributors are dealt "
+        "into subgroups of this size by a fresh seeded permutation, each averages among "
+        "itself, and replicas converge as the subgroups mix (0 = one group of everyone).",
+        None,
+    )
     model_shard_total: int = param(
         1,
         "Layer shards: the transformer blocks are split into this many contiguous slices; a "
@@ -363,6 +370,14 @@ def config_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
                 "rounds before enough updates arrive",
             )
         )
+    if v["group_size"] and v["group_size"] < v["min_peers"]:
+        out.append(
+            (
+                "group_size",
+                f"a subgroup smaller than min_peers={v['min_peers']} (got {v['group_size']}) "
+                "never averages",
+            )
+        )
     if v["view_size"] and v["gossip_fanout"] > v["view_size"]:
         out.append(("gossip_fanout", f"must not exceed view_size={v['view_size']}"))
     return out
@@ -387,6 +402,14 @@ def _rule_problem(name: str, attr: str = "") -> Any:
     return check
 
 
+def _group_size_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be a whole number"
+    if value == 1 or value < 0:
+        return "must be 0 (one group of everyone) or at least 2 (a group of one averages nothing)"
+    return None
+
+
 def _compression_problem(value: Any) -> str | None:
     if value == "none":  # the default: nothing to parse
         return None
@@ -407,6 +430,7 @@ _CUSTOM = {
     "trim_beta": _rule_problem("trim_beta"),
     "krum_f": _rule_problem("krum_f"),
     "compression": _compression_problem,
+    "group_size": _group_size_problem,
 }
 _CUSTOM_RANGE = {
     "quorum": "int >= 1 | (0, 1]",
@@ -414,4 +438,5 @@ _CUSTOM_RANGE = {
     "trim_beta": "[0, 0.5)",
     "krum_f": "int >= 0 | [0, 0.5)",
     "compression": "none | fp16 | bf16 | int8[:B] | int4[:B] | topk:F[+stage]",
+    "group_size": "0 | int >= 2",
 }

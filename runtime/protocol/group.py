@@ -51,8 +51,8 @@ a colluding owner does not report lies in its own slice's share of the facts; a 
 other than a coordinate-wise one is applied per slice (Krum, clipping and the geometric median then
 judge slices, not updates), pieces travel uncompressed (float32), a node that completed a
 group round does not hand its slices to one that lost a slice with a peer dying in the
-middle of the all-gather, and groups are the whole contributor set (no Moshpit-style
-subgroups yet).
+middle of the all-gather. With ``group_size`` the contributors are dealt into subgroups
+afresh every round (``subgroup``); each one is a group round as above.
 """
 
 from __future__ import annotations
@@ -109,6 +109,30 @@ def bounds(numel: int, n: int) -> list[tuple[int, int]]:
 def owners(members: Sequence[str], round_number: int) -> tuple[str, ...]:
     n = len(members)
     return tuple(members[(k + round_number) % n] for k in range(n))
+
+
+def subgroup(members: Sequence[str], me: str, round_number: int, size: int) -> tuple[str, ...]:
+    """``me``'s subgroup this round (sorted): the members, in a permutation drawn from the
+    round and the set, dealt into ceil(n / size) groups whose sizes differ by at most one.
+
+    Why Moshpit-style subgroups: a group of everyone makes every node exchange a piece with
+    every other (n - 1 messages each, and one slow member holds up all n); groups of g cost
+    g - 1 each and a straggler holds up only its own. Replicas of different subgroups apply
+    different averages, and converge as fresh permutations mix them round after round
+    (Ryabinin et al. 2021). Everyone with the same view of the members derives the same
+    partition; views that differ make groups disagree, which degrades them (see above).
+    ``size`` 0 (or not smaller than the set): one group of everyone."""
+    ordered = sorted(members)
+    n = len(ordered)
+    if size <= 0 or size >= n:
+        return tuple(ordered)
+    count = -(-n // size)
+    rng = random.Random(bucket_seed(round_number, ordered) ^ 0x5B6)
+    dealt = list(ordered)
+    rng.shuffle(dealt)
+    at = dealt.index(me)
+    g = next(g for g in range(count) if at < (g + 1) * n // count)
+    return tuple(sorted(dealt[g * n // count : (g + 1) * n // count]))
 
 
 def auditors(members: Sequence[str], round_number: int, count: int) -> tuple[str, ...]:

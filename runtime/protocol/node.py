@@ -45,7 +45,7 @@ from swarm_tune.runtime.protocol.events import (
     TimerKey,
     WireRejected,
 )
-from swarm_tune.runtime.protocol.group import GroupRound
+from swarm_tune.runtime.protocol.group import GroupRound, subgroup
 from swarm_tune.runtime.protocol.membership import PeerTable, subnet_of
 from swarm_tune.runtime.protocol.messages import (
     AuditRequest,
@@ -330,6 +330,13 @@ class ProtocolNode:
 
     def _on_heartbeat(self, peer: str, hb: Heartbeat, now: float) -> Effects:
         self.peers.apply_heartbeat(peer, hb)
+        if self.config.group_size > 0 and self.config.strategy == "group":
+            # Subgroups: we see pieces from our own subgroup only, so a peer that averaged
+            # elsewhere would drop out of ``expected`` and our partition would differ from
+            # everyone else's. Its heartbeat's round says it is working (capped at ours).
+            done = min(hb.round, self.round) - 1
+            if done > self._contributed.get(peer, -1):
+                remember(self._contributed, peer, done)
         if hb.param_round >= 0:
             self._adopt_announced()
         known = hb.known_peers[: self.config.peer_exchange]
@@ -704,7 +711,8 @@ class ProtocolNode:
         """Begin the reduce-scatter among the round's expected contributors and us (None:
         too few for a group; the round goes flat)."""
         live = set(self.peers.live_peers())
-        members = tuple(sorted((rnd.expected & live) | {self.node_id}))
+        everyone = (rnd.expected & live) | {self.node_id}
+        members = subgroup(list(everyone), self.node_id, rnd.number, self.config.group_size)
         if len(members) < max(2, self.config.min_peers):
             return None
         flat = check.flat_np

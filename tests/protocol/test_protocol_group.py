@@ -221,7 +221,16 @@ def test_a_slice_that_breaks_the_commitment_is_rejected_without_an_audit() -> No
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("strategy", "groups"), ("group_audit", -1), ("group_audit", 1.5)]
+    ("field", "value"),
+    [
+        ("strategy", "groups"),
+        ("group_audit", -1),
+        ("group_audit", 1.5),
+        ("group_size", 1),
+        ("group_size", -2),
+        ("group_size", 2.5),
+        ("group_size", True),
+    ],
 )
 def test_out_of_range_group_parameters_are_refused(field: str, value: Any) -> None:
     with pytest.raises(ProtocolConfigError, match=field):
@@ -339,3 +348,44 @@ def test_a_member_telling_owners_different_things_blames_no_owner() -> None:
     closed = {c.trigger for n in ("a", "c", "d") for c in w.effects_of(effects.RoundClosed, n)
               if c.round == 0}  # fmt: skip
     assert "group" not in closed
+
+
+def test_subgroups_partition_the_swarm_afresh_each_round() -> None:
+    # 8 nodes, subgroups of 4 (Moshpit-style): each round the contributors are dealt into two
+    # groups by a permutation of the round; members of one group apply the same bits, the
+    # weighted mean of their group; each node sends about 2 (g-1)/g of its update.
+    names = tuple("abcdefgh")
+    sizes = {n: 10 + 5 * i for i, n in enumerate(names)}
+    w = World(_config(group_size=4))
+    w.updates = _update
+    for n in names:
+        w.add(n, dataset_size=sizes[n])
+    w.connect_all()
+    for n in names:
+        w.start(n)
+    w.run_until(4.5)
+    partitions = []
+    for r in range(3):
+        applied = {n: _applied(w, n)[r] for n in names}
+        groups = {e.contributors for e in applied.values()}
+        assert sorted(n for g in groups for n in g) == sorted(names)  # a partition of all 8
+        assert {len(g) for g in groups} == {4}
+        for g in groups:
+            assert all(torch.equal(_flat(applied[m]), _flat(applied[g[0]])) for m in g)
+            total = sum(sizes[m] for m in g)
+            mean = sum(sizes[m] * SPEC.flatten(_update(m, r)).double() for m in g) / total
+            assert torch.allclose(_flat(applied[g[0]]).double(), mean, atol=1e-6)
+        partitions.append(frozenset(groups))
+    assert len(set(partitions)) > 1  # the subgroups mix
+    numel, g = SPEC.numel, 4
+    for node in names:
+        pieces = sum(
+            len(e.peers) * int(e.message.data.shape[0])
+            for _, n, e in w.log
+            if n == node
+            and isinstance(e, effects.Send)
+            and isinstance(e.message, Piece | SliceResult)
+            and e.message.round == 0
+        )
+        assert pieces <= (2 * (g - 1) + g) / g * numel + g  # audits at most 1/g each
+    assert not w.effects_of(effects.ContributionRejected)
