@@ -51,14 +51,15 @@ def _update(node: str, rnd: int) -> dict[str, torch.Tensor]:
 def _world(
     world: type[World] = World,
     updates: Callable[[str, int], dict[str, torch.Tensor]] = _update,
+    sizes: dict[str, int] = SIZES,
     **kw: Any,
 ) -> World:
     w = world(_config(**kw))
     w.updates = updates
-    for n in NODES:
-        w.add(n, dataset_size=SIZES[n])
+    for n, size in sizes.items():
+        w.add(n, dataset_size=size)
     w.connect_all()
-    for n in NODES:
+    for n in sizes:
         w.start(n)
     return w
 
@@ -356,13 +357,7 @@ def test_subgroups_partition_the_swarm_afresh_each_round() -> None:
     # weighted mean of their group; each node sends about 2 (g-1)/g of its update.
     names = tuple("abcdefgh")
     sizes = {n: 10 + 5 * i for i, n in enumerate(names)}
-    w = World(_config(group_size=4))
-    w.updates = _update
-    for n in names:
-        w.add(n, dataset_size=sizes[n])
-    w.connect_all()
-    for n in names:
-        w.start(n)
+    w = _world(sizes=sizes, group_size=4)
     w.run_until(4.5)
     partitions = []
     for r in range(3):
