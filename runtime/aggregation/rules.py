@@ -66,6 +66,12 @@ class Rule(Protocol):
     @property
     def robust(self) -> bool: ...
 
+    @property
+    def seeded(self) -> bool:
+        """Whether ``combine`` uses its seed (bucketing): others are handed 0, so a round
+        close does not hash its contributor list for nothing."""
+        ...
+
     def combine(self, rows: F32, weights: F64, seed: int) -> F32:
         """One aggregate of ``rows`` ([n, d], peer-id order) under ``weights`` ([n], > 0)."""
         ...
@@ -77,6 +83,7 @@ class Mean:
 
     name: RuleName = "mean"
     robust: bool = False
+    seeded: bool = False
 
     def combine(self, rows: F32, weights: F64, seed: int) -> F32:
         return weighted_mean(rows, weights)
@@ -117,6 +124,7 @@ class Median:
 
     name: RuleName = "median"
     robust: bool = True
+    seeded: bool = False
 
     def combine(self, rows: F32, weights: F64, seed: int) -> F32:
         return weighted_median(rows, weights)
@@ -129,6 +137,7 @@ class TrimmedMean:
     beta: float
     name: RuleName = "trimmed_mean"
     robust: bool = True
+    seeded: bool = False
 
     def combine(self, rows: F32, weights: F64, seed: int) -> F32:
         return weighted_trimmed_mean(rows, weights, self.beta)
@@ -142,6 +151,7 @@ class MultiKrum:
     m: int
     name: RuleName = "multi_krum"
     robust: bool = True
+    seeded: bool = False
 
     def combine(self, rows: F32, weights: F64, seed: int) -> F32:
         return multi_krum(rows, weights, self.f, self.m)
@@ -156,6 +166,7 @@ class CenteredClipping:
     bucket: int
     name: RuleName = "centered_clipping"
     robust: bool = True
+    seeded: bool = True
 
     def combine(self, rows: F32, weights: F64, seed: int) -> F32:
         return centered_clipping(rows, weights, self.tau, self.iterations, self.bucket, seed)
@@ -168,6 +179,7 @@ class GeometricMedian:
     iterations: int
     name: RuleName = "geometric_median"
     robust: bool = True
+    seeded: bool = False
 
     def combine(self, rows: F32, weights: F64, seed: int) -> F32:
         return geometric_median(rows, weights, self.iterations)

@@ -681,7 +681,7 @@ class ProtocolNode:
             rows = [e[2] for e in entries if e[2] is not None]
             if rule.robust:
                 flat = [e[6] for e in entries if e[6] is not None]
-                seed = bucket_seed(rnd.number, contributors)
+                seed = bucket_seed(rnd.number, contributors) if rule.seeded else 0
                 if len(flat) == len(entries):  # every row is its check's own array
                     combined = shared_aggregate(
                         rule, flat, capped, seed, lambda: aggregate(rule, flat, capped, seed)
