@@ -22,7 +22,7 @@ from swarm_tune.runtime.protocol import ProtocolConfig, RejectReason, effects
 from swarm_tune.runtime.protocol.config import ProtocolConfigError
 from swarm_tune.runtime.protocol.events import PeerDisconnected
 from swarm_tune.runtime.protocol.group import bounds, digest, owners
-from swarm_tune.runtime.protocol.messages import Contribution, Piece, SliceResult
+from swarm_tune.runtime.protocol.messages import AuditRequest, Contribution, Piece, SliceResult
 
 NODES = ("a", "b", "c", "d")
 SIZES = {"a": 10, "b": 30, "c": 20, "d": 40}
@@ -142,7 +142,7 @@ def test_a_member_silent_mid_round_degrades_at_the_group_deadline() -> None:
     w = _world()
     w.run_until(0.55)
     w.down.add("d")  # no disconnect: the group deadline, then the round timeout decide
-    w.run_until(12.0)
+    w.run_until(10.5)
     survivors = ("a", "b", "c")
     r0 = {n: _applied(w, n)[0] for n in survivors}
     assert all(torch.equal(_flat(r0[n]), _flat(r0["a"])) for n in survivors)
@@ -190,6 +190,26 @@ def test_an_owner_returning_a_wrong_slice_is_proven_wrong_and_banned() -> None:
     assert after and all(e.contributors == honest for e in after)
     for e in after:
         assert torch.allclose(_flat(e).double(), _weighted_mean(honest, e.round), atol=1e-6)
+
+
+def test_two_members_audit_without_asking_and_still_prove_a_liar() -> None:
+    # Two members: the auditor's only choice is the other's slice, so its owner sends the
+    # audited piece with the reduce-scatter; nobody asks, and the lie is still proven.
+    w = _Liar(_config(group_audit=2))
+    w.updates = _update
+    for n in ("a", "b"):
+        w.add(n, dataset_size=SIZES[n])
+    w.connect_all()
+    for n in ("a", "b"):
+        w.start(n)
+    w.run_until(1.0)
+    assert [b.peer for b in w.effects_of(effects.Ban, "a")] == ["b"]
+    assert {e.reason for e in w.effects_of(effects.ContributionRejected, "a")} == {
+        RejectReason.BAD_SLICE
+    }
+    sent = [e.message for _, _, e in w.log if isinstance(e, effects.Send)]
+    assert any(isinstance(m, Piece) and m.audit for m in sent)
+    assert not any(isinstance(m, AuditRequest) for m in sent)
 
 
 def test_a_slice_that_breaks_the_commitment_is_rejected_without_an_audit() -> None:
