@@ -46,7 +46,7 @@ GOAL_RATIO = 1000.0
 
 SCENARIO = """
 name: bench-diloco
-seed: 1
+seed: {seed}
 nodes: {{count: {nodes}}}
 topology: {{kind: full, latency_ms: 20}}
 links:
@@ -93,13 +93,14 @@ class Outcome:
         return math.inf
 
 
-def run(h: int | None, codec: str, steps: int) -> Outcome:
+def run(h: int | None, codec: str, steps: int, seed: int = 1) -> Outcome:
     inner = h or 1
     rounds = steps // inner
     diloco = f"diloco: {{inner_steps: {h}}}" if h is not None else ""
     # A round is H steps of 0.5 s plus three ~0.04 s transfers at 100 Gbit/s: 4x headroom.
     timeout = 4 * (0.5 * inner + 1.0)
     text = SCENARIO.format(
+        seed=seed,
         nodes=NODES,
         payload=GPT2_124M_FP32_BYTES,
         diloco=diloco,
@@ -141,6 +142,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000, help="inner steps per node, every run")
     ap.add_argument("--quick", action="store_true", help="H in {10, 100} x {none, int8} only")
     ap.add_argument("--grid", default="", help="explicit runs instead, e.g. 250:int8,500:int8")
+    ap.add_argument(
+        "--seeds", type=int, default=1, help="repeat with seeds 1..N (each vs its own baseline)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     hs = [10, 100] if args.quick else [10, 50, 100, 500]
@@ -153,11 +157,30 @@ def main() -> None:
         f"{GPT2_124M_FP32_BYTES / 1e6:.0f} MB (GPT-2 124M fp32); goal: >= {GOAL_RATIO:.0f}x "
         f"fewer bytes to reach the target at <= {100 * (TOLERANCE - 1):.0f}% worse final loss"
     )
-    base = run(None, "none", args.steps)
+    verdicts: dict[str, list[tuple[float, float]]] = {}
+    for seed in range(1, args.seeds + 1):
+        for label, ratio, worse in _one_seed(grid, args.steps, seed):
+            verdicts.setdefault(label, []).append((ratio, worse))
+    if args.seeds > 1:
+        print(f"over {args.seeds} seeds (median ratio; final loss vs each seed's baseline):")
+        for label, results in verdicts.items():
+            ratios = sorted(r for r, _ in results)
+            gaps = sorted(w for _, w in results)
+            met = sum(r >= GOAL_RATIO and w <= TOLERANCE - 1.0 for r, w in results)
+            print(
+                f"  {label:<28} median {ratios[len(ratios) // 2]:>6.0f}x  "
+                f"final {100 * gaps[0]:+.1f}% .. {100 * gaps[-1]:+.1f}%  "
+                f"goal met on {met} of {len(results)} seeds"
+            )
+
+
+def _one_seed(grid: list[tuple[int, str]], steps: int, seed: int) -> list[tuple[str, float, float]]:
+    """One seed's table; returns (run, ratio, final loss vs baseline - 1) per grid point."""
+    base = run(None, "none", steps, seed)
     target = base.final_loss
     base_bytes = base.bytes_to(TOLERANCE * target)
     print(
-        f"baseline {base.label}: final held-out loss {base.final_loss:.4f} (= target), "
+        f"seed {seed} baseline {base.label}: final held-out loss {base.final_loss:.4f} (= target), "
         f"{base_bytes / 1e9:.1f} GB/node to reach {TOLERANCE * target:.4f}, "
         f"{base.final_bytes / 1e9:.1f} GB/node in all ({base.wall_s:.0f} s)",
         flush=True,
@@ -168,15 +191,16 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    met = []
+    met, rows = [], []
     for h, codec in grid:
-        out = run(h, codec, args.steps)
+        out = run(h, codec, steps, seed)
         to_target = out.bytes_to(TOLERANCE * target)
         ratio = base_bytes / to_target if math.isfinite(to_target) else 0.0
         worse = out.final_loss / target - 1.0
         ok = ratio >= GOAL_RATIO and out.final_loss <= TOLERANCE * target
         if ok:
             met.append(out.label)
+        rows.append((out.label, ratio, worse))
         shown = f"{to_target / 1e6:.1f} MB" if math.isfinite(to_target) else "not reached"
         print(
             f"{out.label:<28} {shown:>16} {ratio:>8.0f}x {out.final_loss:>10.4f} "
@@ -184,7 +208,8 @@ def main() -> None:
             f"{out.divergence:>8.1e} {'MET' if ok else '-':>5}   ({out.wall_s:.0f} s)",
             flush=True,
         )
-    print(f"goal met by: {', '.join(met) if met else 'none'}")
+    print(f"seed {seed}: goal met by {', '.join(met) if met else 'none'}")
+    return rows
 
 
 if __name__ == "__main__":
