@@ -91,6 +91,7 @@ SYNC_TIMER = "sync"
 START_TIMER = "start"
 GROUP_TIMER = "group"  # a group round stops waiting and degrades to flat (group.py)
 MAX_PENDING_ADDRESSES = 1024  # transport peers not yet members whose address we keep
+OTHER_RUN_KEPT = 64  # peers refused as another run's before start, not waited for at start
 SELF_SUBNET = "self"
 
 Effects = list[fx.Effect]
@@ -169,6 +170,8 @@ class ProtocolNode:
         self.progress = start_round
         self._catch_up = False
         self._expected: frozenset[str] = frozenset()
+        # Peers refused as another run's before start (bounded): never expected at start.
+        self._other_run: set[str] = set()
         # Addresses of transport peers that have not spoken the protocol yet (bounded: any
         # libp2p neighbour connects); used when they do, for the subnet cap.
         self._pending_addresses: dict[str, str] = {}
@@ -194,7 +197,8 @@ class ProtocolNode:
             fx.SetTimer(TimerKey(HEARTBEAT_TIMER), now + self.config.heartbeat_interval)
         ]
         self._catch_up = catch_up
-        self._expected = frozenset(expected) - {self.node_id}
+        self._expected = frozenset(expected) - {self.node_id} - self._other_run
+        self._other_run.clear()
         members = self.members()
         if not self._ready():
             self._transition(Trigger.WAIT)
@@ -312,7 +316,16 @@ class ProtocolNode:
         # Counts against reputation only: the driver already counted the wire rejection, and
         # it is not a contribution (no ContributionRejected, no double counting in metrics).
         until = self.reputation.record(ev.peer, ev.reason, now)
-        return [fx.Ban(ev.peer, until)] if until is not None else []
+        out: Effects = [fx.Ban(ev.peer, until)] if until is not None else []
+        if ev.reason is RejectReason.WRONG_RUN:
+            # Another run's node (e.g. another layer shard's, from a shared bootstrap list)
+            # never becomes a member: waiting for it would only hold the start to its deadline.
+            if self.phase is Phase.IDLE and len(self._other_run) < OTHER_RUN_KEPT:
+                self._other_run.add(ev.peer)
+            elif ev.peer in self._expected:
+                self._expected -= {ev.peer}
+                out += self._maybe_stop_waiting(now)
+        return out
 
     def _send_heartbeat(self, now: float) -> Effects:
         live = self.peers.live_peers()

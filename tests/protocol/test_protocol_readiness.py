@@ -6,6 +6,8 @@
   sketch_round) and no membership; the peer's first verified message admits it, at the
   address its connection reported.
 * Campaign progress counts rounds that were averaged: a node alone never advances it.
+* A bootstrap peer whose frames belong to another run (another layer shard's swarm) is not
+  waited for: it can never become a member.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from swarm_tune.runtime.protocol import (
     TimerFired,
     effects,
 )
-from swarm_tune.runtime.protocol.events import TimerKey
+from swarm_tune.runtime.protocol.events import TimerKey, WireRejected
 from swarm_tune.runtime.protocol.node import START_TIMER
+from swarm_tune.runtime.protocol.reasons import RejectReason
 
 CFG = ProtocolConfig(min_peers=2, start_deadline=10.0, round_timeout=5.0, param_sync_every=0)
 
@@ -123,3 +126,21 @@ def test_a_first_message_carries_the_address_when_no_connection_reported_one() -
     n.handle(MessageReceived("p2", Heartbeat(0, 10, "d", (), (), -1), "198.51.100.9"), 1.0)
     rec = n.peers.get("p2")
     assert rec is not None and rec.address == "198.51.100.9" and rec.subnet == "198.51.100.0/24"
+
+
+def test_an_expected_peer_of_another_run_is_not_waited_for() -> None:
+    # A shared bootstrap list across layer shards: p2 answers in another shard's run.
+    n = lone()
+    n.start(0.0, expected=("p1", "p2"))
+    n.handle(MessageReceived("p1", Heartbeat(0, 10, "d", (), (), -1)), 1.0)
+    assert n.phase is Phase.WAITING_FOR_PEERS  # p2 was dialled at bootstrap: wait for it
+    out = n.handle(WireRejected("p2", RejectReason.WRONG_RUN), 2.0)
+    assert effects.StartedRounds(0, 2, "peers") in out
+    assert n.peers.get("p2") is None  # and it never became a member
+    # Refused before start (the net driver feeds messages from the first connection on).
+    n = lone()
+    n.handle(WireRejected("p2", RejectReason.WRONG_RUN), 0.5)
+    n.handle(PeerConnected("p1", "192.0.2.7", verified=False), 0.6)
+    n.handle(MessageReceived("p1", Heartbeat(0, 10, "d", (), (), -1)), 0.7)
+    n.start(1.0, expected=("p1", "p2"))
+    assert n.phase is Phase.TRAINING
