@@ -79,6 +79,7 @@ class RealLearning:
         return build_learner(
             model_name=s.model_name,
             data_source=s.data_source,
+            text_column=s.text_column,
             num_shards=self.capacity,
             shard_index=shard,
             device=s.device,

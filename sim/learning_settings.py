@@ -13,7 +13,8 @@ Two modes share the block:
   teacher network's labels for ``classification``), batched across nodes.
 * ``real`` — one Hugging Face causal LM per node through ``runtime.training.build_learner``
   (``model_name``: a built-in, a local ``save_pretrained`` folder or a hub name;
-  ``data_source``/``seq_len``; ``lora`` for adapters only), for a few dozen nodes at most.
+  ``data_source``/``text_column``/``seq_len``; ``lora`` for adapters only), for a few dozen
+  nodes at most.
 
 ``virtual_payload_bytes`` lets a tiny model cost the wire time of a big one: the network model
 charges that many bytes per contribution/state transfer instead of the real tensor bytes (times
@@ -104,6 +105,9 @@ class LearningSettings(BaseModel):
     # Real mode (runtime.training.build_learner) ---------------------------------------------
     model_name: str = "tiny-gpt2"
     data_source: str = "tinytales"
+    # The text column of a table-shaped data_source (csv, json/jsonl, parquet, hub), as
+    # SWARM_DATASET_TEXT_FIELD is for a node.
+    text_column: str = Field(default="text", min_length=1)
     seq_len: int = Field(default=32, ge=2, le=8192)
     device: str = "cpu"
     lora: LoraSettings | None = None
