@@ -71,6 +71,17 @@ def _legend(ax: Axes, plot: Plot) -> None:
         ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
+def _hist_bins(values: list[float]) -> int:
+    """Up to 40 bins, but one when the values (nearly) coincide: numpy cannot cut a range of a
+    few ulps (a run whose rounds all took the same time) into finite-sized bins."""
+    if not values:
+        return 1
+    lo, hi = min(values), max(values)
+    if hi - lo <= 1e-9 * max(1.0, abs(lo), abs(hi)):
+        return 1
+    return min(40, max(5, len(values) // 10))
+
+
 def draw(plot: Plot) -> Figure:
     fig = Figure(figsize=(8.0, 4.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -92,7 +103,7 @@ def draw(plot: Plot) -> Figure:
         elif s.style == "scatter":
             ax.scatter(s.x, s.y, label=s.label, s=8, marker="|")
         elif s.style == "hist":
-            ax.hist(s.x, bins=min(40, max(5, len(s.x) // 10)), label=s.label)
+            ax.hist(s.x, bins=_hist_bins([float(v) for v in s.x]), label=s.label)
         elif s.style == "hline" and s.y:
             ax.axhline(s.y[0], label=s.label, linestyle="--", color="black", linewidth=1.2)
         elif s.style == "vlines":

@@ -156,3 +156,13 @@ def test_columns_are_shown_humanised(name: str, value: float, shown: str) -> Non
     col = column(name)
     assert "_" not in col.header
     assert col.fmt(value) == shown
+
+
+def test_a_histogram_of_nearly_equal_values_draws() -> None:
+    # A short real-mode run: every round took the same time but for a few ulps.
+    from swarm_tune.analysis.figures import png_bytes
+    from swarm_tune.analysis.series import Plot, Series
+
+    same = [0.7, 0.7 + 1e-16, 0.7 - 1e-16, 0.7]
+    plot = Plot("d", "round durations", "s", "rounds", [Series("rounds", same, [], "hist")])
+    assert png_bytes(plot).startswith(b"\x89PNG")
