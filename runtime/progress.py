@@ -1,7 +1,8 @@
 """One progress bar for every command that can take more than a few seconds.
 
-Why one module: ``sim run``, ``sim sweep``, ``sim baseline``, ``sim regress``, ``benchmark``,
-``compete`` and ``checkpoint reconstruct`` all report "done of total, how long left" the same
+Why one module: ``sim run``, ``sim sweep``, ``sim baseline``, ``sim regress``, ``sim matrix``,
+``report``, ``benchmark``, ``compete`` and ``checkpoint reconstruct`` all report "done of
+total, how long left" the same
 way, and a user who has seen one bar should be able to read the others. The bar is drawn on
 stderr, so stdout stays the command's result (``--json`` stays parseable), and it is transient:
 what remains on screen is the command's own one-screen summary. On a pipe or in a test it draws

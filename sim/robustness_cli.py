@@ -74,13 +74,15 @@ def matrix(
         table = pd.read_csv(out / "matrix.csv", keep_default_na=False, na_values=[""])
         lines = [f"reported from {out / 'matrix.csv'} ({len(table)} cells)"]
     else:
+        from swarm_tune.runtime.progress import progress_bar
+
         console.print(f"{len(points)} runs on {workers or spec.workers} workers")
+        with progress_bar("matrix", "runs") as update:
 
-        def progress(done: int, total: int) -> None:
-            if done % 25 == 0 or done == total:
-                console.print(f"  {done}/{total} runs, {time.perf_counter() - t0:,.0f} s")
+            def progress(done: int, total: int) -> None:
+                update(done, total, "")
 
-        table = pd.DataFrame(with_gaps(run_matrix(points, workers or spec.workers, progress)))
+            table = pd.DataFrame(with_gaps(run_matrix(points, workers or spec.workers, progress)))
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "matrix.csv", index=False)
         lines = [f"wall: {time.perf_counter() - t0:,.0f} s for {len(points)} runs"]
