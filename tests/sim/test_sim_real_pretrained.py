@@ -89,3 +89,16 @@ def test_bad_real_mode_input_is_one_line(
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error {message}"), lines
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_text_column_is_one_line(base: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"body": "a cat sat"}\n' * 8, encoding="utf-8")
+    scenario = _scenario(base, data_source=str(docs), text_column="nope")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(scenario), encoding="utf-8")
+    res = CliRunner().invoke(app, ["sim", "run", str(path), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "has no column 'nope' (columns: body)" in lines[0], lines
+    assert not (tmp_path / "out").exists()
