@@ -37,7 +37,7 @@ own CPU seconds (``time.process_time``): CPU s <= wall s, and CPU s is what an i
 machine would need (the run is single-threaded).
 
 Usage: python benchmarks/bench_sim.py [--timebox S] [--scale-timeout S] [--scale-rounds N]
-                                      [--skip-scale]
+                                      [--scale-ref REF] [--skip-scale]
                                       [--sections 1,2,3,4] [--task-sizes 1000,5000]
                                       [--flower-nodes 1000] [--flower-python PATH]
 """
@@ -46,10 +46,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -156,18 +158,21 @@ def child(
     timeout: float,
     echo_every: int = 0,
     write: bool = False,
+    tree: Path | None = None,
 ) -> tuple[list[dict[str, float]], bool]:
     """Run one configuration in a child process; (progress lines, finished?).
 
     ``echo_every`` > 0 prints every that-many-th round as it happens (long runs); ``write``
-    runs the user's path (``run_scenario``: the run, then the run folder written)."""
+    runs the user's path (``run_scenario``: the run, then the run folder written); ``tree``
+    imports ``swarm_tune`` from another source tree (a baseline ref, unpacked)."""
     cmd = [sys.executable, "-c", CHILD, str(path), str(nodes), strategy, str(rounds)]
     cmd.append("1" if churn else "0")
     if write:
         cmd.append("write")
     lines: list[dict[str, float]] = []
     echoed = 0
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+    env = None if tree is None else dict(os.environ, PYTHONPATH=str(tree / ".pkg"))
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as proc:
         deadline = time.monotonic() + timeout
         assert proc.stdout is not None
         sel = selectors.DefaultSelector()
@@ -296,13 +301,33 @@ def section_rounds(sizes: list[int], timebox: float) -> None:
         print("flat stayed feasible (a 100-round run within an hour) at every size measured")
 
 
-def section_scale(timeout: float, rounds: int = 0) -> None:
+def section_scale(timeout: float, rounds: int = 0, ref: str = "") -> None:
     """The user's path (``run_scenario``, what ``swarm-tune sim run`` calls: the run, then the
     run folder written), with the run and the write timed apart; ``rounds`` > 0 runs the
-    same 10,000 nodes for that many rounds only (a reduced check, goal scaled alike)."""
+    same 10,000 nodes for that many rounds only (a reduced check, goal scaled alike); ``ref``
+    (a git ref) runs that code first, in the same session, as the baseline of a ratio."""
     what = f"{rounds} of its 100 rounds" if rounds else "100 rounds"
     print(f"\n== 3. scenarios/scale-10k.yaml as shipped (30% churn, {what}), the user's path ==")
     sys.stdout.flush()
+    base_cpu = None
+    if ref:
+        from bench_ab import unpack  # type: ignore[import-not-found]
+
+        with tempfile.TemporaryDirectory(prefix="bench-sim-ref-") as tmp:
+            unpack(ref, Path(tmp))
+            scenario = Path(tmp) / "scenarios" / "scale-10k.yaml"
+            lines, ok = child(
+                scenario, 0, "asis", rounds, True, timeout, write=True, tree=Path(tmp)
+            )
+        if ok:
+            d = lines[-1]
+            base_cpu = d["cpu"]
+            print(
+                f"baseline {ref}: wall {d['wall']:.0f} s, cpu {d['cpu']:.0f} s, "
+                f"{d['events']:,.0f} events, peak RSS {d['rss_mb']:,.0f} MB"
+            )
+        else:
+            print(f"baseline {ref}: NOT finished within {timeout:.0f} s")
     t0 = time.perf_counter()
     lines, ok = child(SCALE, 0, "asis", rounds, True, timeout, echo_every=10, write=True)
     wall = time.perf_counter() - t0
@@ -324,6 +349,8 @@ def section_scale(timeout: float, rounds: int = 0) -> None:
             f"{d['cpu'] / goal:.2f}); goal RSS <= 8192 MB: "
             f"{'met' if d['rss_mb'] <= 8192 else 'NOT met'}"
         )
+        if base_cpu:
+            print(f"cpu this tree / baseline {ref} (same run): {d['cpu'] / base_cpu:.2f}")
     else:
         print(
             f"NOT finished within {timeout:.0f} s: reached swarm round {pr.seen}, "
@@ -373,6 +400,7 @@ def main() -> None:
     ap.add_argument("--timebox", type=float, default=180.0, help="seconds per size/strategy")
     ap.add_argument("--scale-timeout", type=float, default=3600.0)
     ap.add_argument("--scale-rounds", type=int, default=0, help="section 3: rounds (0: 100)")
+    ap.add_argument("--scale-ref", default="", help="section 3: git ref run first as baseline")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--sections", default="1,2,3,4", help="which sections to run")
@@ -388,7 +416,7 @@ def main() -> None:
     if 2 in sections:
         section_rounds([int(x) for x in args.sizes.split(",")], args.timebox)
     if 3 in sections:
-        section_scale(args.scale_timeout, args.scale_rounds)
+        section_scale(args.scale_timeout, args.scale_rounds, args.scale_ref)
     if 4 in sections:
         sizes = [int(x) for x in args.task_sizes.split(",")]
         section_task(sizes, args.flower_nodes, args.flower_python, args.timebox)
