@@ -398,7 +398,7 @@ class SimDriver:
         share = math.ceil(payload * msg.data.nbytes / raw)
         if isinstance(msg, Piece):  # the direction sample goes as it is (~512 floats)
             lists = PEER_ENTRY_BYTES * len(msg.members) + GROUP_DIGEST_BYTES * len(msg.manifest)
-            lists += 8 * len(msg.sums) + msg.sample.nbytes
+            lists += 8 * len(msg.sums) + msg.sample.nbytes + PEER_ENTRY_BYTES * len(msg.votes)
         else:  # (member, weight, digest) per contributor, and every member's commitment
             lists = (PEER_ENTRY_BYTES + 8 + GROUP_DIGEST_BYTES) * len(msg.used)
             lists += GROUP_DIGEST_BYTES * len(msg.commits)

@@ -186,6 +186,7 @@ def _group_envelope(
         meta["dataset_size"] = message.dataset_size
         meta["manifest"] = list(message.manifest)
         meta["sums"] = list(message.sums)
+        meta["votes"] = list(message.votes)
         meta["audit"] = message.audit
         tensors[GROUP_SAMPLE] = torch.from_numpy(message.sample)
         return MsgType.GROUP_PIECE, message.round
@@ -353,7 +354,7 @@ def from_envelope(env: Envelope) -> Message:
 
 
 _PIECE_META: Final = frozenset(
-    {"n", "index", "kind", "members", "dataset_size", "manifest", "sums", "audit"}
+    {"n", "index", "kind", "members", "dataset_size", "manifest", "sums", "votes", "audit"}
 )
 _SLICE_META: Final = frozenset(
     {"n", "index", "kind", "members", "digest", "used_ids", "used_w", "used_d", "commits"}
@@ -432,6 +433,7 @@ def _group_message(env: Envelope) -> Message:
             _int(meta, "dataset_size"),
             tuple(_str_list(meta, "manifest", MAX_GROUP)),
             _floats(meta, "sums", MAX_GROUP),
+            tuple(_str_list(meta, "votes", MAX_GROUP)),
             _vector(env.tensors[GROUP_SAMPLE]),
             data,
             _bool(meta, "audit"),

@@ -60,7 +60,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import blake3
@@ -91,9 +91,10 @@ AUDIT_RTOL = 1e-5
 # machine may sum in another order; a norm lie that matters is far larger.
 SUM_RTOL = 1e-6
 
-# (members, their dataset sizes, their summaries) -> (verdicts, weights of the accepted)
+# (members, their dataset sizes, their summaries, members outvoted) -> (verdicts, weights of
+# the accepted)
 Weigh = Callable[
-    [Sequence[str], Sequence[int], Sequence[UpdateSummary]],
+    [Sequence[str], Sequence[int], Sequence[UpdateSummary], Collection[str]],
     tuple[dict[str, RejectReason], list[float]],
 ]
 
@@ -168,10 +169,13 @@ def sampled(data: F32, lo: int, hi: int, stride: int) -> tuple[slice, F32]:
     return slice(first, last), data[first * stride - lo :: stride][: last - first]
 
 
-def commitment(manifest: Sequence[str], size: int, sums: Sequence[float], sample: F32) -> str:
+def commitment(
+    manifest: Sequence[str], size: int, sums: Sequence[float], votes: Sequence[str], sample: F32
+) -> str:
     """One digest of everything a member told an owner that the judge and weights read."""
     h = hashlib.blake2b(digest_size=DIGEST_BYTES)
     h.update("\0".join(manifest).encode())
+    h.update(("\1" + "\0".join(votes)).encode())
     h.update(np.asarray([size], dtype=np.int64).tobytes())
     h.update(np.asarray(sums, dtype=np.float64).tobytes())
     h.update(np.ascontiguousarray(sample, dtype=np.float32).tobytes())
@@ -200,6 +204,7 @@ class GroupRound:
     rule: Rule
     weigh: Weigh
     audit_count: int
+    votes: tuple[str, ...]  # the members our memory calls hostile (node's CloseTimeJudge)
     rng: random.Random
     n: int = 0
     slices: list[tuple[int, int]] = field(default_factory=list)
@@ -211,6 +216,7 @@ class GroupRound:
     sums: tuple[float, ...] = ()  # ours, by slice
     sample: F32 = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
     facts: dict[str, tuple[tuple[float, ...], F32]] = field(default_factory=dict)  # sums, sample
+    votes_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
     commits: dict[str, str] = field(default_factory=dict)
     pieces: dict[str, tuple[int, F32]] = field(default_factory=dict)
     weights: tuple[tuple[str, float], ...] = ()  # ours, once our slice is aggregated
@@ -240,7 +246,11 @@ class GroupRound:
         self.sums = square_sums(self.own, self.slices)
         self.sample = np.ascontiguousarray(self.own[:: self.stride])
         self.facts[self.me] = (self.sums, self.sample)
-        self.commits[self.me] = commitment(self.manifest, self.own_weight, self.sums, self.sample)
+        self.votes = tuple(sorted(set(self.votes) & set(self.members) - {self.me}))
+        self.votes_of[self.me] = self.votes
+        self.commits[self.me] = commitment(
+            self.manifest, self.own_weight, self.sums, self.votes, self.sample
+        )
         self.pieces[self.me] = (self.own_weight, self._own_piece(self.mine))
         self.audit_by = auditors(self.members, self.number, self.audit_count)
         if self.me in self.audit_by:
@@ -264,6 +274,7 @@ class GroupRound:
             self.own_weight,
             self.manifest,
             self.sums,
+            self.votes,
             self.sample,
             self._own_piece(k),
             audit,
@@ -330,7 +341,9 @@ class GroupRound:
         """The judge's facts of the sender's whole update, as far as our slice shows them."""
         sums, sample = msg.sums, msg.sample
         if not (
-            len(sums) == self.n
+            len(msg.votes) <= self.n
+            and set(msg.votes) <= set(self.members)
+            and len(sums) == self.n
             and all(math.isfinite(x) and x >= 0.0 for x in sums)
             and isinstance(sample, np.ndarray)
             and sample.dtype == np.float32
@@ -367,7 +380,10 @@ class GroupRound:
         self.manifests[peer] = msg.manifest
         self.pieces[peer] = (msg.dataset_size, msg.data)
         self.facts[peer] = (msg.sums, msg.sample)
-        self.commits[peer] = commitment(msg.manifest, msg.dataset_size, msg.sums, msg.sample)
+        self.votes_of[peer] = msg.votes
+        self.commits[peer] = commitment(
+            msg.manifest, msg.dataset_size, msg.sums, msg.votes, msg.sample
+        )
         early = self.early_audit.pop(peer, None)
         if early is not None:
             self._on_piece(peer, early, out)
@@ -386,7 +402,8 @@ class GroupRound:
     def _aggregate_mine(self, out: list[fx.Effect]) -> None:
         members = self.members
         summaries = [self.summary(m) for m in members]
-        judged, w = self.weigh(members, [self.pieces[m][0] for m in members], summaries)
+        sizes = [self.pieces[m][0] for m in members]
+        judged, w = self.weigh(members, sizes, summaries, self.outvoted())
         # The judge's verdicts: the same on every member; recorded, not a reason to degrade.
         self.punish.extend((m, r, False) for m, r in judged.items() if m != self.me)
         accepted = [m for m in members if m not in judged]
@@ -402,6 +419,16 @@ class GroupRound:
         )
         self.results[self.mine] = result
         out.append(fx.Send(self._others(), result))
+
+    def outvoted(self) -> set[str]:
+        """Members that more than half of the others' memories call hostile: the judge's
+        history, agreed (every member holds every vote, bound by the commitments)."""
+        others = self.n - 1
+        return {
+            m
+            for m in self.members
+            if 2 * sum(m in self.votes_of[v] for v in self.members if v != m) > others
+        }
 
     def contributors(self) -> tuple[str, ...]:
         """The members whose updates the average holds (the judge's accepted)."""

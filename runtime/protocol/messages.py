@@ -106,7 +106,7 @@ class Piece:
     they return, and an auditor's evidence is checked against them. ``sums`` (each slice's
     sum of squares) and ``sample`` (the strided direction sample of the whole update) are
     what the close-time judge needs of a whole update; each owner checks the part that
-    falls in its slice (group.py)."""
+    falls in its slice (group.py); ``votes`` the sender's memory of hostile directions."""
 
     round: int
     kind: UpdateKind
@@ -115,6 +115,7 @@ class Piece:
     dataset_size: int
     manifest: tuple[str, ...]
     sums: tuple[float, ...]
+    votes: tuple[str, ...]  # members the sender's memory calls hostile (group.py)
     sample: F32 = field(repr=False, compare=False)
     data: F32 = field(repr=False, compare=False)
     audit: bool = False

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -83,7 +83,12 @@ from swarm_tune.runtime.protocol.tensors import (
     median_sketch,
     sketch_distance,
 )
-from swarm_tune.runtime.protocol.validation import CloseTimeJudge, check_structure, judge_pool
+from swarm_tune.runtime.protocol.validation import (
+    REPLAY_SCORE,
+    CloseTimeJudge,
+    check_structure,
+    judge_pool,
+)
 
 ROUND_TIMER = "round"
 HEARTBEAT_TIMER = "heartbeat"
@@ -735,14 +740,25 @@ class ProtocolNode:
         rule, cfg, kind = self._rule, self.config, rnd.kind
 
         def weigh(
-            names: Sequence[str], sizes: Sequence[int], summaries: Sequence[UpdateSummary]
+            names: Sequence[str],
+            sizes: Sequence[int],
+            summaries: Sequence[UpdateSummary],
+            outvoted: Collection[str],
         ) -> tuple[dict[str, RejectReason], list[float]]:
             # A pure function of what every member holds: all reach the same verdicts and
-            # weights (group.py), so the history-free judge (validation.judge_pool).
+            # weights (group.py), so the history-free judge (validation.judge_pool), plus
+            # the members' memories as votes that everyone holds alike.
             pool = list(zip(names, summaries, strict=True))
             subnets = {m: self._subnet(m) for m in names}
             copies = self._pool_copy_labels(kind, pool)
-            judged = judge_pool(cfg, kind, pool, subnets, copies)
+            judged, scores = judge_pool(cfg, kind, pool, subnets, copies)
+            if kind == "grad":
+                for m, summary in pool:
+                    if m != self.node_id and self._judge.replayed(m, summary.fingerprint):
+                        scores[m] = min(scores.get(m, 0.0), REPLAY_SCORE)
+            self._judge.remember_scores(scores)
+            for m in sorted(outvoted):
+                judged.setdefault(m, RejectReason.DIRECTION)
             kept = [(m, x) for m, x in zip(names, sizes, strict=True) if m not in judged]
             weights = influence_weights(
                 [float(x) for _, x in kept],
@@ -763,6 +779,7 @@ class ProtocolNode:
             rule,
             weigh,
             self.config.group_audit,
+            self._judge.hostile_lately(members) if rnd.kind == "grad" else (),
             self._rng,
         )
         self._group = g

@@ -63,6 +63,7 @@ SCORE_WEIGHT = 0.125  # of the newest score in a peer's moving average (~15 roun
 DIRECTION_EVIDENCE = 4  # scores needed before their average is trusted
 MIN_SPREAD = 1e-3  # a floor for the MAD: identical updates have none
 REPLAY_MEMORY = 4  # fingerprints remembered per peer
+REPLAY_SCORE = -2 * Z_SINGLE  # a group round's replay, in the direction memory (see replayed)
 
 
 def check_structure(
@@ -172,18 +173,40 @@ class CloseTimeJudge:
         if len(cosines) < ROBUST_POOL:
             return [p for (p, _), c in zip(kept, cosines, strict=False) if c < MIN_COSINE]
         hostile = []
-        scores = self._scores
         for (peer, _), cosine in zip(kept, cosines, strict=False):
-            score = (cosine - centre) / spread
-            count, average = scores.get(peer, (0, 0.0))
-            count += 1
-            average += (score - average) * max(SCORE_WEIGHT, 1.0 / count)
-            remember(scores, peer, (count, average))
-            against_now = _against_now(cosine, centre, spread, len(cosines))
-            against_lately = count >= DIRECTION_EVIDENCE and average < -Z_MEAN
-            if against_now or against_lately:
+            against_lately = self._score(peer, (cosine - centre) / spread)
+            if _against_now(cosine, centre, spread, len(cosines)) or against_lately:
                 hostile.append(peer)
         return hostile
+
+    def _score(self, peer: str, score: float) -> bool:
+        """Fold one robust direction score into the peer's moving average; True when the
+        average says hostile (enough evidence, far below the centre)."""
+        count, average = self._scores.get(peer, (0, 0.0))
+        count += 1
+        average += (score - average) * max(SCORE_WEIGHT, 1.0 / count)
+        remember(self._scores, peer, (count, average))
+        return count >= DIRECTION_EVIDENCE and average < -Z_MEAN
+
+    def remember_scores(self, scores: Mapping[str, float]) -> None:
+        """A group round's direction scores (judge_pool), folded into the same memory."""
+        for peer, score in scores.items():
+            self._score(peer, score)
+
+    def replayed(self, peer: str, fingerprint: int) -> bool:
+        """Whether ``peer`` sent this update before (and remember it). A group round cannot
+        reject on it (members' memories differ), so the node folds ``REPLAY_SCORE`` into the
+        peer's direction memory: replays, round after round, become votes."""
+        return self._is_replay(peer, fingerprint)
+
+    def hostile_lately(self, peers: Sequence[str]) -> tuple[str, ...]:
+        """Which of ``peers`` this node's memory calls hostile (its votes in a group round)."""
+        out = []
+        for peer in peers:
+            count, average = self._scores.get(peer, (0, 0.0))
+            if count >= DIRECTION_EVIDENCE and average < -Z_MEAN:
+                out.append(peer)
+        return tuple(out)
 
     def _is_replay(self, peer: str, fingerprint: int) -> bool:
         seen = self._fingerprints.get(peer, ())
@@ -200,16 +223,21 @@ def judge_pool(
     pool: Sequence[tuple[str, UpdateSummary]],
     subnets: Mapping[str, str],
     copies: Mapping[str, int | None],
-) -> dict[str, RejectReason]:
-    """Verdicts on one round's pool from the pool alone (peer -> reason; members' order).
+) -> tuple[dict[str, RejectReason], dict[str, float]]:
+    """Verdicts on one round's pool from the pool alone (peer -> reason; members' order),
+    and each judged update's robust direction score (pools of ``ROBUST_POOL`` or more) for
+    the members' memories (``CloseTimeJudge.remember_scores``).
 
     Why not CloseTimeJudge: a group round's members must reach the same verdicts, or they
     weigh the slices differently and cannot agree on the average (group.py). The judge's
     history (norm reference, replay memory, moving direction scores) differs from node to
     node; this is the part of it that is a pure function of what every member holds: the
     norm bound from the round's median norm (an honest majority assumed), and the direction
-    test against the pool's weighted median (copies counted once, then the subnet cap)."""
+    test against the pool's weighted median (copies counted once, then the subnet cap).
+    The memory comes back as votes: group.py excludes a member that most members' memories
+    call hostile, which every member also derives alike."""
     rejected: dict[str, RejectReason] = {}
+    scores: dict[str, float] = {}
     norms = sorted(s.rms for _, s in pool)
     if len(norms) >= 2:
         bound = max(cfg.norm_floor, cfg.norm_factor * norms[len(norms) // 2])
@@ -221,9 +249,11 @@ def judge_pool(
         weights = _direction_weights(labels, groups, cfg.subnet_cap)
         cosines, centre, spread = direction_statistics([s for _, s in kept], weights)
         for (peer, _), cosine in zip(kept, cosines, strict=False):
+            if len(cosines) >= ROBUST_POOL:
+                scores[peer] = (cosine - centre) / spread
             if _against_now(cosine, centre, spread, len(cosines)):
                 rejected[peer] = RejectReason.DIRECTION
-    return rejected
+    return rejected, scores
 
 
 def _direction_weights(

@@ -39,12 +39,15 @@ def roundtrip(msg: Message) -> Message:
 def test_every_group_message_round_trips_exactly() -> None:
     manifest = tuple(digest(DATA + k) for k in range(3))
     sums = (0.1 + 0.2, 1e-300, 7.0)  # floats that must come back bit for bit
-    p = roundtrip(Piece(4, "grad", MEMBERS, 1, 250, manifest, sums, DATA[::2], DATA, audit=True))
+    votes = MEMBERS[2:]
+    p = roundtrip(
+        Piece(4, "grad", MEMBERS, 1, 250, manifest, sums, votes, DATA[::2], DATA, audit=True)
+    )
     assert isinstance(p, Piece)
     assert (p.round, p.kind, p.members, p.index, p.dataset_size, p.manifest, p.audit) == (
         4, "grad", MEMBERS, 1, 250, manifest, True,
     )  # fmt: skip
-    assert p.sums == sums and np.array_equal(p.sample, DATA[::2])
+    assert p.sums == sums and p.votes == votes and np.array_equal(p.sample, DATA[::2])
     assert p.data.dtype == np.float32 and np.array_equal(p.data, DATA)
     used = tuple((m, w, d) for m, w, d in zip(MEMBERS, (0.25, 1.0, 10.0), manifest, strict=True))
     s = roundtrip(SliceResult(4, "params", MEMBERS, 2, used, manifest, digest(DATA), DATA))
@@ -70,7 +73,7 @@ def _env(msg_type: MsgType, meta: dict[str, object], tensors: dict[str, torch.Te
 T = {GROUP_DATA: torch.zeros(4)}
 PT = {**T, GROUP_SAMPLE: torch.zeros(2)}
 PIECE = {"index": 0, "kind": "grad", "members": ["a", "b"], "dataset_size": 1,
-         "manifest": ["x", "y"], "sums": [0.0, 1.5], "audit": False}  # fmt: skip
+         "manifest": ["x", "y"], "sums": [0.0, 1.5], "votes": ["b"], "audit": False}  # fmt: skip
 SLICE = {"index": 0, "kind": "grad", "members": ["a", "b"], "digest": "d",
          "used_ids": ["a", "b"], "used_w": [1.0, 2.0], "used_d": ["x", "y"],
          "commits": ["c", "d"]}  # fmt: skip
@@ -93,6 +96,9 @@ BAD = [
     (MsgType.GROUP_PIECE, {**PIECE, "sums": "1.0"}, PT),
     (MsgType.GROUP_PIECE, {**PIECE, "sums": [1.0] * 300}, PT),
     (MsgType.GROUP_PIECE, {k: v for k, v in PIECE.items() if k != "sums"}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "votes": "b"}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "votes": [1]}, PT),
+    (MsgType.GROUP_PIECE, {**PIECE, "votes": ["b"] * 300}, PT),
     (MsgType.GROUP_SLICE, {**SLICE, "commits": "c"}, T),
     (MsgType.GROUP_SLICE, {**SLICE, "commits": [1]}, T),
     (MsgType.GROUP_SLICE, {**SLICE, "used_w": [1.0]}, T),

@@ -404,3 +404,41 @@ def test_subgroups_partition_the_swarm_afresh_each_round() -> None:
         )
         assert pieces <= (2 * (g - 1) + g) / g * numel + g  # audits at most 1/g each
     assert not w.effects_of(effects.ContributionRejected)
+
+
+NINE = {n: 10 for n in "abcdefghi"}
+
+
+def _lukewarm(node: str, rnd: int) -> dict[str, torch.Tensor]:
+    """Aligned gradients, except i's: still pointing slightly the same way (no single round
+    calls it hostile), but far below the others, round after round."""
+    shared, own = _update("z", rnd), _update(node, rnd)
+    k = 0.15 if node == "i" else 1.0
+    return {t: k * shared[t] + 0.4 * own[t] for t in shared}
+
+
+def test_members_memories_exclude_a_persistently_off_member_by_agreed_vote() -> None:
+    # A single group round cannot use a member's memory (members remember different things),
+    # so each piece carries its sender's votes, bound by the commitments: a member that most
+    # others' memories call hostile is left out by every member alike.
+    w = _world(updates=_lukewarm, sizes=NINE, direction_test="always")
+    w.run_until(7.5)
+    honest = tuple("abcdefgh")
+    for r in range(6):
+        applied = {n: _applied(w, n)[r] for n in NINE}
+        assert all(torch.equal(_flat(e), _flat(applied["a"])) for e in applied.values())
+        # No single round rejects it; from the 4th score on (DIRECTION_EVIDENCE) the votes do.
+        assert applied["a"].contributors == (honest if r >= 4 else (*honest, "i"))
+    verdicts = {(e.round, e.peer, e.reason) for e in w.effects_of(effects.ContributionRejected)}
+    assert {(r, p) for r, p, _ in verdicts} >= {(r, "i") for r in range(4, 6)}
+    assert all(p == "i" and reason is RejectReason.DIRECTION for _, p, reason in verdicts)
+
+
+def test_a_minority_voting_against_an_honest_member_cannot_exclude_it() -> None:
+    w = _world(updates=_lukewarm, sizes=NINE, direction_test="always")
+    for liar in ("g", "h", "i"):  # three of nine remember whatever suits them
+        w.nodes[liar]._judge.hostile_lately = lambda peers: tuple(p for p in peers if p == "a")  # type: ignore[method-assign]
+    w.run_until(7.5)
+    for r in range(6):
+        assert "a" in _applied(w, "b")[r].contributors
+    assert not [e for e in w.effects_of(effects.ContributionRejected) if e.peer == "a"]
