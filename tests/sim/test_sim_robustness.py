@@ -50,7 +50,7 @@ def test_the_clean_reference_keeps_the_same_honest_nodes() -> None:
     ]
 
 
-def _regression(rule: str, attacks: list[str], **protocol: float) -> list[dict[str, object]]:
+def _regression(rule: str, attacks: list[str], **protocol: object) -> list[dict[str, object]]:
     base = load_scenario(MATRIX)
     if protocol:
         base = base.model_copy(update={"protocol": base.protocol.model_copy(update=protocol)})
@@ -73,3 +73,18 @@ def test_default_rule_holds_against_five_attacks_at_20_percent() -> None:
     # Control: without near-duplicate collapsing the jittered copies get through.
     (exact_only,) = _regression(rule, [JITTERED], near_duplicate_ratio=0.0)
     assert float(exact_only["gap_pct"]) > 2 * GAP_PCT, exact_only  # type: ignore[arg-type]
+
+
+# Group rounds see no whole update: these pin what stands in for it (group.py). sign_flip and
+# label_flip the votes (+4.07% and +2.48% without them: docs/robustness.md), mimic the copies
+# found by manifest (+4.83% without the judge).
+GROUP_ATTACKS = ["sign_flip", "label_flip", "mimic"]
+
+
+@pytest.mark.timeout(300)
+def test_group_rounds_hold_the_default_rule_against_three_attacks_at_20_percent() -> None:
+    rows = _regression(ProtocolConfig().aggregation_rule, GROUP_ATTACKS, strategy="group")
+    assert len(rows) == len(GROUP_ATTACKS)
+    for r in rows:
+        assert r["honest_banned"] == 0, r
+        assert float(r["gap_pct"]) <= GAP_PCT, r  # type: ignore[arg-type]
