@@ -566,6 +566,10 @@ def _check_groups(s: Scenario, random_adversaries: int) -> list[Problem]:
         if g.adversary is not None:
             grouped_adv += len(members.get(g.name, []))
     grouped = sum(len(m) for m in members.values())
+    if issues:
+        # The groups did not resolve (e.g. one larger than the swarm): the counts below would
+        # only repeat that problem as another line.
+        return out
     if s.groups and random_adversaries > n - grouped:
         out.append(
             Problem(

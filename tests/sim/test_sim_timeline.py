@@ -114,6 +114,10 @@ BAD = [
     ("timeline:\n  - {round: 2, do: leave, group: ghosts}\n", "unknown group 'ghosts'"),
     ("timeline:\n  - {round: 2, do: crash, nodes: [n0099]}\n", "unknown node 'n0099'"),
     ("groups:\n  - {name: big, count: 40}\n", "group 'big' has 40 nodes but the swarm has 16"),
+    (  # with adversaries too: still one line (their pool is not counted against the group)
+        "adversaries: [{behaviour: scale, count: 2}]\ngroups:\n  - {name: big, count: 40}\n",
+        "group 'big' has 40 nodes but the swarm has 16",
+    ),
     (
         "timeline:\n  - {round: 2, do: leave, nodes: [3]}\n  - {round: 2, do: crash, nodes: [3]}\n",
         "contradicts timeline.0",
