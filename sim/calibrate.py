@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm_tune.analysis.calibration import Row, WorldStats, compare, world_stats
-from swarm_tune.sim.calibrate_real import NodeLog, TwinRun, run_real_twin
+from swarm_tune.sim.calibrate_real import NodeLog, TwinRun, WanHook, run_real_twin
 from swarm_tune.sim.host_cpu import available_cores
 
 __all__ = [
@@ -226,14 +226,20 @@ class Calibration:
         return all(r.within_goal for r in self.rows)
 
 
-def calibrate(data: dict[str, Any], workdir: Path) -> Calibration:
-    """Run the scenario dict's real twin, then the sim fed with its givens; compare."""
+def calibrate(
+    data: dict[str, Any],
+    workdir: Path,
+    on_ready: WanHook | None = None,
+    on_done: WanHook | None = None,
+) -> Calibration:
+    """Run the scenario dict's real twin, then the sim fed with its givens; compare. The
+    hooks go to ``run_real_twin``."""
     import yaml
 
     from swarm_tune.sim.scenario import parse_scenario
 
     sc = parse_scenario(yaml.safe_dump(data), str(data["name"]))
-    twin = run_real_twin(sc, workdir / "real")
+    twin = run_real_twin(sc, workdir / "real", on_ready=on_ready, on_done=on_done)
     real = real_facts(twin)
     fed = fed_scenario(data, real)
     sim = sim_stats(fed, workdir / "sim")

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ __all__ = [
     "CalibrationUnavailable",
     "NodeLog",
     "TwinRun",
+    "WanHook",
     "require_netns",
     "run_real_twin",
     "twin_links",
@@ -198,9 +199,20 @@ def _start_relay(wan: Wan, delay_ms: float, workdir: Path) -> subprocess.Popen[s
     return relay
 
 
-def run_real_twin(sc: Scenario, workdir: Path, timeout_s: float = 900.0) -> TwinRun:
+WanHook = Callable[[Wan], None]
+
+
+def run_real_twin(
+    sc: Scenario,
+    workdir: Path,
+    timeout_s: float = 900.0,
+    on_ready: WanHook | None = None,
+    on_done: WanHook | None = None,
+) -> TwinRun:
     """Run the scenario's real twin to ``rounds.target``: every node's log and the CPU the
-    rest of the machine used meanwhile.
+    rest of the machine used meanwhile. ``on_ready`` sees the WAN once the relay runs, before
+    any node starts; ``on_done`` once every node exited cleanly, before it is torn down (the
+    chaos test probes and counts there).
 
     CalibrationUnavailable when the machine lacks what it needs (the message is one line);
     RuntimeError when a node fails (with its log's tail)."""
@@ -219,6 +231,8 @@ def run_real_twin(sc: Scenario, workdir: Path, timeout_s: float = 900.0) -> Twin
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CalibrationUnavailable(f"cannot build the emulated WAN: {first}") from exc
         relay = _start_relay(wan, latency_ms, workdir)
+        if on_ready is not None:
+            on_ready(wan)
         for node in nodes:
             node.start(env, [p.addr() for p in nodes if p is not node], workdir)
         sampler.start()
@@ -231,6 +245,8 @@ def run_real_twin(sc: Scenario, workdir: Path, timeout_s: float = 900.0) -> Twin
                 raise RuntimeError(f"{node.name} still running after {timeout_s:.0f} s") from None
             if code != 0:
                 raise RuntimeError(f"{node.name} exited {code}:\n{node.tail()}")
+        if on_done is not None:
+            on_done(wan)
     finally:
         sampler.stop()
         for node in nodes:

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from procs import NodeProc, Proc, require, swarm_env, wait_until
-
-if TYPE_CHECKING:
-    from netns_topology import Wan
+from procs import NodeProc, require, swarm_env
 
 CHAOS_SEED_OFFSET = 0x41
 # Slower rounds and eviction than on loopback; no checkpoints (nothing here restarts a node).
@@ -52,15 +47,3 @@ def chaos_node(
 
 def chaos_env(**extra: str) -> dict[str, str]:
     return swarm_env("chaos", CHAOS, **extra)
-
-
-def start_latency_relay(relay: Proc, wan: Wan, delay_ms: float) -> None:
-    """Run the userspace delay relay in the WAN's hub (netem is missing here: one crossing
-    per direction adds ``delay_ms``) for every host, and wait until it listens."""
-    relay.spawn(wan.relay_argv(sys.executable, delay_ms), {})
-    wait_until(
-        lambda: any(x.startswith("LATENCY_RELAY_READY") for x in relay.lines()),
-        20,
-        "latency relay",
-        [relay],
-    )
