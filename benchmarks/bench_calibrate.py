@@ -2,12 +2,13 @@
 
 What ``swarm-tune sim calibrate scenarios/calibrate-6.yaml --profile all`` does (sim/calibrate.py:
 six real nodes in network namespaces, then the sim fed with the real learner's step times,
-update size and per-MB message cost), plus the diagnostics that explain a gap, read from the
+update size, the nodes' transport CPU per MB and the cores the machine left them), plus the
+diagnostics that explain a gap, read from the
 real nodes' logs: where a real round's time goes (learner queue, step, waiting for the
 slowest peer's step, slowest step -> close), what a bulk message costs a node (encode,
 decode + validate + handle, a whole send), the event loop's CPU per round, the wall time of
 both worlds and the machine's load (the real world shares this machine's cores; the sim's
-step and message costs are measured on it, under the same load).
+step and CPU costs are measured on it, under the same load).
 
     nice .venv/bin/python benchmarks/bench_calibrate.py [--profile lan40|wan10|lossy40|all]
 
