@@ -136,8 +136,13 @@ class _Server:
                 self.v += (now - self.t) * free / n
         self.t = now
 
-    def top_tag(self) -> float | None:
+    def top(self) -> tuple[float, int, object] | None:
+        """The heap entry that finishes first (stale entries dropped on the way)."""
         raise NotImplementedError
+
+    def top_tag(self) -> float | None:
+        top = self.top()
+        return None if top is None else top[0]
 
     def next_due(self) -> float:
         tag = self.top_tag()
@@ -167,10 +172,6 @@ class Uplink(_Server):
             heapq.heappop(heap)  # every flow of the batch finished, left or was re-tagged
         return None
 
-    def top_tag(self) -> float | None:
-        top = self.top()
-        return None if top is None else top[0]
-
 
 class Downlink(_Server):
     """A receiver's downlink: reservations of uplink-limited flows plus processor sharing of
@@ -194,10 +195,6 @@ class Downlink(_Server):
                 return heap[0]
             heapq.heappop(heap)
         return None
-
-    def top_tag(self) -> float | None:
-        top = self.top()
-        return None if top is None else top[0]
 
     def reserve(self, f: Flow) -> None:
         f.reserved = True
@@ -251,10 +248,6 @@ class Cpu(_Server):
                 return heap[0]
             heapq.heappop(heap)
         return None
-
-    def top_tag(self) -> float | None:
-        top = self.top()
-        return None if top is None else top[0]
 
 
 class FairLinks:
