@@ -206,6 +206,9 @@ def sim_stats(fed: dict[str, Any], out: Path) -> WorldStats:
     from swarm_tune.sim.api import run
 
     rows = run(fed, out=out).rounds
+    # Only the rounds the real nodes run (SWARM_MAX_ROUNDS = the target): a sim node may
+    # close the round after the target before the run stops, and a real node never opens it.
+    rows = rows[rows["round"] < int(fed["rounds"]["target"])]
     losses = zip(rows["round"].astype(int), rows["loss"].astype(float), strict=True)
     return world_stats(
         rows["t_close"] - rows["t_open"], rows["bytes_sent"], rows["outcome"], losses
