@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -234,9 +234,11 @@ def calibrate(
     workdir: Path,
     on_ready: WanHook | None = None,
     on_done: WanHook | None = None,
+    on_sim: Callable[[], None] | None = None,
 ) -> Calibration:
     """Run the scenario dict's real twin, then the sim fed with its givens; compare. The
-    hooks go to ``run_real_twin``."""
+    hooks go to ``run_real_twin``; ``on_sim`` is called when the real twin is done and the
+    sim starts (the CLI's progress bar)."""
     import yaml
 
     from swarm_tune.sim.scenario import parse_scenario
@@ -245,5 +247,7 @@ def calibrate(
     twin = run_real_twin(sc, workdir / "real", on_ready=on_ready, on_done=on_done)
     real = real_facts(twin)
     fed = fed_scenario(data, real)
+    if on_sim is not None:
+        on_sim()
     sim = sim_stats(fed, workdir / "sim")
     return Calibration(str(data["name"]), sim, real, fed, compare(sim, real.stats), twin.logs)

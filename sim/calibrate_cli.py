@@ -6,6 +6,7 @@ load neither the simulator nor the runtime; the heavy parts load once a run will
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -63,15 +64,25 @@ def calibrate(
         raise refuse(f"{scenario}: {exc}") from None
 
     from swarm_tune.analysis.calibration import format_table, plot_report
+    from swarm_tune.runtime.progress import progress_bar
 
     met = True
-    for data in runs:
+    steps = 2 * len(runs)  # each profile: its real twin, then the sim fed from it
+    for i, data in enumerate(runs):
         folder = out / str(data["name"])
         console.print(f"== {data['name']}: real twin, then the sim ({folder})")
-        try:
-            cal = calibrate(data, folder)
-        except CalibrationUnavailable as exc:
-            raise refuse(f"{scenario}: {exc}") from None
+        name = str(data["name"])
+        with progress_bar("calibrate", "steps") as update:
+            update(2 * i, steps, f"{name}: real twin")
+            try:
+                sim_step = functools.partial(update, 2 * i + 1, steps, f"{name}: sim")
+                cal = calibrate(data, folder, on_sim=sim_step)
+            except CalibrationUnavailable as exc:
+                error = f"{scenario}: {exc}"
+            else:
+                error = ""
+        if error:  # after the bar is gone: the error line stands alone
+            raise refuse(error)
         table = format_table(f"sim vs real: {cal.name}", cal.rows, cal.sim, cal.real.stats)
         fed = cal.fed["compute"]["classes"][0]
         given = (

@@ -117,8 +117,13 @@ def test_three_hosts_over_the_emulated_wan_commit_rounds_and_match_the_sim(tmp_p
         seen["shortcut"] = sum(wan.counter(i, "shortcut")[0] for i in range(wan.hosts))
         seen["redirected"] = wan.redirected()
 
+    def sim_starts() -> None:  # the CLI's progress bar steps here (sim/calibrate_cli.py)
+        assert "lost" in seen and "sim" not in seen  # once, after the real twin is done
+        seen["sim"] = True
+
     started = time.monotonic()
-    cal = calibrate(data, tmp_path, on_ready=ready, on_done=done)
+    cal = calibrate(data, tmp_path, on_ready=ready, on_done=done, on_sim=sim_starts)
+    assert seen.pop("sim") is True
     print(f"both worlds: {time.monotonic() - started:.1f} s; WAN counters {seen}")
     hosts = len(cal.logs)
     for node in cal.logs:
