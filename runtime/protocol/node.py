@@ -17,6 +17,7 @@ stay close.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -737,38 +738,6 @@ class ProtocolNode:
         if flat is None:
             assert rnd.own is not None
             flat = self.spec.flatten(rnd.own).numpy()
-        rule, cfg, kind = self._rule, self.config, rnd.kind
-
-        def weigh(
-            names: Sequence[str],
-            sizes: Sequence[int],
-            summaries: Sequence[UpdateSummary],
-            outvoted: Collection[str],
-        ) -> tuple[dict[str, RejectReason], list[float]]:
-            # A pure function of what every member holds: all reach the same verdicts and
-            # weights (group.py), so the history-free judge (validation.judge_pool), plus
-            # the members' memories as votes that everyone holds alike.
-            pool = list(zip(names, summaries, strict=True))
-            subnets = {m: self._subnet(m) for m in names}
-            copies = self._pool_copy_labels(kind, pool)
-            judged, scores = judge_pool(cfg, kind, pool, subnets, copies)
-            if kind == "grad":
-                for m, summary in pool:
-                    if m != self.node_id and self._judge.replayed(m, summary.fingerprint):
-                        scores[m] = min(scores.get(m, 0.0), REPLAY_SCORE)
-            self._judge.remember_scores(scores)
-            for m in sorted(outvoted):
-                judged.setdefault(m, RejectReason.DIRECTION)
-            kept = [(m, x) for m, x in zip(names, sizes, strict=True) if m not in judged]
-            weights = influence_weights(
-                [float(x) for _, x in kept],
-                [subnets[m] for m, _ in kept],
-                cfg.subnet_cap,
-                rule.robust,
-                [copies.get(m) for m, _ in kept] if copies else (),
-            )
-            return judged, weights
-
         g = GroupRound(
             rnd.number,
             rnd.kind,
@@ -776,8 +745,8 @@ class ProtocolNode:
             members,
             np.ascontiguousarray(flat, dtype=np.float32),
             rnd.own_weight,
-            rule,
-            weigh,
+            self._rule,
+            functools.partial(self._weigh_group, rnd.kind),
             self.config.group_audit,
             self._judge.hostile_lately(members) if rnd.kind == "grad" else (),
             self._rng,
@@ -790,6 +759,40 @@ class ProtocolNode:
         for peer, msg in self._group_early.pop(rnd.number, []):
             g.handle(peer, msg, out)
         return out + self._group_step(now)
+
+    def _weigh_group(
+        self,
+        kind: UpdateKind,
+        names: Sequence[str],
+        sizes: Sequence[int],
+        summaries: Sequence[UpdateSummary],
+        outvoted: Collection[str],
+    ) -> tuple[dict[str, RejectReason], list[float]]:
+        """A group round's verdicts and weights (group.Weigh). They depend only on what every
+        member holds alike (the committed facts and votes), so all members reach the same
+        ones: the history-free judge (validation.judge_pool), copies counted once, and the
+        members the others' memories outvoted. On the side, the round's direction scores and
+        replays go into this node's memory, which votes in the next group rounds."""
+        pool = list(zip(names, summaries, strict=True))
+        subnets = {m: self._subnet(m) for m in names}
+        copies = self._pool_copy_labels(kind, pool)
+        judged, scores = judge_pool(self.config, kind, pool, subnets, copies)
+        if kind == "grad":
+            for m, summary in pool:
+                if m != self.node_id and self._judge.replayed(m, summary.fingerprint):
+                    scores[m] = min(scores.get(m, 0.0), REPLAY_SCORE)
+        self._judge.remember_scores(scores)
+        for m in sorted(outvoted):
+            judged.setdefault(m, RejectReason.DIRECTION)
+        kept = [(m, x) for m, x in zip(names, sizes, strict=True) if m not in judged]
+        weights = influence_weights(
+            [float(x) for _, x in kept],
+            [subnets[m] for m, _ in kept],
+            self.config.subnet_cap,
+            self._rule.robust,
+            [copies.get(m) for m, _ in kept] if copies else (),
+        )
+        return judged, weights
 
     def _subnet(self, peer: str) -> str:
         if peer == self.node_id:
