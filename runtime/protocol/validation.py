@@ -186,7 +186,7 @@ class CloseTimeJudge:
         count += 1
         average += (score - average) * max(SCORE_WEIGHT, 1.0 / count)
         remember(self._scores, peer, (count, average))
-        return count >= DIRECTION_EVIDENCE and average < -Z_MEAN
+        return _hostile_lately(count, average)
 
     def remember_scores(self, scores: Mapping[str, float]) -> None:
         """A group round's direction scores (judge_pool), folded into the same memory."""
@@ -201,12 +201,7 @@ class CloseTimeJudge:
 
     def hostile_lately(self, peers: Sequence[str]) -> tuple[str, ...]:
         """Which of ``peers`` this node's memory calls hostile (its votes in a group round)."""
-        out = []
-        for peer in peers:
-            count, average = self._scores.get(peer, (0, 0.0))
-            if count >= DIRECTION_EVIDENCE and average < -Z_MEAN:
-                out.append(peer)
-        return tuple(out)
+        return tuple(p for p in peers if _hostile_lately(*self._scores.get(p, (0, 0.0))))
 
     def _is_replay(self, peer: str, fingerprint: int) -> bool:
         seen = self._fingerprints.get(peer, ())
@@ -263,6 +258,11 @@ def _direction_weights(
     subnet cap."""
     units = collapse_duplicates([1.0] * len(labels), labels)
     return np.asarray(subnet_capped_weights(units, groups, cap))
+
+
+def _hostile_lately(count: int, average: float) -> bool:
+    """A peer's moving direction score says hostile: enough evidence, far below the centre."""
+    return count >= DIRECTION_EVIDENCE and average < -Z_MEAN
 
 
 def _against_now(cosine: float, centre: float, spread: float, pool: int) -> bool:
