@@ -169,6 +169,11 @@ class NodeDriver:
         self._worker_idle = trio.Event()
         self._final_written = trio.Event()
         self._stopping = False
+        # Sends still on their way (every message but heartbeats): a node that completed its
+        # campaign lets them finish before its Goodbye (see _drain_sends).
+        self._in_flight: set[int] = set()
+        self._sends_started = 0
+        self._send_finished = trio.Event()
         #: Rounds whose result the learner's parameters already reflect (next to apply).
         self.applied_round = protocol.round if applied_round is None else applied_round
         self.final_checkpoint: Path | None = None
@@ -203,6 +208,8 @@ class NodeDriver:
                 async with trio.open_nursery() as waiters:
                     for ev in (stop, self._done):
                         waiters.start_soon(_set_then_cancel, ev, waiters.cancel_scope)
+                if not stop.is_set():
+                    await self._drain_sends(stop)
             await self._shutdown()
             nursery.cancel_scope.cancel()
 
@@ -214,6 +221,27 @@ class NodeDriver:
                 waiters.start_soon(_set_then_cancel, stop, waiters.cancel_scope)
                 await self.net.bootstrap_done.wait()
                 waiters.cancel_scope.cancel()
+
+    async def _drain_sends(self, stop: trio.Event) -> None:
+        """The campaign is complete: let the sends on their way finish before leaving.
+
+        The last round closes here as soon as the peers' contributions are in, often before
+        ours has reached them; leaving at once cut it off mid-transfer, and each peer then
+        waited for its round's timeout (seen at 1% loss in the netns twin). Only the sends
+        already started count (the core may begin another round meanwhile). Bounded by one
+        round timeout (no peer waits longer for us) and by ``stop`` (an operator's signal
+        still ends the node at once)."""
+        started, pending = trio.current_time(), set(self._in_flight)
+        with trio.move_on_after(self.protocol.config.round_timeout):
+            async with trio.open_nursery() as waiters:
+                waiters.start_soon(_set_then_cancel, stop, waiters.cancel_scope)
+                while pending & self._in_flight:
+                    await self._send_finished.wait()
+                waiters.cancel_scope.cancel()
+        if pending:
+            left = len(pending & self._in_flight)
+            waited = round(trio.current_time() - started, 3)
+            log.info("node.drained", sends=len(pending), left=left, seconds=waited)
 
     async def _shutdown(self) -> None:
         """Abandon the open round, say Goodbye, write the final checkpoint (shielded)."""
@@ -370,6 +398,20 @@ class NodeDriver:
             await trio.sleep(ATTACKER_POLL_S)
 
     async def _send(self, eff: fx.Send) -> None:
+        if isinstance(eff.message, Heartbeat):
+            await self._send_now(eff)
+            return
+        self._sends_started += 1
+        ticket = self._sends_started
+        self._in_flight.add(ticket)
+        try:
+            await self._send_now(eff)
+        finally:
+            self._in_flight.discard(ticket)
+            self._send_finished.set()
+            self._send_finished = trio.Event()
+
+    async def _send_now(self, eff: fx.Send) -> None:
         msg: Message = eff.message
         if isinstance(msg, Contribution) and self._adversary.omniscient:
             await self._await_view(msg)

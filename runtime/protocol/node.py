@@ -315,8 +315,7 @@ class ProtocolNode:
 
     def _on_disconnected(self, ev: PeerDisconnected, now: float) -> Effects:
         self._pending_addresses.pop(ev.peer, None)
-        out: Effects = [fx.Evict(ev.peer, "disconnected")] if self._gone(ev.peer) else []
-        return out + self._group_lost((ev.peer,), now)
+        return self._lost(ev.peer, "disconnected", now)
 
     def _on_wire_rejected(self, ev: WireRejected, now: float) -> Effects:
         # Counts against reputation only: the driver already counted the wire rejection, and
@@ -447,8 +446,7 @@ class ProtocolNode:
         if isinstance(msg, StateResponse):
             return self._on_state_response(peer, msg, now)
         if isinstance(msg, Goodbye):
-            out: Effects = [fx.Evict(peer, "goodbye")] if self._gone(peer) else []
-            return out + self._group_lost((peer,), now)
+            return self._lost(peer, "goodbye", now)
         if isinstance(msg, Piece | SliceResult | AuditRequest | AuditVerdict):
             return self._on_group_message(peer, msg, now)
         return []
@@ -570,6 +568,15 @@ class ProtocolNode:
         if rnd.count() >= rnd.quorum[1]:
             return self._close(now, "quorum")
         return []
+
+    def _lost(self, peer: str, reason: str, now: float) -> Effects:
+        """``peer`` left (Goodbye) or its connection dropped: evict it, let a group round
+        degrade without it, and ask the quorum again. The open round stops waiting for it,
+        so a round whose other contributions are all in closes now, not at the timeout: a
+        node that finishes its campaign says Goodbye right after its last round, and the
+        peers still in that round already hold everything they can get."""
+        out: Effects = [fx.Evict(peer, reason)] if self._gone(peer) else []
+        return out + self._group_lost((peer,), now) + self._maybe_close_on_quorum(now)
 
     def _gone(self, peer: str) -> bool:
         """Mark ``peer`` gone; an open round stops waiting for it. True if it was live."""
