@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,14 @@ def twin_links(sc: Scenario) -> tuple[float, float, float]:
 
 
 def twin_env(sc: Scenario) -> dict[str, str]:
-    proto = {f"SWARM_{k.upper()}": v for k, v in protocol_env(sc.protocol_config()).items()}
+    """The nodes' settings: the scenario's protocol block, except that rounds start only once
+    every node is there. The sim's nodes all start at t = 0, so its first round has everyone;
+    real processes start up to seconds apart on a busy machine, and with the scenario's
+    ``min_peers`` the first ones ran rounds without the last, which then joined a round
+    behind (a stale contribution, 20 s rounds): not the run the sim predicts."""
+    cfg = sc.protocol_config()
+    everyone = replace(cfg, min_peers=max(cfg.min_peers, sc.nodes.count))
+    proto = {f"SWARM_{k.upper()}": v for k, v in protocol_env(everyone).items()}
     return {
         **BASE_ENV,
         **proto,

@@ -171,8 +171,7 @@ class NodeDriver:
         self._stopping = False
         # Sends still on their way (every message but heartbeats): a node that completed its
         # campaign lets them finish before its Goodbye (see _drain_sends).
-        self._in_flight: set[int] = set()
-        self._sends_started = 0
+        self._sends_in_flight = 0
         self._send_finished = trio.Event()
         #: Rounds whose result the learner's parameters already reflect (next to apply).
         self.applied_round = protocol.round if applied_round is None else applied_round
@@ -208,9 +207,7 @@ class NodeDriver:
                 async with trio.open_nursery() as waiters:
                     for ev in (stop, self._done):
                         waiters.start_soon(_set_then_cancel, ev, waiters.cancel_scope)
-                if not stop.is_set():
-                    await self._drain_sends(stop)
-            await self._shutdown()
+            await self._shutdown(stop)
             nursery.cancel_scope.cancel()
 
     async def _wait_for_bootstrap(self, stop: trio.Event) -> None:
@@ -227,28 +224,29 @@ class NodeDriver:
 
         The last round closes here as soon as the peers' contributions are in, often before
         ours has reached them; leaving at once cut it off mid-transfer, and each peer then
-        waited for its round's timeout (seen at 1% loss in the netns twin). Only the sends
-        already started count (the core may begin another round meanwhile). Bounded by one
-        round timeout (no peer waits longer for us) and by ``stop`` (an operator's signal
-        still ends the node at once)."""
-        started, pending = trio.current_time(), set(self._in_flight)
+        waited for its round's timeout (seen at 1% loss in the netns twin). The core is
+        already stopped, so no new send joins them. Bounded by one round timeout (no peer
+        waits longer for us) and by ``stop`` (an operator's signal still ends the node)."""
+        started, pending = trio.current_time(), self._sends_in_flight
         with trio.move_on_after(self.protocol.config.round_timeout):
             async with trio.open_nursery() as waiters:
                 waiters.start_soon(_set_then_cancel, stop, waiters.cancel_scope)
-                while pending & self._in_flight:
+                while self._sends_in_flight:
                     await self._send_finished.wait()
                 waiters.cancel_scope.cancel()
         if pending:
-            left = len(pending & self._in_flight)
             waited = round(trio.current_time() - started, 3)
-            log.info("node.drained", sends=len(pending), left=left, seconds=waited)
+            log.info("node.drained", sends=pending, left=self._sends_in_flight, seconds=waited)
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, stop: trio.Event) -> None:
         """Abandon the open round, say Goodbye, write the final checkpoint (shielded)."""
         self._stopping = True
         now = trio.current_time()
         log.info("node.stopping", round=self.protocol.round, applied_round=self.applied_round)
+        # The core stops first: no round opens or closes while the last sends drain.
         goodbyes = [e for e in self.protocol.stop(now) if isinstance(e, fx.Send)]
+        if self._done.is_set() and not stop.is_set():
+            await self._drain_sends(stop)
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self.net.config.control_timeout):
                 async with trio.open_nursery() as n:
@@ -401,13 +399,11 @@ class NodeDriver:
         if isinstance(eff.message, Heartbeat):
             await self._send_now(eff)
             return
-        self._sends_started += 1
-        ticket = self._sends_started
-        self._in_flight.add(ticket)
+        self._sends_in_flight += 1
         try:
             await self._send_now(eff)
         finally:
-            self._in_flight.discard(ticket)
+            self._sends_in_flight -= 1
             self._send_finished.set()
             self._send_finished = trio.Event()
 
