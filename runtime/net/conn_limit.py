@@ -45,17 +45,19 @@ IPV6_PREFIX = 64
 
 
 @dataclass(slots=True)
-class _Bucket:
+class Bucket:
     tokens: float
     at: float
 
 
-class _TokenBucket:
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; the state of each bucket is a :class:`Bucket`."""
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.burst = burst
 
-    def take(self, bucket: _Bucket, now: float) -> bool:
+    def take(self, bucket: Bucket, now: float) -> bool:
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
         bucket.at = now
         if bucket.tokens < 1.0:
@@ -91,10 +93,10 @@ class InboundLimiter:
         max_per_ip: int,
     ) -> None:
         self._refusals = refusals
-        self._per_ip = _TokenBucket(rate_per_ip, burst_per_ip)
-        self._total = _TokenBucket(rate_total, burst_total)
-        self._total_bucket = _Bucket(burst_total, 0.0)
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._per_ip = TokenBucket(rate_per_ip, burst_per_ip)
+        self._total = TokenBucket(rate_total, burst_total)
+        self._total_bucket = Bucket(burst_total, 0.0)
+        self._buckets: OrderedDict[str, Bucket] = OrderedDict()
         self._live: dict[str, int] = {}
         self._max_per_ip = max_per_ip
 
@@ -106,7 +108,7 @@ class InboundLimiter:
             return None
         bucket = self._buckets.pop(src, None)
         if bucket is None:
-            bucket = _Bucket(self._per_ip.burst, now)
+            bucket = Bucket(self._per_ip.burst, now)
         self._buckets[src] = bucket  # most recently used last
         while len(self._buckets) > MAX_SOURCES:
             self._buckets.popitem(last=False)

@@ -20,6 +20,14 @@ that counts such resets as ``handler_reset:<protocol>``. Counted only, never bla
 resets for reasons we cannot judge. (Not for relay / DCUtR: they keep streams in tables keyed
 by identity, which a proxy would break.)
 
+**ping** echoes every 32 bytes it reads, as fast as they come: one stream carrying 64 KiB of
+garbage made the node send 2,048 encrypted echoes, the largest single item in a profile of the
+victim under the hostile suite's ``streams`` attack (46 of its ~350 extra samples). An honest
+pinger waits for each echo and pings about once a second or less (py-libp2p's DHT pings once
+to test a peer's liveness), so each ping stream gets ``PING_BURST`` echoes and then
+``PING_PER_S`` a second; past that the stream is reset and ``ping_flood`` counted (only: the
+protocol sets no rate, so it is no proof of a hostile peer).
+
 Two of those handlers never reset on garbage, so they get a closer look:
 
 * **identify-push** logs a parse error and closes the stream normally. The proxy keeps the
@@ -46,6 +54,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.identity.identify.pb.identify_pb2 import Identify
 
+from swarm_tune.runtime.net.conn_limit import Bucket, TokenBucket
 from swarm_tune.runtime.net.refusals import Refusals
 from swarm_tune.runtime.protocol.reasons import RejectReason
 
@@ -62,7 +71,11 @@ def isolate_streams(host: IHost, refusals: Refusals) -> None:
 
 IDENTIFY = "/ipfs/id/1.0.0"
 IDENTIFY_PUSH = "/ipfs/id/push/1.0.0"
-WATCHED = (IDENTIFY, IDENTIFY_PUSH, "/ipfs/ping/1.0.0", "/ipfs/kad/1.0.0")
+PING = "/ipfs/ping/1.0.0"
+WATCHED = (IDENTIFY, IDENTIFY_PUSH, PING, "/ipfs/kad/1.0.0")
+#: Echoes one ping stream gets at once, then per second (see the module docstring).
+PING_BURST = 8
+PING_PER_S = 1.0
 #: How long an answered identify stream is watched for bytes the requester should not send.
 IDENTIFY_QUIET_S = 2.0
 #: py-libp2p's cap on one identify-push message (``read_length_prefixed_protobuf``).
@@ -159,9 +172,17 @@ def _peer_of(stream: INetStream) -> str | None:
         return None
 
 
+class PingFlood(Exception):
+    """A ping stream outran its echo budget (``PING_BURST`` / ``PING_PER_S``)."""
+
+
+_PING_RATE = TokenBucket(PING_PER_S, PING_BURST)
+
+
 class _Watched:
     """An inbound stream as a library handler sees it: all delegated, resets counted, the
-    bytes it read kept (up to one identify-push message) for a verdict afterwards."""
+    bytes it read kept (up to one identify-push message) for a verdict afterwards, and a
+    ping handler's echoes paced."""
 
     def __init__(self, stream: INetStream, proto: str, refusals: Refusals) -> None:
         self._stream = stream
@@ -169,6 +190,8 @@ class _Watched:
         self._refusals = refusals
         self._keep = PUSH_MAX + _VARINT_MAX if proto == IDENTIFY_PUSH else 0
         self.consumed = bytearray()
+        self._echoes = Bucket(PING_BURST, trio.current_time()) if proto == PING else None
+        self._flooded = False
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._stream, name)
@@ -179,6 +202,14 @@ class _Watched:
             self.consumed += data[: self._keep - len(self.consumed)]
         return data
 
+    async def write(self, data: bytes) -> None:
+        if self._echoes is not None and not _PING_RATE.take(self._echoes, trio.current_time()):
+            self._flooded = True
+            self._refusals.count("ping_flood", _peer_of(self._stream))
+            raise PingFlood(self._proto)  # the handler resets the stream
+        await self._stream.write(data)
+
     async def reset(self) -> None:
-        self._refusals.count(f"handler_reset:{self._proto}")
+        if not self._flooded:  # a flood is counted as such, not as a library reset
+            self._refusals.count(f"handler_reset:{self._proto}")
         await self._stream.reset()

@@ -13,14 +13,16 @@ import pytest
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.identity.identify_push.identify_push import push_identify_to_peer
+from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from swarm_tune.runtime.net import NetConfig, NetNode, PeerMisbehaved, open_net_node
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL
 from swarm_tune.runtime.net.framing import REPLY_LEN, Mode, Offer, Reply, Status
-from swarm_tune.runtime.net.guard import IDENTIFY, IDENTIFY_PUSH, push_verdict
+from swarm_tune.runtime.net.guard import IDENTIFY, IDENTIFY_PUSH, PING, PING_BURST, push_verdict
 from swarm_tune.runtime.net.host import build_host
 from swarm_tune.runtime.net.small import SMALL_PROTOCOL
 from swarm_tune.runtime.protocol.reasons import RejectReason
@@ -298,7 +300,9 @@ async def test_tampering_on_the_path_is_a_transport_failure_not_the_signers_faul
 @pytest.mark.trio
 async def test_garbage_a_library_handler_refuses_is_counted() -> None:
     """py-libp2p's Kad handler swallows its parse errors and resets the stream: the reset is
-    what makes the attack visible in the refusal counters."""
+    what makes the attack visible in the refusal counters. Its ping handler would echo every
+    32 bytes of a flood: it gets ``PING_BURST`` echoes and a reset, an honest ping still an
+    answer."""
     attacker = build_host(seed(29))
     async with (
         open_net_node(seed(30), config=NetConfig(enable_dht=True)) as victim,
@@ -313,6 +317,17 @@ async def test_garbage_a_library_handler_refuses_is_counted() -> None:
         with trio.fail_after(5):
             while victim.refusals.counts["handler_reset:/ipfs/kad/1.0.0"] < 2:
                 await trio.sleep(0.05)  # bounded poll of the victim's own counter
+        flood = await _raw_stream(attacker, victim, TProtocol(PING))
+        await flood.write(b"\x00" * 65536)  # 2,048 pings at once
+        echoed = 0
+        with trio.fail_after(10), contextlib.suppress(StreamReset, StreamEOF):
+            while chunk := await flood.read(65536):
+                echoed += len(chunk)
+        assert echoed <= PING_BURST * 32, f"{echoed // 32} echoes of a flood"
+        assert victim.refusals.counts["ping_flood"] == 1
+        honest = await _raw_stream(attacker, victim, TProtocol(PING))
+        with trio.fail_after(10):
+            await perform_ping_roundtrip(honest)
 
 
 def _blamed(node: NetNode) -> list[PeerMisbehaved]:
