@@ -74,6 +74,10 @@ class NetConfig:
     #: Capacity of ``NetNode.incoming``; a full queue back-pressures senders (their ack
     #: waits) instead of dropping messages.
     incoming_capacity: int = 16
+    #: Tell peers (identify, DHT records) our private, loopback and link-local addresses:
+    #: None (auto) only when the node has no globally routable one (a LAN or loopback run)
+    #: and keeps no relay slots; see ``advertise.py``.
+    advertise_private: bool | None = None
     enable_mdns: bool = False
     enable_dht: bool = False
     #: Run circuit relay v2 (client side; ``relay_hop`` also serves as a relay).

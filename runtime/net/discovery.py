@@ -13,27 +13,21 @@ Peers a node is connected to are added to its routing table here too (py-libp2p 
 do that by itself for connections the DHT did not make), so the DHT works over the same
 connections the swarm already has.
 
-Why a node behind a NAT publishes its relayed addresses, not its own (``publish_view``): a
-provider record goes to strangers all over the DHT, and a private, loopback or link-local
-address in it is both useless to them (they cannot dial it) and a map of the node's inside
-network. The record's addresses come from ``host.get_addrs()``, which cannot carry a circuit
-address: py-libp2p 0.8.1 strips the first ``/p2p/`` component of every address it advertises
-and appends the host's own id, which turns ``<relay>/p2p/R/p2p-circuit`` into the relay's
-address with our id. So the DHT's provider store is given a view of the host whose
-``get_addrs`` is :func:`dht_addrs`; identify (peers already connected) keeps the host's own.
+What the records say about this node's addresses is ``advertise.py``'s rule: the DHT's parts
+that tell peers our addresses (its provider, value and routing answers, each with a signed
+peer record) see the host through an :class:`AdvertisedView` (:func:`advertise_through`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
-from collections.abc import Callable
 from typing import Any
 
-import multiaddr
 import trio
 from libp2p.peer.id import ID
+
+from swarm_tune.runtime.net.advertise import AdvertisedView
 
 log = logging.getLogger(__name__)
 
@@ -81,41 +75,8 @@ async def announce_and_find(dht: Any, run_id: str, timeout: float) -> list[tuple
     return found
 
 
-def dht_addrs(
-    own: list[multiaddr.Multiaddr], relayed: list[str] | None
-) -> list[multiaddr.Multiaddr]:
-    """The addresses a provider record carries. ``relayed`` None: not behind a NAT, the host's
-    own. Else (the node keeps relay slots): its relayed addresses, then those of its own that
-    are globally routable; never a private, loopback, link-local or shared (CGNAT) one."""
-    if relayed is None:
-        return own
-    return [multiaddr.Multiaddr(a) for a in relayed] + [a for a in own if _is_global(a)]
-
-
-def _is_global(addr: multiaddr.Multiaddr) -> bool:
-    for proto in ("ip4", "ip6"):
-        try:
-            return ipaddress.ip_address(addr.value_for_protocol(proto)).is_global
-        except Exception:  # not this protocol (or not an IP at all: dns, circuit, ...)
-            continue
-    return False
-
-
-class _ProviderView:
-    """The host as the DHT's provider store sees it: everything delegated, but ``get_addrs``
-    (the provider record's addresses and its signed peer record) is :func:`dht_addrs`."""
-
-    def __init__(self, host: Any, relayed: Callable[[], list[str] | None]) -> None:
-        self._host = host
-        self._relayed = relayed
-
-    def get_addrs(self) -> list[multiaddr.Multiaddr]:
-        return dht_addrs(self._host.get_addrs(), self._relayed())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._host, name)
-
-
-def publish_view(dht: Any, relayed: Callable[[], list[str] | None]) -> None:
-    """Make ``dht``'s provider records carry :func:`dht_addrs` (see the module docstring)."""
-    dht.provider_store.host = _ProviderView(dht.host, relayed)
+def advertise_through(dht: Any, view: AdvertisedView) -> None:
+    """Make every part of ``dht`` that puts our addresses in a message (provider records,
+    signed peer records in answers) use ``view`` (see ``advertise.py``)."""
+    for part in (dht, dht.peer_routing, dht.provider_store, dht.value_store):
+        part.host = view

@@ -30,6 +30,7 @@ import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.tools.anyio_service import background_trio_service
 
+from swarm_tune.runtime.net.advertise import AdvertisedView
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL, BulkPlane
 from swarm_tune.runtime.net.config import NetConfig
 from swarm_tune.runtime.net.conn_limit import InboundLimiter, limit_inbound
@@ -41,7 +42,7 @@ from swarm_tune.runtime.net.events import (
     PeerEvent,
     PeerMisbehaved,
 )
-from swarm_tune.runtime.net.guard import isolate_streams, watch_resets
+from swarm_tune.runtime.net.guard import IDENTIFY, isolate_streams, watch_resets
 from swarm_tune.runtime.net.host import (
     build_host,
     conn_ip,
@@ -98,10 +99,12 @@ class NetNode:
         self.bulk = BulkPlane(host, config, self._in_send.send, self.refusals)
         self.small = SmallPlane(host, config, self._in_send.send, self.refusals)
         self.services: dict[str, Any] = {}
-        #: Behind a NAT: the relayed addresses held (``relays.keep_relay_slots``); the DHT's
-        #: provider records carry these, never a private address (``discovery.dht_addrs``).
+        #: Behind a NAT: the relayed addresses held (``relays.keep_relay_slots``); identify and
+        #: the DHT's records carry these, never a private address (``advertise.py``).
         #: None: not behind a NAT.
         self.relayed: list[str] | None = None
+        #: The host as peers are told about it (identify, DHT records): ``advertise.py``.
+        self.view = AdvertisedView(host, lambda: self.relayed, config.advertise_private)
         self._conn_counts: dict[str, int] = {}
         #: Set once bootstrap dialling has finished (successfully or not).
         self.bootstrap_done = trio.Event()
@@ -117,6 +120,11 @@ class NetNode:
     def multiaddrs(self) -> list[str]:
         """Full dialable addresses, each ending in ``/p2p/<peer id>``."""
         return full_multiaddrs(self.host)
+
+    @property
+    def told_multiaddrs(self) -> list[str]:
+        """Of those (and the relayed ones), what peers may be told (``advertise.py``)."""
+        return full_multiaddrs(self.view)  # type: ignore[arg-type]
 
     def connected_peers(self) -> list[str]:
         return sorted(self._conn_counts)
@@ -271,6 +279,7 @@ async def open_net_node(
         limit_inbound(host.get_network(), _inbound_limiter(node.refusals, cfg), trio.current_time)
         host.get_network().register_notifee(_PeerNotifee(node))
         isolate_streams(host, node.refusals)
+        advertise_through_identify(host, node.view)
         host.set_stream_handler(BULK_PROTOCOL, node.bulk.handle_offer)
         host.set_stream_handler(SMALL_PROTOCOL, node.small.handle)
         if cfg.direct_tcp:
@@ -293,15 +302,31 @@ async def open_net_node(
             node._in_send.close()
 
 
+def advertise_through_identify(host: IHost, view: AdvertisedView) -> None:
+    """Identify answers and identify-push messages name ``view``'s addresses (``advertise.py``)."""
+    from libp2p.identity.identify.identify import identify_handler_for
+    from libp2p.identity.identify_push.identify_push import push_identify_to_peers
+
+    host.set_stream_handler(IDENTIFY, identify_handler_for(view, use_varint_format=True))  # type: ignore[arg-type]
+
+    async def push_to_all() -> None:  # BasicHost's own, but with the view
+        try:
+            await push_identify_to_peers(view)  # type: ignore[arg-type]
+        except Exception as exc:  # best effort, as the library's
+            log.debug("identify push failed: %s", exc)
+
+    setattr(host, "_push_identify_to_all_peers", push_to_all)  # noqa: B010 (on purpose)
+
+
 async def _start_optional_services(node: NetNode, cfg: NetConfig, stack: AsyncExitStack) -> None:
     """DHT / relay / DCUtR, each a py-libp2p ``Service`` run for the node's lifetime."""
     if cfg.enable_dht:
         from libp2p.kad_dht import DHTMode, KadDHT
 
-        from swarm_tune.runtime.net.discovery import publish_view
+        from swarm_tune.runtime.net.discovery import advertise_through
 
         dht = KadDHT(node.host, DHTMode.SERVER)
-        publish_view(dht, lambda: node.relayed)
+        advertise_through(dht, node.view)
         await stack.enter_async_context(background_trio_service(dht))
         node.services["dht"] = dht
     if cfg.enable_relay:

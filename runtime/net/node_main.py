@@ -302,7 +302,7 @@ async def run_node(s: NodeSettings) -> int:
                 log.info("node.peer_id", peer_id=net.peer_id)
                 log.info("node.multiaddr", multiaddrs=net.multiaddrs)
                 _announce(net.peer_id, net.multiaddrs)
-                direct = protocol.dial = dial_hint(net.multiaddrs)
+                direct = protocol.dial = dial_hint(net.told_multiaddrs)
                 driver = NodeDriver(
                     protocol,
                     net,

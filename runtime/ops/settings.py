@@ -91,9 +91,10 @@ OverrideValue = int | float | bool | str
 ADVERSARY_MODES = ("none", *BEHAVIOURS)
 
 
-#: Settings that override one ``NetConfig`` limit each (same name; empty = NetConfig's
-#: default, whose checks apply: runtime/net/config.py is their one definition).
+#: Settings that override one ``NetConfig`` limit or switch each (same name; empty =
+#: NetConfig's default, whose checks apply: runtime/net/config.py is their one definition).
 NET_LIMITS = (
+    "advertise_private",
     "max_stranger_transfers",
     "conn_rate_per_ip",
     "conn_burst_per_ip",
@@ -221,6 +222,11 @@ class _NodeSettingsBase(BaseSettings):
     )
     # Network driver limits: the default and the checks are NetConfig's (runtime/net/config.py,
     # one definition); empty = its default. ``swarm-tune node`` checks them before it starts.
+    advertise_private: bool | None = Field(
+        default=None,
+        description="Tell peers this node's private/loopback addresses (a LAN run); empty = "
+        "only when it has no public one and uses no relay.",
+    )
     max_stranger_transfers: int | None = Field(
         default=None,
         description="Inbound bulk transfer slots peers outside the run share; empty = default.",

@@ -184,12 +184,14 @@ def test_nat_traversal_settings_reach_the_network_config(monkeypatch: pytest.Mon
     monkeypatch.setenv("SWARM_MAX_STRANGER_TRANSFERS", "3")
     monkeypatch.setenv("SWARM_CONN_RATE_PER_IP", "2.5")
     monkeypatch.setenv("SWARM_MAX_PREAUTH_PER_IP", "4")
+    monkeypatch.setenv("SWARM_ADVERTISE_PRIVATE", "true")
     s = load_settings()
     assert s.relay_addrs == [PEER, PEER.replace("4001", "4002")]
     net = build_net_config(s)
     assert net.enable_relay and net.enable_dcutr and net.max_stranger_transfers == 3
     assert net.conn_rate_per_ip == 2.5 and net.max_preauth_per_ip == 4
     assert net.conn_burst_per_ip == NetConfig().conn_burst_per_ip  # unset: one default
+    assert net.advertise_private is True and default.advertise_private is None  # None: auto
     with pytest.raises(SettingsError, match="SWARM_RELAY_ADDRS: needs SWARM_RELAY_CLIENT=true"):
         load_settings(relay_client=False)
 
