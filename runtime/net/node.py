@@ -323,10 +323,12 @@ async def _start_optional_services(node: NetNode, cfg: NetConfig, stack: AsyncEx
     if cfg.enable_dht:
         from libp2p.kad_dht import DHTMode, KadDHT
 
+        from swarm_tune.runtime.net.dht_providers import bound_providers, peer_source
         from swarm_tune.runtime.net.discovery import advertise_through
 
         dht = KadDHT(node.host, DHTMode.SERVER)
         advertise_through(dht, node.view)
+        bound_providers(dht.provider_store, peer_source(node.host), node.refusals)
         await stack.enter_async_context(background_trio_service(dht))
         node.services["dht"] = dht
     if cfg.enable_relay:
