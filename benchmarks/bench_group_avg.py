@@ -13,6 +13,8 @@ It prints per-peer goodput (update bytes / seconds from the update being ready t
 average being in hand, the median over peers of the measured round; for hivemind the time
 of ``step()``), the max abs error of every peer's result against the exact mean (float64),
 whether every peer holds the same bits, and the ratio swarm-tune / hivemind (goal >= 2).
+A child that gives no result within ``--timeout`` is killed and named in the table;
+``--logs DIR`` keeps every child's output (its node log, with each round's CPU) there.
 
 Usage::
 
@@ -95,6 +97,7 @@ class FixedLearner:
         self.params = {"w": torch.zeros(numel)}
         self.update = update_of(index, numel)
         self.ready_at: dict[int, float] = {}
+        self.cpu_at: dict[int, float] = {}
         self.round = 0
         self.results: list[dict[str, Any]] = []
         self.mean = exact_mean(n, numel)
@@ -110,6 +113,7 @@ class FixedLearner:
         from swarm_tune.runtime.training.learner import LocalResult
 
         self.ready_at[self.round] = time.perf_counter()
+        self.cpu_at[self.round] = time.process_time()
         return LocalResult({"w": self.update.clone()}, 0.0, 1)
 
     def apply_average(self, kind: str, averaged: Any) -> None:
@@ -117,9 +121,12 @@ class FixedLearner:
 
         got = averaged["w"]
         seconds = time.perf_counter() - self.ready_at.get(self.round, time.perf_counter())
+        cpu = time.process_time() - self.cpu_at.get(self.round, time.process_time())
         err = max_abs_err(got, self.mean)
         digest = hashlib.blake2b(got.numpy().tobytes(), digest_size=8).hexdigest()
-        self.results.append({"round": self.round, "seconds": seconds, "err": err, "digest": digest})
+        self.results.append(
+            {"round": self.round, "seconds": seconds, "cpu": cpu, "err": err, "digest": digest}
+        )
         self.round += 1
 
     def load_state(self, params: Any) -> None:
@@ -247,22 +254,31 @@ HIVEMIND_CHILD = (
 # -- parent -----------------------------------------------------------------------------
 
 
-def run_children(cmds: list[list[str]], timeout: float, env: dict[str, str]) -> list[Any]:
+def run_children(
+    cmds: list[list[str]], timeout: float, env: dict[str, str], logs: Path | None = None
+) -> list[Any]:
+    """Run the children together; each one not done by ``timeout`` is killed and reported
+    (with which child it was), and with ``logs`` every child's output is kept there."""
     procs = [
         subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         for c in cmds
     ]
-    outs = []
+    outs: list[Any] = []
     deadline = time.monotonic() + timeout
-    for p in procs:
+    for i, p in enumerate(procs):
+        late = ""
         try:
             out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             out, err = p.communicate()
+            late = f"child {i} gave no result within {timeout:g} s (killed); "
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / f"{Path(cmds[i][1]).stem}-{len(cmds)}-{i}.log").write_text(out + err)
         lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
         if not lines:
-            outs.append({"error": (err or out)[-600:]})
+            outs.append({"error": late + (err or out)[-600:]})
         else:
             outs.append(json.loads(lines[-1][len("RESULT ") :]))
     return outs
@@ -292,6 +308,7 @@ def main() -> None:
     ap.add_argument("--hivemind-python", default="", help="python of a venv with hivemind")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--flat", action="store_true", help="also run flat rounds (the old path)")
+    ap.add_argument("--logs", default="", help="keep every child's output in this folder")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -315,6 +332,7 @@ def main() -> None:
         print(f"error: --hivemind-python {hm} does not exist", file=sys.stderr)
         sys.exit(2)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    logs = Path(args.logs) if args.logs else None
     rows = []
     for n in sizes:
         for strategy in ("group", "flat") if args.flat else ("group",):
@@ -324,7 +342,7 @@ def main() -> None:
                  "--ports", port_list, "--mb", str(args.mb)]
                 for i in range(n)
             ]  # fmt: skip
-            outs = run_children(cmds, args.timeout, env)
+            outs = run_children(cmds, args.timeout, env, logs)
             rows.append(summarize(f"swarm-tune {strategy}", n, args.mb, outs))
             print(json.dumps(rows[-1]), flush=True)
         if hm:
@@ -334,7 +352,7 @@ def main() -> None:
                 addr = str(Path(tmp) / "addr")
                 numel = str(numel_of(args.mb))
                 cmds = [[hm, str(script), str(i), str(n), numel, addr] for i in range(n)]
-                outs = run_children(cmds, args.timeout, env)
+                outs = run_children(cmds, args.timeout, env, logs)
                 rows.append(summarize("hivemind 1.1.12", n, args.mb, outs))
             print(json.dumps(rows[-1]), flush=True)
     print(f"\naveraging a {args.mb:g} MB fp32 update on loopback (goal: swarm-tune >= 2x hivemind)")

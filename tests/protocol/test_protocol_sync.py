@@ -32,6 +32,12 @@ def test_majority_agreeing_within_bound_wins_and_liar_is_outvoted() -> None:
     assert d is not None
     assert (d.agreeing, d.responders, d.round) == (2, 3, 40)
     torch.testing.assert_close(d.tensors["w"], torch.full((4, 3), 1.0005))
+    # Bit-identical valid answers (the byte-compare shortcut): exactly that state.
+    same = {"a": state(0.3, 40), "b": state(0.3, 42), "c": state(0.3, 41), "x": state(0.3, 1)}
+    same["x"].tensors["w"][0, 0] = float("nan")  # invalid: a responder that never agrees
+    d = decide(same, SPEC, drift_bound=0.05)
+    assert d is not None and (d.agreeing, d.responders, d.round) == (3, 4, 41)
+    assert all(torch.equal(d.tensors[n], same["a"].tensors[n]) for n in same["a"].tensors)
 
 
 def test_no_majority_no_state() -> None:
