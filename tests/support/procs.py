@@ -156,9 +156,16 @@ class Proc:
             self.proc.send_signal(sig)
 
     def wait_exit(self, timeout: float) -> int:
-        """Exit code, waiting at most ``timeout`` seconds stretched by PATIENCE."""
+        """Exit code, waiting at most ``timeout`` seconds stretched by PATIENCE; a process
+        still running then fails the test with its last log lines (a bare TimeoutExpired
+        said nothing of where it was stuck)."""
         assert self.proc is not None
-        return self.proc.wait(timeout=patience(timeout))
+        try:
+            return self.proc.wait(timeout=patience(timeout))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} still running after {patience(timeout):.0f} s:\n{self.tail(60)}"
+            ) from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
