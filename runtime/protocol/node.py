@@ -570,13 +570,15 @@ class ProtocolNode:
         return []
 
     def _lost(self, peer: str, reason: str, now: float) -> Effects:
-        """``peer`` left (Goodbye) or its connection dropped: evict it, let a group round
-        degrade without it, and ask the quorum again. The open round stops waiting for it,
-        so a round whose other contributions are all in closes now, not at the timeout: a
-        node that finishes its campaign says Goodbye right after its last round, and the
-        peers still in that round already hold everything they can get."""
+        """``peer`` left (Goodbye) or its connection dropped: evict it and let a group round
+        degrade without it. Not a reason to close a flat round on the quorum of those left:
+        a finishing node's last contribution is confirmed on the wire before its Goodbye,
+        but may still be decoding here when the small Goodbye arrives, and a connection
+        drops and comes back (relays, DCUtR). Closing at once made such rounds fallbacks
+        below min_peers in the NAT test; the contribution, when it lands, is admitted as a
+        returning peer's and closes the round as usual."""
         out: Effects = [fx.Evict(peer, reason)] if self._gone(peer) else []
-        return out + self._group_lost((peer,), now) + self._maybe_close_on_quorum(now)
+        return out + self._group_lost((peer,), now)
 
     def _gone(self, peer: str) -> bool:
         """Mark ``peer`` gone; an open round stops waiting for it. True if it was live."""
