@@ -47,10 +47,11 @@ parameter-average model (``mean_eval_loss``, ``divergence``) is the assembled on
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import blake3
+import numpy as np
 import torch
 
 from swarm_tune.runtime.adversary.attacks import flip_labels
@@ -330,7 +331,7 @@ class BatchedLearning:
         return param_digest(self.parameters(node_index))
 
     def param_digests(self, node_indices: Sequence[int]) -> list[str]:
-        """``tensors.param_digest`` for many nodes: the same SHA-256 over the same bytes.
+        """``tensors.param_digest`` for many nodes: the same BLAKE3 over the same bytes.
 
         Why batched: per node, ``param_digest`` costs a dozen small torch calls (views,
         ``contiguous``, ``numpy``) that dwarf the hashing; here the rows are gathered once and
@@ -346,8 +347,8 @@ class BatchedLearning:
         for node, row in zip(nodes, rows, strict=True):
             k = self._layer_of[node]
             a, b = self._cols[k]
-            h = hashlib.sha256(self._digest_headers[k])
-            h.update(row[a:b].tobytes())
+            h = blake3.blake3(self._digest_headers[k])
+            h.update(row[a:b].view(np.uint8).data)
             out.append(h.hexdigest())
         return out
 

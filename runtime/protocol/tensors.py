@@ -10,7 +10,6 @@ stays for exact agreement (state sync, checkpoints); the sketch measures how far
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+import blake3
 import torch
 
 TensorDict = dict[str, torch.Tensor]
@@ -117,12 +117,16 @@ def rms_norm(tensors: Mapping[str, torch.Tensor]) -> float:
 
 
 def param_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and raw bytes in name order (hex)."""
-    h = hashlib.sha256()
+    """BLAKE3 (32 bytes, hex) over names, dtypes, shapes and raw bytes in name order.
+
+    Every round hashes the whole parameter set (the heartbeat's digest), so it reads the
+    tensors' own memory: SHA-256 over a ``tobytes`` copy took 0.15 s of CPU per 124 MB
+    against 0.03 s, beside peers still averaging on a 2-core box."""
+    h = blake3.blake3()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()
 
 
