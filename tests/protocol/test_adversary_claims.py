@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from harness import SPEC as SMALL
 from harness import grad_like
@@ -18,6 +19,7 @@ from swarm_tune.runtime.protocol import (
     ProtocolConfig,
     ProtocolNode,
     effects,
+    sync,
 )
 from swarm_tune.runtime.protocol.messages import Heartbeat, StateResponse
 from swarm_tune.runtime.protocol.node import EARLY_AHEAD
@@ -74,15 +76,18 @@ def test_state_sync_outvotes_a_sketch_perfect_liar() -> None:
         torch.testing.assert_close(d.tensors[n], weighted_average([a, b], [1.0, 1.0])[n])
 
 
-def test_state_sync_takes_the_median_of_the_agreeing_group() -> None:
-    """A liar inside the drift bound does not move any coordinate past an honest value."""
+def test_state_sync_takes_the_median_of_the_agreeing_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A liar inside the drift bound does not move any coordinate past an honest value;
+    and the float64 work in small blocks decides the same."""
     honest = model(2)
     subtle = poisoned_state(honest, -1.04, SIZE, SEED)  # x1.04 off the sketch: 4% away
     responses = {p: response(honest) for p in ("a", "b", "c")} | {"liar": response(subtle)}
-    d = decide(responses, ModelSpec.from_tensors(honest), 0.05)
-    assert d is not None and d.agreeing == 4
-    for n in honest:
-        assert torch.equal(d.tensors[n], honest[n])  # three equal honest states: exactly theirs
+    for block in (sync.BLOCK, 7):
+        monkeypatch.setattr(sync, "BLOCK", block)
+        d = decide(responses, ModelSpec.from_tensors(honest), 0.05)
+        assert d is not None and d.agreeing == 4
+        for n in honest:
+            assert torch.equal(d.tensors[n], honest[n])  # three equal honest states: theirs
 
 
 def test_direction_rejections_filter_but_ban_only_under_the_weighted_mean() -> None:
