@@ -230,16 +230,21 @@ HIVEMIND_CHILD = textwrap.dedent(
     avg = hivemind.averaging.DecentralizedAverager(
         [tensor], dht, prefix="bench", target_group_size=n, min_group_size=n,
         min_matchmaking_time=2.0, request_timeout=60.0, start=True)
+    def cpu():  # this process and its p2pd daemon (psutil comes with hivemind)
+        import psutil
+        me = psutil.Process()
+        return sum(sum(p.cpu_times()[:2]) for p in [me] + me.children(recursive=True))
     results, kept = [], []
     for r in range(ROUNDS):
         with avg.get_tensors() as ts:
             ts[0].copy_(mine)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu()
         out = avg.step(timeout=600)
-        seconds = time.perf_counter() - t0
+        seconds, used = time.perf_counter() - t0, cpu() - c0
         with avg.get_tensors() as ts:
             kept.append(ts[0].clone())
-        results.append({"round": r, "seconds": seconds, "group": 0 if out is None else len(out)})
+        results.append({"round": r, "seconds": seconds, "cpu": used,
+                        "group": 0 if out is None else len(out)})
     mean = torch.zeros(numel, dtype=torch.float64)  # checked after the run, as for ours
     for i in range(n):
         mean += update_of(i).double()
@@ -298,12 +303,14 @@ def summarize(name: str, n: int, mb: float, per_peer: list[Any]) -> dict[str, An
     seconds = [statistics.median(x["seconds"] for x in rows) for rows in measured if rows]
     goodput = [mb / s for s in seconds]
     digests = {x["digest"] for rows in measured for x in rows if x["round"] == 1}
+    cpu = [x["cpu"] for rows in measured for x in rows if "cpu" in x]
     return {
         "name": name,
         "n": n,
         "goodput": statistics.median(goodput) if goodput else float("nan"),
         "err": max((x["err"] for rows in measured for x in rows), default=float("nan")),
         "same_bits": len(digests) == 1,
+        "cpu": statistics.median(cpu) if cpu else float("nan"),
     }
 
 
@@ -362,14 +369,17 @@ def main() -> None:
                 rows.append(summarize("hivemind 1.1.12", n, args.mb, outs))
             print(json.dumps(rows[-1]), flush=True)
     print(f"\naveraging a {args.mb:g} MB fp32 update on loopback (goal: swarm-tune >= 2x hivemind)")
-    print(f"{'system':18} {'N':>3} {'MB/s/peer':>10} {'max abs err':>12} {'same bits':>9}")
+    print(
+        f"{'system':18} {'N':>3} {'MB/s/peer':>10} {'max abs err':>12} {'same bits':>9} "
+        f"{'CPU s/peer-round':>16}"
+    )
     for r in rows:
         if "error" in r:
             print(f"{r['name']:18} {r['n']:>3} failed: {r['error'][-200:]!r}")
             continue
         print(
             f"{r['name']:18} {r['n']:>3} {r['goodput']:>10.2f} {r['err']:>12.3e} "
-            f"{r['same_bits']!s:>9}"
+            f"{r['same_bits']!s:>9} {r['cpu']:>16.2f}"
         )
     for n in sizes:
         ours = [
