@@ -14,7 +14,7 @@ import pytest
 import trio
 from outsider_run import outsider_argv, parse_report
 
-from swarm_tune.runtime.net import NetConfig, open_net_node
+from swarm_tune.runtime.net import NetConfig, conn_limit, open_net_node
 from swarm_tune.runtime.net.conn_limit import MAX_SOURCES, InboundLimiter, source_of
 from swarm_tune.runtime.net.refusals import Refusals
 
@@ -53,14 +53,17 @@ async def test_a_fresh_connection_flood_from_one_ip_is_refused_before_the_handsh
 
 
 @pytest.mark.trio
-async def test_a_closed_inbound_connection_frees_its_slot() -> None:
+async def test_a_closed_inbound_connection_frees_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     """py-libp2p 0.8.1 held an inbound slot (250 per swarm) until the swarm stopped, even
     after the connection closed: 250 connections in a node's life, and nobody could connect
     again. The swarm's slot count is shrunk to 2 here (the library's own limiter) so that a
-    plain py-libp2p client needs only a few fresh keys to show it."""
+    plain py-libp2p client needs only a few fresh keys to show it, and the closed-socket poll
+    to 0.1 s (1 s made this test wait about 4 s)."""
     import multiaddr
     from libp2p import new_host
     from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    monkeypatch.setattr(conn_limit, "CLOSED_POLL_S", 0.1)
 
     async with open_net_node(seed(42)) as victim, open_net_node(seed(43)) as honest:
         swarm = victim.host.get_network()
@@ -73,7 +76,7 @@ async def test_a_closed_inbound_connection_frees_its_slot() -> None:
                     await stranger.connect(info)
                     await stranger.disconnect(info.peer_id)
                     while swarm._inbound_limiter.borrowed_tokens:  # type: ignore[attr-defined]
-                        await trio.sleep(0.1)  # freed within a socket poll (1 s)
+                        await trio.sleep(0.05)  # freed within a socket poll
         assert await honest.connect(victim.multiaddrs[0]) == victim.peer_id
         await honest.send_small(victim.peer_id, b"let in")
         assert (await victim.incoming.receive()).data == b"let in"
