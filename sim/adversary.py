@@ -8,8 +8,10 @@ real adversarial node); this module only places them in the world:
 * who colludes: every omniscient behaviour (alie, ipm, min_max, min_sum, mimic) is one
   coalition per scenario entry; ``sybil: true`` makes any behaviour a Sybil group that shares
   one /24 (``group_size`` nodes per /24) and sends one identical update per round; otherwise
-  each adversary acts alone; ``jitter: true`` adds a tiny per-member perturbation, so that
-  colluders are not bit-identical (against duplicate collapsing, runtime/aggregation/rules.py);
+  each adversary acts alone; ``jitter`` adds per-member Gaussian noise (x the update's RMS;
+  ``true`` = 1e-3), so that colluders are not bit-identical (against duplicate collapsing,
+  runtime/aggregation/rules.py; larger values model an adaptive attacker that makes its
+  copies look like independent updates);
 * what they see: the driver hands every honest update of a round to the omniscient
   coalitions as soon as it is computed (``observe``) - the omniscient threat model of the
   ALIE/IPM papers, a stronger adversary than the real runtime's, which sees only what it
@@ -73,22 +75,20 @@ class Adversary:
             return update
         self._started = True
         tensors = self.coalition.craft(rnd, kind, update)
-        if self.spec.jitter:
-            tensors = jittered(tensors, self._jitter)
+        if self.spec.jitter > 0:
+            tensors = jittered(tensors, self._jitter, self.spec.jitter)
         self.crafted_sent += 1
         return tensors
 
 
-JITTER = 1e-3  # relative to the update's RMS: invisible to aggregation, not bit-identical
-
-
-def jittered(tensors: TensorDict, gen: torch.Generator) -> TensorDict:
-    """The coalition's update plus a tiny per-member perturbation, so colluders are no longer
-    bit-identical (what an attacker does against duplicate collapsing)."""
+def jittered(tensors: TensorDict, gen: torch.Generator, scale: float) -> TensorDict:
+    """The coalition's update plus per-member Gaussian noise of ``scale`` x its RMS, so
+    colluders are no longer bit-identical (what an attacker does against duplicate
+    collapsing)."""
     out = {}
     for name, t in tensors.items():
         rms = float(t.double().pow(2).mean().sqrt()) if t.numel() else 0.0
-        noise = torch.randn(t.shape, generator=gen, dtype=torch.float32) * (JITTER * rms)
+        noise = torch.randn(t.shape, generator=gen, dtype=torch.float32) * (scale * rms)
         out[name] = t + noise.to(t.dtype)
     return out
 

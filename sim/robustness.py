@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from swarm_tune.runtime.adversary.attacks import BEHAVIOURS
 from swarm_tune.runtime.aggregation.rules import RULES, RuleParams, aggregate, make_rule
-from swarm_tune.sim.scenario import Scenario
+from swarm_tune.sim.scenario import MAX_JITTER, SMALL_JITTER, Scenario
 
 NEUTRAL = frozenset({"stale", "too_far_future", "buffer_full", "banned"})
 SYBIL_SUFFIX = "+sybil"  # an attack run by a Sybil group on one /24
@@ -55,11 +55,13 @@ class MatrixSpec(BaseModel):
         for rule in self.rules:
             out += [f"rules: {p}" for p in RuleParams(rule).problems()]
         for attack in self.attacks:
-            behaviour, strength, _, _ = parse_attack(attack)
+            behaviour, strength, _, jitter = parse_attack(attack)
             if behaviour not in BEHAVIOURS:
                 out.append(f"attacks: unknown attack {attack!r}; one of {', '.join(BEHAVIOURS)}")
             if strength is not None and not math.isfinite(strength):
                 out.append(f"attacks: {attack!r}: strength must be a finite number")
+            if not 0.0 <= jitter <= MAX_JITTER:  # NaN fails too
+                out.append(f"attacks: {attack!r}: jitter must be in [0, {MAX_JITTER:g}]")
         for f in self.fractions:
             if not 0.0 <= f < 0.5:
                 out.append(f"fractions: {f} must be in [0, 0.5)")
@@ -68,11 +70,16 @@ class MatrixSpec(BaseModel):
         return out
 
 
-def parse_attack(attack: str) -> tuple[str, float | None, bool, bool]:
-    """``name[:strength][+sybil][+jitter]`` -> (behaviour, strength, sybil, jitter), e.g.
-    ``sign_flip:3+sybil`` or ``alie+jitter``."""
-    jitter = attack.endswith(JITTER_SUFFIX)
-    rest = attack.removesuffix(JITTER_SUFFIX)
+def parse_attack(attack: str) -> tuple[str, float | None, bool, float]:
+    """``name[:strength][+sybil][+jitter[:scale]]`` -> (behaviour, strength, sybil, jitter x
+    RMS; ``+jitter`` alone is SMALL_JITTER, none 0), e.g. ``sign_flip:3+sybil+jitter:0.1``."""
+    rest, marked, scale = attack.partition(JITTER_SUFFIX)
+    jitter = 0.0
+    if marked:
+        try:
+            jitter = float(scale[1:] if scale[:1] == ":" else "x") if scale else SMALL_JITTER
+        except ValueError:
+            jitter = math.nan
     sybil = rest.endswith(SYBIL_SUFFIX)
     name, _, strength = rest.removesuffix(SYBIL_SUFFIX).partition(":")
     try:

@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -204,6 +205,10 @@ class ChurnSpec(_Strict):
     joiners: JoinersSpec = Field(default_factory=JoinersSpec)
 
 
+SMALL_JITTER = 1e-3  # x RMS: invisible to aggregation, yet no two colluders bit-identical
+MAX_JITTER = 10.0  # x RMS: far beyond any norm bound already
+
+
 class AdversarySpec(_Strict):
     """Attackers (runtime/adversary/attacks.py has the vocabulary and each strength)."""
 
@@ -214,8 +219,12 @@ class AdversarySpec(_Strict):
         default=None, description="the behaviour's one knob (attacks.py); None = its default"
     )
     sybil: bool = Field(default=False, description="share one /24 and send identical updates")
-    jitter: bool = Field(
-        default=False, description="each member perturbs the shared update a little (1e-3 RMS)"
+    jitter: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=MAX_JITTER,
+        description="each member adds Gaussian noise of this many times the update's RMS, so "
+        "colluders are not bit-identical (0: identical; true: 1e-3, below any honest spread)",
     )
     group_size: int | None = Field(default=None, ge=1, description="sybil: nodes per /24")
     subnet: str = "203.0.113.0"
@@ -224,6 +233,14 @@ class AdversarySpec(_Strict):
         default=False,
         description="counterfactual: the same nodes are picked but never start (clean run)",
     )
+
+    @field_validator("jitter", mode="before")
+    @classmethod
+    def _jitter_flag(cls, value: Any) -> Any:
+        """``jitter: true`` keeps its old meaning: a tiny perturbation."""
+        if isinstance(value, bool):
+            return SMALL_JITTER if value else 0.0
+        return value
 
     @model_validator(mode="after")
     def _sized(self) -> AdversarySpec:

@@ -72,6 +72,66 @@ def weighted_median(rows: Floats, weights: F64) -> F32:
     return as_f32(rows[order[columns, index], columns])
 
 
+def weighted_medians_with_each(rest: Floats, rest_w: F64, extra: Floats, extra_w: F64) -> F64:
+    """Row j: the lower weighted median (as ``weighted_median``: per coordinate the smallest
+    value whose cumulative weight reaches half the total) of ``rest`` plus ``extra[j]`` alone.
+
+    Why not ``weighted_median`` once per row: the direction test (protocol/validation.py)
+    judges each member of a group against the others without the rest of its group: k
+    medians of nearly the same rows. One sort of ``rest`` serves them all. With ``x`` added
+    (weight ``w``), the rest value at sorted position i reaches the half ``h`` when its
+    cumulative weight does alone (i >= a) or with w, if x sorts at or before it (i >= b and
+    i >= p, p the count of rest values below x); x itself qualifies when the rest's weight up
+    to x plus w does. So each row costs two comparisons against the sorted rest, O(n d), and
+    a and b one pass per distinct weight (sybil-40's 40 colluders: 14 -> 4 ms per close, the
+    plain median 3 ms)."""
+    k_rows = extra.shape[0]
+    if rest.shape[0] == 0:
+        return np.asarray(extra, dtype=np.float64).copy()
+    order = np.argsort(rest, axis=0, kind="stable")
+    values = np.take_along_axis(rest, order, axis=0).astype(np.float64)
+    cumulative = np.cumsum(rest_w[order], axis=0)
+    total = float(rest_w.sum())
+    m, d = values.shape
+    columns = np.arange(d)
+    sentinel = np.append(values, np.full((1, d), np.inf), axis=0)  # position m: none
+    reached: dict[float, tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], float]] = {}
+    out = np.empty((k_rows, d), dtype=np.float64)
+    step = max(1, _BLOCK // max(1, m * d))  # extra rows per block: bounded temporaries
+    for lo in range(0, k_rows, step):
+        xs = np.asarray(extra[lo : lo + step], dtype=np.float64)
+        below = (values[None, :, :] < xs[:, None, :]).sum(axis=1)  # p, per row and column
+        upto = (values[None, :, :] <= xs[:, None, :]).sum(axis=1)  # rest values <= x
+        for j in range(xs.shape[0]):
+            w = float(extra_w[lo + j])
+            if w not in reached:
+                half = (total + w) * (0.5 - 1e-12)
+                reached[w] = (
+                    _first_reaching(cumulative, half),
+                    _first_reaching(cumulative, half - w),
+                    half,
+                )
+            a, b, half = reached[w]
+            first = np.minimum(a, np.maximum(b, below[j]))
+            from_rest = sentinel[first, columns]
+            under = np.where(upto[j] > 0, cumulative[np.maximum(upto[j] - 1, 0), columns], 0.0)
+            x = xs[j]
+            out[lo + j] = np.where(under + w >= half, np.minimum(x, from_rest), from_rest)
+    return out
+
+
+def _first_reaching(cumulative: F64, level: float) -> npt.NDArray[np.intp]:
+    """Per column, the first sorted position whose cumulative weight reaches ``level`` (the
+    row count where none does)."""
+    reach = cumulative >= level
+    first = np.argmax(reach, axis=0)
+    found = reach[first, np.arange(cumulative.shape[1])]
+    return np.asarray(np.where(found, first, cumulative.shape[0]), dtype=np.intp)
+
+
+_BLOCK = 1 << 20  # elements of one [rows, n, d] temporary in weighted_medians_with_each
+
+
 def weighted_trimmed_mean(rows: F32, weights: F64, beta: float) -> F32:
     """Per coordinate, the weighted mean of the values in the central ``1 - 2 beta`` of the
     cumulative weight (values straddling a cut count with the part of their weight inside).

@@ -75,14 +75,14 @@ def _labels(
     first: dict[int, int] = {}
     for i, fp in enumerate(fingerprints):
         if fp is not None:
-            _join(parent, i, first.setdefault(fp, i))
+            join_roots(parent, i, first.setdefault(fp, i))
     present = [i for i, a in enumerate(samples) if a is not None]
     if ratio > 0 and len(present) >= MIN_POOL:
         arrays = [a for a in samples if a is not None]
         for i, j in _near_pairs(arrays, ratio):
-            _join(parent, present[i], present[j])
+            join_roots(parent, present[i], present[j])
     return tuple(
-        _find(parent, i) if fingerprints[i] is not None or samples[i] is not None else None
+        find_root(parent, i) if fingerprints[i] is not None or samples[i] is not None else None
         for i in range(n)
     )
 
@@ -128,7 +128,7 @@ def _median(values: F64) -> float:
     return (float(part[half - 1]) + float(part[half])) / 2.0
 
 
-def _find(parent: list[int], i: int) -> int:
+def find_root(parent: list[int], i: int) -> int:
     """Union-find root of ``i`` (path halving)."""
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -136,7 +136,7 @@ def _find(parent: list[int], i: int) -> int:
     return i
 
 
-def _join(parent: list[int], i: int, j: int) -> None:
-    a, b = _find(parent, i), _find(parent, j)
+def join_roots(parent: list[int], i: int, j: int) -> None:
+    a, b = find_root(parent, i), find_root(parent, j)
     if a != b:
         parent[max(a, b)] = min(a, b)

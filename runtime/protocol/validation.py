@@ -25,6 +25,19 @@ The statistical rules:
   window, because a flat node judges every other node and a window of floats per peer costs
   ~4x the memory. Rounds with fewer than ``ROBUST_POOL`` updates (gossip) have no
   trustworthy spread and keep the fixed cut ``MIN_COSINE``.
+  Colluders cannot vouch for one another: the members of a group that may collude (one
+  subnet, or copies of one update: ``_colluders``) are each judged against the pool without
+  the rest of their group, holding one unit of pull in it as every other update does, and
+  placed on the pool's scale by their standing among the others' cosines to that same
+  reference (a smaller reference is noisier, so a raw cosine to it reads low for anyone:
+  honest peers behind one /24 scored -5 to -30 before this placement). Why: a median's
+  coordinates lean towards every row in it, so k copies of one flipped update lift each
+  other's cosine. Measured (robustness matrix, 20%, two Sybils on one /24 sending x-3 flips
+  with 0.1-0.3 x RMS of noise each, too much for near-duplicate collapsing): their cosine to
+  the whole pool's median was +0.11 (honest 0.28 +- 0.05), so no round rejected them and
+  they cost the default rule +6%; judged apart, they are rejected from the first round
+  (+0.2%). A group that is not a minority of the pool, or leaves fewer than two others (a
+  loopback swarm is one /24), is judged with the pool as before.
   What this cannot do: when honest updates barely agree (mean cosine << spread), a flipped one
   is indistinguishable from an honest one - and then it also removes almost no signal.
 * The same update sent again for another round (bit-identical sample) is a replay.
@@ -43,7 +56,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from swarm_tune.runtime.aggregation.coordinate import weighted_median
+from swarm_tune.runtime.aggregation.coordinate import weighted_median, weighted_medians_with_each
+from swarm_tune.runtime.aggregation.near_duplicates import find_root, join_roots
 from swarm_tune.runtime.aggregation.rules import collapse_duplicates
 from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights
 from swarm_tune.runtime.protocol.config import ProtocolConfig
@@ -134,7 +148,9 @@ class CloseTimeJudge:
                 else [s.fingerprint for s in pool]
             )
             weights = _direction_weights(labels, groups, self._cfg.subnet_cap)
-            cosines, centre, spread = direction_statistics(pool, weights)
+            cosines, centre, spread = direction_statistics(
+                pool, weights, _colluders(labels, groups)
+            )
             for peer in self._hostile(kept, cosines, centre, spread):
                 rejected[peer] = RejectReason.DIRECTION
         accepted = [s.rms for p, s in candidates if p not in rejected]
@@ -242,7 +258,9 @@ def judge_pool(
         labels = [copies.get(p) for p, _ in kept] if copies else [s.fingerprint for _, s in kept]
         groups = [subnets.get(p, p) for p, _ in kept]
         weights = _direction_weights(labels, groups, cfg.subnet_cap)
-        cosines, centre, spread = direction_statistics([s for _, s in kept], weights)
+        cosines, centre, spread = direction_statistics(
+            [s for _, s in kept], weights, _colluders(labels, groups)
+        )
         for (peer, _), cosine in zip(kept, cosines, strict=False):
             if len(cosines) >= ROBUST_POOL:
                 scores[peer] = (cosine - centre) / spread
@@ -258,6 +276,36 @@ def _direction_weights(
     subnet cap."""
     units = collapse_duplicates([1.0] * len(labels), labels)
     return np.asarray(subnet_capped_weights(units, groups, cap))
+
+
+def _colluders(labels: Sequence[int | None], subnets: Sequence[str]) -> list[int]:
+    """Each pooled update's group of possible colluders (equal ints: one group): the
+    connected components of "same subnet" and "copies of one update"."""
+    parent = list(range(len(labels)))
+    first: dict[tuple[str, object], int] = {}
+    for i, (label, subnet) in enumerate(zip(labels, subnets, strict=True)):
+        join_roots(parent, i, first.setdefault(("subnet", subnet), i))
+        if label is not None:
+            join_roots(parent, i, first.setdefault(("copy", label), i))
+    return [find_root(parent, i) for i in range(len(labels))]
+
+
+def _left_out(colluders: Sequence[int] | None, weights: npt.NDArray[np.float64]) -> list[list[int]]:
+    """The groups (indices, two or more) whose members are judged without one another: those
+    that leave a reference of at least two other updates holding at least the group's weight
+    (a loopback swarm is one /24 besides the judge itself: nothing to judge it against)."""
+    if colluders is None:
+        return []
+    members: dict[int, list[int]] = {}
+    for i, leader in enumerate(colluders):
+        members.setdefault(leader, []).append(i)
+    total = float(weights.sum())
+    out = []
+    for group in members.values():
+        share = float(weights[group].sum())
+        if len(group) > 1 and len(colluders) - len(group) >= 2 and total - share >= share:
+            out.append(group)
+    return out
 
 
 def _hostile_lately(count: int, average: float) -> bool:
@@ -286,7 +334,9 @@ _shared: IdentityMemo[_Directions] = IdentityMemo(2 * ENTRIES)
 
 
 def direction_statistics(
-    pool: list[UpdateSummary], weights: npt.NDArray[np.float64]
+    pool: list[UpdateSummary],
+    weights: npt.NDArray[np.float64],
+    colluders: Sequence[int] | None = None,
 ) -> tuple[list[float], float, float]:
     """Each update's cosine to the weighted coordinate median of the pool (pool order; []
     if undefined), and the weighted median (``centre``) and scaled MAD (``spread``) of those
@@ -305,11 +355,13 @@ def direction_statistics(
         return [], 0.0, 0.0
     equal = bool(weights[0] > 0 and np.all(weights == weights[0]))
     if not equal:
-        return _direction_statistics(pool, weights)
-    key = tuple(sorted([id(s.direction) for s in pool]))
+        return _direction_statistics(pool, weights, colluders)
+    ids = [id(s.direction) for s in pool]
+    groups = [ids[g] for g in colluders] if colluders is not None else ids
+    key = tuple(sorted(zip(ids, groups, strict=True)))
     hit = _shared.get(key)
     if hit is None:
-        cosines, centre, spread = _direction_statistics(pool, weights)
+        cosines, centre, spread = _direction_statistics(pool, weights, colluders)
         by_id = dict(zip([id(s.direction) for s in pool], cosines, strict=False))
         _shared.put(key, list(pool), _Directions(by_id, centre, spread))
         return cosines, centre, spread
@@ -320,22 +372,66 @@ def direction_statistics(
 
 
 def _direction_statistics(
-    pool: list[UpdateSummary], weights: npt.NDArray[np.float64]
+    pool: list[UpdateSummary],
+    weights: npt.NDArray[np.float64],
+    colluders: Sequence[int] | None = None,
 ) -> tuple[list[float], float, float]:
     directions = np.stack([s.direction for s in pool])
     reference = weighted_median(directions, weights).astype(np.float64)
-    ref_norm = math.sqrt(float(reference @ reference))
-    if ref_norm == 0.0 or not math.isfinite(ref_norm):
+    lengths = np.asarray([s.direction_norm for s in pool])
+    cosines = _cosines(directions, lengths, reference)
+    if cosines is None:
         return [], 0.0, 0.0
+    robust = len(pool) >= ROBUST_POOL
+    centre, spread = _centre_spread(cosines, weights) if robust else (0.0, 0.0)
+    groups = _left_out(colluders, weights)
+    if groups:
+        judged = cosines.copy()
+        for members in groups:
+            rest = np.ones(len(pool), dtype=bool)
+            rest[members] = False
+            refs = weighted_medians_with_each(
+                # One full unit for the member: as an update alone on its subnet holds.
+                directions[rest],
+                weights[rest],
+                directions[members],
+                np.ones(len(members)),
+            )
+            for i, ref in zip(members, refs.astype(np.float32).astype(np.float64), strict=True):
+                # Member i against the pool without the rest of its group, placed on the
+                # pool's scale by its standing among the others against the same reference.
+                against = _cosines(directions, lengths, ref)
+                if against is None:
+                    continue
+                if not robust:
+                    judged[i] = against[i]
+                    continue
+                c, d = _centre_spread(against[rest], weights[rest])
+                judged[i] = centre + spread * (against[i] - c) / d
+        cosines = judged
+    return cosines.tolist(), centre, spread
+
+
+def _cosines(
+    directions: npt.NDArray[np.float64],
+    lengths: npt.NDArray[np.float64],
+    reference: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64] | None:
+    """Each row's cosine to ``reference`` (None when the reference has no direction)."""
+    norm = math.sqrt(float(reference @ reference))
+    if norm == 0.0 or not math.isfinite(norm):
+        return None
     # Each row's own product and pairwise sum: the same bits wherever the row sits in the
     # pool (a matrix-vector product's rounding depends on the row's position and count).
-    dots = (directions * reference).sum(axis=1).tolist()
-    cosines = [
-        dot / max(s.direction_norm * ref_norm, 1e-30) for s, dot in zip(pool, dots, strict=True)
-    ]
-    if len(cosines) < ROBUST_POOL:
-        return cosines, 0.0, 0.0
-    values = np.asarray(cosines)[:, None]
+    dots = (directions * reference).sum(axis=1)
+    return np.asarray(dots / np.maximum(lengths * norm, 1e-30), dtype=np.float64)
+
+
+def _centre_spread(
+    cosines: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
+) -> tuple[float, float]:
+    """The weighted median of ``cosines`` and their scaled MAD (floored at MIN_SPREAD)."""
+    values = cosines[:, None]
     centre = float(weighted_median(values, weights)[0])
     deviation = float(weighted_median(np.abs(values - centre), weights)[0])
-    return cosines, centre, max(1.4826 * deviation, MIN_SPREAD)
+    return centre, max(1.4826 * deviation, MIN_SPREAD)

@@ -9,6 +9,8 @@ exactly the value of the computation it replaced, ties, NaN and infinities inclu
   sort along axis 0 with take_along_axis);
 * ``geometric_median``: ``np.linalg.norm`` spelled out (the reference keeps the call);
 * near-duplicates' ``_median``: ``np.median``'s own steps.
+* ``weighted_medians_with_each``: one sort of the rest for many extra rows (the reference is
+  ``weighted_median`` of the rest plus each row).
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ import math
 import numpy as np
 
 from swarm_tune.runtime.aggregation.centered import SMOOTHING, geometric_median
-from swarm_tune.runtime.aggregation.coordinate import _sorted_with_weights, weighted_median
+from swarm_tune.runtime.aggregation.coordinate import (
+    _sorted_with_weights,
+    weighted_median,
+    weighted_medians_with_each,
+)
 from swarm_tune.runtime.aggregation.near_duplicates import _median
 
 
@@ -84,3 +90,21 @@ def test_geometric_median_and_pair_median_keep_their_reference_bits() -> None:
                 assert (math.isnan(want) and math.isnan(med)) or (
                     np.float64(want).tobytes() == np.float64(med).tobytes()
                 ), (n, extra)
+
+
+def test_medians_with_each_extra_row_equal_the_plain_weighted_median() -> None:
+    # The direction test's leave-the-group-out references (validation.py) come from one sort
+    # of the rest; each must be the median of the rest plus that row, ties and weights too.
+    rng = np.random.default_rng(7)
+    for case in range(300):
+        rest = rng.standard_normal((int(rng.integers(0, 9)), 6))
+        extra = rng.standard_normal((int(rng.integers(1, 4)), 6))
+        if case % 3 == 0:  # ties within the rest and with the extra rows
+            rest, extra = np.round(rest), np.round(extra)
+        rest_w = rng.integers(1, 4, len(rest)) * (1.0 if case % 2 else 0.37)
+        extra_w = rng.integers(1, 4, len(extra)) * (1.0 if case % 2 else 0.37)
+        got = weighted_medians_with_each(rest, rest_w, extra, extra_w)
+        for j in range(len(extra)):
+            rows = np.vstack([rest, extra[j : j + 1]])
+            want = weighted_median(rows, np.concatenate([rest_w, extra_w[j : j + 1]]))
+            assert np.array_equal(got[j].astype(np.float32), want), (case, j)

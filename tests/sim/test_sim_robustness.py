@@ -20,10 +20,14 @@ from swarm_tune.sim.scenario import load_scenario
 
 MATRIX = Path(__file__).resolve().parents[2] / "scenarios" / "robustness-matrix.yaml"
 # The default passes these in the matrix; sign_flip pins the direction filter (without it the
-# geometric median lost +5.4% to it); the jittered Sybil flip pins near-duplicate collapsing
-# (without it +7.0%).
-JITTERED = "sign_flip:3+sybil+jitter"
-ATTACKS = ["noise", "ipm", "alie", "sign_flip", JITTERED]
+# geometric median lost +5.4% to it); the Sybil pair on one /24 whose copies carry noise of
+# 0.2 x RMS (too much to count as copies) pins judging each colluder without the others
+# (without it +6.3%).
+ADAPTIVE = "sign_flip:3+sybil+jitter:0.2"
+ATTACKS = ["noise", "ipm", "alie", "sign_flip", ADAPTIVE]
+# Mimics on distinct subnets copy an honest update with noise of 1e-3 x RMS: only
+# near-duplicate collapsing groups them (+5.0% without it).
+MIMICS = "mimic+jitter"
 GAP_PCT = 2.0  # the acceptance bound of issue 12
 
 
@@ -70,8 +74,8 @@ def test_default_rule_holds_against_five_attacks_at_20_percent() -> None:
     # in the matrix), so this test does fail when the defence is gone.
     (control,) = _regression("mean", ATTACKS[:1])
     assert float(control["gap_pct"]) > 3 * GAP_PCT, control  # type: ignore[arg-type]
-    # Control: without near-duplicate collapsing the jittered copies get through.
-    (exact_only,) = _regression(rule, [JITTERED], near_duplicate_ratio=0.0)
+    # Control: without near-duplicate collapsing the jittered mimics get through.
+    (exact_only,) = _regression(rule, [MIMICS], near_duplicate_ratio=0.0)
     assert float(exact_only["gap_pct"]) > 2 * GAP_PCT, exact_only  # type: ignore[arg-type]
 
 
