@@ -91,11 +91,12 @@ def bound_providers(
             return
         peer = str(provider.peer_id)
         records: dict[str, ProviderRecord] = store.providers.setdefault(key, {})
-        old = records.get(peer)
-        if old is not None:  # a refresh keeps its source
-            records[peer] = SourcedRecord(provider, getattr(old, "source", UNCONNECTED))
-            return
         src = source(peer)
+        old = records.get(peer)
+        if old is not None:  # a refresh: an answer relayed by a third party keeps the source
+            kept = getattr(old, "source", UNCONNECTED)
+            records[peer] = SourcedRecord(provider, kept if src == UNCONNECTED else src)
+            return
         if src != SELF:
             if len(records) >= per_key:
                 _evict(store.providers, [key], refusals)

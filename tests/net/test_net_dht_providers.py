@@ -45,8 +45,9 @@ def test_a_sybil_flood_evicts_its_own_records_not_the_members() -> None:
     assert held() == {1, 14, 15} and len(store.providers[KEY]) == 4  # newest Sybils only
     add(2, "10.0.0.2")  # a late member still gets a slot (py-libp2p refused it: key full)
     assert held() == {1, 2, 15}
-    add(1, "10.0.0.1")  # a refresh evicts nobody
+    add(1, "unconnected")  # a refresh (here from another node's answer) evicts nobody
     assert held() == {1, 2, 15} and me in store.providers[KEY]
+    assert store.providers[KEY][str(info(1).peer_id)].source == "10.0.0.1"  # nor moves it
     assert refusals.counts["dht_provider_evicted"] == 5
     for i in range(20, 40):  # one record each under twenty other keys: the total holds
         add(i, "6.6.6.6", key=bytes([i]))
