@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from harness import SPEC, World
 
@@ -118,6 +119,24 @@ def test_a_campaign_completes_on_averaged_rounds_never_alone() -> None:
     assert not late.completed(3)
     late.handle(PeerDisconnected("n0"), 20.0)
     assert late.completed(3)
+
+
+def test_two_nodes_left_below_min_peers_past_the_end_complete() -> None:
+    """Not only a node left alone: two that cannot average any more (min_peers 3) complete,
+    instead of running fallback rounds with each other until killed."""
+    w = World(replace(CFG, min_peers=3))
+    for i in range(3):
+        w.add(f"n{i}")
+    w.connect_all()
+    for i in range(3):
+        w.start(f"n{i}")
+    w.run_until(20.0)
+    late = w.nodes["n1"]
+    assert late.round >= 3 and late.completed(3)
+    late.progress = 2  # the others averaged round 2 without it, and left
+    assert not late.completed(3)
+    late.handle(PeerDisconnected("n0"), 20.0)
+    assert late.members() == 2 and late.completed(3)
 
 
 def test_a_first_message_carries_the_address_when_no_connection_reported_one() -> None:
