@@ -144,13 +144,6 @@ def weighted_trimmed_mean(rows: F32, weights: F64, beta: float) -> F32:
     n = rows.shape[0]
     if n == 1:
         return as_f32(rows[0].copy())
-    if n <= _EQUAL_FAST_MAX and weights[0] > 0 and bool(np.all(weights == weights[0])):
-        # Equal weights: the cumulative weight first reaches one half at rank ceil(n/2)
-        # (the 1e-12 slack exceeds cumsum's rounding for any n here), so a selection, not a
-        # sort, finds the same value bit for bit - O(n d) instead of O(n log n d). The flat
-        # sim's per-close direction test spent ~20% of its time in this sort.
-        kth = (n + 1) // 2 - 1
-        return as_f32(np.partition(rows, kth, axis=0)[kth])
     values, cumulative = _sorted_with_weights(rows, weights)
     previous = np.vstack([np.zeros((1, cumulative.shape[1])), cumulative[:-1]])
     kept = np.clip(np.minimum(cumulative, 1.0 - beta) - np.maximum(previous, beta), 0.0, None)

@@ -230,3 +230,10 @@ def test_identical_parameters_of_replicas_in_step_are_not_collapsed() -> None:
     out = node.handle(LocalUpdateReady(1, "params", params, 1.0, "", ()), 0.2)
     (avg,) = [e for e in out if isinstance(e, fx.ApplyAverage)]
     assert torch.equal(avg.update["w"], params["w"])
+
+
+def test_trimmed_mean_with_equal_weights_is_the_trimmed_mean_not_the_median() -> None:
+    # An equal-weight shortcut once returned the median here (copied from weighted_median).
+    rows = np.array([[0.0], [0.0], [1.0], [10.0], [10.0]], dtype=np.float32)
+    out = aggregate(make_rule(RuleParams("trimmed_mean", trim_beta=0.2)), list(rows), [1.0] * 5, 0)
+    assert float(out[0]) == pytest.approx(11.0 / 3.0)
