@@ -19,7 +19,7 @@ tests/sim/test_sim_network.py holds a burst to the order of separate events.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from heapq import heappush
 from typing import Any
 
@@ -87,6 +87,12 @@ class Burst:
             self._callbacks = None
 
 
+def event_ids(env: simpy.Environment) -> Iterator[int]:
+    """The ids SimPy gives the events it schedules, in order: ``next`` of it is the next
+    event's (and consumes it, as scheduling that event would)."""
+    return env._eid  # private: see the module docstring
+
+
 def next_event_id(env: simpy.Environment) -> int:
     """The id SimPy would give the next event it schedules (and consume it, as it would)."""
-    return next(env._eid)  # private: see the module docstring
+    return next(event_ids(env))

@@ -437,21 +437,21 @@ class SimDriver:
             node.updates_sent += len(peers)
         elif isinstance(msg, Piece | SliceResult | AuditVerdict):
             key = msg.round  # bulk, cancelled with the round's other transfers
-        send = self.network.send
         src = node.index
         # One immutable event for every receiver of the burst: what each receiver is told
         # (who sent what) is the same, so it is built once, not once per message.
         received = MessageReceived(node.id, msg)
         index = self._index
         nodes = self.nodes
+        targets = [
+            (dst, (dst, nodes[dst].incarnation, src, received, size))
+            for dst in [index.get(peer) for peer in peers]
+            if dst is not None
+        ]
+        node.msgs_sent += len(targets)
+        node.bytes_sent += len(targets) * size
         self.network.begin()
-        for peer in peers:
-            dst = index.get(peer)
-            if dst is None:
-                continue
-            node.msgs_sent += 1
-            node.bytes_sent += size
-            send(src, dst, size, (dst, nodes[dst].incarnation, src, received, size), key)
+        self.network.send_all(src, targets, size, key)
         self.network.commit()
 
     def _on_delivery(self, ev: simpy.Event) -> None:

@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import simpy
 
-from swarm_tune.sim.bursts import Arrival, Burst, next_event_id
+from swarm_tune.sim.bursts import Arrival, Burst, event_ids
 from swarm_tune.sim.distributions import Constant, Distribution
 from swarm_tune.sim.links import Deliver, FairLinks
 
@@ -161,46 +161,67 @@ class Network:
         """Start one message; False when it is dropped at once (why: ``last_drop``).
 
         Bulk messages only start here: call ``commit`` after the last message of a burst."""
-        now = self.env.now
-        self.sent_messages += 1
-        self.sent_bytes += size_bytes
+        return self.send_all(src, ((dst, value),), size_bytes, key) == 1
+
+    def send_all(
+        self,
+        src: int,
+        targets: Iterable[tuple[int, object]],
+        size_bytes: int,
+        key: int | None = None,
+    ) -> int:
+        """``send`` the same-sized message to each (dst, value) in order; how many were not
+        dropped at once. One call per burst: what is the same for every copy (the sender's
+        rates and latency row, the lane) is looked up once, not once per receiver."""
+        env, now, rng, loss, jitter = self.env, self.env.now, self._rng, self.loss, self._jitter
         g = self._group
-        if g is not None and g[src] != g[dst]:
-            self._drop("partition")
-            return False
         bulk = size_bytes > self.control_max_bytes
-        lost = not bulk and bool(self.loss) and self._rng.random() < self.loss
-        lat = self.latency_s[self.site_of[src]][self.site_of[dst]]
-        if self._jitter is not None:
-            lat += self._jitter.sample(self._rng) / 1000.0
-        if lat == math.inf:
-            self._drop("unreachable")
-            return False
+        lossy = not bulk and bool(loss)
+        row = self.latency_s[self.site_of[src]]
+        site_of, down_bps = self.site_of, self.downlink_bps
+        down_free, up_free = self.control_down_free_at, self.control_up_free_at
         bits = 8.0 * size_bytes
-        if bulk:
-            if self.loss or self.bulk_setup_rtts:
-                lat += self._bulk_extra_s(src, dst, bits, lat)
-            self.bulk.start(src, dst, bits, lat, key, value, now)
-        else:
-            up_start = self.control_up_free_at[src]
-            if up_start < now:
-                up_start = now
-            up_end = up_start + bits / self.uplink_bps[src]
-            self.control_up_free_at[src] = up_end
-            if not lost:
-                down_start = max(up_start + lat, self.control_down_free_at[dst])
-                arrival = max(down_start + bits / self.downlink_bps[dst], up_end + lat)
-                self.control_down_free_at[dst] = arrival
-                burst = self._burst
-                if burst is None:
-                    ev = simpy.Timeout(self.env, arrival - now, value)
-                    ev.callbacks.append(self._deliver)
-                else:  # the time and event id the Timeout would have had (sim/bursts.py)
-                    burst.append((now + (arrival - now), next_event_id(self.env), value))
-        if lost:
-            self._drop("loss")
-            return False
-        return True
+        up_time = bits / self.uplink_bps[src]
+        burst = self._burst
+        ids = event_ids(env)
+        started = 0
+        for dst, value in targets:
+            self.sent_messages += 1
+            self.sent_bytes += size_bytes
+            if g is not None and g[src] != g[dst]:
+                self._drop("partition")
+                continue
+            lost = lossy and rng.random() < loss
+            lat = row[site_of[dst]]
+            if jitter is not None:
+                lat += jitter.sample(rng) / 1000.0
+            if lat == math.inf:
+                self._drop("unreachable")
+                continue
+            if bulk:
+                if loss or self.bulk_setup_rtts:
+                    lat += self._bulk_extra_s(src, dst, bits, lat)
+                self.bulk.start(src, dst, bits, lat, key, value, now)
+            else:
+                up_start = up_free[src]
+                if up_start < now:
+                    up_start = now
+                up_end = up_start + up_time
+                up_free[src] = up_end
+                if not lost:
+                    down_start = max(up_start + lat, down_free[dst])
+                    arrival = max(down_start + bits / down_bps[dst], up_end + lat)
+                    down_free[dst] = arrival
+                    if burst is None:
+                        ev = simpy.Timeout(env, arrival - now, value)
+                        ev.callbacks.append(self._deliver)
+                    else:  # the time and event id the Timeout would have had (sim/bursts.py)
+                        burst.append((now + (arrival - now), next(ids), value))
+            if lost:
+                self._drop("loss")
+                continue
+            started += 1
+        return started
 
     def _bulk_extra_s(self, src: int, dst: int, bits: float, lat: float) -> float:
         """The handshake's round trips and the expected loss recovery (module docstring)."""

@@ -20,8 +20,10 @@ from __future__ import annotations
 import functools
 import math
 import random
+from bisect import insort
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -457,15 +459,19 @@ class ProtocolNode:
     def _on_contribution(
         self, peer: str, c: Contribution, now: float, subnet: str | None = None
     ) -> Effects:
-        if self._contributed.get(peer, -1) < c.round <= self.round + self.config.future_window:
-            remember(self._contributed, peer, c.round)
-        if c.round < self.round:
-            return self._verdict(peer, c.round, RejectReason.STALE, now)
-        if c.round > self.round + self.config.future_window:
-            return self._verdict(peer, c.round, RejectReason.TOO_FAR_FUTURE, now)
-        if self._open is None or c.round > self._open.number:
+        # Locals: N^2 calls per flat round.
+        number, current, contributed = c.round, self.round, self._contributed
+        ahead = current + self.config.future_window
+        if contributed.get(peer, -1) < number <= ahead:
+            remember(contributed, peer, number)
+        if number < current:
+            return self._verdict(peer, number, RejectReason.STALE, now)
+        if number > ahead:
+            return self._verdict(peer, number, RejectReason.TOO_FAR_FUTURE, now)
+        rnd = self._open
+        if rnd is None or number > rnd.number:
             return self._buffer_contribution(peer, c, now)
-        return self._admit(peer, c, self._open, now, subnet)
+        return self._admit(peer, c, rnd, now, subnet)
 
     def _buffer_contribution(self, peer: str, c: Contribution, now: float) -> Effects:
         slot = self._buffer.setdefault(c.round, {})
@@ -480,9 +486,10 @@ class ProtocolNode:
         self, peer: str, c: Contribution, rnd: OpenRound, now: float, subnet: str | None = None
     ) -> Effects:
         """Admit ``c`` to the open round (``subnet``: the sender's, if the caller has it)."""
-        if peer in rnd.submitted:
+        submitted = rnd.submitted
+        if peer in submitted:
             return self._verdict(peer, c.round, RejectReason.DUPLICATE, now)
-        rnd.submitted.add(peer)
+        submitted.add(peer)
         rnd.expected.add(peer)  # a newcomer's first contribution counts in this round
         if c.encoded is not None and not c.tensors:
             try:  # validation and aggregation only ever see decoded tensors
@@ -565,10 +572,11 @@ class ProtocolNode:
         if rnd is None or rnd.own is None or self._group is not None:
             return []  # a group round closes itself, or degrades to this flat close
         expecting = len(rnd.expected)
-        if rnd.quorum[0] != expecting:  # asked on every admission: recomputed when it moves
+        quorum = rnd.quorum
+        if quorum[0] != expecting:  # asked on every admission: recomputed when it moves
             needed = self.config.quorum_count(self._strategy.expected_contributions(expecting))
-            rnd.quorum = (expecting, needed)
-        if rnd.count() >= rnd.quorum[1]:
+            rnd.quorum = quorum = (expecting, needed)
+        if len(rnd.admitted) + 1 >= quorum[1]:  # +1: our own update (checked above)
             return self._close(now, "quorum")
         return []
 
@@ -619,12 +627,15 @@ class ProtocolNode:
         ours; equal labels: one update's worth of weight), judged once per close on the
         whole pool in peer-id order. Empty for parameter rounds: replicas in step hold
         bit-identical parameters, so only gradients are ever collapsed."""
-        pool = list(candidates)
+        if kind != "grad":
+            return {}
+        pool = list(candidates)  # in peer-id order already: only ours is placed
         if own is not None:
-            pool.append((self.node_id, own))
-        pool.sort(key=lambda e: e[0])
+            insort(pool, (self.node_id, own), key=itemgetter(0))
         labels = self._pool_copy_labels(kind, pool)
-        return {("" if p == self.node_id else p): label for p, label in labels.items()}
+        if own is not None:
+            labels[""] = labels.pop(self.node_id)
+        return labels
 
     def _pool_copy_labels(
         self, kind: UpdateKind, pool: Sequence[tuple[str, UpdateSummary]]
@@ -654,14 +665,13 @@ class ProtocolNode:
         copies = self._copy_labels(rnd.kind, candidates, own_summary)
         rejected = self._judge.judge(rnd.kind, own_summary, candidates, subnets, copies)
         accepted: list[tuple[str, Admitted]] = []
-        record = self.reputation.record
-        for peer, adm in admitted:
-            reason = rejected.get(peer)
+        verdicts = [(peer, rejected.get(peer)) for peer, _ in admitted]
+        bans = self.reputation.record_all(verdicts, now)
+        for (peer, reason), entry, until in zip(verdicts, admitted, bans, strict=True):
             if reason is None:
-                accepted.append((peer, adm))
+                accepted.append(entry)
             else:
                 out.append(fx.ContributionRejected(rnd.number, peer, reason))
-            until = record(peer, reason, now)
             if until is not None:
                 out.append(fx.Ban(peer, until))
         if accepted:
@@ -669,10 +679,10 @@ class ProtocolNode:
         count = len(accepted) + (1 if rnd.own is not None else 0)
         outcome = "skipped"
         if count >= self.config.min_peers and count > 0:
-            # (peer, tensors, flat, weight, subnet, fingerprint), ourselves included, in
-            # peer-id order: every
-            # node that accepted the same set sums in the same order, so replicas that saw
-            # the same contributions stay bit-identical.
+            # (peer, tensors, flat, weight, subnet, flat array), ourselves included, in
+            # peer-id order: every node that accepted the same set sums in the same order,
+            # so replicas that saw the same contributions stay bit-identical. ``accepted``
+            # is in that order already: only our own entry is placed.
             entries = [
                 (
                     p,
@@ -680,24 +690,20 @@ class ProtocolNode:
                     a.check.flat,
                     float(a.contribution.dataset_size),
                     a.subnet,
-                    _fingerprint(a.check.summary),
                     a.check.flat_np,
                 )
                 for p, a in accepted
             ]
             if rnd.own is not None:
-                own_flat = own_check.flat if own_check is not None else None
                 own = (
                     self.node_id,
                     rnd.own,
-                    own_flat,
+                    own_check.flat if own_check is not None else None,
                     float(rnd.own_weight),
                     self._self_subnet,
-                    _fingerprint(own_summary),
                     own_check.flat_np if own_check is not None else None,
                 )
-                entries.append(own)
-            entries.sort(key=lambda e: e[0])
+                insort(entries, own, key=itemgetter(0))
             contributors = [e[0] for e in entries]
             rule = self._rule
             capped = influence_weights(
@@ -709,9 +715,8 @@ class ProtocolNode:
                 if copies
                 else (),
             )
-            rows = [e[2] for e in entries if e[2] is not None]
             if rule.robust:
-                flat = [e[6] for e in entries if e[6] is not None]
+                flat = [e[5] for e in entries if e[5] is not None]
                 seed = bucket_seed(rnd.number, contributors) if rule.seeded else 0
                 if len(flat) == len(entries):  # every row is its check's own array
                     combined = shared_aggregate(
@@ -719,12 +724,12 @@ class ProtocolNode:
                     )
                 else:
                     flat = [
-                        self.spec.flatten(e[1]).numpy() if e[6] is None else e[6] for e in entries
+                        self.spec.flatten(e[1]).numpy() if e[5] is None else e[5] for e in entries
                     ]
                     combined = aggregate(rule, flat, capped, seed)
                 avg = self.spec.unflatten(torch.from_numpy(combined))
-            elif len(rows) == len(entries):  # compact model: every update is one vector
-                avg = self.spec.unflatten(weighted_average_flat(rows, capped))
+            elif len(rows := [e[2] for e in entries if e[2] is not None]) == len(entries):
+                avg = self.spec.unflatten(weighted_average_flat(rows, capped))  # compact model
             else:
                 avg = weighted_average([e[1] for e in entries], capped)
             out.append(fx.ApplyAverage(rnd.number, rnd.kind, avg, tuple(contributors), False))
@@ -1158,10 +1163,6 @@ class ProtocolNode:
 
     def _transition(self, trigger: Trigger) -> None:
         self.phase = next_phase(self.phase, trigger)
-
-
-def _fingerprint(summary: UpdateSummary | None) -> int | None:
-    return summary.fingerprint if summary is not None else None
 
 
 # Dispatch by event type. A class-level table of plain functions, not bound methods stored on

@@ -23,6 +23,14 @@ def remember(table: dict[str, V], peer: str, value: V, limit: int = TRACKED_PEER
         del table[next(iter(table))]
 
 
+def has_room(table: dict[str, V], adding: int, limit: int = TRACKED_PEERS) -> bool:
+    """Can ``adding`` more peers be stored without forgetting any? Then a batch (a round
+    close: one state per judged peer) may store each by ``table.pop`` and assignment -
+    ``remember``'s own steps, less the bound it cannot reach - and read every old value as
+    it goes: no peer of the batch can be forgotten before its turn."""
+    return len(table) + adding <= limit
+
+
 def most_recent(log: list[tuple[str, V]], limit: int) -> dict[str, V]:
     """The table that ``remember`` would leave after storing ``log``'s items in order into
     an empty one: the ``limit`` peers stored last, stalest first, each with its last value.

@@ -9,8 +9,10 @@ traffic now, not to keep a permanent blacklist. Keys are verified peer ids only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from swarm_tune.runtime.protocol.config import ProtocolConfig
-from swarm_tune.runtime.protocol.peer_memory import remember
+from swarm_tune.runtime.protocol.peer_memory import has_room, remember
 from swarm_tune.runtime.protocol.reasons import RejectReason
 
 # Verdicts about the round bookkeeping can hit honest but slow peers: they do not count.
@@ -48,22 +50,37 @@ class Reputation:
 
     def record(self, peer: str, reason: RejectReason | None, now: float) -> float | None:
         """Record a verdict (None = accepted); return the ban deadline if this earns a ban."""
-        # Called once per contribution per receiver: the common case (nobody banned) skips
-        # the ban lookup.
-        if reason in NEUTRAL_REASONS or (self._banned_until and self.is_banned(peer, now)):
+        if reason in NEUTRAL_REASONS:  # per refused message: no list for the common case
             return None
-        if reason is RejectReason.DIRECTION and not self._cfg.direction_bans:
-            return None  # a filter, not evidence (config.direction_bans)
-        size = self._cfg.ban_window
-        window = (*self._verdicts.get(peer, ()), reason is None)[-size:]
-        remember(self._verdicts, peer, window)  # bans are kept apart, never forgotten early
-        if len(window) < size:
-            return None
-        if _rejection_rate(window) >= self._cfg.ban_threshold:
-            until = now + self._cfg.ban_duration
-            self._banned_until[peer] = until
-            return until
-        return None
+        return self.record_all(((peer, reason),), now)[0]
+
+    def record_all(
+        self, verdicts: Sequence[tuple[str, RejectReason | None]], now: float
+    ) -> list[float | None]:
+        """``record`` each verdict in order (a round close: one per admitted peer); each
+        one's ban deadline or None. One loop, not a call per peer: a flat close records N."""
+        cfg = self._cfg
+        size, table, banned = cfg.ban_window, self._verdicts, self._banned_until
+        room = has_room(table, len(verdicts))  # bans are kept apart, never forgotten early
+        out: list[float | None] = []
+        for peer, reason in verdicts:
+            until = None
+            # The common case (nobody banned) skips the ban lookup.
+            if reason in NEUTRAL_REASONS or (banned and self.is_banned(peer, now)):
+                pass
+            elif reason is RejectReason.DIRECTION and not cfg.direction_bans:
+                pass  # a filter, not evidence (config.direction_bans)
+            else:
+                window = (*table.pop(peer, ()), reason is None)[-size:]
+                if room:
+                    table[peer] = window
+                else:
+                    remember(table, peer, window)
+                if len(window) >= size and _rejection_rate(window) >= cfg.ban_threshold:
+                    until = now + cfg.ban_duration
+                    banned[peer] = until
+            out.append(until)
+        return out
 
     def convict(self, peer: str, now: float) -> float:
         """Ban ``peer`` at once on proof, not on a rate: a group-round slice that every

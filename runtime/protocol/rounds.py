@@ -111,9 +111,6 @@ class OpenRound:
     expected: set[str] = field(default_factory=set)  # live peers the quorum waits for
     quorum: tuple[int, int] = (-1, 0)  # (len(expected), contributions that close the round)
 
-    def count(self) -> int:
-        return len(self.admitted) + (1 if self.own is not None else 0)
-
 
 def update_kind(round_number: int, param_sync_every: int) -> UpdateKind:
     """Every ``param_sync_every``-th round exchanges parameters instead of gradients."""

@@ -62,7 +62,7 @@ from swarm_tune.runtime.aggregation.rules import collapse_duplicates
 from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights
 from swarm_tune.runtime.protocol.config import ProtocolConfig
 from swarm_tune.runtime.protocol.messages import Contribution
-from swarm_tune.runtime.protocol.peer_memory import remember
+from swarm_tune.runtime.protocol.peer_memory import has_room, remember
 from swarm_tune.runtime.protocol.reasons import RejectReason
 from swarm_tune.runtime.protocol.shared_work import ENTRIES, IdentityMemo
 from swarm_tune.runtime.protocol.summary import TensorCheck, UpdateSummary
@@ -127,10 +127,15 @@ class CloseTimeJudge:
         with the subnet cap; a peer without an entry counts as its own subnet. ``copies``
         (same keys: near_duplicates.duplicate_labels) makes copies of one update count once
         in those statistics; without it, bit-identical updates do."""
-        rejected: dict[str, RejectReason] = {}
-        for peer, summary in candidates:
-            if self._is_replay(peer, summary.fingerprint):
-                rejected[peer] = RejectReason.REPLAY
+        rejected: dict[str, RejectReason] = {
+            peer: RejectReason.REPLAY
+            for peer, replay in zip(
+                [p for p, _ in candidates],
+                self._replays([(p, s.fingerprint) for p, s in candidates]),
+                strict=True,
+            )
+            if replay
+        }
         own_norm = own.rms if own is not None else None
         bound = self._norm_bound(kind, own_norm, [s.rms for _, s in candidates])
         if bound is not None:
@@ -188,44 +193,66 @@ class CloseTimeJudge:
             return []
         if len(cosines) < ROBUST_POOL:
             return [p for (p, _), c in zip(kept, cosines, strict=False) if c < MIN_COSINE]
-        hostile = []
-        for (peer, _), cosine in zip(kept, cosines, strict=False):
-            against_lately = self._score(peer, (cosine - centre) / spread)
-            if _against_now(cosine, centre, spread, len(cosines)) or against_lately:
-                hostile.append(peer)
-        return hostile
+        # One robust score per kept update (pool order: ``kept`` first, ours last).
+        scores = [(cosine - centre) / spread for cosine in cosines[: len(kept)]]
+        lately = self._score_all([p for p, _ in kept], scores)
+        return [
+            peer
+            for (peer, _), cosine, score, against_lately in zip(
+                kept, cosines, scores, lately, strict=False
+            )
+            # _against_now for a robust pool, on the score at hand
+            if (cosine < 0.0 and score < -Z_SINGLE) or against_lately
+        ]
 
-    def _score(self, peer: str, score: float) -> bool:
-        """Fold one robust direction score into the peer's moving average; True when the
-        average says hostile (enough evidence, far below the centre)."""
-        count, average = self._scores.get(peer, (0, 0.0))
-        count += 1
-        average += (score - average) * max(SCORE_WEIGHT, 1.0 / count)
-        remember(self._scores, peer, (count, average))
-        return _hostile_lately(count, average)
+    def _score_all(self, peers: Sequence[str], scores: Sequence[float]) -> list[bool]:
+        """Fold each peer's robust direction score into its moving average, in order; for
+        each, True when the average says hostile (enough evidence, far below the centre)."""
+        table = self._scores
+        room = has_room(table, len(peers))
+        out: list[bool] = []
+        for peer, score in zip(peers, scores, strict=True):
+            count, average = table.pop(peer, (0, 0.0))
+            count += 1
+            average += (score - average) * max(SCORE_WEIGHT, 1.0 / count)
+            if room:
+                table[peer] = (count, average)
+            else:
+                remember(table, peer, (count, average))
+            out.append(_hostile_lately(count, average))
+        return out
 
     def remember_scores(self, scores: Mapping[str, float]) -> None:
         """A group round's direction scores (judge_pool), folded into the same memory."""
-        for peer, score in scores.items():
-            self._score(peer, score)
+        self._score_all(list(scores), list(scores.values()))
 
     def replayed(self, peer: str, fingerprint: int) -> bool:
         """Whether ``peer`` sent this update before (and remember it). A group round cannot
         reject on it (members' memories differ), so the node folds ``REPLAY_SCORE`` into the
         peer's direction memory: replays, round after round, become votes."""
-        return self._is_replay(peer, fingerprint)
+        return self._replays(((peer, fingerprint),))[0]
 
     def hostile_lately(self, peers: Sequence[str]) -> tuple[str, ...]:
         """Which of ``peers`` this node's memory calls hostile (its votes in a group round)."""
         return tuple(p for p in peers if _hostile_lately(*self._scores.get(p, (0, 0.0))))
 
-    def _is_replay(self, peer: str, fingerprint: int) -> bool:
-        seen = self._fingerprints.get(peer, ())
-        replay = fingerprint in seen
-        remember(
-            self._fingerprints, peer, seen if replay else (*seen, fingerprint)[-REPLAY_MEMORY:]
-        )
-        return replay
+    def _replays(self, updates: Sequence[tuple[str, int]]) -> list[bool]:
+        """For each (peer, fingerprint) in order: did the peer send it before? Each is
+        remembered (the last ``REPLAY_MEMORY`` per peer)."""
+        table = self._fingerprints
+        room = has_room(table, len(updates))
+        out: list[bool] = []
+        for peer, fingerprint in updates:
+            seen = table.pop(peer, ())
+            replay = fingerprint in seen
+            if not replay:
+                seen = (*seen, fingerprint)[-REPLAY_MEMORY:]
+            if room:
+                table[peer] = seen
+            else:
+                remember(table, peer, seen)
+            out.append(replay)
+        return out
 
 
 def judge_pool(
