@@ -102,12 +102,22 @@ def test_subnet_keys() -> None:
 def test_reputation_memory_is_bounded_however_many_identities_pass_by() -> None:
     from swarm_tune.runtime.protocol.peer_memory import TRACKED_PEERS
 
-    rep = Reputation(ProtocolConfig(ban_window=2, ban_threshold=1.0))
+    cfg = ProtocolConfig(ban_window=2, ban_threshold=1.0)
+    rep = Reputation(cfg)
     for i in range(TRACKED_PEERS + 500):
         rep.record(f"sybil{i}", RejectReason.NORM, float(i))
     assert len(rep._verdicts) == TRACKED_PEERS
     assert rep.rejection_rate("sybil0") == 0.0  # the oldest was forgotten
     assert rep.rejection_rate(f"sybil{TRACKED_PEERS + 499}") == 1.0
+    # A round close records a batch at once (record_all): the same table, order and bans
+    # as one call per verdict, also for a batch that crosses the bound.
+    verdicts = [(f"p{i % 300}", RejectReason.NORM if i % 3 else None) for i in range(600)]
+    one, batch = Reputation(cfg), Reputation(cfg)
+    for r in (one, batch):
+        r._verdicts = {f"old{i}": (True,) for i in range(TRACKED_PEERS - 200)}
+    singles = [one.record(p, reason, 1.0) for p, reason in verdicts]
+    assert batch.record_all(verdicts[:300], 1.0) + batch.record_all(verdicts[300:], 1.0) == singles
+    assert list(batch._verdicts.items()) == list(one._verdicts.items())
 
 
 def _stranger_world(contributor_rounds: int) -> World:
