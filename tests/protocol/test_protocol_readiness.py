@@ -35,6 +35,17 @@ from swarm_tune.runtime.protocol.reasons import RejectReason
 CFG = ProtocolConfig(min_peers=2, start_deadline=10.0, round_timeout=5.0, param_sync_every=0)
 
 
+def started_swarm(cfg: ProtocolConfig, count: int) -> World:
+    """``count`` connected nodes n0.., all started."""
+    w = World(cfg)
+    for i in range(count):
+        w.add(f"n{i}")
+    w.connect_all()
+    for i in range(count):
+        w.start(f"n{i}")
+    return w
+
+
 def lone(cfg: ProtocolConfig = CFG) -> ProtocolNode:
     return ProtocolNode("n0", cfg, SPEC, 10, random.Random(0), address="10.0.0.1")
 
@@ -84,12 +95,7 @@ def test_waiting_forever_with_no_deadline() -> None:
 
 
 def test_progress_counts_averaged_rounds() -> None:
-    w = World(CFG)
-    for i in range(3):
-        w.add(f"n{i}")
-    w.connect_all()
-    for i in range(3):
-        w.start(f"n{i}")
+    w = started_swarm(CFG, 3)
     assert not w.effects_of(effects.WaitingForPeers)  # already enough members
     w.run_until(20.0)
     for i in range(3):
@@ -105,12 +111,7 @@ def test_a_campaign_completes_on_averaged_rounds_never_alone() -> None:
     w.run_until(80.0)
     alone = w.nodes["n0"]
     assert alone.round >= 5 and not alone.completed(3)  # past round 3, but never averaged
-    w = World(CFG)
-    for i in range(2):
-        w.add(f"n{i}")
-    w.connect_all()
-    for i in range(2):
-        w.start(f"n{i}")
+    w = started_swarm(CFG, 2)
     w.run_until(20.0)
     assert all(n.completed(3) for n in w.nodes.values())
     # Peers that finished first and left: a node that averaged with them completes too.
@@ -124,12 +125,7 @@ def test_a_campaign_completes_on_averaged_rounds_never_alone() -> None:
 def test_two_nodes_left_below_min_peers_past_the_end_complete() -> None:
     """Not only a node left alone: two that cannot average any more (min_peers 3) complete,
     instead of running fallback rounds with each other until killed."""
-    w = World(replace(CFG, min_peers=3))
-    for i in range(3):
-        w.add(f"n{i}")
-    w.connect_all()
-    for i in range(3):
-        w.start(f"n{i}")
+    w = started_swarm(replace(CFG, min_peers=3), 3)
     w.run_until(20.0)
     late = w.nodes["n1"]
     assert late.round >= 3 and late.completed(3)
