@@ -4,7 +4,8 @@ Issue 13, benchmark (b). For each N in ``--sizes`` it runs, in the same run:
 
 * **swarm-tune**: N processes, each a real node stack (Ed25519 identity, libp2p host, the
   bulk plane, ``NodeDriver``, the protocol core with ``strategy: group`` and the weighted
-  mean) whose learner hands out a fixed seeded update of ``--mb`` MB (fp32) every round;
+  mean) whose learner hands out a seeded update of ``--mb`` MB (fp32) plus the round number
+  (the same bytes every round would be a replay, which flat rounds reject: ``--flat``);
 * **hivemind 1.1.12** (``--hivemind-python``: the python of a throwaway venv where it is
   installed; it is not a project dependency): N processes, each a DHT peer and a
   ``DecentralizedAverager`` over the same tensors (``target_group_size`` = N).
@@ -67,14 +68,15 @@ def exact_mean(n: int, numel: int) -> Any:
     return acc / n
 
 
-def max_abs_err(got: Any, mean: Any) -> float:
+def max_abs_err(got: Any, mean: Any, shift: float = 0.0) -> float:
     """max |got - mean| in float64, 1M values at a time: a whole-vector float64 difference
     of a 124 MB update costs ~1 s of CPU per peer and round on a 2-core box, which the
-    peers still averaging would pay for. (Its source also runs in the hivemind child.)"""
+    peers still averaging would pay for. ``shift``: a constant added to the mean (our
+    learner's per-round offset). (Its source also runs in the hivemind child.)"""
     step = 1 << 20
     worst = 0.0
     for lo in range(0, got.numel(), step):
-        part = got[lo : lo + step].double() - mean[lo : lo + step]
+        part = got[lo : lo + step].double() - mean[lo : lo + step] - shift
         worst = max(worst, float(part.abs().max()))
     return worst
 
@@ -89,7 +91,8 @@ def update_of(i: int, numel: int) -> Any:
 
 
 class FixedLearner:
-    """A learner whose every update is one seeded vector; it times and checks averages."""
+    """A learner whose update is one seeded vector plus the round number (distinct bytes each
+    round, one exact mean per round); it times and checks averages."""
 
     def __init__(self, index: int, n: int, numel: int) -> None:
         import torch
@@ -117,7 +120,7 @@ class FixedLearner:
         self.ready_at[self.round] = time.perf_counter()
         self.cpu_at[self.round] = time.process_time()
         self.sys_at[self.round] = resource.getrusage(resource.RUSAGE_SELF).ru_stime
-        return LocalResult({"w": self.update.clone()}, 0.0, 1)
+        return LocalResult({"w": self.update + float(self.round)}, 0.0, 1)
 
     def apply_average(self, kind: str, averaged: Any) -> None:
         seconds = time.perf_counter() - self.ready_at.get(self.round, time.perf_counter())
@@ -135,7 +138,7 @@ class FixedLearner:
 
         mean = exact_mean(self.n, self.numel)
         for row, got in zip(self.results, self.kept, strict=True):
-            row["err"] = max_abs_err(got, mean)
+            row["err"] = max_abs_err(got, mean, shift=float(row["round"]))
             row["digest"] = hashlib.blake2b(got.numpy().tobytes(), digest_size=8).hexdigest()
 
     def load_state(self, params: Any) -> None:
