@@ -31,6 +31,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import math
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -164,12 +165,12 @@ def main() -> None:
     if args.seeds > 1:
         print(f"over {args.seeds} seeds (median ratio; final loss vs each seed's baseline):")
         for label, results in verdicts.items():
-            ratios = sorted(r for r, _ in results)
-            gaps = sorted(w for _, w in results)
+            ratios = [r for r, _ in results]
+            gaps = [w for _, w in results]
             met = sum(r >= GOAL_RATIO and w <= TOLERANCE - 1.0 for r, w in results)
             print(
-                f"  {label:<28} median {ratios[len(ratios) // 2]:>6.0f}x  "
-                f"final {100 * gaps[0]:+.1f}% .. {100 * gaps[-1]:+.1f}%  "
+                f"  {label:<28} median {statistics.median(ratios):>6.0f}x  "
+                f"final {100 * min(gaps):+.1f}% .. {100 * max(gaps):+.1f}%  "
                 f"goal met on {met} of {len(results)} seeds"
             )
 

@@ -184,10 +184,9 @@ class Network:
         up_time = bits / self.uplink_bps[src]
         burst = self._burst
         ids = event_ids(env)
-        started = 0
+        started = sent = 0
         for dst, value in targets:
-            self.sent_messages += 1
-            self.sent_bytes += size_bytes
+            sent += 1
             if g is not None and g[src] != g[dst]:
                 self._drop("partition")
                 continue
@@ -221,6 +220,8 @@ class Network:
                 self._drop("loss")
                 continue
             started += 1
+        self.sent_messages += sent
+        self.sent_bytes += sent * size_bytes
         return started
 
     def _bulk_extra_s(self, src: int, dst: int, bits: float, lat: float) -> float:

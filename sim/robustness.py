@@ -70,16 +70,23 @@ class MatrixSpec(BaseModel):
         return out
 
 
+def _scale(text: str) -> float:
+    """``:0.2`` -> 0.2; anything else NaN (MatrixSpec.problems names it)."""
+    if not text.startswith(":"):
+        return math.nan
+    try:
+        return float(text[1:])
+    except ValueError:
+        return math.nan
+
+
 def parse_attack(attack: str) -> tuple[str, float | None, bool, float]:
     """``name[:strength][+sybil][+jitter[:scale]]`` -> (behaviour, strength, sybil, jitter x
     RMS; ``+jitter`` alone is SMALL_JITTER, none 0), e.g. ``sign_flip:3+sybil+jitter:0.1``."""
     rest, marked, scale = attack.partition(JITTER_SUFFIX)
     jitter = 0.0
     if marked:
-        try:
-            jitter = float(scale[1:] if scale[:1] == ":" else "x") if scale else SMALL_JITTER
-        except ValueError:
-            jitter = math.nan
+        jitter = SMALL_JITTER if not scale else _scale(scale)
     sybil = rest.endswith(SYBIL_SUFFIX)
     name, _, strength = rest.removesuffix(SYBIL_SUFFIX).partition(":")
     try:

@@ -68,15 +68,14 @@ def decide(
     if not responses:
         return None
     peers = list(valid)
-    best = (
-        peers
-        if _identical([valid[p].tensors for p in peers])
-        else _largest_group({p: valid[p].tensors for p in peers}, drift_bound)
-    )
+    same = _identical([valid[p].tensors for p in peers])
+    best = peers if same else _largest_group({p: valid[p].tensors for p in peers}, drift_bound)
     if 2 * len(best) <= len(responses):
         return None
     rounds = sorted(valid[p].round for p in best)
-    tensors = robust_centre([valid[p].tensors for p in best])
+    # Bit-identical answers are their own centre: no second pass over every state.
+    states = [valid[p].tensors for p in best]
+    tensors = dict(states[0]) if same else robust_centre(states)
     outers = [valid[p].outer for p in best]
     outer = robust_centre(outers) if all(outers) else {}
     usable = usable_moments(spec, [valid[p].moments for p in best], moment_bound, norm_factor)

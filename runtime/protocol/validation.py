@@ -127,13 +127,10 @@ class CloseTimeJudge:
         with the subnet cap; a peer without an entry counts as its own subnet. ``copies``
         (same keys: near_duplicates.duplicate_labels) makes copies of one update count once
         in those statistics; without it, bit-identical updates do."""
+        replays = self._replays([(p, s.fingerprint) for p, s in candidates])
         rejected: dict[str, RejectReason] = {
             peer: RejectReason.REPLAY
-            for peer, replay in zip(
-                [p for p, _ in candidates],
-                self._replays([(p, s.fingerprint) for p, s in candidates]),
-                strict=True,
-            )
+            for (peer, _), replay in zip(candidates, replays, strict=True)
             if replay
         }
         own_norm = own.rms if own is not None else None
@@ -201,8 +198,7 @@ class CloseTimeJudge:
             for (peer, _), cosine, score, against_lately in zip(
                 kept, cosines, scores, lately, strict=False
             )
-            # _against_now for a robust pool, on the score at hand
-            if (cosine < 0.0 and score < -Z_SINGLE) or against_lately
+            if _against_now(cosine, centre, spread, len(cosines)) or against_lately
         ]
 
     def _score_all(self, peers: Sequence[str], scores: Sequence[float]) -> list[bool]:
@@ -389,7 +385,7 @@ def direction_statistics(
     hit = _shared.get(key)
     if hit is None:
         cosines, centre, spread = _direction_statistics(pool, weights, colluders)
-        by_id = dict(zip([id(s.direction) for s in pool], cosines, strict=False))
+        by_id = dict(zip(ids, cosines, strict=False))
         _shared.put(key, list(pool), _Directions(by_id, centre, spread))
         return cosines, centre, spread
     if not hit.cosine:
