@@ -16,7 +16,12 @@ The rule, applied when a record for a new provider arrives (a known provider onl
   never evicted;
 * a key at ``per_key`` records, or the store at ``total`` records, evicts the oldest record of
   the source holding the most records (of that key, or in all) and counts
-  ``dht_provider_evicted``; nobody is blamed (announcing is what providers do).
+  ``dht_provider_evicted``; nobody is blamed (announcing is what providers do);
+* a record keeps at most ``MAX_ADDRS`` addresses (py-libp2p keeps every address of a 4 MiB
+  message: one stranger could pin gigabytes across the store's records);
+* a provider we are connected to keeps its record against third parties: an answer from
+  another node (``unconnected``) refreshes only a record that was itself learned that way, so
+  a node answering our queries cannot rewrite a member's addresses.
 
 So a flood from one source, however many keys it has, churns its own records once it holds the
 most: an honest member on another address keeps its slot, and a late one gets one. Evicting
@@ -36,13 +41,16 @@ from typing import Any
 from libp2p.kad_dht.common import BUCKET_SIZE
 from libp2p.kad_dht.provider_store import ProviderRecord
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 
 from swarm_tune.runtime.net.conn_limit import source_of
 from swarm_tune.runtime.net.host import conn_ip
 from swarm_tune.runtime.net.refusals import Refusals
 
-#: Records a node keeps in all (about 1 KiB each with addresses).
+#: Records a node keeps in all (about 1 KiB each with MAX_ADDRS addresses).
 MAX_RECORDS = 4096
+#: Addresses kept per record: a node's listen, public and relayed ones fit.
+MAX_ADDRS = 8
 SELF = "self"
 RELAYED = "relayed"
 UNCONNECTED = "unconnected"
@@ -89,13 +97,16 @@ def bound_providers(
     def add_provider(key: bytes, provider: Any) -> None:
         if not provider or not provider.peer_id:
             return
+        provider = PeerInfo(provider.peer_id, list(provider.addrs)[:MAX_ADDRS])
         peer = str(provider.peer_id)
         records: dict[str, ProviderRecord] = store.providers.setdefault(key, {})
         src = source(peer)
         old = records.get(peer)
-        if old is not None:  # a refresh: an answer relayed by a third party keeps the source
-            kept = getattr(old, "source", UNCONNECTED)
-            records[peer] = SourcedRecord(provider, kept if src == UNCONNECTED else src)
+        if old is not None:  # a refresh
+            kept = _source(old)
+            if src == UNCONNECTED and kept != UNCONNECTED:
+                return  # a third party's word does not replace what the provider told us
+            records[peer] = SourcedRecord(provider, src)
             return
         if src != SELF:
             if len(records) >= per_key:
@@ -116,17 +127,22 @@ def _evict(
         (key, peer, rec)
         for key in keys
         for peer, rec in providers.get(key, {}).items()
-        if getattr(rec, "source", UNCONNECTED) != SELF
+        if _source(rec) != SELF
     ]
     if not held:
         return
-    counts = Counter(getattr(rec, "source", UNCONNECTED) for _, _, rec in held)
+    counts = Counter(_source(rec) for _, _, rec in held)
     top = max(counts.values())
     key, peer, _ = min(
-        (h for h in held if counts[getattr(h[2], "source", UNCONNECTED)] == top),
+        (h for h in held if counts[_source(h[2])] == top),
         key=lambda h: h[2].timestamp,
     )
     del providers[key][peer]
     if not providers[key]:
         del providers[key]
     refusals.count("dht_provider_evicted")
+
+
+def _source(rec: ProviderRecord) -> str:
+    """The source a record is charged to (one loaded without ours: a stranger's answer)."""
+    return str(getattr(rec, "source", UNCONNECTED))

@@ -53,3 +53,25 @@ def test_a_sybil_flood_evicts_its_own_records_not_the_members() -> None:
         add(i, "6.6.6.6", key=bytes([i]))
     assert sum(len(r) for r in store.providers.values()) == 10
     assert held() >= {1, 2} and me in store.providers[KEY]
+
+
+def test_a_record_keeps_few_addresses_and_a_third_party_cannot_rewrite_a_members() -> None:
+    """A stranger's ADD_PROVIDER may carry ~100,000 addresses in 4 MiB: the record keeps
+    MAX_ADDRS. Another node's answer naming a member we are connected to with other
+    addresses leaves the member's record as the member told it."""
+    from swarm_tune.runtime.net.dht_providers import MAX_ADDRS
+
+    host = build_host(bytes([98]) * 32)
+    store = ProviderStore(host)
+    member, stranger = info(1), info(2)
+    sources = {str(member.peer_id): "10.0.0.1", str(stranger.peer_id): "6.6.6.6"}
+    bound_providers(store, sources.__getitem__, Refusals())
+    many = [multiaddr.Multiaddr(f"/ip4/6.6.{i // 256}.{i % 256}/tcp/1") for i in range(1000)]
+    store.add_provider(KEY, PeerInfo(stranger.peer_id, many))
+    assert len(store.providers[KEY][str(stranger.peer_id)].provider_info.addrs) == MAX_ADDRS
+    store.add_provider(KEY, member)
+    sources[str(member.peer_id)] = "unconnected"  # now heard of only through another node
+    lie = PeerInfo(member.peer_id, [multiaddr.Multiaddr("/ip4/6.6.6.6/tcp/666")])
+    store.add_provider(KEY, lie)
+    kept = store.providers[KEY][str(member.peer_id)]
+    assert kept.source == "10.0.0.1" and kept.provider_info.addrs == member.addrs
