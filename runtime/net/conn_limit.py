@@ -66,6 +66,32 @@ class TokenBucket:
         return True
 
 
+class BucketTable:
+    """One :class:`TokenBucket` budget per key (a source IP, a peer id), at most ``max_keys``
+    of them: over that the key used longest ago is forgotten and starts again with a full
+    burst when it comes back. Bounded memory whatever the number of keys a stranger makes up
+    (peer ids are free); what forgetting gives back is bounded by what it costs to come back
+    (a new key needs a new connection, which the per-source admission below rate-limits)."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int) -> None:
+        self.rule = TokenBucket(rate, burst)
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, Bucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str, now: float) -> bool:
+        """One token of ``key``'s budget, if it has one."""
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = Bucket(self.rule.burst, now)
+        self._buckets[key] = bucket  # most recently used last
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return self.rule.take(bucket, now)
+
+
 def source_of(ip: str) -> str:
     """The key a connection is counted under: the IPv4 address, or the IPv6 /64."""
     try:
@@ -93,10 +119,9 @@ class InboundLimiter:
         max_per_ip: int,
     ) -> None:
         self._refusals = refusals
-        self._per_ip = TokenBucket(rate_per_ip, burst_per_ip)
+        self._per_ip = BucketTable(rate_per_ip, burst_per_ip, MAX_SOURCES)
         self._total = TokenBucket(rate_total, burst_total)
         self._total_bucket = Bucket(burst_total, 0.0)
-        self._buckets: OrderedDict[str, Bucket] = OrderedDict()
         self._live: dict[str, int] = {}
         self._max_per_ip = max_per_ip
 
@@ -106,13 +131,7 @@ class InboundLimiter:
         if self._live.get(src, 0) >= self._max_per_ip:
             self._refusals.count("conn_per_ip")
             return None
-        bucket = self._buckets.pop(src, None)
-        if bucket is None:
-            bucket = Bucket(self._per_ip.burst, now)
-        self._buckets[src] = bucket  # most recently used last
-        while len(self._buckets) > MAX_SOURCES:
-            self._buckets.popitem(last=False)
-        if not self._per_ip.take(bucket, now):
+        if not self._per_ip.take(src, now):
             self._refusals.count("conn_rate_ip")
             return None
         if not self._total.take(self._total_bucket, now):

@@ -24,9 +24,15 @@ by identity, which a proxy would break.)
 garbage made the node send 2,048 encrypted echoes, the largest single item in a profile of the
 victim under the hostile suite's ``streams`` attack (46 of its ~350 extra samples). An honest
 pinger waits for each echo and pings about once a second or less (py-libp2p's DHT pings once
-to test a peer's liveness), so each ping stream gets ``PING_BURST`` echoes and then
+to test a peer's liveness), so each peer gets ``PING_BURST`` echoes and then
 ``PING_PER_S`` a second; past that the stream is reset and ``ping_flood`` counted (only: the
-protocol sets no rate, so it is no proof of a hostile peer).
+protocol sets no rate, so it is no proof of a hostile peer). The budget is the **peer's**, not
+the stream's: a budget per stream let one peer multiply it by opening streams (a yamux stream
+costs one frame; py-libp2p takes 2 ping streams per peer at once, but any number in turn).
+Measured from outside: 16 streams one after another, 64 pings each, got 8 echoes apiece, 128
+in all; now 8 in all. The table of budgets is bounded (``MAX_PING_PEERS``, least recently used
+forgotten); a peer id that comes back after being forgotten needs a new connection, which the
+per-source admission (``conn_limit.py``) rate-limits.
 
 Two of those handlers never reset on garbage, so they get a closer look:
 
@@ -54,7 +60,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.identity.identify.pb.identify_pb2 import Identify
 
-from swarm_tune.runtime.net.conn_limit import Bucket, TokenBucket
+from swarm_tune.runtime.net.conn_limit import BucketTable
 from swarm_tune.runtime.net.refusals import Refusals
 from swarm_tune.runtime.protocol.reasons import RejectReason
 
@@ -76,6 +82,8 @@ WATCHED = (IDENTIFY, IDENTIFY_PUSH, PING, "/ipfs/kad/1.0.0")
 #: Echoes one ping stream gets at once, then per second (see the module docstring).
 PING_BURST = 8
 PING_PER_S = 1.0
+#: Peers whose ping budget is remembered at once (see the module docstring).
+MAX_PING_PEERS = 1024
 #: How long an answered identify stream is watched for bytes the requester should not send.
 IDENTIFY_QUIET_S = 2.0
 #: py-libp2p's cap on one identify-push message (``read_length_prefixed_protobuf``).
@@ -87,15 +95,16 @@ def watch_resets(host: IHost, refusals: Refusals) -> None:
     """Count the resets of py-libp2p's request/response handlers and the garbage that
     identify / identify-push swallow (call after services registered their handlers)."""
     handlers = host.get_mux().handlers
+    pings = BucketTable(PING_PER_S, PING_BURST, MAX_PING_PEERS)
     for proto in WATCHED:
         handler = handlers.get(proto)  # type: ignore[call-overload]
         if handler is not None:
-            host.set_stream_handler(proto, _watching(proto, handler, refusals))  # type: ignore[arg-type]
+            host.set_stream_handler(proto, _watching(proto, handler, refusals, pings))  # type: ignore[arg-type]
 
 
-def _watching(proto: str, handler: Handler, refusals: Refusals) -> Handler:
+def _watching(proto: str, handler: Handler, refusals: Refusals, pings: BucketTable) -> Handler:
     async def watched(stream: INetStream) -> None:
-        proxy = _Watched(stream, proto, refusals)
+        proxy = _Watched(stream, proto, refusals, pings if proto == PING else None)
         await handler(proxy)  # type: ignore[arg-type]
         if proto == IDENTIFY_PUSH:
             _judge_push(bytes(proxy.consumed), _peer_of(stream), refusals)
@@ -176,21 +185,24 @@ class PingFlood(Exception):
     """A ping stream outran its echo budget (``PING_BURST`` / ``PING_PER_S``)."""
 
 
-_PING_RATE = TokenBucket(PING_PER_S, PING_BURST)
-
-
 class _Watched:
     """An inbound stream as a library handler sees it: all delegated, resets counted, the
     bytes it read kept (up to one identify-push message) for a verdict afterwards, and a
-    ping handler's echoes paced."""
+    ping handler's echoes paced by the peer's budget (``echoes``, ping streams only)."""
 
-    def __init__(self, stream: INetStream, proto: str, refusals: Refusals) -> None:
+    def __init__(
+        self,
+        stream: INetStream,
+        proto: str,
+        refusals: Refusals,
+        echoes: BucketTable | None = None,
+    ) -> None:
         self._stream = stream
         self._proto = proto
         self._refusals = refusals
         self._keep = PUSH_MAX + _VARINT_MAX if proto == IDENTIFY_PUSH else 0
         self.consumed = bytearray()
-        self._echoes = Bucket(PING_BURST, trio.current_time()) if proto == PING else None
+        self._echoes = echoes
         self._flooded = False
 
     def __getattr__(self, name: str) -> object:
@@ -203,9 +215,10 @@ class _Watched:
         return data
 
     async def write(self, data: bytes) -> None:
-        if self._echoes is not None and not _PING_RATE.take(self._echoes, trio.current_time()):
+        peer = _peer_of(self._stream) if self._echoes is not None else None
+        if self._echoes is not None and not self._echoes.take(peer or "", trio.current_time()):
             self._flooded = True
-            self._refusals.count("ping_flood", _peer_of(self._stream))
+            self._refusals.count("ping_flood", peer)
             raise PingFlood(self._proto)  # the handler resets the stream
         await self._stream.write(data)
 

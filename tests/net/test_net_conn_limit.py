@@ -110,4 +110,4 @@ def test_ipv6_sources_are_counted_per_64_and_the_table_is_bounded() -> None:
                          burst_total=1e9, max_per_ip=10)  # fmt: skip
     for i in range(MAX_SOURCES + 100):
         assert lim.admit(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", float(i)) is not None
-    assert len(lim._buckets) == MAX_SOURCES
+    assert len(lim._per_ip) == MAX_SOURCES
