@@ -40,6 +40,7 @@ FAST = NetConfig(
     control_timeout=0.5,
     idle_timeout=0.5,
     direct_connect_timeout=0.5,
+    preauth_timeout=0.5,
     min_rate=64 * MiB,
     max_message_size=64 * MiB,
 )
@@ -85,7 +86,7 @@ async def test_raw_tcp_garbage_on_data_port_is_dropped_without_buffering() -> No
                             await flood.send_all(b"\xff" * MiB)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # the victim hung up: that is the point
-            # 2) a slowloris that never finishes its token: cut at control_timeout.
+            # 2) a slowloris that never finishes its token: cut at preauth_timeout.
             slow = await trio.open_tcp_stream("127.0.0.1", port)
             async with slow:
                 await slow.send_all(b"x")
