@@ -38,7 +38,7 @@ import gc
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, assert_never
 
@@ -440,19 +440,24 @@ class SimDriver:
         src = node.index
         # One immutable event for every receiver of the burst: what each receiver is told
         # (who sent what) is the same, so it is built once, not once per message.
-        received = MessageReceived(node.id, msg)
-        index = self._index
-        nodes = self.nodes
-        targets = [
-            (dst, (dst, nodes[dst].incarnation, src, received, size))
-            for dst in [index.get(peer) for peer in peers]
-            if dst is not None
-        ]
+        targets = self._targets(src, peers, MessageReceived(node.id, msg), size)
         node.msgs_sent += len(targets)
         node.bytes_sent += len(targets) * size
         self.network.begin()
         self.network.send_all(src, targets, size, key)
         self.network.commit()
+
+    def _targets(
+        self, src: int, peers: Sequence[str], received: MessageReceived, size: int
+    ) -> list[tuple[int, tuple[int, float, int, MessageReceived, int]]]:
+        """(receiver, delivery value) per known peer; the value names the receiver's life
+        at send time (a message to a previous life is dropped on arrival)."""
+        index, nodes = self._index, self.nodes
+        return [
+            (dst, (dst, nodes[dst].incarnation, src, received, size))
+            for dst in [index.get(peer) for peer in peers]
+            if dst is not None
+        ]
 
     def _on_delivery(self, ev: simpy.Event) -> None:
         dst, inc, src, received, size = ev._value  # _payload, inlined: once per message
@@ -920,19 +925,24 @@ class SimDriver:
 
     def _initial_connections(self, initial: int) -> None:
         nodes = self.nodes
+        for a, b in self._initial_pairs(initial, lambda i: nodes[i].online):
+            self._connect(nodes[a], nodes[b])
+
+    def _initial_pairs(self, initial: int, up: Callable[[int], bool]) -> Iterator[tuple[int, int]]:
+        """The start's connections in order: all pairs (flat) or each node's sample."""
         if self.flat:
-            up = [i for i in range(initial) if nodes[i].online]
-            for j, a in enumerate(up):
-                for b in up[j + 1 :]:
-                    self._connect(nodes[a], nodes[b])
+            started = [i for i in range(initial) if up(i)]
+            for j, a in enumerate(started):
+                for b in started[j + 1 :]:
+                    yield a, b
             return
         # Every node draws its sample whether or not it started: the draws stay the same.
         k = min(initial - 1, self.s.rounds.bootstrap_peers)
         for a in range(initial):
             for b in sorted(self._rng.sample(range(initial - 1), k)):
-                peer = nodes[b if b < a else b + 1]
-                if nodes[a].online and peer.online:
-                    self._connect(nodes[a], peer)
+                peer = b if b < a else b + 1
+                if up(a) and up(peer):
+                    yield a, peer
 
     # -- the script's interface (sim.scripted.World) -----------------------------------
 

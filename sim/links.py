@@ -65,6 +65,7 @@ TAG_TOLERANCE = 1e-9
 SWEEP_SLACK = 32
 
 Deliver = Callable[[simpy.Event], None]
+Post = Callable[[float, Any], None]  # (arrival time, delivery value): a partitioned run's outbox
 FlowEntry = tuple[float, int, "Flow"]  # (tag or cap, sequence number, flow)
 BatchEntry = tuple[float, int, list["Flow"]]  # (finish tag, sequence number, equal-tag flows)
 
@@ -260,8 +261,10 @@ class FairLinks:
         downlink_bps: Sequence[float],
         deliver: Deliver,
         cpu_bps: Sequence[float] | None = None,
+        post: Post | None = None,
     ) -> None:
         self.env = env
+        self._post = post  # set: landings go there instead of into SimPy's queue
         self.up = [Uplink(c) for c in uplink_bps]
         self.down = [Downlink(c) for c in downlink_bps]
         # Transport CPU servers (module docstring): None for a node whose CPU is free, and
@@ -435,7 +438,11 @@ class FairLinks:
         else:
             self._cpu_done(link, now)
         if self._landing:
-            Burst(self.env, self._landing, self._deliver)
+            if self._post is None:
+                Burst(self.env, self._landing, self._deliver)
+            else:
+                for at, _, value in self._landing:
+                    self._post(at, value)
             self._landing = []
         self._dirty.append(link)
         self._reschedule(now)
@@ -553,6 +560,11 @@ class FairLinks:
         flows = list(self._out[node].values())
         flows += [f for f in self._in[node].values() if f.src != node]
         return self._cancel_all(flows, now)
+
+    def cancel_outgoing(self, node: int, now: float) -> int:
+        """Cancel what ``node`` sends (a partitioned run: what it receives is cut by the
+        receiver's own world, which drops it on arrival)."""
+        return self._cancel_all(list(self._out[node].values()), now)
 
     def cancel_where(self, cut: Callable[[int, int], bool], now: float) -> int:
         """Cancel every flow whose (src, dst) satisfies ``cut`` (a partition opened)."""

@@ -53,7 +53,7 @@ import simpy
 
 from swarm_tune.sim.bursts import Arrival, Burst, event_ids
 from swarm_tune.sim.distributions import Constant, Distribution
-from swarm_tune.sim.links import Deliver, FairLinks
+from swarm_tune.sim.links import Deliver, FairLinks, Post
 
 CONTROL_MAX_BYTES = 64 * 1024  # messages up to this size use the control lane
 MSS_BITS = 8 * 1448  # a TCP segment's payload on an Ethernet path
@@ -79,6 +79,7 @@ class Network:
         control_max_bytes: int = CONTROL_MAX_BYTES,
         bulk_setup_rtts: float = 0.0,
         cpu_bps: Sequence[float] | None = None,
+        post: Post | None = None,
     ) -> None:
         n = len(site_of)
         if not (len(uplink_bps) == len(downlink_bps) == n):
@@ -92,7 +93,12 @@ class Network:
         self.latency_s = [list(row) for row in latency_s]
         self.uplink_bps = list(uplink_bps)
         self.downlink_bps = list(downlink_bps)
-        self.bulk = FairLinks(env, uplink_bps, downlink_bps, deliver, cpu_bps)
+        self.bulk = FairLinks(env, uplink_bps, downlink_bps, deliver, cpu_bps, post)
+        # Partitioned runs (sim/pdes_world.py): arrivals are handed to ``post`` (time, value)
+        # instead of being scheduled here, and loss/jitter draws come from the sender's own
+        # generator (``node_rngs``), so that no draw depends on who else shares the process.
+        self._post = post
+        self.node_rngs: Sequence[random.Random | None] | None = None
         self.control_up_free_at = [0.0] * n  # control lane (see module docstring)
         self.control_down_free_at = [0.0] * n
         self.control_max_bytes = control_max_bytes
@@ -174,6 +180,9 @@ class Network:
         dropped at once. One call per burst: what is the same for every copy (the sender's
         rates and latency row, the lane) is looked up once, not once per receiver."""
         env, now, rng, loss, jitter = self.env, self.env.now, self._rng, self.loss, self._jitter
+        if self.node_rngs is not None:
+            rng = self.node_rngs[src] or rng
+        post = self._post
         g = self._group
         bulk = size_bytes > self.control_max_bytes
         lossy = not bulk and bool(loss)
@@ -207,7 +216,9 @@ class Network:
                     up_start = now
                 up_end = up_start + up_time
                 up_free[src] = up_end
-                if not lost:
+                if not lost and post is not None:
+                    post(up_end + lat, value)  # partitioned: no receiver downlink (pdes_world)
+                elif not lost:
                     down_start = max(up_start + lat, down_free[dst])
                     arrival = max(down_start + bits / down_bps[dst], up_end + lat)
                     down_free[dst] = arrival

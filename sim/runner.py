@@ -47,14 +47,34 @@ def run_scenario(
     *,
     write: bool = True,
     progress: ProgressFn | None = None,
+    parts: int = 0,
+    ray: bool = False,
+    address: str | None = None,
 ) -> RunOutput:
-    """Run ``scenario``; write the run folder to ``out_dir`` (default from the scenario)."""
+    """Run ``scenario``; write the run folder to ``out_dir`` (default from the scenario).
+
+    ``parts`` > 0: cut into that many partitions under the partition-local model (sim/pdes.py;
+    1 is that model in one world), on Ray actors with ``ray`` (a cluster at ``address``)."""
     started = _now()
-    driver = SimDriver(scenario, progress=progress)
-    result = driver.run()
+    if parts:
+        from swarm_tune.sim.pdes import run_partitioned
+
+        result, info = run_partitioned(scenario, parts, ray=ray, address=address, progress=progress)
+        run_id, groups = info["run_id"], info["groups"]
+        payloads, layer_shards = info["payloads"], info["layer_shards"]
+        partitioned = {"partitions": parts, "partition_window_s": info["window"], "ray": ray}
+    else:
+        driver = SimDriver(scenario, progress=progress)
+        result = driver.run()
+        run_id, payloads, layer_shards = driver.run_id, driver.payloads, driver.layer_shards
+        groups = {
+            name: [driver.nodes[i].id for i in members]
+            for name, members in driver.groups.members.items()
+        }
+        partitioned = {}
     ended = _now()
     manifest: dict[str, Any] = {
-        "run_id": driver.run_id,
+        "run_id": run_id,
         "scenario": scenario.name,
         "seed": scenario.seed,
         **manifest_code_version(),
@@ -71,14 +91,13 @@ def run_scenario(
         "nodes_total": scenario.total_nodes,
         "nodes_online_at_end": result.online,
         "adversaries": result.adversaries,
-        "groups": {
-            name: [driver.nodes[i].id for i in members]
-            for name, members in driver.groups.members.items()
-        },
+        "groups": groups,
         # Bytes of one model's worth on the wire: the whole payload, or with layer shards
         # each shard's slice of it (``layer_payload_bytes``, by shard index).
-        "payload_bytes": sum(driver.payloads) if driver.layer_shards > 1 else driver.payloads[0],
-        **({"layer_payload_bytes": driver.payloads} if driver.layer_shards > 1 else {}),
+        "payload_bytes": sum(payloads) if layer_shards > 1 else payloads[0],
+        **({"layer_payload_bytes": payloads} if layer_shards > 1 else {}),
+        # A partitioned run (sim/pdes.py) and its window: its own network model.
+        **partitioned,
         "tables": ["rounds", "swarm", "rejections", "events"],
     }
     target: Path | None = None
