@@ -60,6 +60,18 @@ def run(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
     seed: Annotated[int | None, typer.Option(help="override the scenario's seed")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder for the run")] = None,
+    parts: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="cut the world into this many partitions (conservative PDES, its own "
+            "partition-local network model: docs/performance.md); 0 = one world",
+        ),
+    ] = 0,
+    ray: Annotated[bool, typer.Option(help="with --parts: one Ray actor per partition")] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(help="with --ray: a running Ray cluster (ray start --head)")
+    ] = None,
 ) -> None:
     """Run SCENARIO and write its run folder (config, manifest, parquet tables)."""
     # Imported here, not at the top: ``sim --help`` and a bad scenario answer without
@@ -88,6 +100,17 @@ def run(
     from swarm_tune.sim.runner import default_out_dir, run_scenario, with_seed
 
     sc = with_seed(loaded, seed)
+    if (ray or ray_address) and not parts:
+        console.print("[red]error[/red] --ray needs --parts K", highlight=False)
+        raise typer.Exit(2)
+    if parts:
+        from swarm_tune.sim.pdes_world import PartitionError, check_partitionable
+
+        try:
+            check_partitionable(sc)
+        except PartitionError as exc:
+            console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
     target = out if out is not None else default_out_dir(sc)
     if sc.learning.mode == "real":  # one bar: not transformers' per-model "Loading weights"
         from transformers.utils import logging as hf_logging
@@ -99,7 +122,14 @@ def run(
             update(r, sc.rounds.target, f"virtual {now:,.0f}s")
 
         try:
-            result = run_scenario(sc, target, progress=progress)
+            result = run_scenario(
+                sc,
+                target,
+                progress=progress,
+                parts=parts,
+                ray=ray or ray_address is not None,
+                address=ray_address,
+            )
         except LEARNER_ERRORS as exc:  # mode: real: a bad model, dataset or LoRA target
             console.print(f"[red]error[/red] learning: {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

@@ -98,7 +98,8 @@ def _compact(t: torch.Tensor) -> Any:
     the whole chunk, which plain pickling would send with every message."""
     if t.untyped_storage().nbytes() <= t.nbytes and t.storage_offset() == 0:
         return NotImplemented
-    return t.clone().__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+    own: Any = t.clone()
+    return own.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
 
 
 class _Pickler(pickle.Pickler):
@@ -168,13 +169,13 @@ class RayParts:
             "log_to_driver": False,
             "runtime_env": ray_ship.runtime_env(shipped),
         }
-        if address is None:
-            kwargs["num_cpus"] = parts
+        if address is None:  # a Ray of our own, even where another one is running
+            kwargs["address"], kwargs["num_cpus"] = "local", parts
         else:
             kwargs["address"] = address
         ray.init(**kwargs)
         actor = ray.remote(num_cpus=1)(PartActor)
-        self.actors = [actor.remote(scenario, k, parts) for k in range(parts)]
+        self.actors: list[Any] = [actor.remote(scenario, k, parts) for k in range(parts)]
         # Blobs posted to each partition in the last window, per sender partition.
         self._held: list[list[bytes]] = [[] for _ in range(parts)]
 
@@ -385,4 +386,3 @@ def run_partitioned(
         return coord.run(), coord.info
     finally:
         backend.close()
-

@@ -2,11 +2,11 @@
 
 Why a partitioned world at all: a run too big for one process (or one machine) is split into K
 partitions, each a SimPy world holding the nodes it owns (node ``i`` belongs to partition
-``i % K``, a coalition with its first member), advanced in lock-step by ``sim.pdes`` over windows no longer than the smallest link
-latency W (conservative parallel discrete-event simulation): whatever a node sends during a
-window [b, b') arrives at b' or later, so the windows' messages can be exchanged at b' and
-injected into their receivers' worlds at their exact virtual arrival times before anything at
-b' runs.
+``i % K``; a coalition lives with its first member), advanced in lock-step by ``sim.pdes`` over
+windows no longer than the smallest link latency W (conservative parallel discrete-event
+simulation): whatever a node sends during a window [b, b') arrives at b' or later, so the
+windows' messages can be exchanged at b' and injected into their receivers' worlds at their
+exact virtual arrival times before anything at b' runs.
 
 Why this is its own network model and not the single-process one (``sim.network``): in the
 single world a message's arrival depends on state at both ends (the receiver's downlink is
@@ -48,7 +48,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import simpy
 import torch
 
 from swarm_tune.runtime.protocol.events import MessageReceived, PeerConnected
@@ -190,9 +189,9 @@ class PartWorld(SimDriver):
                 continue
             for x, y in ((a, b), (b, a)):  # both ends at once, in the single world's order
                 if self._mine(x):
-                    px = nodes[x].proto
+                    px, peer = nodes[x].proto, nodes[y]
                     assert px is not None
-                    self._execute(nodes[x], px.handle(PeerConnected(nodes[y].id, nodes[y].address), now))
+                    self._execute(nodes[x], px.handle(PeerConnected(peer.id, peer.address), now))
         for i in mine:
             proto = nodes[i].proto
             assert proto is not None
@@ -351,7 +350,7 @@ class PartWorld(SimDriver):
         for i, loss in zip(nodes, losses, strict=True):
             if self.nodes[i].last_row >= 0:
                 self.rec.set_eval_loss(self.nodes[i].last_row, loss)
-        rows = {i: self.engine.parameters(i)[PARAMS].clone() for i in nodes}
+        rows = {i: self.nodes[i].learner.parameters()[PARAMS].clone() for i in nodes}
         return rows, dict(zip(nodes, losses, strict=True))
 
     def model_eval(
@@ -361,7 +360,7 @@ class PartWorld(SimDriver):
         this world's (unused) rows of those nodes first, so the single world's code runs."""
         for i, row in rows.items():
             if not self._mine(i):
-                self.engine.load_state(i, {PARAMS: row})
+                self.nodes[i].learner.load_state({PARAMS: row})
         eng = self.engine
         return eng.mean_eval_loss(nodes), eng.mean_eval_accuracy(nodes), eng.divergence(nodes)
 
