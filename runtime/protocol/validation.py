@@ -15,8 +15,9 @@ The statistical rules:
   noise, and how much the honest updates agree shrinks as training converges (churn-30, batch
   16: honest cosines 0.30 +- 0.13 in the first rounds, 0.08 +- 0.13 by round 30). A fixed cut
   (cosine < -0.2) rejected 1.5% of the honest updates of a 50-round run (5,931), which cost
-  honest peers reputation for converging. Standardised by the round's own median and MAD, honest
-  cosines score about N(0, 1) early and late alike: an update is hostile when it points
+  honest peers reputation for converging. Standardised by the round's own centre (the median
+  of the cosines' shortest half, so a large minority cannot drag it: ``_centre_spread``) and
+  MAD, honest cosines score about N(0, 1) early and late alike: an update is hostile when it points
   against the median (cosine < 0) AND scores below ``-Z_SINGLE``, or when the peer's recent
   scores average below ``-Z_MEAN`` (a sign-flipper scores about -2 x mean/spread each round,
   so the average catches it within a few rounds while an honest peer's average has about a
@@ -74,7 +75,8 @@ ROBUST_POOL = 8  # updates needed for a round's own median/MAD of cosines
 Z_SINGLE = 3.5  # robust standard deviations below the round's centre: hostile at once
 Z_MEAN = 1.5  # ... on average over the peer's recent rounds: hostile
 SCORE_WEIGHT = 0.125  # of the newest score in a peer's moving average (~15 rounds of memory)
-DIRECTION_EVIDENCE = 4  # scores needed before their average is trusted
+DIRECTION_EVIDENCE = 3  # scores needed before their average is trusted (with 4, 3 of 10
+# sign-flippers cost +2.8% instead of +1.9%; with 2, two honest group members were voted out)
 MIN_SPREAD = 1e-3  # a floor for the MAD: identical updates have none
 REPLAY_MEMORY = 4  # fingerprints remembered per peer
 REPLAY_SCORE = -2 * Z_SINGLE  # a group round's replay, in the direction memory (see replayed)
@@ -453,8 +455,28 @@ def _cosines(
 def _centre_spread(
     cosines: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
 ) -> tuple[float, float]:
-    """The weighted median of ``cosines`` and their scaled MAD (floored at MIN_SPREAD)."""
-    values = cosines[:, None]
-    centre = float(weighted_median(values, weights)[0])
-    deviation = float(weighted_median(np.abs(values - centre), weights)[0])
+    """The centre of ``cosines`` (the weighted median of their shortest half: the narrowest
+    run of sorted cosines holding more than half the weight) and their scaled MAD about it
+    (floored at MIN_SPREAD).
+
+    Why not the median of all: it has a 50% breakdown point but leans towards a large
+    minority. Measured (robustness matrix, 3 of 10 flipping labels): the attackers' low
+    cosines pulled the median down and widened the MAD, a label-flipper scored about -1.5
+    instead of about -3.5 against the honest cosines, its moving score sat at the -Z_MEAN
+    cut, and 324 of 378 poisoned updates were accepted (+4.0% loss). Honest cosines are one
+    cluster; the shortest majority window lies inside it whenever the attackers are a
+    minority of the weight (subnet cap, copies counted once). The spread stays the MAD (about
+    the robust centre): the window's own width is narrower than a heavy-tailed honest spread
+    and rejected more honest updates (tests/protocol/test_protocol_direction.py)."""
+    order = np.argsort(cosines, kind="stable")
+    s, w = cosines[order], weights[order]
+    cum = np.concatenate(([0.0], np.cumsum(w)))
+    n = len(s)
+    # For each start i, the first end j whose window s[i..j] holds more than half the weight.
+    ends = np.searchsorted(cum, cum[:n] + 0.5 * cum[n], side="right") - 1
+    starts = np.flatnonzero(ends < n)
+    i = int(starts[int(np.argmin(s[ends[starts]] - s[starts]))])
+    j = int(ends[i])
+    centre = float(weighted_median(s[i : j + 1, None], w[i : j + 1])[0])
+    deviation = float(weighted_median(np.abs(cosines[:, None] - centre), weights)[0])
     return centre, max(1.4826 * deviation, MIN_SPREAD)

@@ -23,6 +23,7 @@ from swarm_tune.runtime.protocol.config import ProtocolConfigError
 from swarm_tune.runtime.protocol.events import PeerDisconnected
 from swarm_tune.runtime.protocol.group import bounds, digest, owners
 from swarm_tune.runtime.protocol.messages import AuditRequest, Contribution, Piece, SliceResult
+from swarm_tune.runtime.protocol.validation import DIRECTION_EVIDENCE
 
 NODES = ("a", "b", "c", "d")
 SIZES = {"a": 10, "b": 30, "c": 20, "d": 40}
@@ -427,10 +428,11 @@ def test_members_memories_exclude_a_persistently_off_member_by_agreed_vote() -> 
     for r in range(6):
         applied = {n: _applied(w, n)[r] for n in NINE}
         assert all(torch.equal(_flat(e), _flat(applied["a"])) for e in applied.values())
-        # No single round rejects it; from the 4th score on (DIRECTION_EVIDENCE) the votes do.
-        assert applied["a"].contributors == (honest if r >= 4 else (*honest, "i"))
+        # No single round rejects it; once DIRECTION_EVIDENCE scores are in, the votes do.
+        off = r >= DIRECTION_EVIDENCE
+        assert applied["a"].contributors == (honest if off else (*honest, "i"))
     verdicts = {(e.round, e.peer, e.reason) for e in w.effects_of(effects.ContributionRejected)}
-    assert {(r, p) for r, p, _ in verdicts} >= {(r, "i") for r in range(4, 6)}
+    assert {(r, p) for r, p, _ in verdicts} >= {(r, "i") for r in range(DIRECTION_EVIDENCE, 6)}
     assert all(p == "i" and reason is RejectReason.DIRECTION for _, p, reason in verdicts)
 
 

@@ -3,8 +3,8 @@
 The regression runs the default aggregation rule against five attacks at 20% Byzantine
 nodes on the matrix's own scenario (10 nodes, 15 rounds) and compares each with the SAME
 honest nodes trained by the weighted mean without attackers (``absent`` adversaries). It
-fails when robustness is broken: the same check with the weighted mean fails (the control
-at the end), so a default that stops defending makes this test red (docs/robustness.md).
+fails when robustness is broken: the same check with the undefended weighted mean fails (the
+control at the end), so a default that stops defending makes this test red (docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ MATRIX = Path(__file__).resolve().parents[2] / "scenarios" / "robustness-matrix.
 ADAPTIVE = "sign_flip:3+sybil+jitter:0.2"
 ATTACKS = ["noise", "ipm", "alie", "sign_flip", ADAPTIVE]
 # Mimics on distinct subnets copy an honest update with noise of 1e-3 x RMS: only
-# near-duplicate collapsing groups them (+5.0% without it).
+# near-duplicate collapsing groups them (+3.9% without it; +5.0% before the direction
+# test's centre came from the cosines' shortest half).
 MIMICS = "mimic+jitter"
 GAP_PCT = 2.0  # the acceptance bound of issue 12
 
@@ -70,13 +71,13 @@ def test_default_rule_holds_against_five_attacks_at_20_percent() -> None:
     for r in rows:
         assert r["honest_banned"] == 0, r
         assert float(r["gap_pct"]) <= GAP_PCT, r  # type: ignore[arg-type]
-    # Control: the weighted mean under the same noise attack is far outside the bound (+15%
-    # in the matrix), so this test does fail when the defence is gone.
-    (control,) = _regression("mean", ATTACKS[:1])
+    # Control: the weighted mean without the direction filter under the same noise attack is
+    # far outside the bound (+21%), so this test does fail when the defence is gone.
+    (control,) = _regression("mean", ATTACKS[:1], direction_test="never")
     assert float(control["gap_pct"]) > 3 * GAP_PCT, control  # type: ignore[arg-type]
     # Control: without near-duplicate collapsing the jittered mimics get through.
     (exact_only,) = _regression(rule, [MIMICS], near_duplicate_ratio=0.0)
-    assert float(exact_only["gap_pct"]) > 2 * GAP_PCT, exact_only  # type: ignore[arg-type]
+    assert float(exact_only["gap_pct"]) > GAP_PCT, exact_only  # type: ignore[arg-type]
 
 
 # Group rounds see no whole update: these pin what stands in for it (group.py). sign_flip and
