@@ -19,7 +19,9 @@ from swarm_tune.runtime.protocol.tensors import ModelSpec
 from swarm_tune.runtime.protocol.validation import (
     DIRECTION_EVIDENCE,
     MIN_COSINE,
+    Z_MEAN,
     CloseTimeJudge,
+    _centre_spread,
 )
 
 SIZE = 64  # few effective dimensions, like sparse small-batch gradients
@@ -96,3 +98,19 @@ def test_small_pools_keep_the_fixed_cut() -> None:
     own = _summary(base)
     candidates = [("a", _summary(base * 1.1)), ("b", _summary(base * 0.9)), ("c", _summary(-base))]
     assert judge.judge("grad", own, candidates) == {"c": RejectReason.DIRECTION}
+
+
+def test_a_large_low_minority_cannot_drag_the_centre_of_the_cosines() -> None:
+    # 3 of 10 (robustness matrix, 30% label flip): the median of all ten sits at the honest
+    # cluster's low edge and the MAD widens, so the flippers averaged about -1.5, at the
+    # memory's cut; the median of the cosines' shortest half stays inside the honest cluster.
+    honest = np.array([0.22, 0.26, 0.29, 0.32, 0.35, 0.38, 0.42])
+    cosines = np.concatenate([honest, [0.09, 0.11, 0.13]])
+    centre, spread = _centre_spread(cosines, np.ones(10))
+    assert abs(centre - float(np.median(honest))) < 1e-6
+    assert all((c - centre) / spread < -Z_MEAN - 0.5 for c in cosines[7:])
+    median = float(np.median(cosines))
+    old_spread = 1.4826 * float(np.median(np.abs(cosines - median)))
+    assert all((c - median) / old_spread > -Z_MEAN for c in cosines[7:])  # what it was
+    # Weighted (the three as one subnet-capped group): the window stays honest too.
+    assert 0.26 <= _centre_spread(cosines, np.array([1.0] * 7 + [0.25] * 3))[0] <= 0.35
