@@ -28,8 +28,9 @@ STREAM mode on a fresh stream. BUSY is retried with backoff until the caller's d
 the caller as :class:`SendRejected` at once.
 
 Hostile peers (see ``admission.py`` for slots):
-* memory is taken only as bytes arrive, never on an OFFER: the receive buffer grows chunk
-  by chunk, under a node-wide ceiling of ``max_inbound_bytes`` actually buffered;
+* memory is taken only as bytes arrive, never on an OFFER: the receive buffer's pages
+  become memory as chunks are written into it (``landing``), under a node-wide ceiling of
+  ``max_inbound_bytes`` actually buffered;
 * deadlines follow ``NetConfig``'s documentation: after an ``idle_timeout`` grace the
   sender must keep up ``min_rate`` on average (the byte ``n`` is due by
   ``start + idle_timeout + n / min_rate``) and no single read may wait ``idle_timeout``;
@@ -49,6 +50,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
@@ -108,7 +110,7 @@ class _Direct:
     key: bytes
     presented: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
-    data: bytearray | None = None
+    data: memoryview | None = None
     receiver: trio.CancelScope = field(default_factory=trio.CancelScope)  # the data task
 
 
@@ -122,6 +124,20 @@ class _MemoryFull(Exception):
 
 class _Truncated(Exception):
     """Internal: the sender hung up mid-transfer (a crash looks the same: no blame)."""
+
+
+def landing(size: int) -> memoryview:
+    """The receive buffer of a ``size``-byte message: allocated whole, uninitialised and
+    numpy-backed (writable bytes, 64-byte aligned, so decoded tensors alias it).
+
+    Why not a growing bytearray: each append-grown 31 MB piece cost ~7.6 k page faults of
+    4 KiB (a bytearray gets no huge pages) and ~3 MB of copies at every realloc; numpy asks
+    the kernel for transparent huge pages (measured: 0.074 -> 0.012-0.037 s of system time
+    per fresh 124 MB). Only the address range is reserved up front: a page becomes memory
+    when the first byte of it is written, i.e. as bytes arrive, so a peer that offers a
+    large message and sends nothing still costs nothing (the ceiling on buffered bytes
+    counts what was written)."""
+    return np.empty(size, dtype=np.uint8).data
 
 
 def remote_ip_of(stream: INetStream) -> str | None:
@@ -235,23 +251,23 @@ class BulkPlane:
             return None
         return bytes(token)
 
-    async def _receive_sealed(self, conn: trio.SocketStream, direct: _Direct) -> bytearray:
+    async def _receive_sealed(self, conn: trio.SocketStream, direct: _Direct) -> memoryview:
         sock = conn.socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
         opener = Sealer(direct.key)
         sealed = bytearray(CHUNK + TAG)
-        plain = memoryview(bytearray(CHUNK))  # opened here (in cache), then appended once
-        buf = bytearray()
+        buf = landing(direct.slot.size)
+        got = 0
         try:
             for index, n in enumerate(chunk_sizes(direct.slot.size)):
                 view = memoryview(sealed)[: n + TAG]
                 await self._fill(direct.slot, view, sock.recv_into, counts=n)
-                opener.open_into(index, view, plain[:n])
                 self._take(n)
-                buf += plain[:n]
+                got += n
+                opener.open_into(index, view, buf[got - n : got])  # straight to its place
                 direct.slot.got += n
         except BaseException:
-            self._shrink(len(buf))
+            self._shrink(got)
             raise
         return buf
 
@@ -299,7 +315,7 @@ class BulkPlane:
             self._refusals.count("bulk_busy")
             await self._answer(stream, Status.BUSY)
             return
-        data: bytearray | None = None
+        data: memoryview | None = None
         try:
             with trio.CancelScope() as scope:
                 slot.scopes.append(scope)
@@ -327,7 +343,7 @@ class BulkPlane:
             await stream.write(Reply(status).encode())
         await stream.close()
 
-    async def _await_direct(self, stream: INetStream, slot: Slot, ip: str) -> bytearray | None:
+    async def _await_direct(self, stream: INetStream, slot: Slot, ip: str) -> memoryview | None:
         token = secrets.token_bytes(TOKEN_LEN)
         direct = _Direct(slot, ip, secrets.token_bytes(KEY_LEN))
         self._direct[token] = direct
@@ -358,8 +374,8 @@ class BulkPlane:
             self._direct.pop(token, None)
         return direct.data
 
-    async def _receive_stream(self, stream: INetStream, slot: Slot) -> bytearray | None:
-        buf = bytearray()
+    async def _receive_stream(self, stream: INetStream, slot: Slot) -> memoryview | None:
+        buf = landing(slot.size)
         try:
             while slot.got < slot.size:
                 want = min(STREAM_WRITE_CHUNK, slot.size - slot.got)
@@ -373,18 +389,18 @@ class BulkPlane:
                 if len(chunk) > want:  # a muxer bug must not overrun the announced size
                     raise FrameError("stream returned more bytes than requested")
                 self._take(len(chunk))
-                buf += chunk
+                buf[slot.got : slot.got + len(chunk)] = chunk
                 slot.got += len(chunk)
         except trio.TooSlowError:
-            self._shrink(len(buf))
+            self._shrink(slot.got)
             self._stalled(slot)
             return None
         except _MemoryFull:
-            self._shrink(len(buf))
+            self._shrink(slot.got)
             self._refusals.count("bulk_memory_full")
             return None
         except BaseException:
-            self._shrink(len(buf))
+            self._shrink(slot.got)
             raise
         return buf
 
@@ -416,11 +432,8 @@ class BulkPlane:
             raise _Stalled() from None
 
     def _take(self, n: int) -> None:
-        """Count ``n`` bytes about to be appended against the node-wide ceiling.
-
-        Appending (not zero-extending, then overwriting) allocates nothing per chunk: the
-        zero-filled ``bytes(n)`` per chunk was ~1/4 of a transfer's receiver CPU. (The
-        stream path writes each byte once; the direct path decrypts into a chunk first.)"""
+        """Count ``n`` bytes about to be written into a landing buffer against the
+        node-wide ceiling (physical memory follows the bytes written, see ``landing``)."""
         if self.buffered + n > self._cfg.max_inbound_bytes:
             raise _MemoryFull()
         self.buffered += n

@@ -532,7 +532,7 @@ class NodeDriver:
         if isinstance(message, Heartbeat) and message.dial:
             message = replace(message, dial=observed_dial(message.dial, inc.remote_ip))
         self._feed(MessageReceived(peer, message, inc.remote_ip))
-        if isinstance(inc.data, bytearray):  # a bulk message: decoded, validated, handled
+        if not isinstance(inc.data, bytes):  # a bulk message: decoded, validated, handled
             _log_cpu("message.handled", message, len(inc.data), wall0, cpu0)
 
     async def _peer_event_loop(self) -> None:
@@ -700,7 +700,7 @@ def _log_cpu(event: str, msg: Message, size: int, wall0: float, cpu0: float) -> 
     )
 
 
-def _decode(data: bytes | bytearray, run_id: str) -> Any:
+def _decode(data: bytes | memoryview, run_id: str) -> Any:
     return decode(data, expected_run_id=run_id)
 
 

@@ -17,15 +17,16 @@ from swarm_tune.runtime.protocol.reasons import RejectReason
 class Incoming(NamedTuple):
     """One whole message from an authenticated peer.
 
-    ``data`` is ``bytes`` for control messages and a ``bytearray`` for bulk messages: the
-    bulk plane receives straight into a buffer it then hands over (the receiver owns it;
-    treat it as read-only). Converting to ``bytes`` would be one more full copy of a
-    ~250 MB update — measured at ~0.25 s per 256 MB, as long as the transfer itself.
+    ``data`` is ``bytes`` for control messages and a writable ``memoryview`` (numpy-backed,
+    see ``bulk.landing``) for bulk messages: the bulk plane receives straight into a buffer
+    it then hands over (the receiver owns it; treat it as read-only). Converting to
+    ``bytes`` would be one more full copy of a ~250 MB update — measured at ~0.25 s per
+    256 MB, as long as the transfer itself.
     """
 
     peer_id: str
     remote_ip: str
-    data: bytes | bytearray
+    data: bytes | memoryview
 
 
 class PeerConnected(NamedTuple):

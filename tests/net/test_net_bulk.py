@@ -89,7 +89,7 @@ async def test_concurrent_bulk_transfers_many_to_one_and_one_to_many() -> None:
                 nursery.start_soon(drain, c.peer_id, 2)
                 for key, data in sent.items():
                     nursery.start_soon(nodes[key[0]].send_bulk, key[1], data)
-        got = sorted((to, m.peer_id, m.data) for to, m in received)
+        got = sorted((to, m.peer_id, bytes(m.data)) for to, m in received)
         want = sorted((k[1], k[0], d) for k, d in sent.items())
         assert got == want
 
