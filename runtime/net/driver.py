@@ -32,12 +32,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, assert_never
 
 import trio
 
 from swarm_tune.runtime.net.adversary import Adversary
+from swarm_tune.runtime.net.buffers import BufferPool
 from swarm_tune.runtime.net.discovery import add_peers, announce_and_find
 from swarm_tune.runtime.net.errors import NetError
 from swarm_tune.runtime.net.events import Incoming, PeerMisbehaved
@@ -88,6 +90,9 @@ log = get_logger(__name__)
 
 #: Encode/decode messages larger than this in a worker thread (keeps the loop responsive).
 THREAD_CODEC_BYTES = 1 << 20
+#: What the reused send buffers may keep between messages: a 124 MB update's round at
+#: N = 4 has ~5 slices in flight at once (pieces, slice, audit piece).
+SEND_BUFFERS_BYTES = 1 << 30
 ATTACKER_POLL_S = 0.05  # how often a waiting omniscient attacker looks at what it received
 
 CheckpointFn = Callable[[int, dict[str, Any]], Path | None]
@@ -162,6 +167,7 @@ class NodeDriver:
         self._checkpoint_fn = checkpoint
         self._adversary = adversary or Adversary("none")
         self._replay = ReplayGuard()
+        self._send_buffers = BufferPool(SEND_BUFFERS_BYTES)
         self._timers = TimerService(self._on_timer)
         self._jobs_send, self._jobs_recv = trio.open_memory_channel[_Job](math.inf)
         self._nursery: trio.Nursery | None = None
@@ -426,22 +432,30 @@ class NodeDriver:
             )
             data: bytearray | memoryview
             if env.nbytes() > THREAD_CODEC_BYTES:
-                # Uninitialised, huge-page backed: a fresh 62 MB bytearray cost ~15 k page
-                # faults (~40 ms of system time) per message, several messages a round.
-                data = await trio.to_thread.run_sync(encode_buffer, env, self.identity)
+                # Into a reused buffer (buffers.py): a fresh 62 MB one cost ~15 k page faults
+                # (~40 ms of system time) per message, several messages a round.
+                data = await trio.to_thread.run_sync(
+                    partial(encode_buffer, env, self.identity, alloc=self._send_buffers.take)
+                )
             else:
                 data = encode(env, self.identity)
         except (ValueError, WireError) as exc:
             log.error("send.encode_failed", message=type(msg).__name__, error=str(exc))
             return
-        bulk = isinstance(msg, (Contribution, StateResponse))
-        bulk = bulk or len(data) > self.net.config.max_small_size
-        if bulk:
-            _log_cpu("message.encoded", msg, len(data), wall0, cpu0)
-        payload: bytes | bytearray | memoryview = data if bulk else bytes(data)
-        async with trio.open_nursery() as n:
-            for peer in eff.peers:
-                n.start_soon(self._send_one, peer, payload, bulk, type(msg).__name__)
+        try:
+            bulk = isinstance(msg, (Contribution, StateResponse))
+            bulk = bulk or len(data) > self.net.config.max_small_size
+            if bulk:
+                _log_cpu("message.encoded", msg, len(data), wall0, cpu0)
+            payload: bytes | bytearray | memoryview = data if bulk else bytes(data)
+            async with trio.open_nursery() as n:
+                for peer in eff.peers:
+                    n.start_soon(self._send_one, peer, payload, bulk, type(msg).__name__)
+        finally:
+            # Every send of it is over (sent, failed or cancelled): nothing reads it now.
+            if isinstance(data, memoryview):
+                del payload
+                self._send_buffers.give(data)
 
     async def _send_one(
         self, peer: str, data: bytes | bytearray | memoryview, bulk: bool, what: str

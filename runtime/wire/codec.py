@@ -212,14 +212,19 @@ def encode(
 
 
 def encode_buffer(
-    envelope: Envelope, identity: Identity, *, limits: WireLimits = _DEFAULT_LIMITS
+    envelope: Envelope,
+    identity: Identity,
+    *,
+    limits: WireLimits = _DEFAULT_LIMITS,
+    alloc: Callable[[int], memoryview] | None = None,
 ) -> memoryview:
     """Like `encode`, but into an uninitialised numpy-backed buffer (returned as a writable
     byte memoryview): no zero-fill pass, and NumPy asks the kernel for transparent huge
     pages, so a large message costs far fewer page faults. Preferred for big updates;
-    every wire function accepts it wherever it accepts a bytearray.
+    every wire function accepts it wherever it accepts a bytearray. ``alloc(n)`` supplies
+    the buffer instead (e.g. a reused one): every one of its ``n`` bytes is written.
     """
-    out = _encode(envelope, identity, limits, _uninitialised)
+    out = _encode(envelope, identity, limits, alloc or _uninitialised)
     assert isinstance(out, memoryview)
     return out
 

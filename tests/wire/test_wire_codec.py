@@ -308,3 +308,28 @@ def test_encode_buffer_matches_encode_and_never_leaks_uninitialised_memory() -> 
     base = torch.frombuffer(buf, dtype=torch.uint8).data_ptr()
     assert base <= got.tensors["b"].data_ptr() < base + len(buf)  # zero-copy from it too
     assert same_tensor(got.tensors["b"], tensors["b"])
+
+
+def test_reused_send_buffers_carry_nothing_of_the_last_message_and_stay_bounded() -> None:
+    from swarm_tune.runtime.net.buffers import BufferPool
+    from swarm_tune.runtime.wire import encode_buffer
+
+    pool = BufferPool(max_bytes=4096)
+    big = Envelope(MsgType.CONTRIBUTION, RUN, 1, ALICE.peer_id, {}, {"x": torch.rand(400)})
+    small = Envelope(MsgType.CONTRIBUTION, RUN, 2, ALICE.peer_id, {}, {"x": torch.rand(390)})
+    first = encode_buffer(big, ALICE, alloc=pool.take)
+    first[:] = b"\xaa" * len(first)  # what a stale buffer may hold
+    pool.give(first)
+    assert pool.held > 0
+    again = encode_buffer(small, ALICE, alloc=pool.take)
+    assert pool.reused == 1 and pool.held == 0
+    assert bytes(again) == bytes(encode(small, ALICE))  # every byte rewritten
+    assert decode(again, expected_run_id=RUN).round == 2
+    pool.give(again)
+    pool.give(memoryview(bytearray(10)))  # not lent by the pool: ignored
+    tiny = pool.take(100)  # far smaller than the free buffer: a new one, the big one kept
+    assert pool.reused == 1 and len(tiny) == 100 and pool.held > 0
+    pool.give(tiny)
+    huge = pool.take(8192)  # beyond max_bytes once given back: dropped, not kept
+    pool.give(huge)
+    assert pool.held <= 4096
