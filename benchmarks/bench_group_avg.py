@@ -117,10 +117,13 @@ class FixedLearner:
     def compute_update(self, kind: str) -> Any:
         from swarm_tune.runtime.training.learner import LocalResult
 
+        # The update exists before the clock starts (hivemind's child copies its update in
+        # before it starts timing, too): averaging is what is measured, not this addition.
+        update = self.update + float(self.round)
         self.ready_at[self.round] = time.perf_counter()
         self.cpu_at[self.round] = time.process_time()
         self.sys_at[self.round] = resource.getrusage(resource.RUSAGE_SELF).ru_stime
-        return LocalResult({"w": self.update + float(self.round)}, 0.0, 1)
+        return LocalResult({"w": update}, 0.0, 1)
 
     def apply_average(self, kind: str, averaged: Any) -> None:
         seconds = time.perf_counter() - self.ready_at.get(self.round, time.perf_counter())
