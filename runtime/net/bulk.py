@@ -136,8 +136,12 @@ def landing(size: int) -> memoryview:
     per fresh 124 MB). Only the address range is reserved up front: a page becomes memory
     when the first byte of it is written, i.e. as bytes arrive, so a peer that offers a
     large message and sends nothing still costs nothing (the ceiling on buffered bytes
-    counts what was written)."""
-    return np.empty(size, dtype=np.uint8).data
+    counts what was written). An address range the kernel refuses is a full memory, not
+    a crash."""
+    try:
+        return np.empty(size, dtype=np.uint8).data
+    except MemoryError:
+        raise _MemoryFull() from None
 
 
 def remote_ip_of(stream: INetStream) -> str | None:
@@ -375,8 +379,8 @@ class BulkPlane:
         return direct.data
 
     async def _receive_stream(self, stream: INetStream, slot: Slot) -> memoryview | None:
-        buf = landing(slot.size)
         try:
+            buf = landing(slot.size)
             while slot.got < slot.size:
                 want = min(STREAM_WRITE_CHUNK, slot.size - slot.got)
                 with trio.fail_at(self._due(slot, want)), trio.fail_after(self._cfg.idle_timeout):

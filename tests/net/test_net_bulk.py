@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 
+import numpy as np
 import pytest
 import trio
 
@@ -121,3 +122,13 @@ async def test_oversized_offers_are_refused_and_buffered_bytes_are_capped() -> N
             assert (await b.incoming.receive()).data == first
             assert (await b.incoming.receive()).data == second
         assert b.bulk.idle
+
+
+def test_a_landing_buffer_is_whole_writable_aligned_and_a_refused_one_is_a_full_memory() -> None:
+    from swarm_tune.runtime.net import bulk
+
+    buf = bulk.landing(3 * MiB + 5)
+    assert len(buf) == 3 * MiB + 5 and not buf.readonly and buf.format == "B"
+    assert np.frombuffer(buf, dtype=np.uint8).ctypes.data % 16 == 0  # decode aliases it
+    with pytest.raises(bulk._MemoryFull):  # counted as bulk_memory_full by both paths
+        bulk.landing(1 << 62)  # an address range no kernel grants: refused, not raised on
