@@ -130,7 +130,7 @@ class FixedLearner:
         cpu = time.process_time() - self.cpu_at.get(self.round, time.process_time())
         sys_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - self.sys_at.get(self.round, 0.0)
         self.results.append({"round": self.round, "seconds": seconds, "cpu": cpu, "sys": sys_s})
-        self.kept.append(averaged["w"])
+        self.kept.append(averaged["w"].clone())  # lent for the call (Learner contract)
         self.round += 1
 
     def check(self) -> None:

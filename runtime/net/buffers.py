@@ -17,13 +17,17 @@ earlier message can leak into a later one.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
+import torch
 
 # A free buffer is reused for a message of at least this share of its size (pieces of one
 # update differ by a few bytes; a 124 MB buffer is not tied up by a 2 MB message).
 MIN_FILL = 0.75
 MAX_LENT = 64  # more views out at once than a node ever sends: some were never given back
+LENT_AVERAGES = 2  # averages between the core's close and the learner's apply, at most
 
 
 class BufferPool:
@@ -66,3 +70,44 @@ class BufferPool:
                 return  # not ours (e.g. a small message encoded into a bytearray)
             if sum(a.nbytes for a in self._free) + arr.nbytes <= self.max_bytes:
                 self._free.append(arr)
+
+
+class AverageBuffers:
+    """Float32 buffers for group rounds' whole averages, lent to the core
+    (``ProtocolNode.average_out``) and given back once the learner applied the average.
+
+    Why: the core writes every round's average (the update's size) into a new array, the
+    second largest item of an N = 4 round's event-loop profile (np.concatenate faulting in
+    124 MB of fresh pages). The learner contract (``Learner.apply_average``) says the
+    averaged tensors are not kept after the call, so the next round may write there.
+    Only the driver's own thread calls these (the core and the job worker run on it)."""
+
+    def __init__(self, keep: int = 1) -> None:
+        self.keep = keep
+        self._free: list[npt.NDArray[np.float32]] = []
+        self._lent: dict[int, npt.NDArray[np.float32]] = {}  # data pointer -> array
+        self.reused = 0
+
+    def take(self, numel: int) -> npt.NDArray[np.float32]:
+        fits = [a for a in self._free if a.shape == (numel,)]
+        if fits:
+            arr = fits[0]
+            self._free.remove(arr)
+            self.reused += 1
+        else:
+            arr = np.empty(numel, dtype=np.float32)
+        while len(self._lent) >= LENT_AVERAGES:
+            # The oldest was never given back (not applied yet, or its tensors were copies,
+            # e.g. a bf16 model's): forgetting it only forgoes reusing it.
+            del self._lent[next(iter(self._lent))]
+        self._lent[arr.ctypes.data] = arr
+        return arr
+
+    def give(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """The average in ``tensors`` was applied: its memory is free again. Tensors that
+        are not views of a lent buffer (a flat round's average, a fallback) are ignored."""
+        if not tensors:
+            return
+        arr = self._lent.pop(min(t.data_ptr() for t in tensors.values()), None)
+        if arr is not None and len(self._free) < self.keep:
+            self._free.append(arr)

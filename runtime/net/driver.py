@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 import trio
 
 from swarm_tune.runtime.net.adversary import Adversary
-from swarm_tune.runtime.net.buffers import BufferPool
+from swarm_tune.runtime.net.buffers import AverageBuffers, BufferPool
 from swarm_tune.runtime.net.discovery import add_peers, announce_and_find
 from swarm_tune.runtime.net.errors import NetError
 from swarm_tune.runtime.net.events import Incoming, PeerMisbehaved
@@ -168,6 +168,8 @@ class NodeDriver:
         self._adversary = adversary or Adversary("none")
         self._replay = ReplayGuard()
         self._send_buffers = BufferPool(SEND_BUFFERS_BYTES)
+        self._averages = AverageBuffers()
+        protocol.average_out = self._averages.take
         self._timers = TimerService(self._on_timer)
         self._jobs_send, self._jobs_recv = trio.open_memory_channel[_Job](math.inf)
         self._nursery: trio.Nursery | None = None
@@ -638,6 +640,7 @@ class NodeDriver:
         elif isinstance(job, fx.ApplyAverage):
             started = time.perf_counter()
             await trio.to_thread.run_sync(self.bridge.apply, job)
+            self._averages.give(job.update)  # applied: the next round's average goes there
             # Calibration input: the sim charges no time for applying an average.
             log.info("apply.done", round=job.round, seconds=round(time.perf_counter() - started, 4))
             self.applied_round = job.round + 1

@@ -579,8 +579,10 @@ class GroupRound:
             return False
         return all(a in self.verdicts_ok for a in self.audit_by if a != self.me)
 
-    def average(self) -> F32:
-        return np.concatenate([self.results[k].data for k in range(self.n)])
+    def average(self, out: F32 | None = None) -> F32:
+        """The whole averaged update, written into ``out`` when a driver lends one (memory it
+        reuses round after round), else into a new array."""
+        return np.concatenate([self.results[k].data for k in range(self.n)], out=out)
 
     def survivors(self) -> list[str]:
         """Whom a degraded round waits for: the members not gone and not caught. The same

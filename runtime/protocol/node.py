@@ -51,6 +51,7 @@ from swarm_tune.runtime.protocol.events import (
 from swarm_tune.runtime.protocol.group import GroupRound, subgroup
 from swarm_tune.runtime.protocol.membership import PeerTable, subnet_of
 from swarm_tune.runtime.protocol.messages import (
+    F32,
     AuditRequest,
     AuditVerdict,
     Contribution,
@@ -105,6 +106,10 @@ SELF_SUBNET = "self"
 Effects = list[fx.Effect]
 
 
+def _new_array(numel: int) -> F32 | None:
+    return None  # the average goes into a new array
+
+
 @dataclass(slots=True)
 class _PendingSync:
     nonce: int
@@ -150,6 +155,9 @@ class ProtocolNode:
         self._strategy = make_strategy(config.strategy, config.gossip_fanout)
         self._rule = make_rule(config.rule_params())
         self.phase = Phase.IDLE
+        #: Memory for a group round's whole average (``numel`` float32), or None for a new
+        #: array: a driver that reuses it across rounds lends it (net/buffers.py). Not I/O.
+        self.average_out: Callable[[int], F32 | None] = _new_array
         self.round = start_round
         self._open: OpenRound | None = None
         self._buffer: dict[int, dict[str, Contribution]] = {}
@@ -887,7 +895,7 @@ class ProtocolNode:
         assert rnd is not None
         self._open = self._group = None
         self._transition(Trigger.CLOSE)
-        avg = self.spec.unflatten(torch.from_numpy(g.average()))
+        avg = self.spec.unflatten(torch.from_numpy(g.average(self.average_out(self.spec.numel))))
         self.progress = max(self.progress, rnd.number + 1)
         contributors = g.contributors()
         accepted = tuple(p for p in contributors if p != self.node_id)

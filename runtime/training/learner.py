@@ -57,7 +57,11 @@ class Learner(Protocol):
         ...
 
     def apply_average(self, kind: UpdateKind, averaged: TensorDict) -> None:
-        """Apply an averaged update: step the optimizer (grad) or load it (params)."""
+        """Apply an averaged update: step the optimizer (grad) or load it (params).
+
+        ``averaged`` is lent for the call: keep no reference to it (or a view of it) after
+        returning, the real driver writes the next round's average into the same memory
+        (net/buffers.AverageBuffers); copy what must outlive the call."""
         ...
 
     def load_state(self, params: TensorDict) -> None:
