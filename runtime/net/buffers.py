@@ -49,10 +49,10 @@ class BufferPool:
     def take(self, n: int) -> memoryview:
         """A writable, uninitialised view of ``n`` bytes (a free buffer's, or a new one)."""
         with self._lock:
-            fits = [a for a in self._free if n <= a.nbytes and n >= MIN_FILL * a.nbytes]
+            fits = [i for i, a in enumerate(self._free) if MIN_FILL * a.nbytes <= n <= a.nbytes]
             if fits:
-                arr = min(fits, key=lambda a: a.nbytes)
-                self._free.remove(arr)
+                # By position: list.remove would compare arrays with ==, elementwise.
+                arr = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
                 self.reused += 1
             else:
                 arr = np.empty(n, dtype=np.uint8)  # numpy asks for transparent huge pages
@@ -89,10 +89,9 @@ class AverageBuffers:
         self.reused = 0
 
     def take(self, numel: int) -> npt.NDArray[np.float32]:
-        fits = [a for a in self._free if a.shape == (numel,)]
+        fits = [i for i, a in enumerate(self._free) if a.shape == (numel,)]
         if fits:
-            arr = fits[0]
-            self._free.remove(arr)
+            arr = self._free.pop(fits[0])
             self.reused += 1
         else:
             arr = np.empty(numel, dtype=np.float32)

@@ -22,3 +22,8 @@ def test_an_applied_average_is_reused_and_nothing_else_is() -> None:
         copy = torch.from_numpy(pool.take(12)).to(torch.bfloat16)
         pool.give({"a": copy})
     assert len(pool._lent) <= LENT_AVERAGES and pool.reused == 1
+    two = AverageBuffers(keep=2)  # free arrays of two shapes: the fitting one is found
+    a, b = two.take(8), two.take(12)
+    two.give({"a": torch.from_numpy(a)})
+    two.give({"a": torch.from_numpy(b)})
+    assert two.take(12) is b and two.take(8) is a and two.reused == 2

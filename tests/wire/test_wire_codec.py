@@ -333,3 +333,8 @@ def test_reused_send_buffers_carry_nothing_of_the_last_message_and_stay_bounded(
     huge = pool.take(8192)  # beyond max_bytes once given back: dropped, not kept
     pool.give(huge)
     assert pool.held <= 4096
+    # Several free buffers of different sizes: the fitting one is found, whatever its place.
+    held = pool.held
+    pool.give(pool.take(40))  # free now: the first buffer, 100 bytes, 40 bytes
+    assert len(pool.take(35)) == 35  # the last one
+    assert pool.reused == 2 and pool.held == held
