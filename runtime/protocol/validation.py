@@ -75,6 +75,7 @@ ROBUST_POOL = 8  # updates needed for a round's own median/MAD of cosines
 Z_SINGLE = 3.5  # robust standard deviations below the round's centre: hostile at once
 Z_MEAN = 1.5  # ... on average over the peer's recent rounds: hostile
 SCORE_WEIGHT = 0.125  # of the newest score in a peer's moving average (~15 rounds of memory)
+WEIGHT_FLOOR = round(1 / SCORE_WEIGHT)  # from this count on, 1 / count <= SCORE_WEIGHT
 DIRECTION_EVIDENCE = 3  # scores needed before their average is trusted (with 4, 3 of 10
 # sign-flippers cost +2.8% instead of +1.9%; with 2, two honest group members were voted out)
 MIN_SPREAD = 1e-3  # a floor for the MAD: identical updates have none
@@ -193,14 +194,15 @@ class CloseTimeJudge:
         if len(cosines) < ROBUST_POOL:
             return [p for (p, _), c in zip(kept, cosines, strict=False) if c < MIN_COSINE]
         # One robust score per kept update (pool order: ``kept`` first, ours last).
-        scores = [(cosine - centre) / spread for cosine in cosines[: len(kept)]]
-        lately = self._score_all([p for p, _ in kept], scores)
+        peers = [p for p, _ in kept]
+        scores = [(cosine - centre) / spread for cosine in cosines[: len(peers)]]
+        pool = len(cosines)
         return [
             peer
-            for (peer, _), cosine, score, against_lately in zip(
-                kept, cosines, scores, lately, strict=False
+            for peer, cosine, against_lately in zip(
+                peers, cosines, self._score_all(peers, scores), strict=False
             )
-            if _against_now(cosine, centre, spread, len(cosines)) or against_lately
+            if against_lately or _against_now(cosine, centre, spread, pool)
         ]
 
     def _score_all(self, peers: Sequence[str], scores: Sequence[float]) -> list[bool]:
@@ -209,15 +211,17 @@ class CloseTimeJudge:
         table = self._scores
         room = has_room(table, len(peers))
         out: list[bool] = []
+        pop, append = table.pop, out.append
         for peer, score in zip(peers, scores, strict=True):
-            count, average = table.pop(peer, (0, 0.0))
+            count, average = pop(peer, (0, 0.0))
             count += 1
-            average += (score - average) * max(SCORE_WEIGHT, 1.0 / count)
+            # max(SCORE_WEIGHT, 1 / count), without the call: 1 / 8 is SCORE_WEIGHT itself.
+            average += (score - average) * (SCORE_WEIGHT if count >= WEIGHT_FLOOR else 1.0 / count)
             if room:
                 table[peer] = (count, average)
             else:
                 remember(table, peer, (count, average))
-            out.append(_hostile_lately(count, average))
+            append(_hostile_lately(count, average))
         return out
 
     def remember_scores(self, scores: Mapping[str, float]) -> None:
@@ -303,10 +307,15 @@ def _direction_weights(
     return np.asarray(subnet_capped_weights(units, groups, cap))
 
 
-def _colluders(labels: Sequence[int | None], subnets: Sequence[str]) -> list[int]:
+def _colluders(labels: Sequence[int | None], subnets: Sequence[str]) -> list[int] | None:
     """Each pooled update's group of possible colluders (equal ints: one group): the
-    connected components of "same subnet" and "copies of one update"."""
-    parent = list(range(len(labels)))
+    connected components of "same subnet" and "copies of one update". None when every
+    update is alone (no subnet and no copy label shared): what ``direction_statistics``
+    reads as "no groups", found by two set sizes instead of a union-find over the pool."""
+    n = len(labels)
+    if len(set(subnets)) == n and len(set(labels)) == n:
+        return None  # (one None label among distinct ones joins nothing either)
+    parent = list(range(n))
     first: dict[tuple[str, object], int] = {}
     for i, (label, subnet) in enumerate(zip(labels, subnets, strict=True)):
         join_roots(parent, i, first.setdefault(("subnet", subnet), i))
@@ -382,8 +391,13 @@ def direction_statistics(
     if not equal:
         return _direction_statistics(pool, weights, colluders)
     ids = [id(s.direction) for s in pool]
-    groups = [ids[g] for g in colluders] if colluders is not None else ids
-    key = tuple(sorted(zip(ids, groups, strict=True)))
+    # Ints alone when nobody has colluders (a flat round's usual pool): cheaper to sort than
+    # pairs, and never equal to a key of pairs.
+    key: tuple[object, ...] = (
+        tuple(sorted(zip(ids, [ids[g] for g in colluders], strict=True)))
+        if colluders is not None
+        else tuple(sorted(ids))
+    )
     hit = _shared.get(key)
     if hit is None:
         cosines, centre, spread = _direction_statistics(pool, weights, colluders)
