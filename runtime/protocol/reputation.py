@@ -62,21 +62,24 @@ class Reputation:
         cfg = self._cfg
         size, table, banned = cfg.ban_window, self._verdicts, self._banned_until
         room = has_room(table, len(verdicts))  # bans are kept apart, never forgotten early
+        # Locals: a flat close records N verdicts.
+        neutral, pop, threshold = NEUTRAL_REASONS, table.pop, cfg.ban_threshold
+        evidence = cfg.direction_bans
         out: list[float | None] = []
         for peer, reason in verdicts:
             until = None
             # The common case (nobody banned) skips the ban lookup.
-            if reason in NEUTRAL_REASONS or (banned and self.is_banned(peer, now)):
+            if reason in neutral or (banned and self.is_banned(peer, now)):
                 pass
-            elif reason is RejectReason.DIRECTION and not cfg.direction_bans:
+            elif reason is RejectReason.DIRECTION and not evidence:
                 pass  # a filter, not evidence (config.direction_bans)
             else:
-                window = (*table.pop(peer, ()), reason is None)[-size:]
+                window = (*pop(peer, ()), reason is None)[-size:]
                 if room:
                     table[peer] = window
                 else:
                     remember(table, peer, window)
-                if len(window) >= size and _rejection_rate(window) >= cfg.ban_threshold:
+                if len(window) >= size and _rejection_rate(window) >= threshold:
                     until = now + cfg.ban_duration
                     banned[peer] = until
             out.append(until)

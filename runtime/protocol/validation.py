@@ -137,13 +137,14 @@ class CloseTimeJudge:
             if replay
         }
         own_norm = own.rms if own is not None else None
-        bound = self._norm_bound(kind, own_norm, [s.rms for _, s in candidates])
+        norms = [s.rms for _, s in candidates]
+        bound = self._norm_bound(kind, own_norm, norms)
         if bound is not None:
-            for peer, summary in candidates:
-                if peer not in rejected and summary.rms > bound:
+            for (peer, _), norm in zip(candidates, norms, strict=True):
+                if norm > bound and peer not in rejected:
                     rejected[peer] = RejectReason.NORM
         if kind == "grad" and self._cfg.judges_direction:
-            kept = [(p, s) for p, s in candidates if p not in rejected]
+            kept = [(p, s) for p, s in candidates if p not in rejected] if rejected else candidates
             pool = [s for _, s in kept] + ([own] if own is not None else [])
             nets = subnets or {}
             groups = [nets.get(p, p) for p, _ in kept] + ([nets.get("", "")] if own else [])
@@ -158,7 +159,11 @@ class CloseTimeJudge:
             )
             for peer in self._hostile(kept, cosines, centre, spread):
                 rejected[peer] = RejectReason.DIRECTION
-        accepted = [s.rms for p, s in candidates if p not in rejected]
+        accepted = (
+            [n for (p, _), n in zip(candidates, norms, strict=True) if p not in rejected]
+            if rejected
+            else norms
+        )
         if own_norm is not None:
             accepted.append(own_norm)
         self._norms[kind].extend(accepted)
@@ -181,7 +186,7 @@ class CloseTimeJudge:
 
     def _hostile(
         self,
-        kept: list[tuple[str, UpdateSummary]],
+        kept: Sequence[tuple[str, UpdateSummary]],
         cosines: list[float],
         centre: float,
         spread: float,
@@ -244,8 +249,9 @@ class CloseTimeJudge:
         table = self._fingerprints
         room = has_room(table, len(updates))
         out: list[bool] = []
+        pop, append = table.pop, out.append
         for peer, fingerprint in updates:
-            seen = table.pop(peer, ())
+            seen = pop(peer, ())
             replay = fingerprint in seen
             if not replay:
                 seen = (*seen, fingerprint)[-REPLAY_MEMORY:]
@@ -253,7 +259,7 @@ class CloseTimeJudge:
                 table[peer] = seen
             else:
                 remember(table, peer, seen)
-            out.append(replay)
+            append(replay)
         return out
 
 
