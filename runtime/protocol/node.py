@@ -494,23 +494,24 @@ class ProtocolNode:
         self, peer: str, c: Contribution, rnd: OpenRound, now: float, subnet: str | None = None
     ) -> Effects:
         """Admit ``c`` to the open round (``subnet``: the sender's, if the caller has it)."""
-        submitted = rnd.submitted
-        if peer in submitted:
+        admitted, refused = rnd.admitted, rnd.refused
+        if peer in admitted or (refused and peer in refused):
             return self._verdict(peer, c.round, RejectReason.DUPLICATE, now)
-        submitted.add(peer)
         rnd.expected.add(peer)  # a newcomer's first contribution counts in this round
         if c.encoded is not None and not c.tensors:
             try:  # validation and aggregation only ever see decoded tensors
                 c = replace(c, tensors=decode_update(self.spec, c.encoded))
             except CompressionError:
+                refused.add(peer)
                 return self._verdict(peer, c.round, RejectReason.COMPRESSION, now)
         reason, check = check_structure(c, self.spec, rnd.kind)
         if check is None:
+            refused.add(peer)
             return self._verdict(peer, c.round, reason, now)
         if subnet is None:
             rec = self.peers.get(peer)
             subnet = rec.subnet if rec is not None else "unknown"
-        rnd.admitted[peer] = Admitted(c, subnet, check)
+        admitted[peer] = (c, subnet, check)
         return self._maybe_close_on_quorum(now)
 
     def _verdict(self, peer: str, rnd: int, reason: RejectReason | None, now: float) -> Effects:
@@ -665,10 +666,10 @@ class ProtocolNode:
         self._transition(Trigger.CLOSE)
         out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number))]
         admitted = sorted(rnd.admitted.items())
-        candidates = [(p, a.check.summary) for p, a in admitted if a.check.summary is not None]
+        candidates = [(p, sm) for p, (_, _, check) in admitted if (sm := check.summary) is not None]
         own_check = rnd.own_check
         own_summary = own_check.summary if own_check is not None else None
-        subnets = {p: a.subnet for p, a in admitted}
+        subnets = {p: net for p, (_, net, _) in admitted}
         subnets[""] = self._self_subnet
         copies = self._copy_labels(rnd.kind, candidates, own_summary)
         rejected = self._judge.judge(rnd.kind, own_summary, candidates, subnets, copies)
@@ -700,15 +701,8 @@ class ProtocolNode:
             # so replicas that saw the same contributions stay bit-identical. ``accepted``
             # is in that order already: only our own entry is placed.
             entries = [
-                (
-                    p,
-                    a.contribution.tensors,
-                    a.check.flat,
-                    float(a.contribution.dataset_size),
-                    a.subnet,
-                    a.check.flat_np,
-                )
-                for p, a in accepted
+                (p, c.tensors, check.flat, float(c.dataset_size), net, check.flat_np)
+                for p, (c, net, check) in accepted
             ]
             if rnd.own is not None:
                 own = (

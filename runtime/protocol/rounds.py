@@ -89,11 +89,10 @@ def next_phase(phase: Phase, trigger: Trigger) -> Phase:
         raise ProtocolStateError(f"no transition from {phase.value} on {trigger.value}") from None
 
 
-@dataclass(slots=True)
-class Admitted:
-    contribution: Contribution
-    subnet: str
-    check: TensorCheck  # its summary for the judge (and flat vector, compact models)
+# An admitted contribution, its sender's subnet and its check (summary for the judge, flat
+# vector for compact models). A plain tuple: a flat round admits N^2 of them, and a tuple is
+# a fraction of a dataclass's construction cost.
+Admitted = tuple[Contribution, str, TensorCheck]
 
 
 @dataclass(slots=True)
@@ -107,7 +106,8 @@ class OpenRound:
     own_check: TensorCheck | None = None
     own_weight: int = 0
     admitted: dict[str, Admitted] = field(default_factory=dict)
-    submitted: set[str] = field(default_factory=set)  # one submission per peer per round
+    # Peers whose submission was refused on arrival: with ``admitted``, one per peer per round.
+    refused: set[str] = field(default_factory=set)
     expected: set[str] = field(default_factory=set)  # live peers the quorum waits for
     quorum: tuple[int, int] = (-1, 0)  # (len(expected), contributions that close the round)
 
