@@ -60,6 +60,10 @@ from outsider_run import SUITE, Outsider, outsider_argv, refused  # type: ignore
 from procs import NodeProc, free_port, wait_until  # type: ignore[import-not-found]  # noqa: E402
 
 GOAL = 0.9
+#: A control: the outsider process runs its set-up and sits out the window doing nothing
+#: (``idle`` with no connection). Its ratio is what the box alone does to a window with an
+#: outsider process beside the victim: the noise floor the attacks' ratios are read against.
+ATTACKS = {**SUITE, "null": "idle:0@127.0.0.7"}
 #: The outsider yields to the nodes: a real attacker's CPU is its own machine's.
 OUTSIDER_IDLE = ["chrt", "--idle", "0"]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -112,7 +116,7 @@ def attack(
     meter: Meter, victim: NodeProc, name: str, window: float, prefix: list[str], tmp: Path
 ) -> tuple[Window, dict[str, object]]:
     # ``streams`` is a fixed set of probes (about 6 s): two rounds of it fill a window.
-    spec = SUITE[name].replace("streams@", "streams:2@")
+    spec = ATTACKS[name].replace("streams@", "streams:2@")
     argv = outsider_argv(victim.addr, spec, "--hold", str(window), prefix=prefix)
     out = Outsider(argv, tmp / f"outsider-{name}.err")
     try:
@@ -128,18 +132,20 @@ def attack(
         out.kill()
     w = meter.stop(name)
     w.outsider_cpu = last
-    return w, report["seen"][name]
+    return w, report["seen"][spec.split("@")[0].split(":")[0]]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--window", type=float, default=10.0, help="seconds per window")
-    ap.add_argument("--attacks", default=",".join(SUITE), help="comma list from the suite")
+    ap.add_argument(
+        "--attacks", default=",".join(SUITE), help="comma list from the suite, or null (a control)"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs of the attack list, pooled")
     ap.add_argument("--no-pin", dest="pin", action="store_false")
     args = ap.parse_args()
     names = [n for n in args.attacks.split(",") if n]
-    unknown = set(names) - set(SUITE)
+    unknown = set(names) - set(ATTACKS)
     if unknown:
         raise SystemExit(f"unknown attacks: {', '.join(sorted(unknown))}")
     cores = sorted(os.sched_getaffinity(0))
