@@ -30,7 +30,7 @@ import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.tools.anyio_service import background_trio_service
 
-from swarm_tune.runtime.net.advertise import AdvertisedView
+from swarm_tune.runtime.net.advertise import AdvertisedView, tell_through_dcutr
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL, BulkPlane
 from swarm_tune.runtime.net.config import NetConfig
 from swarm_tune.runtime.net.conn_limit import InboundLimiter, limit_inbound
@@ -336,7 +336,8 @@ async def _start_optional_services(node: NetNode, cfg: NetConfig, stack: AsyncEx
         from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
         from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 
-        relay = CircuitV2Protocol(node.host, allow_hop=cfg.relay_hop)
+        # The view: a reservation answer names the relay's addresses (``advertise.py``).
+        relay = CircuitV2Protocol(node.view, allow_hop=cfg.relay_hop)  # type: ignore[arg-type]
         await stack.enter_async_context(background_trio_service(relay))
         node.services["relay"] = relay
         # The client side: dials /p2p-circuit addresses and makes reservations
@@ -348,5 +349,6 @@ async def _start_optional_services(node: NetNode, cfg: NetConfig, stack: AsyncEx
         from libp2p.relay.circuit_v2 import DCUtRProtocol
 
         dcutr = DCUtRProtocol(node.host)
+        tell_through_dcutr(dcutr, node.view)
         await stack.enter_async_context(background_trio_service(dcutr))
         node.services["dcutr"] = dcutr

@@ -14,6 +14,11 @@ of ``public`` in separate processes (benchmarks/bench_nat_two_nats.py puts the d
 second NAT); the dialer gives DCUtR at most UPGRADE_WITHIN_S seconds, then talks anyway.
 
 Each step prints one line the test reads; every wait is bounded so the process ends itself.
+
+Every node here runs with ``advertise_private=True`` (``SWARM_ADVERTISE_PRIVATE``): the
+namespaces' "internet" is 10.x, private addresses standing in for public ones, and what peers
+may be told (identify, a relay's reservation answer, DCUtR's CONNECT: ``advertise.py``) would
+otherwise depend on the auto rule's reading of a network that has no public address at all.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from swarm_tune.runtime.net.node import NetNode, open_net_node
 
 BULK_BYTES = 3_000_000  # above max_small_size: goes through the bulk plane
 DEADLINE_S = 60.0
+WAN = {"advertise_private": True}  # see the module docstring
 
 
 def say(*parts: object) -> None:
@@ -51,7 +57,7 @@ def conn_kinds(node: NetNode, peer: str) -> list[str]:
 
 
 async def public(relay_listen: str, workdir: Path, dcutr: bool) -> None:
-    relay_cfg = NetConfig(enable_relay=True, relay_hop=True)
+    relay_cfg = NetConfig(enable_relay=True, relay_hop=True, **WAN)
     async with open_net_node(b"R" * 32, [relay_listen], config=relay_cfg) as relay:
         say("RELAY", relay.multiaddrs[0])
         listen = relay_listen.rsplit("/", 1)[0] + "/0"
@@ -59,7 +65,7 @@ async def public(relay_listen: str, workdir: Path, dcutr: bool) -> None:
 
 
 async def relay_only(relay_listen: str) -> None:
-    relay_cfg = NetConfig(enable_relay=True, relay_hop=True)
+    relay_cfg = NetConfig(enable_relay=True, relay_hop=True, **WAN)
     async with open_net_node(b"R" * 32, [relay_listen], config=relay_cfg) as relay:
         say("RELAY", relay.multiaddrs[0])
         await trio.sleep_forever()  # until the deadline or a kill
@@ -72,7 +78,7 @@ async def dialer(listen: str, workdir: Path, dcutr: bool, upgrade_within: float)
     while not circuit_file.exists():
         await trio.sleep(0.1)
     circuit = circuit_file.read_text().strip()
-    config = NetConfig(enable_relay=True, enable_dcutr=dcutr)
+    config = NetConfig(enable_relay=True, enable_dcutr=dcutr, **WAN)
     async with open_net_node(b"P" * 32, [listen], config=config) as me:
         say("DIALING", circuit)
         t0 = trio.current_time()
@@ -98,7 +104,7 @@ async def dialer(listen: str, workdir: Path, dcutr: bool, upgrade_within: float)
 
 
 async def natted(listen: str, relay_addr: str, workdir: Path, dcutr: bool) -> None:
-    config = NetConfig(enable_relay=True, enable_dcutr=dcutr)
+    config = NetConfig(enable_relay=True, enable_dcutr=dcutr, **WAN)
     async with open_net_node(b"N" * 32, [listen], config=config) as me:
         circuit = await me.reserve_relay(relay_addr)
         assert is_circuit(parse_multiaddr(circuit))

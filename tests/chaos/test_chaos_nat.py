@@ -21,6 +21,12 @@ only through the relay: Q's core learns N's relayed address from P's peer exchan
 the circuit; DCUtR (SWARM_ENABLE_DCUTR) cannot punch through the drop, so their contributions
 travel over the relayed libp2p stream. Every round must average all three contributions.
 
+Both tests' nodes set ``SWARM_ADVERTISE_PRIVATE=true`` (nat_peer.py: ``advertise_private``):
+the public side here is 10.232.X.0/24, private addresses standing in for the internet. A node
+that keeps relay slots (N) otherwise tells peers only globally routable addresses of its own
+(``runtime/net/advertise.py``), so its DCUtR CONNECT would name nothing, not even the
+masquerade's outside address, and DCUtR would not try at all.
+
 Needs root, ``ip`` and ``nft``: skipped with a reason when missing locally, failed when ``CI``
 is set. Cheap: two Python processes, no training.
 """
@@ -192,7 +198,7 @@ def test_natted_node_configured_by_settings_trains_through_the_relay(
     # loaded box a node that started alone ran fallback rounds ahead and never synced back).
     env = chaos_env(SWARM_MAX_ROUNDS=str(ROUNDS), SWARM_QUORUM="1.0", SWARM_NUM_SHARDS="3",
                     SWARM_MIN_PEERS="3", SWARM_START_DEADLINE="0",
-                    SWARM_ENABLE_DCUTR="true")  # fmt: skip
+                    SWARM_ENABLE_DCUTR="true", SWARM_ADVERTISE_PRIVATE="true")  # fmt: skip
     pub = ["ip", "netns", "exec", natnet.ns("pub")]
     priv = ["ip", "netns", "exec", natnet.ns("priv")]
     p = chaos_node(0, natnet.pub_ip(1), NODE_PORT, tmp_path, env, pub)
@@ -205,6 +211,7 @@ def test_natted_node_configured_by_settings_trains_through_the_relay(
             "SWARM_LISTEN_HOST": natnet.pub_ip(1), "SWARM_LISTEN_PORT": str(RELAY_PORT),
             "SWARM_NODE_KEY_SEED": relay_seed, "SWARM_ENABLE_MDNS": "false",
             "SWARM_ENABLE_DHT": "false", "SWARM_LOG_FORMAT": "json",
+            "SWARM_ADVERTISE_PRIVATE": "true",
         })  # fmt: skip
         wait_until(lambda: any("SWARM_READY" in x for x in relay.lines()), 60, "relay", [relay])
         p.start([])

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from dataclasses import replace
 
 import pytest
 import trio
+from libp2p import new_host
+from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from libp2p.identity.identify.identify import parse_identify_response
 from libp2p.identity.identify.pb.identify_pb2 import Identify
@@ -15,6 +18,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.envelope import consume_envelope
 from libp2p.peer.id import ID
 from libp2p.peer.peer_record import PEER_RECORD_ENVELOPE_DOMAIN
+from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr as M
 
 from swarm_tune.runtime.net import (
@@ -244,16 +248,23 @@ async def test_dht_provider_records_under_the_run_id_name_the_members(listen_ip:
 async def test_a_node_behind_a_nat_publishes_its_relayed_address_in_the_dht_not_its_own() -> None:
     """A keeps a slot on relay B (``relayed`` set, as ``SWARM_RELAY_ADDRS`` does): its provider
     record, as C reads it from B, names only the circuit address, never A's own (loopback
-    here, a private address behind a real NAT), and C reaches A through it."""
+    here, a private address behind a real NAT), and C reaches A through it. What A's DCUtR
+    answers a hole-punch CONNECT with, and what relay B (``advertise_private`` off) names in
+    a reservation answer to a plain py-libp2p host, carry no private address either. (C tells
+    no address of its own either: A cannot dial it, their one connection is the relayed one,
+    where DCUtR runs.)"""
     from swarm_tune.runtime.net.discovery import add_peers, announce_and_find, run_key
 
     cfg = NetConfig(enable_dht=True, enable_relay=True)
-    hop = NetConfig(enable_dht=True, enable_relay=True, relay_hop=True)
+    hop = NetConfig(enable_dht=True, enable_relay=True, relay_hop=True, advertise_private=False)
+    outsider = new_host()
     async with (
-        open_net_node(seed(24), config=cfg) as a,
+        open_net_node(seed(24), config=replace(cfg, enable_dcutr=True)) as a,
         open_net_node(seed(25), config=hop) as b,
-        open_net_node(seed(26), config=cfg) as c,
+        open_net_node(seed(26), config=replace(cfg, advertise_private=False)) as c,
+        outsider.run([M("/ip4/127.0.0.1/tcp/0")]),
     ):
+        assert await _reservation_addrs(outsider, b) == []  # was B's 127.0.0.1
         a.relayed = [await a.reserve_relay(b.multiaddrs[0])]
         await c.connect(b.multiaddrs[0])
         for node in (a, b, c):
@@ -270,6 +281,40 @@ async def test_a_node_behind_a_nat_publishes_its_relayed_address_in_the_dht_not_
         assert listen == [a.relayed[0].rsplit("/p2p/", 1)[0]], listen
         record = consume_envelope(told.signedPeerRecord, PEER_RECORD_ENVELOPE_DOMAIN)[1]
         assert [str(x) for x in record.addrs] == a.relayed
+        assert await _dcutr_answer(c, a) == []  # was A's 127.0.0.1 (listen or predicted)
+
+
+async def _reservation_addrs(client: IHost, relay: NetNode) -> list[str]:
+    """Reserve a slot on ``relay`` by hand (circuit relay v2 HOP RESERVE); the addresses its
+    answer names."""
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID
+    from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+
+    await client.connect(info_from_p2p_addr(M(relay.multiaddrs[0])))
+    stream = await client.new_stream(ID.from_base58(relay.peer_id), [PROTOCOL_ID])
+    with trio.fail_after(10):
+        await write_delimited_msg(stream, HopMessage(type=HopMessage.RESERVE))
+        answer = await read_delimited_msg(stream, HopMessage)
+    await stream.reset()
+    assert answer.type == HopMessage.STATUS and answer.HasField("reservation"), answer
+    return [str(M(x)) for x in answer.reservation.addrs]
+
+
+async def _dcutr_answer(asker: NetNode, peer: NetNode) -> list[str]:
+    """Open DCUtR to ``peer`` by hand (over the relayed connection) with a CONNECT naming no
+    address; the addresses its CONNECT answer names."""
+    from libp2p.relay.circuit_v2.dcutr import PROTOCOL_ID
+    from libp2p.relay.circuit_v2.pb.dcutr_pb2 import HolePunch
+    from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+
+    stream = await asker.host.new_stream(ID.from_base58(peer.peer_id), [PROTOCOL_ID])
+    with trio.fail_after(10):
+        await write_delimited_msg(stream, HolePunch(type=HolePunch.CONNECT))
+        answer = await read_delimited_msg(stream, HolePunch)
+    await stream.reset()
+    assert answer.type == HolePunch.CONNECT, answer
+    return [str(M(x)) for x in answer.ObsAddrs]
 
 
 async def _identify(asker: NetNode, peer: NetNode) -> Identify:
@@ -284,7 +329,7 @@ async def _identify(asker: NetNode, peer: NetNode) -> Identify:
 def test_peers_are_told_private_addresses_only_on_a_lan_run() -> None:
     from multiaddr import Multiaddr as M
 
-    from swarm_tune.runtime.net.advertise import advertised
+    from swarm_tune.runtime.net.advertise import advertised, tellable
     from swarm_tune.runtime.net.host import peer_id_from_seed
 
     own = [M(f"/ip4/{ip}/tcp/4001") for ip in ("192.168.1.5", "100.64.0.9", "127.0.0.1")]
@@ -299,6 +344,10 @@ def test_peers_are_told_private_addresses_only_on_a_lan_run() -> None:
     assert advertised(own, [circuit], None) == [M(circuit), *public]  # behind a NAT
     assert advertised(own[:3], [], None) == []  # no slot held yet: nothing private either
     assert advertised(own[:3], [circuit], True) == [M(circuit), *own[:3]]
+    # DCUtR's predicted addresses (the NAT's outside IP seen by a relay) follow the same rule
+    predicted = [M("/ip4/10.1.2.3/tcp/4001"), M("/ip4/8.8.4.4/tcp/4001")]
+    assert tellable(predicted, own[:3], [circuit], None) == predicted[1:]
+    assert tellable(predicted, own[:3], [circuit], True) == predicted
 
 
 def test_wildcard_listen_addresses_are_advertised_as_interface_addresses() -> None:
