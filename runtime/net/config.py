@@ -74,7 +74,8 @@ class NetConfig:
     #: Capacity of ``NetNode.incoming``; a full queue back-pressures senders (their ack
     #: waits) instead of dropping messages.
     incoming_capacity: int = 16
-    #: Tell peers (identify, DHT records) our private, loopback and link-local addresses:
+    #: Tell peers (identify, DHT records, a relay's reservation answers, DCUtR's CONNECT) our
+    #: private, loopback and link-local addresses:
     #: None (auto) only when the node has no globally routable one (a LAN or loopback run)
     #: and keeps no relay slots; see ``advertise.py``.
     advertise_private: bool | None = None
