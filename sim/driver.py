@@ -305,6 +305,7 @@ class SimDriver:
             self.s.links.loss,
             bulk_setup_rtts=self.s.links.bulk_setup_rtts,
             cpu_bps=[self.compute.transport_bps(i) for i in range(total)],
+            lead_seed=f"{self.seed}:lead" if self.s.links.bulk_lead_first else None,
         )
 
     # -- scheduling primitives --------------------------------------------------------

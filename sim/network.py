@@ -38,6 +38,29 @@ Bulk transfers also pay the real bulk plane's handshake before their first byte:
 ``bulk_setup_rtts`` round trips (runtime/net/bulk.py: the stream's protocol negotiation,
 OFFER/REPLY, the direct data connection), 0 by default (the model before issue 15), and,
 with ``cpu_bps``, the transport CPU at both ends (sim/links.py).
+
+A burst's copies do not share the sender's uplink evenly in the real bulk plane
+(``lead_seed``, off by default). The sender's access link has one FIFO queue (a home router's
+buffer; tc tbf on the twin): the copy whose handshake ends first fills it with its data, and
+the other copies' handshake packets (stream negotiation, OFFER/REPLY, the data connection)
+wait behind that data, so their set-up completes only after the first copy has been sent, and
+their data follows. Measured (issue 15): raw TCP through the twin's emulated WAN, five 614 KB
+copies at 10 Mbit/s, the first done at 0.60 s, the other four together at 2.64 s; in real
+nodes' bursts the copies after the first start their data about one copy's link time after it
+(0.10 s at 40 Mbit/s, where it is 0.12 s; 0.53 s at 10 Mbit/s, where it is 0.49 s), and their
+set-up takes up to 3x its idle time when it meets loaded links. Processor sharing instead sent
+every copy together, so every receiver closed its round at the same instant: the sim ran in
+lock step (round times within 3% of each other) where real rounds spread (p10 half the
+median, p90 1.35x at three nodes), and it was 0.60-0.63x the real round time at three nodes on
+10 Mbit/s links. The model: one copy of the burst, drawn with the sender's own seeded
+generator, joins the links at once; the others join when the uplink would have sent the lead
+alone (its bits over the uplink rate) plus their own set-up round trips (``bulk_setup_rtts``,
+paid again because they ran behind the lead's data), and then share the uplink; every copy's
+landing still adds the handshake (above). The second term is a reading, not a measurement:
+at 40 Mbit/s the others were measured starting one link time after the lead, so there the
+model starts them ~0.15 s late (+3% on a 3-node round); at 10 Mbit/s it is what brings the
+round time from 0.60-0.63x to 0.96-1.02x of the real one (the lead's link time alone: 0.60).
+
 Partitions are group labels per node: a message across the cut is dropped when sent, bulk
 transfers crossing it are cancelled when it opens, and a delivery across it is discarded by
 the driver (``reachable``).
@@ -47,7 +70,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 import simpy
 
@@ -57,6 +81,32 @@ from swarm_tune.sim.links import Deliver, FairLinks, Post
 
 CONTROL_MAX_BYTES = 64 * 1024  # messages up to this size use the control lane
 MSS_BITS = 8 * 1448  # a TCP segment's payload on an Ethernet path
+
+
+class _Waiting:
+    """A bulk copy waiting for its burst's lead copy before it joins the links; ``wait`` is
+    how long after the burst (module docstring)."""
+
+    __slots__ = ("bits", "dst", "key", "lat", "src", "ticket", "value", "wait")
+
+    def __init__(
+        self,
+        src: int,
+        dst: int,
+        bits: float,
+        lat: float,
+        key: int | None,
+        value: object,
+        wait: float,
+    ) -> None:
+        self.wait = wait
+        self.src = src
+        self.dst = dst
+        self.bits = bits
+        self.lat = lat
+        self.key = key
+        self.value = value
+        self.ticket = 0
 
 
 class Network:
@@ -80,6 +130,7 @@ class Network:
         bulk_setup_rtts: float = 0.0,
         cpu_bps: Sequence[float] | None = None,
         post: Post | None = None,
+        lead_seed: str | None = None,
     ) -> None:
         n = len(site_of)
         if not (len(uplink_bps) == len(downlink_bps) == n):
@@ -104,6 +155,14 @@ class Network:
         self.control_max_bytes = control_max_bytes
         self.loss = loss
         self.bulk_setup_rtts = bulk_setup_rtts
+        # One generator per sender (created at its first burst), so that which copy leads
+        # depends on nothing but that sender's bursts, also in a partitioned run.
+        self._lead_seed = lead_seed
+        self._lead_rngs: dict[int, random.Random] = {}
+        # Copies waiting for their burst's lead copy (module docstring), by ticket.
+        self._waiting: dict[int, _Waiting] = {}
+        self._tickets = 0
+        self.waiting_cancelled = 0
         self._deliver = deliver
         self._rng = rng
         jitter = jitter_ms if jitter_ms is not None else Constant(value=0.0)
@@ -131,6 +190,7 @@ class Network:
         g = list(group_of)
         self._group = g
         self.bulk.cancel_where(lambda s, d: g[s] != g[d], self.env.now)
+        self._drop_waiting(lambda w: g[w.src] != g[w.dst])
 
     def heal(self) -> None:
         self._group = None
@@ -154,10 +214,12 @@ class Network:
     def disconnect(self, node: int) -> None:
         """The node went offline: its bulk transfers, both ways, stop."""
         self.bulk.cancel_node(node, self.env.now)
+        self._drop_waiting(lambda w: node in (w.src, w.dst))
 
     def supersede(self, src: int, key: int) -> None:
         """src no longer needs its bulk transfers keyed below ``key`` (an older round's)."""
         self.bulk.cancel_older(src, key, self.env.now)
+        self._drop_waiting(lambda w: w.src == src and w.key is not None and w.key < key)
 
     # -- transmission ---------------------------------------------------------------------
 
@@ -194,6 +256,7 @@ class Network:
         burst = self._burst
         ids = event_ids(env)
         started = sent = 0
+        held: list[_Waiting] | None = [] if bulk and self._lead_seed is not None else None
         for dst, value in targets:
             sent += 1
             if g is not None and g[src] != g[dst]:
@@ -207,9 +270,13 @@ class Network:
                 self._drop("unreachable")
                 continue
             if bulk:
+                setup = self.bulk_setup_rtts * 2.0 * lat
                 if loss or self.bulk_setup_rtts:
                     lat += self._bulk_extra_s(src, dst, bits, lat)
-                self.bulk.start(src, dst, bits, lat, key, value, now)
+                if held is None:
+                    self.bulk.start(src, dst, bits, lat, key, value, now)
+                else:
+                    held.append(_Waiting(src, dst, bits, lat, key, value, up_time + setup))
             else:
                 up_start = up_free[src]
                 if up_start < now:
@@ -231,9 +298,50 @@ class Network:
                 self._drop("loss")
                 continue
             started += 1
+        if held:
+            self._lead_first(held, now)
         self.sent_messages += sent
         self.sent_bytes += sent * size_bytes
         return started
+
+    def _lead_first(self, held: list[_Waiting], now: float) -> None:
+        """One copy of the burst starts now, the others after its data and their set-up
+        (module docstring): one wake-up per distinct wait (one for equal latencies)."""
+        src = held[0].src
+        rng = self._lead_rngs.get(src)
+        if rng is None:
+            rng = self._lead_rngs[src] = random.Random(f"{self._lead_seed}:{src}")
+        lead = held.pop(rng.randrange(len(held)))
+        self.bulk.start(lead.src, lead.dst, lead.bits, lead.lat, lead.key, lead.value, now)
+        by_wait: dict[float, list[_Waiting]] = {}
+        for w in held:
+            self._tickets += 1
+            w.ticket = self._tickets
+            self._waiting[w.ticket] = w
+            by_wait.setdefault(w.wait, []).append(w)
+        for wait, group in by_wait.items():
+            simpy.Timeout(self.env, wait, group).callbacks.append(self._lead_done)
+
+    def _lead_done(self, ev: simpy.Event) -> None:
+        now = self.env.now
+        started = False
+        group = cast("list[_Waiting]", ev.value)
+        for w in group:
+            if self._waiting.pop(w.ticket, None) is None:
+                continue  # cancelled while it waited
+            self.bulk.start(w.src, w.dst, w.bits, w.lat, w.key, w.value, now)
+            started = True
+        if started:
+            self.bulk.commit(now)
+
+    def _drop_waiting(self, cut: Callable[[_Waiting], bool]) -> None:
+        """Cancel the copies still waiting for their lead that ``cut`` selects."""
+        if not self._waiting:
+            return
+        gone = [t for t, w in self._waiting.items() if cut(w)]
+        for t in gone:
+            del self._waiting[t]
+        self.waiting_cancelled += len(gone)
 
     def _bulk_extra_s(self, src: int, dst: int, bits: float, lat: float) -> float:
         """The handshake's round trips and the expected loss recovery (module docstring)."""
@@ -261,7 +369,7 @@ class Network:
 
     @property
     def cancelled(self) -> int:
-        return self.bulk.cancelled
+        return self.bulk.cancelled + self.waiting_cancelled
 
     @property
     def cancelled_bytes(self) -> int:

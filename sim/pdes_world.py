@@ -97,6 +97,8 @@ def check_partitionable(scenario: Scenario) -> None:
         problems.append("layer shards")
     if any(c.transport_s_per_mb for c in scenario.compute.classes):
         problems.append("compute transport_s_per_mb (a receiver-side cost)")
+    if scenario.links.bulk_lead_first:
+        problems.append("links.bulk_lead_first (not in the partition-local model)")
     jitter = scenario.links.jitter_ms
     if isinstance(jitter, Normal) and jitter.min < 0:
         problems.append("negative link jitter (it would undercut the lookahead window)")

@@ -123,6 +123,12 @@ class LinksSpec(_Strict):
         description="round trips a bulk transfer waits before its first byte (the real bulk "
         "plane's stream negotiation, offer/reply, data connection); sim/network.py",
     )
+    bulk_lead_first: bool = Field(
+        default=False,
+        description="a burst's copies are not sent together: one (a seeded draw) goes first, "
+        "alone; the others' set-up waits behind its data in the sender's queue, then they "
+        "share the uplink (measured on the real bulk plane); sim/network.py",
+    )
 
 
 class PartitionSpec(_Strict):

@@ -54,6 +54,7 @@ def world(
     control_max: int = 65536,
     seed: int = 1,
     cpu: list[float] | None = None,
+    lead: int | None = None,
 ) -> World:
     w = World(simpy.Environment())
     w.net = Network(
@@ -67,6 +68,7 @@ def world(
         loss=loss,
         control_max_bytes=control_max,
         cpu_bps=cpu,
+        lead_seed=None if lead is None else str(lead),
     )
     return w
 
@@ -467,3 +469,42 @@ def test_setup_round_trips_delay_bulk_only() -> None:
     w.env.run()
     assert w.landed["bulk"] == pytest.approx(1.0 + 0.05 + 0.2)
     assert w.landed["control"] == pytest.approx(0.05 + 8000 / (8 * MBIT))  # no handshake
+
+
+def _lead_burst(lead: int | None, cut_at: float | None = None, rtts: float = 0.0) -> World:
+    """Node 0 sends 1 MB to nodes 1-3 in one burst on an 8 Mbit/s uplink (1 s per copy)."""
+    w = world([8 * MBIT] * 4, [1000 * MBIT] * 4, latency_s=0.05, lead=lead)
+    w.net.bulk_setup_rtts = rtts
+
+    def go(_: simpy.Event) -> None:
+        w.net.send_all(0, [(1, "a"), (2, "b"), (3, "c")], MB, key=1)
+        w.net.commit()
+
+    simpy.Timeout(w.env, 0.0).callbacks.append(go)
+    if cut_at is not None:
+        w.at(cut_at, lambda: w.net.supersede(0, 2))
+    w.env.run()
+    return w
+
+
+def test_a_bursts_lead_copy_is_sent_alone_and_the_others_after_it() -> None:
+    # Processor sharing: all three at 3 x 1 s. Lead first, no set-up: one alone in 1 s, then
+    # the two others share 8 Mbit/s (2 s each): the same uplink work, the same last arrival.
+    assert sorted(_lead_burst(None).landed.values()) == pytest.approx([3.05] * 3)
+    leads = set()
+    for seed in range(8):
+        w = _lead_burst(seed)
+        assert sorted(w.landed.values()) == pytest.approx([1.05, 3.05, 3.05])
+        assert w.landed == _lead_burst(seed).landed  # seeded
+        leads.add(min(w.landed, key=w.landed.__getitem__))
+    assert len(leads) > 1  # the lead is drawn, not always the first in the list
+    # Two set-up round trips (0.2 s): every copy lands 0.2 s after its data, and the others'
+    # set-up runs after the lead's data (1 s), so their data starts at 1.2 s, not 1 s.
+    w = _lead_burst(3, rtts=2.0)
+    assert sorted(w.landed.values()) == pytest.approx([1.25, 3.45, 3.45])
+
+
+def test_copies_waiting_for_their_lead_are_cancelled_with_it() -> None:
+    w = _lead_burst(1, cut_at=0.5)
+    assert w.landed == {}
+    assert w.net.cancelled == 3  # the lead on the links, the two others still waiting
