@@ -90,3 +90,6 @@ def test_what_the_partition_model_cannot_express_is_refused() -> None:
     text = WORLD.replace("value: 1.0}}]", "value: 1.0}, transport_s_per_mb: 0.01}]")
     with pytest.raises(PartitionError, match="transport_s_per_mb"):
         check_partitionable(parse_scenario(text))
+    text = WORLD.replace("  loss: 0.01", "  loss: 0.01\n  bulk_lead_first: true")
+    with pytest.raises(PartitionError, match="bulk_lead_first"):
+        check_partitionable(parse_scenario(text))
