@@ -428,7 +428,8 @@ class ProtocolNode:
         peer, msg = ev.peer, ev.message
         if peer == self.node_id:
             return []
-        if self.reputation.is_banned(peer, now):
+        reputation = self.reputation
+        if reputation.bans and reputation.is_banned(peer, now):  # no bans: no call (N^2)
             if isinstance(msg, Contribution):
                 return [fx.ContributionRejected(msg.round, peer, RejectReason.BANNED)]
             return []
@@ -665,7 +666,7 @@ class ProtocolNode:
         self._open = self._group = None
         self._transition(Trigger.CLOSE)
         out: Effects = [fx.CancelTimer(TimerKey(ROUND_TIMER, rnd.number))]
-        admitted = sorted(rnd.admitted.items())
+        admitted = sorted(rnd.admitted.items(), key=itemgetter(0))  # ids are unique: no tie
         candidates = [(p, sm) for p, (_, _, check) in admitted if (sm := check.summary) is not None]
         own_check = rnd.own_check
         own_summary = own_check.summary if own_check is not None else None

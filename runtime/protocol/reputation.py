@@ -32,21 +32,23 @@ class Reputation:
         # Per peer, its last ``ban_window`` verdicts (True = accepted). Tuples, not deques: a
         # node may track thousands of peers (see validation.py).
         self._verdicts: dict[str, tuple[bool, ...]] = {}
-        self._banned_until: dict[str, float] = {}
+        #: peer -> end of its ban. Read-only outside this class; empty in a clean swarm, so
+        #: a caller on the per-message path tests it before paying for ``is_banned``.
+        self.bans: dict[str, float] = {}
 
     def is_banned(self, peer: str, now: float) -> bool:
-        until = self._banned_until.get(peer)
+        until = self.bans.get(peer)
         if until is None:
             return False
         if now < until:
             return True
         # Served its time: a clean slate, or it would be re-banned on its first verdict.
-        del self._banned_until[peer]
+        del self.bans[peer]
         self._verdicts.pop(peer, None)
         return False
 
     def banned_until(self, peer: str) -> float | None:
-        return self._banned_until.get(peer)
+        return self.bans.get(peer)
 
     def record(self, peer: str, reason: RejectReason | None, now: float) -> float | None:
         """Record a verdict (None = accepted); return the ban deadline if this earns a ban."""
@@ -60,7 +62,7 @@ class Reputation:
         """``record`` each verdict in order (a round close: one per admitted peer); each
         one's ban deadline or None. One loop, not a call per peer: a flat close records N."""
         cfg = self._cfg
-        size, table, banned = cfg.ban_window, self._verdicts, self._banned_until
+        size, table, banned = cfg.ban_window, self._verdicts, self.bans
         room = has_room(table, len(verdicts))  # bans are kept apart, never forgotten early
         # Locals: a flat close records N verdicts.
         neutral, pop, threshold = NEUTRAL_REASONS, table.pop, cfg.ban_threshold
@@ -90,7 +92,7 @@ class Reputation:
         receiver can recompute from pieces its contributors committed to (group.py) and
         that does not match is no honest bug. Returns the ban deadline."""
         until = now + self._cfg.ban_duration
-        self._banned_until[peer] = until
+        self.bans[peer] = until
         return until
 
     def rejection_rate(self, peer: str) -> float:
