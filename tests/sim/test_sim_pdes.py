@@ -45,7 +45,7 @@ adversaries:
 learning: {hidden: 8, embed: 4, context: 3, batch_size: 8, samples_per_node: 64,
            eval_samples: 64, virtual_payload_bytes: 100000}
 protocol: {quorum: 0.8, round_timeout: 3, heartbeat_interval: 1, eviction_timeout: 4}
-rounds: {target: 5}
+rounds: {target: 4}
 outputs: {eval_every: 2, eval_sample: 6}
 """
 
