@@ -287,6 +287,8 @@ class FairLinks:
         self._seq = 0
         self.cancelled = 0
         self.cancelled_bits = 0.0  # bits already sent by cancelled flows: wasted work
+        # The same per sender, when asked for (a partitioned run sums it exactly: sim/pdes.py).
+        self.wasted_by_src: dict[int, float] | None = None
 
     # -- starting ---------------------------------------------------------------------
 
@@ -522,14 +524,16 @@ class FairLinks:
         del self._in[f.dst][f.seq]
         f.value = None
         self.cancelled += 1
+        wasted = f.bits
         if f.up_left:
             up = self.up[f.src]
             up.advance(now)
             up.n -= 1
-            self.cancelled_bits += f.bits - max(0.0, f.up_tag - up.v)
+            wasted -= max(0.0, f.up_tag - up.v)
             self._dirty.append(up)
-        else:
-            self.cancelled_bits += f.bits
+        self.cancelled_bits += wasted
+        if self.wasted_by_src is not None:
+            self.wasted_by_src[f.src] = self.wasted_by_src.get(f.src, 0.0) + wasted
         if f.cpu_left:
             assert self.cpu is not None
             for c in (self.cpu[f.src], self.cpu[f.dst]):

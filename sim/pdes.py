@@ -256,6 +256,7 @@ class Coordinator:
         self.progress = progress
         self._eval_rng = random.Random(f"{scenario.seed}:eval")
         self._snaps: list[Snapshot] = []
+        self._wasted: dict[int, float] = {}  # bits sent by cancelled transfers, per sender
         self._wall0 = time.perf_counter()
 
     def _swarm_round(self, fallback: int) -> int:
@@ -268,6 +269,8 @@ class Coordinator:
     def _measure(self, r: int, swarm_round: int, t: float) -> None:
         snaps = self._snaps
         counters = {k: sum(s.counters[k] for s in snaps) for k in snaps[0].counters}
+        # Per sender, summed exactly: a float sum per partition would round differently per K.
+        counters["cancelled_bytes"] = int(math.fsum(self._wasted.values()) / 8)
         row: dict[str, Any] = {
             "round": r,
             "t": t,
@@ -358,6 +361,10 @@ class Coordinator:
         calls = [(until, inboxes[k], online, on_round, collect) for k in range(self.p.parts)]
         results = self.p.advance(calls)
         self._snaps = [snap for _, snap in results]
+        wasted = self._wasted
+        for snap in self._snaps:  # each sender's windows in order: the same sums for any K
+            for src, bits in snap.wasted_bits.items():
+                wasted[src] = wasted.get(src, 0.0) + bits
         nxt: list[list[Posted]] = [[] for _ in range(self.p.parts)]
         for posted, _ in results:
             for k, bucket in enumerate(_route(posted, self.owner, self.p.parts)):

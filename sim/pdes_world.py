@@ -124,6 +124,7 @@ class Snapshot:
     honest: list[int]  # its online honest nodes
     counters: dict[str, int]  # network and acceptance counters (summed over partitions)
     events: int
+    wasted_bits: dict[int, float]  # bits cancelled transfers had sent, per sender, this window
 
 
 class PartWorld(SimDriver):
@@ -142,6 +143,7 @@ class PartWorld(SimDriver):
                 shared.setdefault(id(n.adversary.coalition), []).append(n.index)
         self.owner = owners(total, parts, [m for m in shared.values() if len(m) > 1])
         self.owned = [i for i in range(total) if self.owner[i] == part]
+        self.network.bulk.wasted_by_src = {}
         self.network.node_rngs = [
             node_rng(self.seed, "network", i) if self.owner[i] == part else None
             for i in range(total)
@@ -338,12 +340,18 @@ class PartWorld(SimDriver):
                 "bytes": net.sent_bytes,
                 "dropped": net.dropped,
                 "cancelled": net.cancelled,
-                "cancelled_bytes": net.cancelled_bytes,
                 "accepted": self._accepted_total,
                 "rejected": self._rejected_total,
             },
             events=self.events,
+            wasted_bits=self._take_wasted(),
         )
+
+    def _take_wasted(self) -> dict[int, float]:
+        """Bits wasted by cancelled transfers since the last snapshot, per own sender."""
+        bulk = self.network.bulk
+        taken, bulk.wasted_by_src = bulk.wasted_by_src or {}, {}
+        return taken
 
     def sample(self, nodes: list[int]) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
         """Own nodes of an evaluation sample: their parameter rows and held-out losses (the
