@@ -26,7 +26,9 @@ time before). Judged on the victim:
   10 s after the hold (its ``--settle-slots``): on a loaded box the node's cut of an evicted
   offer reached the outsider more than the 1 s it used to wait (14 "held" of 8 slots, once
   in CI at load 8-16). The node's own cut of a stalled offer comes 30 s after it (its
-  ``idle_timeout``), so within that wait only an eviction can cut one.
+  ``idle_timeout``), so within that wait only an eviction can cut one. An offer accepted
+  after that judgement (its fresh key's set-up outlasted the hold) is ``offer_late``, let go
+  at once, not held at the end: the outsider's own resets free slots the node then hands on.
 """
 
 from __future__ import annotations

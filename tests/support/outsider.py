@@ -104,6 +104,8 @@ class Outsider:
         self.settle_slots = settle_slots
         self.held = 0
         self._waits: list[trio.CancelScope] = []
+        #: Set once the hold is judged: every offer still held is let go, later ones at once.
+        self.settled = trio.Event()
 
     def begin(self) -> None:
         """The attacks start now; each ends ``hold`` s from here, however long its set-up
@@ -244,7 +246,9 @@ class Outsider:
 
     async def _offers(self, a: Attack, dribble: float) -> None:
         """``a.count`` offers at once with fresh keys, each held until the node cuts it
-        (``offer_cut``) or the hold ends (``offer_outlasted``: still holding a slot then).
+        (``offer_cut``) or the hold is judged (``offer_outlasted``: still holding a slot then).
+        An offer the node accepts after that (``offer_late``: its set-up outlasted the hold on
+        a busy box, and a slot was free) is let go at once: it was never held at the end.
 
         The node's cut of an offer it evicted reaches us late on a loaded box (seconds, once:
         14 of 8 slots looked held 1 s after the hold). With ``settle_slots`` the end of the
@@ -258,14 +262,21 @@ class Outsider:
     async def _settle(self) -> None:
         await trio.sleep_until(self.end)
         self._check_settled()
+        with trio.move_on_at(self._settle_deadline()):
+            await self.settled.wait()
+        self._let_go()
 
     def _check_settled(self) -> None:
         """Past the hold with at most ``settle_slots`` offers held: stop waiting for cuts."""
         if self.settle_slots is None or trio.current_time() < self.end:
             return
         if self.held <= self.settle_slots:
-            for scope in self._waits:
-                scope.cancel()
+            self._let_go()
+
+    def _let_go(self) -> None:
+        self.settled.set()
+        for scope in self._waits:
+            scope.cancel()
 
     def _settle_deadline(self) -> float:
         return self.end + (SETTLE if self.settle_slots is None else SETTLE_MAX)
@@ -279,28 +290,36 @@ class Outsider:
                     reply = await s.read(REPLY_LEN)
                 status = reply[0] if reply else -1
                 a.seen[f"offer_status:{status}"] += 1
-                if status != 0:
-                    return
-                cut = False
-                self.held += 1
-                with trio.move_on_at(self._settle_deadline()) as wait:
-                    self._waits.append(wait)
-                    self._check_settled()  # accepted after the hold: already settled?
-                    async with trio.open_nursery() as n:
-                        if dribble:
-                            n.start_soon(_dribble, s, dribble, self.end)
-                        with contextlib.suppress(Exception):
-                            await s.read(1)  # DONE(FAILED), EOF or a reset: the node gave up
-                        cut = True
-                        n.cancel_scope.cancel()
-                a.seen["offer_cut" if cut else "offer_outlasted"] += 1
-                if cut:
-                    self.held -= 1
-                    self._check_settled()
+                if status == 0:
+                    a.seen[await self._hold(s, dribble)] += 1
                 with contextlib.suppress(Exception):
                     await s.reset()
         except Exception as exc:
             a.seen[f"offer:{type(exc).__name__}"] += 1
+
+    async def _hold(self, s: Any, dribble: float) -> str:
+        """Hold an accepted offer until the node cuts it or the hold is judged. ``held``
+        counts the offers held right now: one we let go is no longer held (the node reads
+        our reset as the end of that offer and may accept a later one)."""
+        if self.settled.is_set():
+            return "offer_late"
+        cut = False
+        self.held += 1
+        with trio.CancelScope() as wait:  # _settle cancels it, by the deadline at the latest
+            self._waits.append(wait)
+            self._check_settled()  # accepted after the hold: already settled?
+            async with trio.open_nursery() as n:
+                if dribble:
+                    n.start_soon(_dribble, s, dribble, self.end)
+                with contextlib.suppress(Exception):
+                    await s.read(1)  # DONE(FAILED), EOF or a reset: the node gave up
+                cut = True
+                n.cancel_scope.cancel()
+        self._waits.remove(wait)
+        self.held -= 1
+        if cut:
+            self._check_settled()
+        return "offer_cut" if cut else "offer_outlasted"
 
     async def badtoken(self, a: Attack) -> None:
         """``a.count`` wrong tokens with payload per second until the hold passed (>= once)."""
