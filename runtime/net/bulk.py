@@ -54,6 +54,7 @@ import numpy as np
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamReset
 from libp2p.peer.id import ID
 
 from swarm_tune.runtime.net.admission import (
@@ -123,7 +124,26 @@ class _MemoryFull(Exception):
 
 
 class _Truncated(Exception):
-    """Internal: the sender hung up mid-transfer (a crash looks the same: no blame)."""
+    """Internal: the sender hung up mid-transfer (a crash looks the same: no blame).
+    ``reset``: it reset the stream (gave up) rather than closing it or losing the link."""
+
+    def __init__(self, message: str, *, reset: bool = False) -> None:
+        super().__init__(message)
+        self.reset = reset
+
+
+def _reset_by_sender(stream: INetStream) -> bool:
+    """Whether a stream whose read ended was reset by the sender, as opposed to closed
+    (FIN) or lost with its connection. py-libp2p's yamux drops a reset stream from its
+    table before the reader wakes, so the read raises EOF ("Stream closed"), not a reset
+    (only a reset that finds bytes still buffered raises one): the flag on the stream is
+    what is left (a lost connection sets it on every stream too, hence the connection
+    check). Counted apart so that a sender giving up is not read as a broken link."""
+    muxed = getattr(stream, "muxed_stream", None)
+    conn = getattr(muxed, "conn", None)
+    shut = getattr(conn, "event_shutting_down", None)
+    gone = shut is not None and shut.is_set()
+    return bool(getattr(muxed, "reset_received", False)) and not gone
 
 
 def landing(size: int) -> memoryview:
@@ -289,8 +309,9 @@ class BulkPlane:
         except trio.TooSlowError:
             self._refusals.count("bulk_timeout")
             await _quiet_reset(stream)
-        except _Truncated:
-            self._refusals.count("bulk_truncated")
+        except _Truncated as exc:
+            # Counted only: an honest sender that gives up (to retry) resets the same way.
+            self._refusals.count("bulk_reset" if exc.reset else "bulk_truncated")
             await _quiet_reset(stream)
         except Exception as exc:  # a broken stream must not take the handler down
             self._refusals.count("bulk_broken")
@@ -386,10 +407,13 @@ class BulkPlane:
                 with trio.fail_at(self._due(slot, want)), trio.fail_after(self._cfg.idle_timeout):
                     try:
                         chunk = await stream.read(want)
-                    except EOFError:
+                    except (EOFError, StreamReset):  # a reset usually reads as EOF, see below
                         chunk = b""
                 if not chunk:
-                    raise _Truncated(f"stream ended after {slot.got} of {slot.size} bytes")
+                    raise _Truncated(
+                        f"stream ended after {slot.got} of {slot.size} bytes",
+                        reset=_reset_by_sender(stream),
+                    )
                 if len(chunk) > want:  # a muxer bug must not overrun the announced size
                     raise FrameError("stream returned more bytes than requested")
                 self._take(len(chunk))

@@ -124,6 +124,19 @@ async def test_hostile_libp2p_peer_offers_are_rejected() -> None:
             data = await s.read(REPLY_LEN)
             if not data:
                 raise EOFError
+        # Accepted offers the sender ends early, by a reset (it gave up) and by a FIN: told
+        # apart although py-libp2p's yamux hands the reader an EOF for both.
+        for end, reason in (("reset", "bulk_reset"), ("close", "bulk_truncated")):
+            s = await _raw_stream(attacker, victim, BULK_PROTOCOL)
+            await s.write(Offer(Mode.STREAM, MiB).encode())
+            assert Reply.decode(await s.read(REPLY_LEN)).status is Status.OK
+            await s.write(b"a few bytes")
+            await getattr(s, end)()
+            with trio.move_on_after(10):
+                while not victim.refusals.counts[reason]:
+                    await trio.sleep(0.05)  # bounded poll of the victim's own bookkeeping
+            assert victim.refusals.counts[reason] == 1, (end, victim.refusals.counts)
+        assert victim.refusals.counts["bulk_reset"] == victim.refusals.counts["bulk_truncated"] == 1
         # Accepted offer, then the sender stalls: nothing but what arrived is buffered
         # (no allocation on the offer), and the transfer is dropped on schedule.
         s = await _raw_stream(attacker, victim, BULK_PROTOCOL)
