@@ -39,27 +39,31 @@ Bulk transfers also pay the real bulk plane's handshake before their first byte:
 OFFER/REPLY, the direct data connection), 0 by default (the model before issue 15), and,
 with ``cpu_bps``, the transport CPU at both ends (sim/links.py).
 
-A burst's copies do not share the sender's uplink evenly in the real bulk plane
-(``lead_seed``, off by default). The sender's access link has one FIFO queue (a home router's
-buffer; tc tbf on the twin): the copy whose handshake ends first fills it with its data, and
-the other copies' handshake packets (stream negotiation, OFFER/REPLY, the data connection)
-wait behind that data, so their set-up completes only after the first copy has been sent, and
-their data follows. Measured (issue 15): raw TCP through the twin's emulated WAN, five 614 KB
-copies at 10 Mbit/s, the first done at 0.60 s, the other four together at 2.64 s; in real
-nodes' bursts the copies after the first start their data about one copy's link time after it
-(0.10 s at 40 Mbit/s, where it is 0.12 s; 0.53 s at 10 Mbit/s, where it is 0.49 s), and their
-set-up takes up to 3x its idle time when it meets loaded links. Processor sharing instead sent
-every copy together, so every receiver closed its round at the same instant: the sim ran in
-lock step (round times within 3% of each other) where real rounds spread (p10 half the
-median, p90 1.35x at three nodes), and it was 0.60-0.63x the real round time at three nodes on
-10 Mbit/s links. The model: one copy of the burst, drawn with the sender's own seeded
+A burst's copies do not share the sender's uplink evenly in the real bulk plane (``lead_seed``,
+off by default). The sender's access link has one FIFO queue (a home router's buffer; tc tbf on
+the twin): the copy whose handshake ends first fills it with its data, and the other copies'
+handshake packets (stream negotiation, OFFER/REPLY, the data connection) wait behind that data,
+and their data starts after it. Measured (issue 15): raw TCP through the twin's emulated WAN,
+five 614 KB copies at 10 Mbit/s, the first done at 0.60 s, the other four together at 2.64 s;
+in real nodes' bursts the copies after the first start their data about one copy's link time
+after it (0.10 s at 40 Mbit/s, where it is 0.12 s; 0.41-0.53 s at 10 Mbit/s, where it is 0.49
+s), and set-ups take up to 3x their idle time when they meet loaded links. Processor sharing
+instead sent every copy together, so every receiver closed its round at the same instant: the
+sim ran in lock step (round times within 3% of each other) where real rounds spread (p10 half
+the median, p90 1.35x at three nodes), and it was 0.60-0.63x the real round time at three nodes
+on 10 Mbit/s links. The model: one copy of the burst, drawn with the sender's own seeded
 generator, joins the links at once; the others join when the uplink would have sent the lead
 alone (its bits over the uplink rate) plus their own set-up round trips (``bulk_setup_rtts``,
 paid again because they ran behind the lead's data), and then share the uplink; every copy's
-landing still adds the handshake (above). The second term is a reading, not a measurement:
-at 40 Mbit/s the others were measured starting one link time after the lead, so there the
-model starts them ~0.15 s late (+3% on a 3-node round); at 10 Mbit/s it is what brings the
-round time from 0.60-0.63x to 0.96-1.02x of the real one (the lead's link time alone: 0.60).
+landing still adds the handshake (above). The second term reproduces the round, not the phases:
+the others were measured starting 0.10 s (40 Mbit/s) and 0.41 s (10 Mbit/s, 3 nodes) after the
+lead, where the model starts them 0.27 s and 0.85 s after it; the real rounds spend that time
+in set-ups inflated for every copy (+0.2 s at 10 Mbit/s: handshake packets behind data in the
+FIFO) and in downlinks shared by out-of-step senders, which this model does not have. Effect on
+the calibration twin's median round time at 10 Mbit/s: 0.60-0.64x of the real one before,
+0.90-0.97x with it (0.63x with the lead's link time alone as the wait); at 40 Mbit/s and in
+CPU-bound runs +3-6%. Real runs' round-time spread is still not matched (too wide below the
+median at 3 nodes; too narrow at 6 CPU-bound nodes: per-node CPU shares).
 
 Partitions are group labels per node: a message across the cut is dropped when sent, bulk
 transfers crossing it are cancelled when it opens, and a delivery across it is discarded by
