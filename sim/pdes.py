@@ -33,7 +33,7 @@ import torch
 
 from swarm_tune.sim import ray_ship
 from swarm_tune.sim.driver import ProgressFn, RunResult
-from swarm_tune.sim.pdes_world import CONNECT, PartWorld, Posted, Snapshot
+from swarm_tune.sim.pdes_world import CONNECT, PartWorld, Posted, Snapshot, quiet
 from swarm_tune.sim.recorder import Recorder
 from swarm_tune.sim.scenario import Scenario
 
@@ -126,6 +126,9 @@ class PartActor:
     """One partition in a Ray actor; posts leave it already split by receiving partition."""
 
     def __init__(self, scenario: Scenario, part: int, parts: int) -> None:
+        # The actor's process is the world's: SimDriver.run's settings for its whole life.
+        self._quiet = quiet()
+        self._quiet.__enter__()
         self.world = PartWorld(scenario, part, parts)
         self.parts = parts
 
@@ -387,9 +390,10 @@ def run_partitioned(
     (run id, groups, payloads, window) for the manifest."""
     if parts < 1:
         raise ValueError(f"partitions must be >= 1, got {parts}")
-    backend: Parts = RayParts(scenario, parts, address) if ray else LocalParts(scenario, parts)
-    try:
-        coord = Coordinator(scenario, backend, progress)
-        return coord.run(), coord.info
-    finally:
-        backend.close()
+    with quiet():
+        backend: Parts = RayParts(scenario, parts, address) if ray else LocalParts(scenario, parts)
+        try:
+            coord = Coordinator(scenario, backend, progress)
+            return coord.run(), coord.info
+        finally:
+            backend.close()

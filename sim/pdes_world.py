@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,23 @@ def check_partitionable(scenario: Scenario) -> None:
         problems.append("negative link jitter (it would undercut the lookahead window)")
     if problems:
         raise PartitionError("cannot run partitioned: " + ", ".join(problems))
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """``SimDriver.run``'s settings for a whole partitioned run (one torch thread, no
+    automatic cyclic GC: see there), restored afterwards. Per window instead, the GC ran
+    between windows over the whole world's objects."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if enabled:
+            gc.enable()
 
 
 class PartNetwork(Network):
@@ -306,7 +324,8 @@ class PartWorld(SimDriver):
         collect: bool,
     ) -> tuple[list[Posted], Snapshot]:
         """From this boundary to ``until``: round-timed script events first (the monitor's
-        order), the window's arrivals queued, then the world runs; returns what it posted."""
+        order), the window's arrivals queued, then the world runs; returns what it posted.
+        Run inside ``quiet`` (``sim.pdes`` does), as ``SimDriver.run`` runs its world."""
         self._snap_online = online
         self._snap_set = frozenset(online)
         if swarm_round is not None:
@@ -314,17 +333,8 @@ class PartWorld(SimDriver):
         if collect:
             gc.collect()
         self._inject(inbox)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            if until > self.env.now:
-                self.env.run(until=until)
-        finally:
-            torch.set_num_threads(threads)
-            if enabled:
-                gc.enable()
+        if until > self.env.now:
+            self.env.run(until=until)
         out, self._outbox = self._outbox, []
         return out, self.snapshot()
 
