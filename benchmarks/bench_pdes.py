@@ -74,7 +74,10 @@ def _summary(out: RunOutput) -> dict[str, Any]:
         "round_median_s": float(rounds["duration"].median()),
         "rows": len(rounds),
         "averaged": float((rounds["outcome"] == "average").mean()),
+        # The swarm table's counter is read at a boundary in a partitioned run (before that
+        # instant's events): the rounds rows say what was sent.
         "messages": int(swarm["messages"].iloc[-1]),
+        "msgs_sent": int(rounds["msgs_sent"].sum()),
         "curve": [
             (int(r), float(loss), float(acc))
             for r, loss, acc in zip(
@@ -131,7 +134,8 @@ def main() -> None:
     print("\n3. divergence from the single world (no goal: the model's cost in fidelity)")
     single, w0_, _ = _timed(s)
     a, b = _summary(single), _summary(one)
-    for key in ("virtual_s", "round_mean_s", "round_median_s", "rows", "averaged", "messages"):
+    keys = ("virtual_s", "round_mean_s", "round_median_s", "rows", "averaged", "messages")
+    for key in (*keys, "msgs_sent"):
         ratio = b[key] / a[key] if a[key] else math.nan
         print(f"  {key:15s} single {a[key]:12.4g}  partition-local {b[key]:12.4g}  x{ratio:.3f}")
     print("  eval (round: single loss/acc | partition-local loss/acc)")

@@ -32,7 +32,8 @@ count, so K = 1, 2, 4 ... give the same tables bit for bit (tests/sim/test_sim_p
 * **ordering**: arrivals injected at a boundary are ordered by (time, sender, sender's
   sequence number), never by which world they came from.
 * **monitoring** (swarm round, evaluation, stop, round-timed script events) happens at window
-  boundaries; boundaries are every W and every monitor tick.
+  boundaries, before anything at that instant runs (the single world's monitor runs after
+  the timers that fall on its tick); boundaries are every W and every monitor tick.
 
 Each partition still builds every node's record and learning row (only its own are ever used):
 what is partitioned is the work, not yet the memory (docs/performance.md says what is left).
