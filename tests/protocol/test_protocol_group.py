@@ -438,11 +438,12 @@ def test_members_memories_exclude_a_persistently_off_member_by_agreed_vote() -> 
     for r in range(6):
         applied = {n: _applied(w, n)[r] for n in NINE}
         assert all(torch.equal(_flat(e), _flat(applied["a"])) for e in applied.values())
-        # No single round rejects it; once DIRECTION_EVIDENCE scores are in, the votes do.
-        off = r >= DIRECTION_EVIDENCE
+        # No single round rejects it; once the evidence is in, the votes do ("always" bans:
+        # one score more than DIRECTION_EVIDENCE).
+        off = r >= DIRECTION_EVIDENCE + 1
         assert applied["a"].contributors == (honest if off else (*honest, "i"))
     verdicts = {(e.round, e.peer, e.reason) for e in w.effects_of(effects.ContributionRejected)}
-    assert {(r, p) for r, p, _ in verdicts} >= {(r, "i") for r in range(DIRECTION_EVIDENCE, 6)}
+    assert {(r, p) for r, p, _ in verdicts} >= {(r, "i") for r in range(DIRECTION_EVIDENCE + 1, 6)}
     assert all(p == "i" and reason is RejectReason.DIRECTION for _, p, reason in verdicts)
 
 
