@@ -61,10 +61,13 @@ from swarm_tune.runtime.protocol.events import (
     TimerFired,
     WireRejected,
 )
+from swarm_tune.runtime.protocol.group import with_facts
 from swarm_tune.runtime.protocol.messages import (
     Contribution,
     Heartbeat,
     Message,
+    Piece,
+    SliceResult,
     StateResponse,
 )
 from swarm_tune.runtime.protocol.node import ProtocolNode
@@ -93,6 +96,9 @@ THREAD_CODEC_BYTES = 1 << 20
 #: What the reused send buffers may keep between messages: a 124 MB update's round at
 #: N = 4 has ~5 slices in flight at once (pieces, slice, audit piece).
 SEND_BUFFERS_BYTES = 1 << 30
+#: Worker threads that check group data (hash, finite, sum of squares) beside the loop: two
+#: keep a 2-core box's loop thread a core while pieces of several members land at once.
+CHECK_THREADS = 2
 ATTACKER_POLL_S = 0.05  # how often a waiting omniscient attacker looks at what it received
 
 CheckpointFn = Callable[[int, dict[str, Any]], Path | None]
@@ -167,6 +173,7 @@ class NodeDriver:
         self._checkpoint_fn = checkpoint
         self._adversary = adversary or Adversary("none")
         self._replay = ReplayGuard()
+        self._checks = trio.CapacityLimiter(CHECK_THREADS)
         self._send_buffers = BufferPool(SEND_BUFFERS_BYTES)
         self._averages = AverageBuffers()
         protocol.average_out = self._averages.take
@@ -534,6 +541,10 @@ class NodeDriver:
                 raise SenderMismatch()
             self._replay.admit(env)
             message = from_envelope(env)
+            if isinstance(message, Piece | SliceResult) and len(inc.data) > THREAD_CODEC_BYTES:
+                # The core's per-piece checks read these facts instead of computing them on
+                # the loop's thread (group.with_facts), while other transfers keep landing.
+                message = await trio.to_thread.run_sync(with_facts, message, limiter=self._checks)
         except WireError as err:
             m.wire_rejected[err.reason] += 1
             log.warning("wire.rejected", peer=peer, reason=err.reason, bytes=len(inc.data))

@@ -61,7 +61,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import blake3
 import numpy as np
@@ -73,6 +73,7 @@ from swarm_tune.runtime.protocol.messages import (
     F32,
     AuditRequest,
     AuditVerdict,
+    DataFacts,
     GroupMessage,
     Piece,
     SliceResult,
@@ -180,6 +181,32 @@ def commitment(
     h.update(np.asarray(sums, dtype=np.float64).tobytes())
     h.update(np.ascontiguousarray(sample, dtype=np.float32).tobytes())
     return h.hexdigest()
+
+
+def data_facts(data: F32) -> DataFacts:
+    """The facts the checks read of float32 ``data`` (one pass each, no copies)."""
+    return DataFacts(digest(data), bool(np.isfinite(data).all()), _square_sum(data))
+
+
+def with_facts(msg: GroupMessage) -> GroupMessage:
+    """``msg`` with the facts of its data attached (for a piece or slice of float32 data).
+
+    Pure and thread-safe: a driver runs it in a worker thread as the message lands, so
+    hashing, the finite check and the sum of squares (the largest per-piece CPU of a group
+    round) run beside the event loop instead of on it, and the core reads the result
+    instead of computing it again. Data of another type gets none: the core's type checks
+    reject it."""
+    if not isinstance(msg, Piece | SliceResult):
+        return msg
+    data = msg.data
+    if not (isinstance(data, np.ndarray) and data.dtype == np.float32 and data.ndim == 1):
+        return msg
+    return replace(msg, facts=data_facts(data))
+
+
+def _facts(msg: Piece | SliceResult) -> DataFacts:
+    """The facts of ``msg.data`` (already type-checked): attached, or computed here."""
+    return msg.facts if msg.facts is not None else data_facts(msg.data)
 
 
 def matches(a: F32, b: F32) -> bool:
@@ -332,12 +359,12 @@ class GroupRound:
             and isinstance(data, np.ndarray)
             and data.dtype == np.float32
             and data.shape == (hi - lo,)
-            and bool(np.isfinite(data).all())
-            and digest(data) == msg.manifest[k]
-            and self._facts_ok(msg, k)
+            and (facts := _facts(msg)).finite
+            and facts.digest == msg.manifest[k]
+            and self._facts_ok(msg, k, facts.square_sum)
         )
 
-    def _facts_ok(self, msg: Piece, k: int) -> bool:
+    def _facts_ok(self, msg: Piece, k: int, mine: float) -> bool:
         """The judge's facts of the sender's whole update, as far as our slice shows them."""
         sums, sample = msg.sums, msg.sample
         if not (
@@ -351,7 +378,6 @@ class GroupRound:
             and bool(np.isfinite(sample).all())
         ):
             return False
-        mine = _square_sum(msg.data)
         if abs(sums[k] - mine) > SUM_RTOL * max(mine, 1e-30):
             return False
         at, values = sampled(msg.data, *self.slices[k], self.stride)
@@ -472,8 +498,8 @@ class GroupRound:
             and isinstance(data, np.ndarray)
             and data.dtype == np.float32
             and data.shape == (hi - lo,)
-            and bool(np.isfinite(data).all())
-            and digest(data) == msg.digest
+            and (facts := _facts(msg)).finite
+            and facts.digest == msg.digest
         )
 
     def _on_audit_request(self, peer: str, msg: AuditRequest, out: list[fx.Effect]) -> None:

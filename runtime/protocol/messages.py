@@ -99,6 +99,19 @@ F32 = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
+class DataFacts:
+    """What a group check reads of a message's float32 data: its digest, whether every
+    entry is finite, its sum of squares. Computed by the receiver's own code, never read
+    from the wire (the codec has no field for it): a driver computes it in a worker thread
+    as the message lands (group.with_facts) so that the event loop does not hash 31 MB;
+    without it (the simulator) the core computes the same function itself."""
+
+    digest: str
+    finite: bool
+    square_sum: float
+
+
+@dataclass(frozen=True, slots=True)
 class Piece:
     """Reduce-scatter: the sender's slice ``index`` of its flat update, for that slice's
     owner (or, ``audit``, for an auditor that asked). ``manifest`` commits the sender to
@@ -119,6 +132,7 @@ class Piece:
     sample: F32 = field(repr=False, compare=False)
     data: F32 = field(repr=False, compare=False)
     audit: bool = False
+    facts: DataFacts | None = field(default=None, repr=False, compare=False)  # of ``data``
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +150,7 @@ class SliceResult:
     commits: tuple[str, ...]
     digest: str  # of ``data``
     data: F32 = field(repr=False, compare=False)
+    facts: DataFacts | None = field(default=None, repr=False, compare=False)  # of ``data``
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,11 @@ from swarm_tune.runtime.net.protocol_codec import (
     from_envelope,
     to_envelope,
 )
-from swarm_tune.runtime.protocol.group import digest
+from swarm_tune.runtime.protocol.group import data_facts, digest, with_facts
 from swarm_tune.runtime.protocol.messages import (
     AuditRequest,
     AuditVerdict,
+    DataFacts,
     Message,
     Piece,
     SliceResult,
@@ -63,6 +64,29 @@ def test_every_group_message_round_trips_exactly() -> None:
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(v.evidence, ev, strict=True))
     ok = roundtrip(AuditVerdict(4, 1, True, "ab"))
     assert isinstance(ok, AuditVerdict) and ok.ok and not ok.evidence
+
+
+def test_data_facts_never_travel_and_are_the_receivers_own() -> None:
+    """A sender cannot vouch for its own data: facts it attaches (here lies) are not on the
+    wire, and what the receiver's worker attaches is the pure function of the data."""
+    lie = DataFacts(digest(DATA), True, 1.0)
+    manifest = tuple(digest(DATA) for _ in MEMBERS)
+    bad = DATA.copy()
+    bad[3] = np.nan
+    piece = Piece(1, "grad", MEMBERS, 0, 5, manifest, (1.0,) * 3, (), DATA[::2], bad, facts=lie)
+    got = roundtrip(piece)
+    assert isinstance(got, Piece) and got.facts is None
+    checked = with_facts(got)
+    assert isinstance(checked, Piece) and checked.facts is not None
+    assert not checked.facts.finite and checked.facts.digest == digest(bad)  # sum: NaN
+    used = (("12D3KooWa", 1.0, "x"),)
+    sl = roundtrip(SliceResult(1, "grad", MEMBERS, 0, used, (), "d", DATA, facts=lie))
+    assert isinstance(sl, SliceResult) and sl.facts is None
+    checked_sl = with_facts(sl)
+    assert isinstance(checked_sl, SliceResult) and checked_sl.facts == data_facts(DATA)
+    # Data the core's type checks reject gets no facts (nothing computed on a wrong type).
+    wide = SliceResult(1, "grad", MEMBERS, 0, used, (), "d", DATA.astype(np.float64))  # type: ignore[arg-type]
+    assert with_facts(wide).facts is None  # type: ignore[union-attr]
 
 
 def _env(msg_type: MsgType, meta: dict[str, object], tensors: dict[str, torch.Tensor]) -> Envelope:
