@@ -102,13 +102,16 @@ class LearningEngine(Protocol):
     def mean_eval_loss(self, node_indices: Sequence[int]) -> float: ...
     def mean_eval_accuracy(self, node_indices: Sequence[int]) -> float: ...
     def divergence(self, node_indices: Sequence[int]) -> float: ...
+    def eval_rows(self, rows: torch.Tensor) -> tuple[float, float, float]: ...
 
 
-def make_engine(scenario: Scenario) -> LearningEngine:
+def make_engine(scenario: Scenario, held: Sequence[int] | None = None) -> LearningEngine:
+    """The batched engine for every node, or only for ``held`` (a partition's own nodes)."""
     from swarm_tune.sim.learning import BatchedLearning
 
     layer_shards = scenario.protocol_config().model_shard_total
-    return BatchedLearning(scenario.learning, scenario.total_nodes, scenario.seed, layer_shards)
+    total = scenario.total_nodes
+    return BatchedLearning(scenario.learning, total, scenario.seed, layer_shards, held)
 
 
 @dataclass(slots=True)
@@ -118,8 +121,8 @@ class SimNode:
     index: int
     id: str
     address: str
-    learner: Learner
-    compute_rng: random.Random
+    learner: Learner | None  # None: another partition's node (sim/pdes_world.py)
+    compute_rng: random.Random | None
     adversary: Adversary | None
     proto: ProtocolNode | None = None
     online: bool = False
@@ -178,8 +181,6 @@ class SimDriver:
         self.seed = scenario.seed
         self.cfg: ProtocolConfig = scenario.protocol_config()
         self.env = simpy.Environment()
-        self.engine = engine if engine is not None else make_engine(scenario)
-        self.spec = self.engine.spec  # the whole model's exchanged tensors
         # Layer shards (runtime/training/layer_shard.py): node i trains slice i % total. The
         # engine slices the model as the runtime does, and each node's protocol state gets
         # the ModelSpec of its learner's tensors (its slice), as node_main builds it. Bytes
@@ -227,15 +228,25 @@ class SimDriver:
             i for i, a in adv.items() if a.spec.absent or scenario.without_adversaries
         )
         adv = {i: a for i, a in adv.items() if i not in self._absent}
+        self._place(adv)
+        held = [i for i in range(total) if self._holds(i)]
+        if engine is None:
+            engine = make_engine(scenario, held if len(held) < total else None)
+        self.engine = engine
+        self.spec = self.engine.spec  # the whole model's exchanged tensors
         self.network = self._build_network(total)
-        learners = [
-            self.engine.add_node(i, i, LayerShard(self._layer(i), self.layer_shards))
-            for i in range(total)
-        ]
+        learners = {
+            i: self.engine.add_node(i, i, LayerShard(self._layer(i), self.layer_shards))
+            for i in held
+        }
         # Per layer shard: its spec, its (virtual) payload and its raw float32 update bytes.
-        self.specs = [
-            ModelSpec.from_tensors(learners[k].parameters()) for k in range(self.layer_shards)
-        ]
+        self.specs = (
+            [self.spec]
+            if self.layer_shards == 1
+            else [
+                ModelSpec.from_tensors(learners[k].parameters()) for k in range(self.layer_shards)
+            ]
+        )
         whole, payload = _nbytes(self.spec), self.engine.payload_bytes()
         self.payloads = [-(-payload * _nbytes(s) // whole) for s in self.specs]
         self._raws = [4 * s.numel for s in self.specs]
@@ -249,15 +260,19 @@ class SimDriver:
                     index=i,
                     id=f"n{i:0{width}d}",
                     address=address,
-                    learner=learners[i],
-                    compute_rng=node_rng(self.seed, "compute", i),
+                    learner=learners.get(i),
+                    compute_rng=node_rng(self.seed, "compute", i) if i in learners else None,
                     adversary=a,
-                    compressor=compressor_for(self.cfg, self.specs[self._layer(i)]),
+                    compressor=(
+                        compressor_for(self.cfg, self.specs[self._layer(i)])
+                        if i in learners
+                        else None
+                    ),
                 )
             )
         self._index = {n.id: n.index for n in self.nodes}
         for i, a in adv.items():
-            if a.behaviour == "label_flip":
+            if a.behaviour == "label_flip" and i in learners:
                 self.engine.poison_labels(i)
         # Each omniscient coalition once, in adversary order (dicts keep insertion order).
         shared = {id(a.coalition): a.coalition for a in adv.values() if a.coalition.omniscient}
@@ -265,6 +280,15 @@ class SimDriver:
         self._group_rounds = self.cfg.strategy == "group"
 
     # -- world construction -----------------------------------------------------------
+
+    def _place(self, adversaries: dict[int, Adversary]) -> None:
+        """Hook, before any per-node state is built: a partition decides which nodes are its
+        own here (a coalition must stay together)."""
+
+    def _holds(self, idx: int) -> bool:
+        """Whether this world holds node ``idx``'s heavy state (learner, compute and codec
+        state); a partition holds only its own nodes'."""
+        return True
 
     def _build_network(self, total: int) -> Network:
         topo = self.s.topology
@@ -514,6 +538,7 @@ class SimDriver:
         node.pending = (eff.round, eff.kind, self._token)
         node.ready = None
         self._to_compute[node.index] = eff.kind
+        assert node.compute_rng is not None
         delay = self.compute.step_time(node.index, node.compute_rng)
         if eff.kind == "grad":
             delay *= self._inner_steps  # a DiLoCo round is H real local steps
@@ -577,6 +602,7 @@ class SimDriver:
             node.adversary.coalition.observe(rnd, kind, node.id, update, own=True)
 
     def _fx_apply(self, node: SimNode, eff: fx.ApplyAverage) -> None:
+        assert node.learner is not None  # effects come from a held node's core
         node.learner.apply_average(eff.kind, eff.update)
         if not eff.fallback:
             index, nodes = self._index, self.nodes
@@ -585,11 +611,12 @@ class SimDriver:
                     nodes[index[peer]].updates_used += 1
 
     def _fx_load(self, node: SimNode, eff: fx.LoadState) -> None:
+        assert node.learner is not None
         LearnerBridge(node.learner, self.cfg).load(eff)
         self.rec.event(self.env.now, "load_state", node.id, value=eff.round)
 
     def _fx_serve(self, node: SimNode, eff: fx.ServeState) -> None:
-        assert node.proto is not None
+        assert node.proto is not None and node.learner is not None
         resp = LearnerBridge(node.learner, self.cfg).state_response(eff, node.proto.round)
         self._fx_send(node, fx.Send((eff.peer,), resp))
 

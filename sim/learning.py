@@ -149,8 +149,16 @@ class BatchedLearning:
     """All nodes' models, data shards and optimizers, in stacked tensors (see module doc)."""
 
     def __init__(
-        self, settings: LearningSettings, capacity: int, seed: int, layer_shards: int = 1
+        self,
+        settings: LearningSettings,
+        capacity: int,
+        seed: int,
+        layer_shards: int = 1,
+        held: Sequence[int] | None = None,
     ) -> None:
+        """``capacity`` node indices (and data shards); rows only for ``held`` of them (all by
+        default): a partition of a partitioned run (sim/pdes_world.py) holds its own nodes'
+        rows only, so the stacked state is split across partitions, not copied into each."""
         if capacity < 1:
             raise LearningError(f"capacity must be >= 1, got {capacity}")
         self.settings = settings
@@ -164,6 +172,12 @@ class BatchedLearning:
             self.spec: ModelSpec = self._real.spec
             return
         self._real = None
+        # Node index -> its row (None: row = node index, the single world).
+        self._row_of: dict[int, int] | None = None
+        rows = capacity
+        if held is not None:
+            self._row_of = {i: r for r, i in enumerate(sorted(held))}
+            rows = len(self._row_of)
         self.data = TaskData(settings, capacity, seed)
         init = init_params(settings, self.data.vocab, self.data.num_outputs, mix_int(seed, 7))
         owner = _layer_owners(list(init), layer_shards)
@@ -185,28 +199,28 @@ class BatchedLearning:
         self.spec = ModelSpec.from_tensors({PARAMS: self._init_row})
         self._sliced = layer_shards > 1
         self._specs = [ModelSpec.from_tensors({PARAMS: self._init_row[a:b]}) for a, b in self._cols]
-        self._layer = torch.zeros(capacity, dtype=torch.int64)  # each row's layer shard
+        self._layer = torch.zeros(rows, dtype=torch.int64)  # each row's layer shard
         self._layer_of = [0] * capacity  # the same, for per-node Python lookups
         self._mask = torch.zeros(layer_shards, offset)  # layer shard -> 1 on its columns
         for k, (a, b) in enumerate(self._cols):
             self._mask[k, a:b] = 1.0
-        self._flat = torch.zeros(capacity, offset)
+        self._flat = torch.zeros(rows, offset)
         self._adam = settings.optimizer == "adam"
-        self._m = torch.zeros(capacity, offset) if self._adam else torch.zeros(0)
-        self._v = torch.zeros(capacity, offset) if self._adam else torch.zeros(0)
-        self._steps = torch.zeros(capacity, dtype=torch.int64)  # optimizer steps per node
+        self._m = torch.zeros(rows, offset) if self._adam else torch.zeros(0)
+        self._v = torch.zeros(rows, offset) if self._adam else torch.zeros(0)
+        self._steps = torch.zeros(rows, dtype=torch.int64)  # optimizer steps per node
         # DiLoCo: the optimizer above is the inner one; the outer momentum buffer is per row.
         self._diloco = settings.diloco.to_config() if settings.diloco is not None else None
         momentum = self._diloco is not None and self._diloco.outer_momentum > 0
-        self._outer_b = torch.zeros(capacity, offset) if momentum else torch.zeros(0)
-        self._cursor = torch.zeros(capacity, dtype=torch.int64)  # samples drawn per node
-        self._keys = torch.zeros(capacity, dtype=torch.int64)  # per-node data-order key
-        self._sizes = torch.zeros(capacity, dtype=torch.int64)
-        self._poisoned = torch.zeros(capacity, dtype=torch.bool)  # label_flip attackers
-        self._shard_rows = torch.zeros(capacity, self.data.max_shard_size, dtype=torch.int32)
+        self._outer_b = torch.zeros(rows, offset) if momentum else torch.zeros(0)
+        self._cursor = torch.zeros(rows, dtype=torch.int64)  # samples drawn per node
+        self._keys = torch.zeros(rows, dtype=torch.int64)  # per-node data-order key
+        self._sizes = torch.zeros(rows, dtype=torch.int64)
+        self._poisoned = torch.zeros(rows, dtype=torch.bool)  # label_flip attackers
+        self._shard_rows = torch.zeros(rows, self.data.max_shard_size, dtype=torch.int32)
         per_step = settings.batch_size * settings.local_steps
         self._per_step = per_step
-        self._last_batch = torch.zeros(capacity, per_step, dtype=torch.int64)
+        self._last_batch = torch.zeros(rows, per_step, dtype=torch.int64)
         self._views: dict[int, NodeLearner] = {}
         self._shard_of: dict[int, int] = {}
         self._pending: dict[int, UpdateKind] = {}
@@ -217,6 +231,16 @@ class BatchedLearning:
             f"{PARAMS}|{self._flat.dtype}|{(b - a,)}|".encode() for a, b in self._cols
         ]
         self._sketch_cols: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    def _r(self, node_index: int) -> int:
+        """The node's row in the stacked tensors."""
+        return node_index if self._row_of is None else self._row_of[node_index]
+
+    def _idx(self, nodes: Sequence[int]) -> torch.Tensor:
+        """The nodes' rows, as an index tensor."""
+        row_of = self._row_of
+        rows = nodes if row_of is None else [row_of[i] for i in nodes]
+        return torch.tensor(rows, dtype=torch.int64)
 
     def _split(self, rows: torch.Tensor) -> TensorDict:
         """Named views of flat rows [n, numel] -> {name: [n, *shape]}."""
@@ -250,7 +274,7 @@ class BatchedLearning:
         optimizer then leaves them exactly where they are)."""
         if not self._sliced:
             return torch.stack([t[PARAMS] for t in tensors])
-        idx = torch.tensor(list(nodes), dtype=torch.int64)
+        idx = self._idx(list(nodes))
         full = (
             self._flat.index_select(0, idx)
             if base == "params"
@@ -280,6 +304,8 @@ class BatchedLearning:
             return self._real.add_node(node_index, shard, layer)
         if not 0 <= node_index < self.capacity:
             raise LearningError(f"node index {node_index} outside [0, {self.capacity})")
+        if self._row_of is not None and node_index not in self._row_of:
+            raise LearningError(f"node {node_index} is not held here (another partition's)")
         if node_index in self._views:
             if self._shard_of[node_index] != shard or self._layer_of[node_index] != layer.index:
                 raise LearningError(
@@ -288,11 +314,12 @@ class BatchedLearning:
             return self._views[node_index]
         size = self.data.shard_size(shard)
         rows = self.data.shard_indices(shard, size)
-        self._shard_rows[node_index, :size] = rows.to(torch.int32)
-        self._sizes[node_index] = size
-        self._keys[node_index] = mix_int(self.seed, 5, node_index)
-        self._flat[node_index] = self._init_row
-        self._layer[node_index] = layer.index
+        r = self._r(node_index)
+        self._shard_rows[r, :size] = rows.to(torch.int32)
+        self._sizes[r] = size
+        self._keys[r] = mix_int(self.seed, 5, node_index)
+        self._flat[r] = self._init_row
+        self._layer[r] = layer.index
         self._layer_of[node_index] = layer.index
         view = NodeLearner(self, node_index)
         self._views[node_index] = view
@@ -307,7 +334,7 @@ class BatchedLearning:
         if self._real is not None:
             return self._real.dataset_size(node_index)
         self._known(node_index)
-        return int(self._sizes[node_index])
+        return int(self._sizes[self._r(node_index)])
 
     def parameters(self, node_index: int) -> TensorDict:
         """Views into the stacked rows (no copy; callers must not mutate)."""
@@ -316,7 +343,7 @@ class BatchedLearning:
         self._known(node_index)
         self._settle([node_index])
         a, b = self._cols_of(node_index)
-        return {PARAMS: self._flat[node_index, a:b]}
+        return {PARAMS: self._flat[self._r(node_index), a:b]}
 
     def payload_bytes(self) -> int:
         """Bytes the network model charges per contribution or state transfer."""
@@ -342,7 +369,7 @@ class BatchedLearning:
         nodes = self._rows(node_indices)
         if not nodes:
             return []
-        rows = self._flat.index_select(0, torch.tensor(nodes, dtype=torch.int64)).numpy()
+        rows = self._flat.index_select(0, self._idx(nodes)).numpy()
         out: list[str] = []
         for node, row in zip(nodes, rows, strict=True):
             k = self._layer_of[node]
@@ -362,7 +389,7 @@ class BatchedLearning:
         nodes = self._rows(node_indices)
         if not nodes:
             return []
-        idx = torch.tensor(nodes, dtype=torch.int64)
+        idx = self._idx(nodes)
         if not self._sliced:
             cols = self._sketch_columns(0, size, seed)
             picked = self._flat.index_select(0, idx).index_select(1, cols).to(torch.float64)
@@ -437,7 +464,7 @@ class BatchedLearning:
         parameters (the outer step, applied with the swarm's average, starts from there)."""
         assert self._diloco is not None
         h = self._diloco.inner_steps
-        idx = torch.tensor(nodes, dtype=torch.int64)
+        idx = self._idx(nodes)
         start = self._flat.index_select(0, idx)
         loss_sum = torch.zeros(len(nodes), dtype=torch.float64)
         for _ in range(h):
@@ -465,7 +492,7 @@ class BatchedLearning:
             self._real.learner(node_index).poison_labels(flip_labels)
             return
         self._known(node_index)
-        self._poisoned[node_index] = True
+        self._poisoned[self._r(node_index)] = True
 
     def _batch(self, idx: torch.Tensor) -> Batch:
         """The next batch of rows ``idx``; poisoned rows get flipped targets."""
@@ -488,7 +515,7 @@ class BatchedLearning:
         return picked
 
     def _compute_chunk(self, work: list[tuple[int, UpdateKind]]) -> dict[int, LocalResult]:
-        idx = torch.tensor([i for i, _ in work], dtype=torch.int64)
+        idx = self._idx([i for i, _ in work])
         batch = self._batch(idx)
         leaf = self._flat.index_select(0, idx).requires_grad_()
         with torch.enable_grad():
@@ -587,7 +614,7 @@ class BatchedLearning:
         self._settle([node_index])
         a, b = self._cols_of(node_index)
         with torch.no_grad():
-            self._flat[node_index, a:b].copy_(params[PARAMS])
+            self._flat[self._r(node_index), a:b].copy_(params[PARAMS])
 
     def outer_state(self, node_index: int) -> TensorDict:
         """The node's DiLoCo momentum row (a copy), or {} when the run keeps none."""
@@ -598,7 +625,7 @@ class BatchedLearning:
             return {}
         self._settle([node_index])
         a, b = self._cols_of(node_index)
-        return {PARAMS: self._outer_b[node_index, a:b].clone()}
+        return {PARAMS: self._outer_b[self._r(node_index), a:b].clone()}
 
     def load_outer_state(self, node_index: int, state: TensorDict) -> None:
         if self._real is not None:
@@ -610,7 +637,7 @@ class BatchedLearning:
         self._check_tensors(node_index, state)
         self._settle([node_index])
         a, b = self._cols_of(node_index)
-        self._outer_b[node_index, a:b].copy_(state[PARAMS])
+        self._outer_b[self._r(node_index), a:b].copy_(state[PARAMS])
 
     def moments(self, node_index: int) -> Moments | None:
         """The row's Adam moments and step count (copies); None with SGD or before the first
@@ -621,13 +648,14 @@ class BatchedLearning:
         if not self._adam:
             return None
         self._settle([node_index])
-        if not int(self._steps[node_index]):
+        r = self._r(node_index)
+        if not int(self._steps[r]):
             return None
         a, b = self._cols_of(node_index)
         return Moments(
-            {PARAMS: self._m[node_index, a:b].clone()},
-            {PARAMS: self._v[node_index, a:b].clone()},
-            int(self._steps[node_index]),
+            {PARAMS: self._m[r, a:b].clone()},
+            {PARAMS: self._v[r, a:b].clone()},
+            int(self._steps[r]),
         )
 
     def load_moments(self, node_index: int, moments: Moments) -> None:
@@ -641,9 +669,10 @@ class BatchedLearning:
         self._check_tensors(node_index, moments.exp_avg_sq)
         self._settle([node_index])
         a, b = self._cols_of(node_index)
-        self._m[node_index, a:b].copy_(moments.exp_avg[PARAMS])
-        self._v[node_index, a:b].copy_(moments.exp_avg_sq[PARAMS])
-        self._steps[node_index] = moments.step
+        r = self._r(node_index)
+        self._m[r, a:b].copy_(moments.exp_avg[PARAMS])
+        self._v[r, a:b].copy_(moments.exp_avg_sq[PARAMS])
+        self._steps[r] = moments.step
 
     def settle(self) -> None:
         """Apply every queued average now (reads do this implicitly)."""
@@ -664,7 +693,7 @@ class BatchedLearning:
             group = sorted(i for i, (k, _) in todo.items() if k == kind)
             if not group:
                 continue
-            idx = torch.tensor(group, dtype=torch.int64)
+            idx = self._idx(group)
             rows = self._import_rows(group, [todo[i][1] for i in group], kind)
             if kind == "params":
                 self._flat.index_copy_(0, idx, rows)
@@ -700,7 +729,7 @@ class BatchedLearning:
         out: list[float] = []
         chunk = max(1, _CHUNK * self.settings.batch_size // max(1, self.settings.eval_samples))
         for start in range(0, len(nodes), chunk):
-            idx = torch.tensor(nodes[start : start + chunk], dtype=torch.int64)
+            idx = self._idx(nodes[start : start + chunk])
             out.extend(batched_losses(self._split(self._flat[idx]), self.data.eval).tolist())
         return out
 
@@ -711,35 +740,51 @@ class BatchedLearning:
             return self._real.mean_params(node_indices)
         return {PARAMS: self._mean_row(node_indices).to(torch.float32)}
 
-    def _mean_row(self, node_indices: Sequence[int]) -> torch.Tensor:
-        """float64 mean of the nodes' flat rows (float64: identical replicas average exactly).
-
-        With layer shards, the assembled model: each shard's columns averaged over that
-        shard's nodes (a shard none of them trains keeps the initial weights)."""
+    def _chunks(self, node_indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The nodes' flat rows (copies) and layer shards, ``_CHUNK`` rows at a time; kept as
+        a list because ``divergence`` walks them twice (an evaluation sample: small)."""
         nodes = self._rows(node_indices)
         if not nodes:
             raise LearningError("no nodes given")
+        out = []
+        for start in range(0, len(nodes), _CHUNK):
+            idx = self._idx(nodes[start : start + _CHUNK])
+            out.append((self._flat[idx], self._layer[idx]))
+        return out
+
+    def _mean_of(self, chunks: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """float64 mean of flat rows (float64: identical replicas average exactly).
+
+        With layer shards, the assembled model: each shard's columns averaged over that
+        shard's nodes (a shard none of them trains keeps the initial weights)."""
         total = torch.zeros(self.numel, dtype=torch.float64)
         counts = torch.zeros(self.numel, dtype=torch.float64)
-        for start in range(0, len(nodes), _CHUNK):
-            idx = torch.tensor(nodes[start : start + _CHUNK], dtype=torch.int64)
+        n = 0
+        for rows, layers in chunks:
+            n += rows.shape[0]
             if not self._sliced:
-                total += self._flat[idx].sum(dim=0, dtype=torch.float64)
+                total += rows.sum(dim=0, dtype=torch.float64)
                 continue
-            mask = self._mask.index_select(0, self._layer[idx]).to(torch.float64)
-            total += (self._flat[idx].to(torch.float64) * mask).sum(dim=0)
+            mask = self._mask.index_select(0, layers).to(torch.float64)
+            total += (rows.to(torch.float64) * mask).sum(dim=0)
             counts += mask.sum(dim=0)
         if not self._sliced:
-            return total / len(nodes)
+            return total / n
         init = self._init_row.to(torch.float64)
         return torch.where(counts > 0, total / counts.clamp(min=1.0), init)
+
+    def _mean_row(self, node_indices: Sequence[int]) -> torch.Tensor:
+        return self._mean_of(self._chunks(node_indices))
 
     @torch.no_grad()
     def mean_eval_loss(self, node_indices: Sequence[int]) -> float:
         """Held-out loss of the parameter-average model of the given nodes."""
         if self._real is not None:
             return self._real.eval_params(self._real.mean_params(node_indices))
-        row = self._mean_row(node_indices).to(torch.float32)
+        return self._mean_loss(self._mean_row(node_indices))
+
+    def _mean_loss(self, mean64: torch.Tensor) -> float:
+        row = mean64.to(torch.float32)
         return float(batched_losses(self._split(row.unsqueeze(0)), self.data.eval)[0])
 
     @torch.no_grad()
@@ -748,7 +793,10 @@ class BatchedLearning:
         mode (a causal LM's next-token accuracy is not what its runs are judged by)."""
         if self._real is not None:
             return math.nan
-        row = self._mean_row(node_indices).to(torch.float32)
+        return self._mean_accuracy(self._mean_row(node_indices))
+
+    def _mean_accuracy(self, mean64: torch.Tensor) -> float:
+        row = mean64.to(torch.float32)
         return float(batched_accuracies(self._split(row.unsqueeze(0)), self.data.eval)[0])
 
     @torch.no_grad()
@@ -756,27 +804,51 @@ class BatchedLearning:
         """Mean over nodes of ||p_i - mean|| / ||mean|| (true replica divergence; 0 = equal)."""
         if self._real is not None:
             return self._real.divergence(node_indices)
-        mean64 = self._mean_row(node_indices)
+        chunks = self._chunks(node_indices)
+        return self._divergence(chunks, self._mean_of(chunks))
+
+    def _divergence(
+        self, chunks: Sequence[tuple[torch.Tensor, torch.Tensor]], mean64: torch.Tensor
+    ) -> float:
         scale = float(mean64.norm())
         # Identical replicas have an exact float64 mean, so the float32 difference is exactly 0.
         mean = mean64.to(torch.float32)
-        nodes = list(node_indices)
-        total = 0.0
-        for start in range(0, len(nodes), _CHUNK):
-            idx = torch.tensor(nodes[start : start + _CHUNK], dtype=torch.int64)
-            diff = self._flat[idx] - mean
+        total, n = 0.0, 0
+        for rows, layers in chunks:
+            n += rows.shape[0]
+            diff = rows - mean
             if self._sliced:  # each node against its own shard's columns of the assembled mean
-                diff.mul_(self._mask.index_select(0, self._layer[idx]))
+                diff.mul_(self._mask.index_select(0, layers))
             total += float(diff.norm(dim=1, dtype=torch.float64).sum())
-        dist = total / len(nodes)
+        dist = total / n
         if scale == 0.0:
             return 0.0 if dist == 0.0 else math.inf
         return dist / scale
 
+    @torch.no_grad()
+    def eval_rows(self, rows: torch.Tensor) -> tuple[float, float, float]:
+        """``mean_eval_loss``, ``mean_eval_accuracy`` and ``divergence`` of whole-model flat
+        rows [n, numel] handed in (a partitioned run's sample, gathered from the partitions
+        that hold it: no one partition holds every row)."""
+        if self._real is not None or self._sliced:
+            raise LearningError("eval_rows takes whole-model rows of the batched surrogate")
+        zeros = torch.zeros(_CHUNK, dtype=torch.int64)
+        chunks = [
+            (rows[start : start + _CHUNK], zeros[: rows[start : start + _CHUNK].shape[0]])
+            for start in range(0, rows.shape[0], _CHUNK)
+        ]
+        mean64 = self._mean_of(chunks)
+        return (
+            self._mean_loss(mean64),
+            self._mean_accuracy(mean64),
+            self._divergence(chunks, mean64),
+        )
+
     def shard_samples(self, node_index: int) -> torch.Tensor:
         """Pool indices of the node's data shard (a copy)."""
         self._known(node_index)
-        return self._shard_rows[node_index, : int(self._sizes[node_index])].to(torch.int64)
+        r = self._r(node_index)
+        return self._shard_rows[r, : int(self._sizes[r])].to(torch.int64)
 
     def state_bytes(self) -> int:
         """Bytes held by the stacked per-node state (params, optimizer moments, shards)."""
@@ -791,7 +863,7 @@ class BatchedLearning:
     def last_batch(self, node_index: int) -> torch.Tensor:
         """Pool indices of the samples behind the node's last local step (tests, replay)."""
         self._known(node_index)
-        return self._last_batch[node_index].clone()
+        return self._last_batch[self._r(node_index)].clone()
 
 
 def _layer_owners(names: list[str], layer_shards: int) -> dict[str, int]:

@@ -35,8 +35,10 @@ count, so K = 1, 2, 4 ... give the same tables bit for bit (tests/sim/test_sim_p
   boundaries, before anything at that instant runs (the single world's monitor runs after
   the timers that fall on its tick); boundaries are every W and every monitor tick.
 
-Each partition still builds every node's record and learning row (only its own are ever used):
-what is partitioned is the work, not yet the memory (docs/performance.md says what is left).
+Memory: a partition holds the heavy state of its own nodes only (learning rows and optimizer
+state, protocol cores, compute generators, codec residuals, link generators); every partition
+keeps a light record of every node (id, address, site, bandwidth, compute profile, churn plan,
+online flag), which the dial and delivery rules need (docs/performance.md gives the figures).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import pyarrow.compute as pc
 import torch
 
 from swarm_tune.runtime.protocol.events import MessageReceived, PeerConnected
+from swarm_tune.sim.adversary import Adversary
 from swarm_tune.sim.bursts import Burst, next_event_id
 from swarm_tune.sim.churn import node_rng
 from swarm_tune.sim.distributions import Normal
@@ -156,12 +159,6 @@ class PartWorld(SimDriver):
         if self._omniscient:
             raise PartitionError("cannot run partitioned: omniscient adversaries see every update")
         total = scenario.total_nodes
-        shared: dict[int, list[int]] = {}
-        for n in self.nodes:
-            if n.adversary is not None:
-                shared.setdefault(id(n.adversary.coalition), []).append(n.index)
-        self.owner = owners(total, parts, [m for m in shared.values() if len(m) > 1])
-        self.owned = [i for i in range(total) if self.owner[i] == part]
         self.network.bulk.wasted_by_src = {}
         self.network.node_rngs = [
             node_rng(self.seed, "network", i) if self.owner[i] == part else None
@@ -176,6 +173,17 @@ class PartWorld(SimDriver):
         self._setup()
 
     # -- world construction ---------------------------------------------------------------
+
+    def _place(self, adversaries: dict[int, Adversary]) -> None:
+        shared: dict[int, list[int]] = {}
+        for i in sorted(adversaries):
+            shared.setdefault(id(adversaries[i].coalition), []).append(i)
+        coalitions = [m for m in shared.values() if len(m) > 1]
+        self.owner = owners(self.s.total_nodes, self.parts, coalitions)
+        self.owned = [i for i, k in enumerate(self.owner) if k == self.part]
+
+    def _holds(self, idx: int) -> bool:
+        return self.owner[idx] == self.part
 
     def _build_network(self, total: int) -> Network:
         single = super()._build_network(total)
@@ -193,15 +201,12 @@ class PartWorld(SimDriver):
             post=self._post,
         )
 
-    def _mine(self, idx: int) -> bool:
-        return self.owner[idx] == self.part
-
     def _setup(self) -> None:
         """``SimDriver._run``'s start, for the own nodes (the coordinator monitors)."""
         initial = self.s.nodes.count
         waiting = self._absent | self.groups.offline_at_start
         started = {i for i in range(initial) if i not in waiting}
-        mine = [i for i in sorted(started) if self._mine(i)]
+        mine = [i for i in sorted(started) if self._holds(i)]
         for i in mine:
             self._bring_up(self.nodes[i], 0)
         self._milestone = 0
@@ -211,7 +216,7 @@ class PartWorld(SimDriver):
             if not self._same_shard(a, b):
                 continue
             for x, y in ((a, b), (b, a)):  # both ends at once, in the single world's order
-                if self._mine(x):
+                if self._holds(x):
                     px, peer = nodes[x].proto, nodes[y]
                     assert px is not None
                     self._execute(nodes[x], px.handle(PeerConnected(peer.id, peer.address), now))
@@ -221,10 +226,10 @@ class PartWorld(SimDriver):
             self._execute(nodes[i], proto.start(0.0, catch_up=self.s.nodes.start_sync))
         self.timeline.start(self, self._absent)
         for i in self.churn.churners:
-            if self._mine(i):
+            if self._holds(i):
                 self.env.process(self._churn_process(i))
         for at, idx in self.churn.joiner_times(initial):
-            if self._mine(idx):
+            if self._holds(idx):
                 self.env.process(self._joiner(idx, at))
         for k in range(len(self.s.partitions)):
             self.env.process(self._partition_process(k))
@@ -275,11 +280,11 @@ class PartWorld(SimDriver):
             self._connect(node, self.nodes[dst])
 
     def leave(self, idx: int, crash: bool) -> None:
-        if self._mine(idx):
+        if self._holds(idx):
             self._leave(idx, crash)
 
     def join(self, idx: int, kind: str) -> None:
-        if self._mine(idx):
+        if self._holds(idx):
             self._join(idx, kind)
 
     def _inject(self, inbox: list[Posted]) -> None:
@@ -371,19 +376,19 @@ class PartWorld(SimDriver):
         for i, loss in zip(nodes, losses, strict=True):
             if self.nodes[i].last_row >= 0:
                 self.rec.set_eval_loss(self.nodes[i].last_row, loss)
-        rows = {i: self.nodes[i].learner.parameters()[PARAMS].clone() for i in nodes}
+        rows = {}
+        for i in nodes:
+            learner = self.nodes[i].learner
+            assert learner is not None  # the coordinator asks each partition for its own
+            rows[i] = learner.parameters()[PARAMS].clone()
         return rows, dict(zip(nodes, losses, strict=True))
 
     def model_eval(
         self, nodes: list[int], rows: dict[int, torch.Tensor]
     ) -> tuple[float, float, float]:
-        """The sample's parameter-average model: other partitions' rows are written into
-        this world's (unused) rows of those nodes first, so the single world's code runs."""
-        for i, row in rows.items():
-            if not self._mine(i):
-                self.nodes[i].learner.load_state({PARAMS: row})
-        eng = self.engine
-        return eng.mean_eval_loss(nodes), eng.mean_eval_accuracy(nodes), eng.divergence(nodes)
+        """The sample's parameter-average model, from the rows every partition sent (no
+        partition holds them all), in the sample's order: the same sums for any K."""
+        return self.engine.eval_rows(torch.stack([rows[i] for i in nodes]))
 
     def tables(self) -> dict[str, pa.Table]:
         """This partition's rounds, rejections and events; world-wide events (no node) only

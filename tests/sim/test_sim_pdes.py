@@ -13,8 +13,10 @@ import pyarrow as pa
 import pytest
 import torch
 
+from swarm_tune.sim.driver import SimDriver
+from swarm_tune.sim.learning import BatchedLearning, LearningError
 from swarm_tune.sim.pdes import pack
-from swarm_tune.sim.pdes_world import PartitionError, check_partitionable
+from swarm_tune.sim.pdes_world import PartitionError, PartWorld, check_partitionable
 from swarm_tune.sim.recorder import WALL_CLOCK_COLUMNS
 from swarm_tune.sim.runner import run_scenario
 from swarm_tune.sim.scenario import parse_scenario
@@ -93,3 +95,24 @@ def test_what_the_partition_model_cannot_express_is_refused() -> None:
     text = WORLD.replace("  loss: 0.01", "  loss: 0.01\n  bulk_lead_first: true")
     with pytest.raises(PartitionError, match="bulk_lead_first"):
         check_partitionable(parse_scenario(text))
+
+
+def test_a_partition_holds_only_its_own_nodes_heavy_state() -> None:
+    scenario = parse_scenario(WORLD)
+    engine = SimDriver(scenario).engine
+    assert isinstance(engine, BatchedLearning)
+    whole = engine.state_bytes()
+    worlds = [PartWorld(scenario, k, 3) for k in range(3)]
+    engines = [w.engine for w in worlds]
+    assert all(isinstance(e, BatchedLearning) for e in engines)
+    for k, world in enumerate(worlds):
+        for node in world.nodes:
+            own = world.owner[node.index] == k
+            assert (node.learner is not None) == own, (k, node.index)
+            assert (node.compute_rng is not None) == own
+            assert node.proto is None or own  # started cores: own nodes only
+        assert any(n.proto is not None for n in world.nodes)
+        with pytest.raises(LearningError, match="not held"):
+            world.engine.add_node(worlds[(k + 1) % 3].owned[0], 0)
+    # The learning rows are split, not copied: the partitions' bytes add up to one world's.
+    assert sum(e.state_bytes() for e in engines if isinstance(e, BatchedLearning)) == whole
