@@ -9,7 +9,8 @@ what a rule itself costs, not only what the attack costs. Fraction 0 is run once
 
 Each cell reports: the loss gap, honest contributions rejected (by a statistical verdict, not
 bookkeeping such as stale), honest nodes banned (ban events naming an honest peer, counted
-once per (judge, peer)), and the attackers' own rejections/bans. ``rule_costs`` measures each
+once per (judge, peer)), and the attackers' own rejections/bans; every verdict counted is an
+honest judge's. ``rule_costs`` measures each
 rule's close at 100 and 1,000 candidates on updates of the scenario's model size, beside the
 weighted mean measured in the same process.
 
@@ -159,8 +160,13 @@ def run_point(point: Point) -> dict[str, Any]:
     swarm = tables["swarm"].to_pandas().dropna(subset=["eval_loss_mean_model"])
     rej = tables["rejections"].to_pandas()
     ev = tables["events"].to_pandas()
-    judged = rej[~rej.reason.isin(sorted(NEUTRAL))]
-    bans = ev[ev.kind == "ban"].drop_duplicates(subset=["node", "peer"])
+    # Verdicts of honest judges only: an attacker runs the same core, but what it rejects or
+    # bans keeps nobody out of the honest swarm (stale_replay 20% non-IID under the mean: its
+    # one "honest ban" was an attacker banning an honest peer).
+    judged = rej[~rej.reason.isin(sorted(NEUTRAL)) & ~rej.node.isin(adversaries)]
+    bans = ev[(ev.kind == "ban") & ~ev.node.isin(adversaries)].drop_duplicates(
+        subset=["node", "peer"]
+    )
     return {
         "key": point.key,
         "rule": point.rule,
