@@ -64,7 +64,7 @@ from swarm_tune.runtime.protocol.messages import (
     StateRequest,
     StateResponse,
 )
-from swarm_tune.runtime.protocol.peer_memory import TRACKED_PEERS, most_recent, raise_all, remember
+from swarm_tune.runtime.protocol.peer_memory import most_recent, remember
 from swarm_tune.runtime.protocol.picks import pick
 from swarm_tune.runtime.protocol.reasons import RejectReason
 from swarm_tune.runtime.protocol.reputation import Reputation
@@ -163,11 +163,7 @@ class ProtocolNode:
         self._buffer: dict[int, dict[str, Contribution]] = {}
         # Newest round each peer sent a contribution for (any verdict but a bad signature,
         # which never reaches the core): who the quorum waits for. See _expected_peers.
-        # Read it through _contributions: contributions append (peer, round) to
-        # _contributed_log (one append on the N^2 path), folded in order on every read
-        # (peer_memory.raise_all) or when the log reaches TRACKED_PEERS entries.
         self._contributed: dict[str, int] = {}
-        self._contributed_log: list[tuple[str, int]] = []
         self._dialed: dict[str, float] = {}  # peer -> when we last asked to dial it
         # Batches of (peer, hint) advertised since the last tick, oldest first: a log read as
         # the table ``remember`` would keep (peer_memory.most_recent; _learned), bounded by
@@ -370,9 +366,8 @@ class ProtocolNode:
             # elsewhere would drop out of ``expected`` and our partition would differ from
             # everyone else's. Its heartbeat's round says it is working (capped at ours).
             done = min(hb.round, self.round) - 1
-            contributed = self._contributions()
-            if done > contributed.get(peer, -1):
-                remember(contributed, peer, done)
+            if done > self._contributed.get(peer, -1):
+                remember(self._contributed, peer, done)
         if hb.param_round >= 0:
             self._adopt_announced()
         known = hb.known_peers[: self.config.peer_exchange]
@@ -474,13 +469,10 @@ class ProtocolNode:
         self, peer: str, c: Contribution, now: float, subnet: str | None = None
     ) -> Effects:
         # Locals: N^2 calls per flat round.
-        number, current = c.round, self.round
+        number, current, contributed = c.round, self.round, self._contributed
         ahead = current + self.config.future_window
-        if number <= ahead:  # folded into _contributed when read (_contributions)
-            log = self._contributed_log
-            log.append((peer, number))
-            if len(log) >= TRACKED_PEERS:  # bounded whoever sends (duplicates included)
-                raise_all(self._contributed, log)
+        if contributed.get(peer, -1) < number <= ahead:
+            remember(contributed, peer, number)
         if number < current:
             return self._verdict(peer, number, RejectReason.STALE, now)
         if number > ahead:
@@ -615,12 +607,6 @@ class ProtocolNode:
             self._open.expected.discard(peer)
         return self.peers.mark_gone(peer)
 
-    def _contributions(self) -> dict[str, int]:
-        """The newest round each peer contributed to (``remember``'s table), log folded in."""
-        if self._contributed_log:
-            raise_all(self._contributed, self._contributed_log)
-        return self._contributed
-
     def _expected_peers(self, number: int) -> set[str]:
         """Live peers round ``number`` waits for: those that contributed recently.
 
@@ -636,8 +622,7 @@ class ProtocolNode:
         live = self.peers.live_peers()
         window = self.config.contributor_rounds
         since = number - window
-        contributed = self._contributions()
-        recent = {p for p in live if contributed.get(p, -1) >= since}
+        recent = {p for p in live if self._contributed.get(p, -1) >= since}
         if window == 0 or not recent:
             return set(live)  # the old rule, or a cold start: no one has contributed yet
         return recent
@@ -847,8 +832,7 @@ class ProtocolNode:
         if not self.round <= msg.round <= self.round + self.config.future_window:
             return []  # a closed round's, or too far ahead: costs nothing to drop
         if isinstance(msg, Piece) and not msg.audit:
-            contributed = self._contributions()
-            remember(contributed, peer, max(msg.round, contributed.get(peer, -1)))
+            remember(self._contributed, peer, max(msg.round, self._contributed.get(peer, -1)))
         g = self._group
         if g is not None and g.number == msg.round:
             out: Effects = []

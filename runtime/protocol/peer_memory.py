@@ -31,27 +31,6 @@ def has_room(table: dict[str, V], adding: int, limit: int = TRACKED_PEERS) -> bo
     return len(table) + adding <= limit
 
 
-def raise_all(
-    table: dict[str, int], log: list[tuple[str, int]], limit: int = TRACKED_PEERS
-) -> None:
-    """Apply ``log``'s (peer, value) items in order to ``table`` as ``remember`` of each
-    value above the peer's stored one (absent: -1), then empty ``log``.
-
-    Why: a node that sees a value per message (the newest round each peer contributed to:
-    N^2 messages per flat round) can append to a log and fold it here when the table is
-    read - the same table operations in the same order, so the same table and the same
-    recency, but done in one pass over one node's table instead of once per message."""
-    room = has_room(table, len(log), limit)
-    for peer, value in log:
-        if table.get(peer, -1) < value:
-            if room:  # nothing can be forgotten: ``remember`` less its bound
-                table.pop(peer, None)
-                table[peer] = value
-            else:
-                remember(table, peer, value, limit)
-    log.clear()
-
-
 def most_recent(log: list[tuple[str, V]], limit: int) -> dict[str, V]:
     """The table that ``remember`` would leave after storing ``log``'s items in order into
     an empty one: the ``limit`` peers stored last, stalest first, each with its last value.
