@@ -168,6 +168,18 @@ class RunResult:
 ProgressFn = Callable[[int, int, float], None]
 
 
+def quantile_round(rounds: list[int], q: float) -> int:
+    """The swarm's round: the one at quantile ``q`` of the sorted, non-empty ``rounds``
+    (one world and a partitioned run read it the same way)."""
+    return rounds[min(len(rounds) - 1, max(0, math.ceil(q * len(rounds)) - 1))]
+
+
+def eval_sample(rng: random.Random, honest: list[int], n: int) -> list[int]:
+    """The honest nodes evaluated at a tick: all of them, or a seeded sample of ``n``."""
+    k = min(len(honest), n)
+    return sorted(rng.sample(honest, k)) if k < len(honest) else honest
+
+
 class SimDriver:
     """Builds the world from a scenario and runs it to the stop condition."""
 
@@ -814,8 +826,7 @@ class SimDriver:
         rounds = sorted(p.round for i in self._online if (p := self.nodes[i].proto) is not None)
         if not rounds:
             return self._milestone
-        q = self.s.rounds.quantile
-        return rounds[min(len(rounds) - 1, max(0, math.ceil(q * len(rounds)) - 1))]
+        return quantile_round(rounds, self.s.rounds.quantile)
 
     def _measure(self, r: int, swarm_round: int) -> None:
         honest = sorted(i for i in self._online if self.nodes[i].adversary is None)
@@ -835,8 +846,7 @@ class SimDriver:
         }
         final = swarm_round >= self.s.rounds.target
         if honest and (r % self.s.outputs.eval_every == 0 or final):
-            k = min(len(honest), self.s.outputs.eval_sample)
-            sample = sorted(self._eval_rng.sample(honest, k)) if k < len(honest) else honest
+            sample = eval_sample(self._eval_rng, honest, self.s.outputs.eval_sample)
             losses = self.engine.eval_losses(sample)
             for i, loss in zip(sample, losses, strict=True):
                 if self.nodes[i].last_row >= 0:

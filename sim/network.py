@@ -274,13 +274,14 @@ class Network:
                 self._drop("unreachable")
                 continue
             if bulk:
-                setup = self.bulk_setup_rtts * 2.0 * lat
+                base = lat
                 if loss or self.bulk_setup_rtts:
                     lat += self._bulk_extra_s(src, dst, bits, lat)
                 if held is None:
                     self.bulk.start(src, dst, bits, lat, key, value, now)
                 else:
-                    held.append(_Waiting(src, dst, bits, lat, key, value, up_time + setup))
+                    wait = up_time + self.bulk_setup_rtts * 2.0 * base
+                    held.append(_Waiting(src, dst, bits, lat, key, value, wait))
             else:
                 up_start = up_free[src]
                 if up_start < now:

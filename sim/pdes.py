@@ -32,7 +32,7 @@ import pyarrow as pa
 import torch
 
 from swarm_tune.sim import ray_ship
-from swarm_tune.sim.driver import ProgressFn, RunResult
+from swarm_tune.sim.driver import ProgressFn, RunResult, eval_sample, quantile_round
 from swarm_tune.sim.pdes_world import CONNECT, PartWorld, Posted, Snapshot, quiet
 from swarm_tune.sim.recorder import Recorder
 from swarm_tune.sim.scenario import Scenario
@@ -266,8 +266,7 @@ class Coordinator:
         rounds = sorted(r for s in self._snaps for _, r in s.rounds)
         if not rounds:
             return fallback
-        q = self.s.rounds.quantile
-        return rounds[min(len(rounds) - 1, max(0, math.ceil(q * len(rounds)) - 1))]
+        return quantile_round(rounds, self.s.rounds.quantile)
 
     def _measure(self, r: int, swarm_round: int, t: float) -> None:
         snaps = self._snaps
@@ -285,8 +284,7 @@ class Coordinator:
         honest = sorted(i for s in snaps for i in s.honest)
         final = swarm_round >= self.s.rounds.target
         if honest and (r % self.s.outputs.eval_every == 0 or final):
-            k = min(len(honest), self.s.outputs.eval_sample)
-            sample = sorted(self._eval_rng.sample(honest, k)) if k < len(honest) else honest
+            sample = eval_sample(self._eval_rng, honest, self.s.outputs.eval_sample)
             per_part: list[list[int]] = [[] for _ in range(self.p.parts)]
             for i in sample:
                 per_part[self.owner[i]].append(i)

@@ -56,7 +56,7 @@ import torch
 
 from swarm_tune.runtime.protocol.events import MessageReceived, PeerConnected
 from swarm_tune.sim.adversary import Adversary
-from swarm_tune.sim.bursts import Burst, next_event_id
+from swarm_tune.sim.bursts import Burst, event_ids
 from swarm_tune.sim.churn import node_rng
 from swarm_tune.sim.distributions import Normal
 from swarm_tune.sim.driver import SimDriver, SimNode
@@ -297,6 +297,7 @@ class PartWorld(SimDriver):
         if inbox[0][0] < env.now:
             raise AssertionError(f"arrival {inbox[0][0]} before the boundary {env.now}")
         items = []
+        ids = event_ids(env)
         for at, _, _, value in inbox:
             if value[0] == CONNECT:
                 _, dst, sent, src = value
@@ -306,7 +307,7 @@ class PartWorld(SimDriver):
                 dst, sent, src, received, size = value
                 life = nodes[dst].incarnation if up_at[dst] <= sent else -2
                 value = (dst, life, src, received, size)
-            items.append((at, next_event_id(env), value))
+            items.append((at, next(ids), value))
         Burst(env, items, self._on_injected)
 
     def _on_injected(self, ev: Any) -> None:

@@ -148,7 +148,8 @@ def _reset_by_sender(stream: INetStream) -> bool:
 
 def landing(size: int) -> memoryview:
     """The receive buffer of a ``size``-byte message: allocated whole, uninitialised and
-    numpy-backed (writable bytes, 64-byte aligned, so decoded tensors alias it).
+    numpy-backed (writable bytes, 16-byte aligned as the codec's _aligned needs, so decoded
+    tensors alias it).
 
     Why not a growing bytearray: each append-grown 31 MB piece cost ~7.6 k page faults of
     4 KiB (a bytearray gets no huge pages) and ~3 MB of copies at every realloc; numpy asks

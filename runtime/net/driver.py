@@ -463,7 +463,6 @@ class NodeDriver:
         finally:
             # Every send of it is over (sent, failed or cancelled): nothing reads it now.
             if isinstance(data, memoryview):
-                del payload
                 self._send_buffers.give(data)
 
     async def _send_one(

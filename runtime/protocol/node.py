@@ -677,21 +677,13 @@ class ProtocolNode:
         accepted: list[tuple[str, Admitted]] = []
         verdicts = [(peer, rejected.get(peer)) for peer, _ in admitted]
         bans = self.reputation.record_all(verdicts, now)
-        if not rejected:  # the usual close: everyone accepted (bans, if any, in peer order)
-            accepted = admitted
-            out += [
-                fx.Ban(p, until)
-                for (p, _), until in zip(admitted, bans, strict=True)
-                if until is not None
-            ]
-        else:
-            for (peer, reason), entry, until in zip(verdicts, admitted, bans, strict=True):
-                if reason is None:
-                    accepted.append(entry)
-                else:
-                    out.append(fx.ContributionRejected(rnd.number, peer, reason))
-                if until is not None:
-                    out.append(fx.Ban(peer, until))
+        for (peer, reason), entry, until in zip(verdicts, admitted, bans, strict=True):
+            if reason is None:
+                accepted.append(entry)
+            else:
+                out.append(fx.ContributionRejected(rnd.number, peer, reason))
+            if until is not None:
+                out.append(fx.Ban(peer, until))
         if accepted:
             out.append(fx.ContributionsAccepted(rnd.number, tuple(p for p, _ in accepted)))
         count = len(accepted) + (1 if rnd.own is not None else 0)

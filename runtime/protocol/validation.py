@@ -156,10 +156,7 @@ class CloseTimeJudge:
                 if copies
                 else [s.fingerprint for s in pool]
             )
-            weights = _direction_weights(labels, groups, self._cfg.subnet_cap)
-            cosines, centre, spread = direction_statistics(
-                pool, weights, _colluders(labels, groups), sharp=not self._cfg.direction_bans
-            )
+            cosines, centre, spread = _pool_directions(pool, labels, groups, self._cfg)
             for peer in self._hostile(kept, cosines, centre, spread):
                 rejected[peer] = RejectReason.DIRECTION
         accepted = (
@@ -296,16 +293,27 @@ def judge_pool(
         kept = [(p, s) for p, s in pool if p not in rejected]
         labels = [copies.get(p) for p, _ in kept] if copies else [s.fingerprint for _, s in kept]
         groups = [subnets.get(p, p) for p, _ in kept]
-        weights = _direction_weights(labels, groups, cfg.subnet_cap)
-        cosines, centre, spread = direction_statistics(
-            [s for _, s in kept], weights, _colluders(labels, groups), sharp=not cfg.direction_bans
-        )
+        cosines, centre, spread = _pool_directions([s for _, s in kept], labels, groups, cfg)
         for (peer, _), cosine in zip(kept, cosines, strict=False):
             if len(cosines) >= ROBUST_POOL:
                 scores[peer] = (cosine - centre) / spread
             if _against_now(cosine, centre, spread, len(cosines)):
                 rejected[peer] = RejectReason.DIRECTION
     return rejected, scores
+
+
+def _pool_directions(
+    pool: list[UpdateSummary],
+    labels: Sequence[int | None],
+    groups: Sequence[str],
+    cfg: ProtocolConfig,
+) -> tuple[list[float], float, float]:
+    """Cosines, centre and spread of a judged pool (copies once, subnet cap, colluders apart),
+    with the centre the run's verdicts call for: the flat judge and judge_pool share it."""
+    weights = _direction_weights(labels, groups, cfg.subnet_cap)
+    return direction_statistics(
+        pool, weights, _colluders(labels, groups), sharp=not cfg.direction_bans
+    )
 
 
 def _direction_weights(
