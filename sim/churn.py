@@ -72,6 +72,16 @@ class ComputeModel:
             return math.inf
         return 8e6 * cls.cores / cls.transport_s_per_mb
 
+    def shared_machines(self) -> list[tuple[list[int], float]]:
+        """(nodes, one core's transport rate in bit/s) per compute class whose nodes share
+        one machine's cores (``shared_cores``, sim/links.py)."""
+        out = []
+        for k, cls in enumerate(self.spec.classes):
+            members = [i for i, p in enumerate(self.profiles) if p.compute_class == k]
+            if cls.shared_cores and cls.transport_s_per_mb and members:
+                out.append((members, 8e6 / cls.transport_s_per_mb))
+        return out
+
     def class_name(self, node: int) -> str:
         return self.spec.classes[self.profiles[node].compute_class].name
 

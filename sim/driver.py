@@ -341,6 +341,7 @@ class SimDriver:
             self.s.links.loss,
             bulk_setup_rtts=self.s.links.bulk_setup_rtts,
             cpu_bps=[self.compute.transport_bps(i) for i in range(total)],
+            cpu_shared=self.compute.shared_machines(),
             lead_seed=f"{self.seed}:lead" if self.s.links.bulk_lead_first else None,
         )
 

@@ -135,6 +135,7 @@ class Network:
         cpu_bps: Sequence[float] | None = None,
         post: Post | None = None,
         lead_seed: str | None = None,
+        cpu_shared: Sequence[tuple[Sequence[int], float]] = (),
     ) -> None:
         n = len(site_of)
         if not (len(uplink_bps) == len(downlink_bps) == n):
@@ -148,7 +149,7 @@ class Network:
         self.latency_s = [list(row) for row in latency_s]
         self.uplink_bps = list(uplink_bps)
         self.downlink_bps = list(downlink_bps)
-        self.bulk = FairLinks(env, uplink_bps, downlink_bps, deliver, cpu_bps, post)
+        self.bulk = FairLinks(env, uplink_bps, downlink_bps, deliver, cpu_bps, post, cpu_shared)
         # Partitioned runs (sim/pdes_world.py): arrivals are handed to ``post`` (time, value)
         # instead of being scheduled here, and loss/jitter draws come from the sender's own
         # generator (``node_rngs``), so that no draw depends on who else shares the process.

@@ -181,6 +181,19 @@ class ComputeClass(_Strict):
         description="cores the node's transport CPU gets (transport_s_per_mb); below 1 when "
         "nodes share a machine",
     )
+    # False by default (every existing scenario unchanged): nodes on machines of their own.
+    shared_cores: bool = Field(
+        default=False,
+        description="the class's nodes share one machine: its cores (cores x its nodes) go to "
+        "the nodes whose transport is busy, at most 1 each, none wasted (sim/links.py); "
+        "needs transport_s_per_mb",
+    )
+
+    @model_validator(mode="after")
+    def _shared_needs_transport(self) -> ComputeClass:
+        if self.shared_cores and not self.transport_s_per_mb:
+            raise ValueError("shared_cores needs transport_s_per_mb (the CPU it shares)")
+        return self
 
 
 class StragglerSpec(_Strict):

@@ -55,6 +55,7 @@ def world(
     seed: int = 1,
     cpu: list[float] | None = None,
     lead: int | None = None,
+    machines: list[tuple[list[int], float]] | None = None,
 ) -> World:
     w = World(simpy.Environment())
     w.net = Network(
@@ -69,6 +70,7 @@ def world(
         control_max_bytes=control_max,
         cpu_bps=cpu,
         lead_seed=None if lead is None else str(lead),
+        cpu_shared=machines or (),
     )
     return w
 
@@ -164,6 +166,32 @@ def test_a_cancelled_flow_frees_the_transport_cpu() -> None:
     w.at(0.5, lambda: w.net.disconnect(2))
     w.env.run()
     assert w.landed == {"kept": pytest.approx(1.25)}
+
+
+def test_nodes_on_one_machine_share_its_cores_and_waste_none() -> None:
+    # Nodes 0, 1, 2 on one machine, a share of 8 Mbit/s of transport CPU each (24 together),
+    # one core = 16 Mbit/s; node 3 is elsewhere, free; links fast. 0 sends 2 MB alone: one
+    # core, 16 Mbit/s (its fixed share would take 2 s). At t = 0.5 (8 Mbit done) 1 starts 2 MB:
+    # two busy members share 24 Mbit/s, 12 each: 0's last 8 Mbit land at 0.5 + 8/12 = 1.1667;
+    # then 1 (8 Mbit sent by then) alone again at 16 Mbit/s: its last 8 Mbit take 0.5 s.
+    inf = math.inf
+    w = world(
+        [1000 * MBIT] * 4,
+        [1000 * MBIT] * 4,
+        cpu=[8 * MBIT] * 3 + [inf],
+        machines=[([0, 1, 2], 16 * MBIT)],
+    )
+    w.send_at(0.0, [(0, 3, 2 * MB, "first")])
+    w.send_at(0.5, [(1, 3, 2 * MB, "second")])
+    w.env.run()
+    assert w.landed["first"] == pytest.approx(0.5 + 8 / 12, rel=1e-6)
+    assert w.landed["second"] == pytest.approx(0.5 + 8 / 12 + 8 / 16, rel=1e-6)
+    # Fixed shares (no machine): 2 s each, the second from 0.5 s.
+    w = world([1000 * MBIT] * 4, [1000 * MBIT] * 4, cpu=[8 * MBIT] * 3 + [inf])
+    w.send_at(0.0, [(0, 3, 2 * MB, "first")])
+    w.send_at(0.5, [(1, 3, 2 * MB, "second")])
+    w.env.run()
+    assert w.landed == {"first": pytest.approx(2.0), "second": pytest.approx(2.5)}
 
 
 def test_a_superseded_transfer_is_cancelled_and_frees_the_uplink() -> None:

@@ -67,6 +67,15 @@ def test_impossible_combinations_rejected_before_run() -> None:
     assert paths["protocol.min_peers"] == 10
 
 
+def test_shared_cores_without_the_cpu_it_shares_is_refused() -> None:
+    found = problems(
+        "name: t\nnodes: {count: 4}\ncompute:\n  classes:\n    - {name: box, shared_cores: true}\n"
+    )
+    assert [(p, "shared_cores needs transport_s_per_mb" in m) for p, _, m in found] == [
+        ("compute.classes.0", True)
+    ], found
+
+
 def test_core_invariants_surface_at_the_protocol_block() -> None:
     found = problems("name: t\nnodes: {count: 3}\nprotocol:\n  heartbeat_interval: 100\n")
     # Reported at the field the core's rule names; the block's line when it is not written.
