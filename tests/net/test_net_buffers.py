@@ -1,12 +1,21 @@
 """Reused memory for group averages (net/buffers.AverageBuffers): lent to the core, back
 only once the learner applied the average, and only when the applied tensors are views of
-the lent buffer (a copy, e.g. a bf16 model's, gives nothing back and pins nothing)."""
+the lent buffer (a copy, e.g. a bf16 model's, gives nothing back and pins nothing).
+Reused receive buffers (LandingPool): back only once nothing refers to their memory."""
 
 from __future__ import annotations
 
+import gc
+
+import numpy as np
 import torch
 
-from swarm_tune.runtime.net.buffers import LENT_AVERAGES, AverageBuffers
+from swarm_tune.runtime.net.buffers import LENT_AVERAGES, AverageBuffers, LandingPool
+from swarm_tune.runtime.net.protocol_codec import from_envelope, to_envelope
+from swarm_tune.runtime.protocol.group import digest
+from swarm_tune.runtime.protocol.messages import SliceResult
+from swarm_tune.runtime.wire.codec import decode, encode
+from swarm_tune.runtime.wire.identity import Identity
 
 
 def test_an_applied_average_is_reused_and_nothing_else_is() -> None:
@@ -27,3 +36,37 @@ def test_an_applied_average_is_reused_and_nothing_else_is() -> None:
     two.give({"a": torch.from_numpy(a)})
     two.give({"a": torch.from_numpy(b)})
     assert two.take(12) is b and two.take(8) is a and two.reused == 2
+
+
+def test_a_received_buffer_is_reused_only_once_nothing_refers_to_its_memory() -> None:
+    """The real path: a signed message lands in a pooled buffer, is decoded (tensors are
+    views of it) and kept; views of views (numpy slices, a torch tensor) keep it lent."""
+    me = Identity.from_seed(b"\1" * 32)
+    data = np.arange(300_000, dtype=np.float32)
+    msg = SliceResult(1, "grad", ("a", "b"), 0, (("a", 1.0, "d"),), ("c", "c"), digest(data), data)
+    raw = bytes(encode(to_envelope(msg, "run", me.peer_id, round=1), me))
+    pool = LandingPool(1 << 30, min_bytes=1 << 10)
+    buf = pool.take(len(raw))
+    buf[:] = raw
+    got = from_envelope(decode(buf, expected_run_id="run"))
+    assert isinstance(got, SliceResult) and np.array_equal(got.data, data)
+    del buf
+    kept = torch.from_numpy(np.asarray(got.data)[5:][:10])
+    del got
+    gc.collect()
+    assert pool.held == 0  # a torch view of a numpy slice of the decoded data still uses it
+    fresh = pool.take(len(raw))
+    assert pool.reused == 0  # a fresh one, not that
+    assert kept[0].item() == 5.0
+    del kept
+    gc.collect()
+    assert pool.held == len(raw)
+    again = pool.take(len(raw) - 7)  # a little smaller fits too
+    assert pool.reused == 1 and pool.held == 0 and len(again) == len(raw) - 7
+    del fresh, again
+    assert len(LandingPool(1 << 30).take(100)) == 100  # small: fresh, never pooled
+    tight = LandingPool(len(raw))  # more given back than it may keep: the extra is dropped
+    first, second = tight.take(len(raw)), tight.take(len(raw))
+    del first, second
+    last = tight.take(len(raw))
+    assert tight.held == 0 and tight.reused == 1 and len(last) == len(raw)
