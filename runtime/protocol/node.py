@@ -433,7 +433,7 @@ class ProtocolNode:
             if isinstance(msg, Contribution):
                 return [fx.ContributionRejected(msg.round, peer, RejectReason.BANNED)]
             return []
-        rec = self.peers.get(peer)
+        rec = self.peers.by_id.get(peer)  # the table itself: no call per message (N^2)
         if rec is not None and rec.live and not self._pending_addresses:
             # The common case (a flat round: N^2 of these): a live member. Exactly what the
             # general path below does for it - it proves liveness and nothing else changes.

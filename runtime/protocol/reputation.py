@@ -81,7 +81,9 @@ class Reputation:
                     table[peer] = window
                 else:
                     remember(table, peer, window)
-                if len(window) >= size and _rejection_rate(window) >= threshold:
+                # A window of acceptances only has rate 0, below any threshold (> 0): the
+                # ``in`` scan is a fraction of the rate's cost, paid per peer per close.
+                if len(window) >= size and False in window and _rejection_rate(window) >= threshold:
                     until = now + cfg.ban_duration
                     banned[peer] = until
             out.append(until)

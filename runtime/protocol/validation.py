@@ -207,7 +207,8 @@ class CloseTimeJudge:
             for peer, cosine, against_lately in zip(
                 peers, cosines, self._score_all(peers, scores), strict=False
             )
-            if against_lately or _against_now(cosine, centre, spread, pool)
+            # A robust pool's rule needs a negative cosine first: tested here, not per call.
+            if against_lately or (cosine < 0.0 and _against_now(cosine, centre, spread, pool))
         ]
 
     def _score_all(self, peers: Sequence[str], scores: Sequence[float]) -> list[bool]:
@@ -226,7 +227,8 @@ class CloseTimeJudge:
                 table[peer] = (count, average)
             else:
                 remember(table, peer, (count, average))
-            append(_hostile_lately(count, average, evidence))
+            # Its rule needs a low average first: tested here, not per call (N per close).
+            append(average < -Z_MEAN and _hostile_lately(count, average, evidence))
         return out
 
     def remember_scores(self, scores: Mapping[str, float]) -> None:
