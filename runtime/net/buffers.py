@@ -30,6 +30,11 @@ import torch
 MIN_FILL = 0.75
 MAX_LENT = 64  # more views out at once than a node ever sends: some were never given back
 LENT_AVERAGES = 2  # averages between the core's close and the learner's apply, at most
+# Fresh buffers get this share of headroom: messages of one kind differ by a few bytes from
+# round to round (a piece's JSON header holds the round number and its sums), and one a
+# byte larger than the free buffer would miss it (seen: round 1's pieces were 64 bytes
+# longer than round 0's, and every one of them took fresh memory, send and receive side).
+HEADROOM = 1 / 64
 # Inbound messages smaller than this land in fresh memory (numpy's own cache and glibc's
 # heap serve those; the fault cost that pooling saves is per page of a big buffer).
 LANDING_MIN_BYTES = 1 << 20
@@ -60,7 +65,7 @@ class BufferPool:
                 arr = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
                 self.reused += 1
             else:
-                arr = np.empty(n, dtype=np.uint8)  # numpy asks for transparent huge pages
+                arr = _fresh(n)
             view = arr[:n].data
             if len(self._lent) >= MAX_LENT:  # views lost to a failed encode: forget them
                 self._lent.clear()
@@ -75,6 +80,12 @@ class BufferPool:
                 return  # not ours (e.g. a small message encoded into a bytearray)
             if sum(a.nbytes for a in self._free) + arr.nbytes <= self.max_bytes:
                 self._free.append(arr)
+
+
+def _fresh(n: int) -> npt.NDArray[np.uint8]:
+    """A new buffer for ``n`` bytes and ``HEADROOM`` (numpy asks the kernel for transparent
+    huge pages; pages never written are never memory)."""
+    return np.empty(n + int(n * HEADROOM), dtype=np.uint8)
 
 
 class AverageBuffers:
@@ -172,7 +183,7 @@ class LandingPool:
                 backing = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
                 self.reused += 1
             else:
-                backing = np.empty(n, dtype=np.uint8)  # numpy asks for transparent huge pages
+                backing = _fresh(n)
         mid = backing[:n]
         done = weakref.finalize(mid, self._returned.append, backing)
         done.atexit = False
