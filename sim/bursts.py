@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from heapq import heappush
+from operator import itemgetter
 from typing import Any
 
 import simpy
@@ -52,7 +53,9 @@ class Burst:
         items: list[Arrival],
         deliver: Callable[[Any], None],
     ) -> None:
-        items.sort()  # event ids are unique: values are never compared
+        # By time alone, stably: every caller draws the ids as it appends, so they ascend in
+        # list order and a stable sort is the (time, id) order, without tuple comparisons.
+        items.sort(key=itemgetter(0))
         self._queue: list[Any] = env._queue  # private: see the module docstring
         self._items = items
         self._next = 0
