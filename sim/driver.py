@@ -295,6 +295,9 @@ class SimDriver:
                 )
             )
         self._index = {n.id: n.index for n in self.nodes}
+        # What a node's peers are told when it connects (immutable, and the same every time:
+        # built once per node, not once per connection, of which a flat start makes N^2).
+        self._hello = [PeerConnected(n.id, n.address) for n in self.nodes]
         for i, a in adv.items():
             if a.behaviour == "label_flip" and i in learners:
                 self.engine.poison_labels(i)
@@ -751,10 +754,11 @@ class SimDriver:
         """Both ends learn of each other; a simulated peer is a verified member at once (the
         sim has no other runs to tell apart), which is half of the core's handshake."""
         assert a.proto is not None and b.proto is not None
-        if not self._same_shard(a.index, b.index):  # another layer shard: another swarm
-            return
-        self._execute(a, a.proto.handle(PeerConnected(b.id, b.address), self.env.now))
-        self._execute(b, b.proto.handle(PeerConnected(a.id, a.address), self.env.now))
+        if self.layer_shards > 1 and not self._same_shard(a.index, b.index):
+            return  # another layer shard: another swarm
+        now = self.env.now
+        self._execute(a, a.proto.handle(self._hello[b.index], now))
+        self._execute(b, b.proto.handle(self._hello[a.index], now))
 
     def _layer(self, i: int) -> int:
         """Node ``i``'s layer shard: dealt round-robin, as ``join`` deals them out."""

@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from swarm_tune.runtime.protocol.events import MessageReceived, PeerConnected
+from swarm_tune.runtime.protocol.events import MessageReceived
 from swarm_tune.sim.adversary import Adversary
 from swarm_tune.sim.bursts import Burst, event_ids
 from swarm_tune.sim.churn import node_rng
@@ -217,9 +217,9 @@ class PartWorld(SimDriver):
                 continue
             for x, y in ((a, b), (b, a)):  # both ends at once, in the single world's order
                 if self._holds(x):
-                    px, peer = nodes[x].proto, nodes[y]
+                    px = nodes[x].proto
                     assert px is not None
-                    self._execute(nodes[x], px.handle(PeerConnected(peer.id, peer.address), now))
+                    self._execute(nodes[x], px.handle(self._hello[y], now))
         for i in mine:
             proto = nodes[i].proto
             assert proto is not None
@@ -260,7 +260,7 @@ class PartWorld(SimDriver):
         if not self._same_shard(a.index, b.index) or a.proto is None:
             return
         now = self.env.now
-        self._execute(a, a.proto.handle(PeerConnected(b.id, b.address), now))
+        self._execute(a, a.proto.handle(self._hello[b.index], now))
         lat = self.network.latency_s[self.site_of[a.index]][self.site_of[b.index]]
         if math.isfinite(lat):
             self._post(now + lat, (CONNECT, b.index, now, a.index))
@@ -318,7 +318,7 @@ class PartWorld(SimDriver):
         _, dst, life, src = value
         b, a = self.nodes[dst], self.nodes[src]
         if b.online and b.incarnation == life and b.proto is not None:
-            self._execute(b, b.proto.handle(PeerConnected(a.id, a.address), self.env.now))
+            self._execute(b, b.proto.handle(self._hello[a.index], self.env.now))
 
     # -- the coordinator's interface --------------------------------------------------------
 
