@@ -513,6 +513,9 @@ class SimDriver:
         ]
 
     def _on_delivery(self, ev: simpy.Event) -> None:
+        """An arrival delivered by SimPy (a world run by ``env.run``: a partition's, a test's).
+        ``_loop`` writes this out for the bursts it delivers itself: change both together
+        (test_sim_run's determinism test runs one world each way and compares the tables)."""
         dst, inc, src, received, size = ev._value  # _payload, inlined: once per message
         node = self.nodes[dst]
         if not node.online or node.incarnation != inc or not self.network.reachable(src, dst):
@@ -1019,7 +1022,9 @@ class SimDriver:
                         exc.__cause__ = ev._value
                         raise exc
                     continue
-                # One arrival of a burst: Burst._fire, _on_delivery and _handle_received.
+                # One arrival of a burst: Burst._fire and _push, then _on_delivery and
+                # _handle_received written out (called instead, with their reachable() and
+                # env.now calls: +12.7% instructions, callgrind, flower-task flat 120 x 2).
                 items = ev._items
                 k = ev._next + 1
                 dst, inc, src, received, size = items[k - 1][2]
