@@ -1,4 +1,4 @@
-"""Three real ``swarm-tune node`` hosts in their own network namespaces, over emulated WAN links.
+"""Real ``swarm-tune node`` hosts in their own network namespaces, over emulated WAN links.
 
 What is emulated (see netns_topology.py): per-link bandwidth (``tc tbf`` both ways), random
 packet loss (nftables ``numgen``, in every host, counted) and latency (a userspace relay,
@@ -7,12 +7,14 @@ libp2p control traffic *and* the bulk plane's direct TCP data connections). Dire
 packets are dropped by nftables, so there is no undelayed shortcut.
 
 What it proves: the relay really adds the configured delay (a ping-pong probe between two
-namespaces measures RTT >= 2 x one-way delay), and >= 3 hosts bootstrap through stand-in
-addresses, exchange contributions and commit rounds (weighted averages of all 3 nodes) under
-that latency, bandwidth cap and loss; and, as sim-to-real calibration's CI check (issue 15),
-that the sim fed with their measured step times, update size and transport CPU predicts their
-bytes per node-round within +-15% (their median round time: within a factor of 2, see the
-test). Both worlds' figures are printed.
+namespaces measures RTT >= 2 x one-way delay), and the hosts bootstrap through stand-in
+addresses, exchange contributions and commit rounds (weighted averages of all of them) under
+that latency, bandwidth cap and loss; and, as sim-to-real calibration's check (issue 15), that
+the sim fed with their measured step times, update size, transport CPU and the cores the
+machine left them predicts their bytes per node-round within +-15% and their median round
+time: within 2x at 3 nodes in the default run, within +-15% at 6 nodes on 3 link profiles
+in the opt-in acceptance test (SWARM_TEST_CALIBRATION=1; its cost is why). Both worlds'
+figures are printed.
 
 Needs root, ``ip``, ``tc`` and ``nft``: skipped with a reason when missing locally, failed when
 ``CI`` is set (``.ci/run`` installs them and runs as root).
@@ -20,6 +22,7 @@ Needs root, ``ip``, ``tc`` and ``nft``: skipped with a reason when missing local
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,13 +35,10 @@ from netns_topology import Wan
 from procs import Proc, patience, wait_until
 
 from swarm_tune.analysis.calibration import format_table
-from swarm_tune.sim.calibrate import PROFILES, calibrate, with_profile
+from swarm_tune.sim.calibrate import PROFILES, Calibration, calibrate, with_profile
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.timeout(patience(170))]
 
-HOSTS = 3
-ROUNDS = 3
-DELAY_MS = PROFILES["lossy40"][1]  # one way
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "calibrate-6.yaml"
 PROBE_PORT = 7000
 
@@ -94,15 +94,16 @@ def _probe_rtt(wan: Wan) -> tuple[float, float]:
         server.kill()
 
 
-def test_three_hosts_over_the_emulated_wan_commit_rounds_and_match_the_sim(tmp_path: Path) -> None:
-    """The hosts run as sim-to-real calibration's twin (issue 15): ``scenarios/calibrate-6.yaml``
-    at its lossy40 profile, cut to 3 nodes and 3 rounds, through ``swarm-tune sim calibrate``'s
-    own code (sim/calibrate.py), then the sim fed with their figures. The full calibration (6
-    nodes, 6 rounds, 3 profiles: 90 s or more a profile here) is benchmarks/bench_calibrate.py."""
-    require_root_tools("ip", "tc", "nft")
-    data = with_profile(yaml.safe_load(SCENARIO.read_text()), "lossy40")
-    data["nodes"]["count"] = HOSTS
-    data["rounds"]["target"] = ROUNDS
+def _twin(profile: str, workdir: Path, nodes: int = 6, rounds: int = 6) -> Calibration:
+    """One profile: ``nodes`` real nodes for ``rounds`` rounds through ``swarm-tune sim
+    calibrate``'s own code (sim/calibrate.py), then the sim fed with their figures. The same
+    run proves the emulated WAN: the relay really delays (RTT >= 2 x one-way), every
+    connection crossed it, loss dropped packets where the profile has loss, nothing is left
+    behind; and the nodes commit every round with all of them."""
+    data = with_profile(yaml.safe_load(SCENARIO.read_text()), profile)
+    data["nodes"]["count"] = nodes
+    data["rounds"]["target"] = rounds
+    delay_ms, loss = PROFILES[profile][1], PROFILES[profile][2]
     seen: dict[str, Any] = {}
 
     def ready(wan: Wan) -> None:
@@ -110,7 +111,7 @@ def test_three_hosts_over_the_emulated_wan_commit_rounds_and_match_the_sim(tmp_p
         rtt_min, rtt_max = _probe_rtt(wan)
         print(f"probe RTT through the relay: min {rtt_min * 1e3:.1f} ms, max {rtt_max * 1e3:.1f}")
         # One relay crossing per direction: RTT >= 2 x one-way delay.
-        assert rtt_min >= 2 * DELAY_MS / 1000 * 0.95, rtt_min
+        assert rtt_min >= 2 * delay_ms / 1000 * 0.95, rtt_min
 
     def done(wan: Wan) -> None:
         seen["lost"] = sum(wan.counter(i, "loss")[0] for i in range(wan.hosts))
@@ -122,35 +123,72 @@ def test_three_hosts_over_the_emulated_wan_commit_rounds_and_match_the_sim(tmp_p
         seen["sim"] = True
 
     started = time.monotonic()
-    cal = calibrate(data, tmp_path, on_ready=ready, on_done=done, on_sim=sim_starts)
+    print(f"== {profile}: load average {os.getloadavg()}")
+    cal = calibrate(data, workdir, on_ready=ready, on_done=done, on_sim=sim_starts)
     assert seen.pop("sim") is True
     print(f"both worlds: {time.monotonic() - started:.1f} s; WAN counters {seen}")
     hosts = len(cal.logs)
     for node in cal.logs:
         closed = node.events("round.closed")
         metrics = node.events("node.stopped")[-1]["metrics"]
-        fallback = [r for r in node.records if "using the libp2p stream" in str(r.get("event"))]
         print(
             f"{node.name}: contributors {[r['contributors'] for r in closed]} round s "
             f"{[round(float(r['duration_s']), 2) for r in closed]} accepted "
-            f"{metrics['contributions_accepted']} wire {metrics['wire_rejected']} stream "
-            f"fallbacks {len(fallback)}"
+            f"{metrics['contributions_accepted']} wire {metrics['wire_rejected']}"
         )
-        assert [int(r["round"]) for r in closed] == list(range(ROUNDS)), closed
+        assert [int(r["round"]) for r in closed] == list(range(rounds)), closed
         assert all(r["outcome"] == "average" and r["contributors"] == hosts for r in closed)
-        assert metrics["contributions_accepted"] >= (hosts - 1) * ROUNDS, metrics
+        assert metrics["contributions_accepted"] >= (hosts - 1) * rounds, metrics
         assert metrics["wire_rejected"] == {}, metrics
-    # Every connection went through the relay (>= one per ordered pair), loss really dropped
-    # packets, and the WAN left nothing behind.
-    assert seen["redirected"] >= hosts * (hosts - 1) and seen["lost"] > 0, seen
+    # Every connection went through the relay (>= one per ordered pair), loss (where the
+    # profile has it) really dropped packets, and the WAN left nothing behind.
+    assert seen["redirected"] >= hosts * (hosts - 1), seen
+    assert (seen["lost"] > 0) == (loss > 0), seen
     assert seen["wan"].leftovers() == []
-
     print(format_table(f"sim vs real: {cal.name}", cal.rows, cal.sim, cal.real.stats))
-    time_row, bytes_row = cal.rows
+    cls = cal.fed["compute"]["classes"][0]
+    print(
+        f"given to the sim: step {cls['step_time']}, transport CPU {cls['transport_s_per_mb']} "
+        f"s/MB, {cls['cores']} cores per node; load average {os.getloadavg()}"
+    )
+    return cal
+
+
+def test_three_hosts_over_the_emulated_wan_commit_rounds_and_match_the_sim(tmp_path: Path) -> None:
+    """The default CI check: the twin at calibrate-6's lossy40 profile cut to 3 nodes and 3
+    rounds (about 30 s). Bytes within +-15%; the round time only within 2x: 3 nodes are not
+    CPU-bound and 9 node-rounds beside another slow test are noisy (0.77-1.32 measured). CI
+    catches a broken model (a link or CPU term gone or counted twice), not a 15% drift: the
+    next test holds that, at 6 nodes."""
+    require_root_tools("ip", "tc", "nft")
+    cal = _twin("lossy40", tmp_path, nodes=3, rounds=3)
     assert dict(cal.sim.outcomes) == dict(cal.real.stats.outcomes)
+    time_row, bytes_row = cal.rows
     assert bytes_row.within_goal, bytes_row  # the issue's +-15%
-    # Round time: the goal, +-15%, is held at 6 nodes by benchmarks/bench_calibrate.py (1.015-
-    # 1.19 at load 5-12), not here: 3 nodes are not CPU-bound and 9 node-rounds on a CI box
-    # running another slow test beside it are noisy (0.77 measured). CI catches a broken model
-    # (a link or CPU term gone or counted twice), not a 15% drift.
     assert 0.5 <= time_row.ratio <= 2.0, time_row
+
+
+@pytest.mark.timeout(patience(600))
+@pytest.mark.skipif(
+    os.environ.get("SWARM_TEST_CALIBRATION") != "1",
+    reason="6 nodes x 3 profiles: set SWARM_TEST_CALIBRATION=1 (~6 min on 2 busy cores)",
+)
+def test_calibration_six_real_nodes_on_three_links_match_the_sim(tmp_path: Path) -> None:
+    """Sim-to-real calibration's acceptance (issue 15): ``scenarios/calibrate-6.yaml``, six
+    nodes, at each of its three link profiles: the sim's median round time and bytes per
+    node-round within +-15% of the real twin's. The profiles run one after the other in one
+    test, not as three tests xdist could run side by side: measured, two twins at once (12
+    nodes on 2 cores) took 200 s each instead of 59 s and a wan10 round fell back. Not in the
+    default run: 110-116 s a profile at load 12 (mostly six processes importing torch on two
+    cores), about 340 s for the three, above what CI's 900 s budget has left."""
+    require_root_tools("ip", "tc", "nft")
+    cals = {p: _twin(p, tmp_path / p) for p in PROFILES}
+    print("profile   median round s sim / real  ratio   bytes/node-round ratio")
+    for p, cal in cals.items():
+        t, b = cal.rows
+        print(f"{p:<9} {t.sim:>8.2f} / {t.real:<8.2f} {t.ratio:>6.3f}   {b.ratio:>6.3f}")
+    for cal in cals.values():
+        assert dict(cal.sim.outcomes) == dict(cal.real.stats.outcomes)
+        time_row, bytes_row = cal.rows
+        assert bytes_row.within_goal, bytes_row  # the issue's +-15%
+        assert time_row.within_goal, time_row
