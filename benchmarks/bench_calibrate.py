@@ -14,9 +14,9 @@ step and CPU costs are measured on it, under the same load).
 
 Needs root, ``ip``, ``tc``, ``nft``. Goal: sim/real within 0.85-1.15 for the median round time
 and the bytes sent per node per round, on every profile.
-tests/chaos/test_chaos_netns.py holds the same goal on the same three runs when asked
-(SWARM_TEST_CALIBRATION=1: about two minutes a profile on a busy 2-core box, too long for the
-default CI run); this benchmark adds the diagnostics that explain a gap.
+tests/chaos/test_chaos_netns.py holds the same goal on the same three runs in the default CI
+run (40-60 s a profile on a quiet 2-core box, about two minutes on a busy one); this benchmark
+adds the diagnostics that explain a gap.
 """
 
 from __future__ import annotations

@@ -12,8 +12,7 @@ addresses, exchange contributions and commit rounds (weighted averages of all of
 that latency, bandwidth cap and loss; and, as sim-to-real calibration's check (issue 15), that
 the sim fed with their measured step times, update size, transport CPU and the cores the
 machine left them predicts their bytes per node-round within +-15% and their median round
-time: within 2x at 3 nodes in the default run, within +-15% at 6 nodes on 3 link profiles
-in the opt-in acceptance test (SWARM_TEST_CALIBRATION=1; its cost is why). Both worlds'
+time within +-15%, at 6 nodes on each of calibrate-6.yaml's 3 link profiles. Both worlds'
 figures are printed.
 
 Needs root, ``ip``, ``tc`` and ``nft``: skipped with a reason when missing locally, failed when
@@ -154,33 +153,16 @@ def _twin(profile: str, workdir: Path, nodes: int = 6, rounds: int = 6) -> Calib
     return cal
 
 
-def test_three_hosts_over_the_emulated_wan_commit_rounds_and_match_the_sim(tmp_path: Path) -> None:
-    """The default CI check: the twin at calibrate-6's lossy40 profile cut to 3 nodes and 3
-    rounds (about 30 s). Bytes within +-15%; the round time only within 2x: 3 nodes are not
-    CPU-bound and 9 node-rounds beside another slow test are noisy (0.77-1.32 measured). CI
-    catches a broken model (a link or CPU term gone or counted twice), not a 15% drift: the
-    next test holds that, at 6 nodes."""
-    require_root_tools("ip", "tc", "nft")
-    cal = _twin("lossy40", tmp_path, nodes=3, rounds=3)
-    assert dict(cal.sim.outcomes) == dict(cal.real.stats.outcomes)
-    time_row, bytes_row = cal.rows
-    assert bytes_row.within_goal, bytes_row  # the issue's +-15%
-    assert 0.5 <= time_row.ratio <= 2.0, time_row
-
-
 @pytest.mark.timeout(patience(600))
-@pytest.mark.skipif(
-    os.environ.get("SWARM_TEST_CALIBRATION") != "1",
-    reason="6 nodes x 3 profiles: set SWARM_TEST_CALIBRATION=1 (~6 min on 2 busy cores)",
-)
 def test_calibration_six_real_nodes_on_three_links_match_the_sim(tmp_path: Path) -> None:
     """Sim-to-real calibration's acceptance (issue 15): ``scenarios/calibrate-6.yaml``, six
     nodes, at each of its three link profiles: the sim's median round time and bytes per
     node-round within +-15% of the real twin's. The profiles run one after the other in one
     test, not as three tests xdist could run side by side: measured, two twins at once (12
-    nodes on 2 cores) took 200 s each instead of 59 s and a wan10 round fell back. Not in the
-    default run: 110-116 s a profile at load 12 (mostly six processes importing torch on two
-    cores), about 340 s for the three, above what CI's 900 s budget has left."""
+    nodes on 2 cores) took 200 s each instead of 59 s and a wan10 round fell back. Cost:
+    ~150 s for the three on a quiet box (39.5 s lossy40, 55.7 s wan10), 110-116 s a profile
+    at load 12 (mostly six processes importing torch on two cores). It replaced the 3-node
+    twin of earlier stops (same helper, a 2x bound), which it covers."""
     require_root_tools("ip", "tc", "nft")
     cals = {p: _twin(p, tmp_path / p) for p in PROFILES}
     print("profile   median round s sim / real  ratio   bytes/node-round ratio")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from procs import require
+from procs import patience, require
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 CHROMIUM_FLAGS = [
@@ -74,7 +74,7 @@ class Chromium:
                 self._port = int(m.group(1))
                 self._seen.set()
 
-    def page_ws_url(self, timeout: float = 30.0) -> str:
+    def page_ws_url(self, timeout: float = patience(30.0)) -> str:
         if not self._seen.wait(timeout):
             raise AssertionError("chromium did not start:\n" + "".join(self.stderr[-20:]))
         deadline = time.monotonic() + timeout
