@@ -997,7 +997,11 @@ class SimDriver:
         the same order) and the delivery is made in one loop body; every other event
         takes ``Environment.step``'s path, written out. It is SimPy's own order (one heap of
         (time, priority, id) entries), so every event fires at the same time and in the same
-        order as under ``env.run``: the tables are the same bit for bit."""
+        order as under ``env.run``: the tables are the same bit for bit. Two rules follow:
+        the inline body is this class's ``_on_delivery`` / ``_handle_received``, so a
+        subclass that overrides those overrides ``_loop`` too (``PartWorld`` runs
+        ``env.run``); and, unlike ``env.run``, the stop event is not re-armed, so a world is
+        not resumed after it returns (none is)."""
         env = self.env
         queue: list[Any] = env._queue  # SimPy's private heap, as sim/bursts.py uses it
         stop = self._stop

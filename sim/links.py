@@ -52,9 +52,9 @@ whose server has flows gets the machine's capacity (its members' ``cpu_bps`` sum
 number of busy members, at most one core (its event loop is one thread). With a fixed share
 each, a node that had nothing to carry (stepping, or done with its round) left its share idle
 while the others waited for theirs: measured on the twin (issue 15), the real nodes used
-every core the machine left them (0.62 of 0.62 cores at lan40), the sim's fixed shares
-10-20% less, and its rounds were 10-20% longer. The shares move only when a member turns busy
-or idle: O(members) then, nothing per flow.
+every core the machine left them (0.62 of 0.62 cores at lan40), and with fixed shares the
+sim's median rounds came out 2.5-6% longer (re-sims of stored twins). The shares move only
+when a member turns busy or idle: O(members) then, nothing per flow.
 """
 
 from __future__ import annotations

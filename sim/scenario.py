@@ -193,6 +193,9 @@ class ComputeClass(_Strict):
     def _shared_needs_transport(self) -> ComputeClass:
         if self.shared_cores and not self.transport_s_per_mb:
             raise ValueError("shared_cores needs transport_s_per_mb (the CPU it shares)")
+        if self.shared_cores and self.cores > 1:
+            # A member gets at most one core (one event-loop thread): the rest would idle.
+            raise ValueError("shared_cores needs cores <= 1 per node (each node uses at most 1)")
         return self
 
 

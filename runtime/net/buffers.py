@@ -149,9 +149,13 @@ class LandingPool:
     A buffer comes back whole-written only: the bulk plane delivers a message once every
     byte of its announced size has been written, so nothing of an earlier message shows.
 
-    ``max_bytes`` bounds what the free list keeps. A finalizer may run in any thread and
-    at any allocation (a cycle collected), so it only appends to a deque; ``take`` moves
-    those to the free list under its lock."""
+    ``max_bytes`` bounds what the free list keeps, and the longest-kept buffers go first
+    when it is over: message sizes drift (and a peer can send sizes nothing else fits), so
+    a stale size must not pin the budget for the node's life. The owner pools only its run
+    members' transfers (strangers' land in fresh memory that goes back to the OS). A kept
+    message holds its whole buffer: up to 1 / MIN_FILL of its size plus headroom. A
+    finalizer may run in any thread and at any allocation (a cycle collected), so it only
+    appends to a deque; ``take`` moves those to the free list under its lock."""
 
     def __init__(self, max_bytes: int, min_bytes: int = LANDING_MIN_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -165,7 +169,9 @@ class LandingPool:
     def held(self) -> int:
         """Bytes kept for reuse (free list and buffers given back since the last take)."""
         with self._lock:
-            return sum(a.nbytes for a in self._free) + sum(a.nbytes for a in self._returned)
+            # One C-level copy: a finalizer may append while this sums.
+            returned = tuple(self._returned)
+            return sum(a.nbytes for a in self._free) + sum(a.nbytes for a in returned)
 
     def take(self, n: int) -> memoryview:
         """A writable, uninitialised, 16-byte aligned buffer of ``n`` bytes; it is reused
@@ -174,9 +180,10 @@ class LandingPool:
             return np.empty(n, dtype=np.uint8).data
         with self._lock:
             while self._returned:
-                back = self._returned.popleft()
-                if sum(a.nbytes for a in self._free) + back.nbytes <= self.max_bytes:
-                    self._free.append(back)
+                self._free.append(self._returned.popleft())  # oldest first, newest last
+            kept = sum(a.nbytes for a in self._free)
+            while kept > self.max_bytes:
+                kept -= self._free.pop(0).nbytes
             fits = [i for i, a in enumerate(self._free) if MIN_FILL * a.nbytes <= n <= a.nbytes]
             if fits:
                 # By position: list.remove would compare arrays with ==, elementwise.

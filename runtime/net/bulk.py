@@ -196,7 +196,8 @@ class BulkPlane:
         self._direct: dict[bytes, _Direct] = {}
         self._preauth = SlotTable(config.max_preauth_conns, config.max_preauth_per_ip)
         self._transfers = SlotTable(config.max_inbound_transfers, config.max_transfers_per_peer)
-        self.landings = LandingPool(LANDING_KEEP_BYTES)
+        # Never more kept than the node may buffer in flight: the two together bound it.
+        self.landings = LandingPool(min(LANDING_KEEP_BYTES, config.max_inbound_bytes))
         #: Who the core counts as a member of the run (their offers come first, see
         #: ``admission.py``); set by the driver. Until then everyone is, which is the plain
         #: schedule rule for all (a bare plane has no run to be a member of).
@@ -287,7 +288,7 @@ class BulkPlane:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
         opener = Sealer(direct.key)
         sealed = bytearray(CHUNK + TAG)
-        buf = landing(direct.slot.size, self.landings)
+        buf = landing(direct.slot.size, self._pool_for(direct.slot))
         got = 0
         try:
             for index, n in enumerate(chunk_sizes(direct.slot.size)):
@@ -408,7 +409,7 @@ class BulkPlane:
 
     async def _receive_stream(self, stream: INetStream, slot: Slot) -> memoryview | None:
         try:
-            buf = landing(slot.size, self.landings)
+            buf = landing(slot.size, self._pool_for(slot))
             while slot.got < slot.size:
                 want = min(STREAM_WRITE_CHUNK, slot.size - slot.got)
                 with trio.fail_at(self._due(slot, want)), trio.fail_after(self._cfg.idle_timeout):
@@ -440,6 +441,11 @@ class BulkPlane:
         return buf
 
     # ------------------------------------------------------------ receiver: helpers
+
+    def _pool_for(self, slot: Slot) -> LandingPool | None:
+        """Members' transfers land in reused memory; a stranger's in fresh memory that goes
+        back to the OS, so it cannot leave the pool holding sizes nobody else uses."""
+        return self.landings if slot.priority else None
 
     def _due(self, slot: Slot, upto: int) -> float:
         """When byte ``slot.got + upto`` must have arrived (see the module docstring)."""

@@ -71,3 +71,15 @@ def test_a_received_buffer_is_reused_only_once_nothing_refers_to_its_memory() ->
     del first, second
     last = tight.take(len(raw))
     assert tight.held == 0 and tight.reused == 1 and len(last) == len(raw)
+    # A stale size does not pin the budget: the longest-kept buffer goes first (a peer
+    # that once sent sizes nothing else fits must not leave them held for the node's life).
+    two_kept = LandingPool(2 * kept_bytes, min_bytes=1 << 10)
+    big = two_kept.take(len(raw) * 19 // 10)  # too big for a later message (MIN_FILL)
+    del big
+    normal = two_kept.take(len(raw))
+    assert two_kept.reused == 0
+    del normal  # big + normal are over the budget: big, kept longest, goes
+    reused_again = two_kept.take(len(raw))
+    assert two_kept.reused == 1 and two_kept.held == 0, two_kept.held
+    del reused_again
+    assert two_kept.held <= 2 * kept_bytes

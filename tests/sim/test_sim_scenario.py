@@ -74,6 +74,11 @@ def test_shared_cores_without_the_cpu_it_shares_is_refused() -> None:
     assert [(p, "shared_cores needs transport_s_per_mb" in m) for p, _, m in found] == [
         ("compute.classes.0", True)
     ], found
+    found = problems(
+        "name: t\nnodes: {count: 4}\ncompute:\n  classes:\n    - {name: box, shared_cores: true,"
+        " transport_s_per_mb: 0.1, cores: 2}\n"
+    )
+    assert [(p, "cores <= 1" in m) for p, _, m in found] == [("compute.classes.0", True)], found
 
 
 def test_core_invariants_surface_at_the_protocol_block() -> None:
