@@ -59,10 +59,8 @@ class BufferPool:
     def take(self, n: int) -> memoryview:
         """A writable, uninitialised view of ``n`` bytes (a free buffer's, or a new one)."""
         with self._lock:
-            fits = [i for i, a in enumerate(self._free) if MIN_FILL * a.nbytes <= n <= a.nbytes]
-            if fits:
-                # By position: list.remove would compare arrays with ==, elementwise.
-                arr = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
+            arr = _pop_fitting(self._free, n)
+            if arr is not None:
                 self.reused += 1
             else:
                 arr = _fresh(n)
@@ -80,6 +78,16 @@ class BufferPool:
                 return  # not ours (e.g. a small message encoded into a bytearray)
             if sum(a.nbytes for a in self._free) + arr.nbytes <= self.max_bytes:
                 self._free.append(arr)
+
+
+def _pop_fitting(free: list[npt.NDArray[np.uint8]], n: int) -> npt.NDArray[np.uint8] | None:
+    """The smallest free buffer that holds ``n`` bytes without wasting more than MIN_FILL
+    allows, taken out of ``free``; None if none fits. The caller holds the pool's lock."""
+    fits = [i for i, a in enumerate(free) if MIN_FILL * a.nbytes <= n <= a.nbytes]
+    if not fits:
+        return None
+    # By position: list.remove would compare arrays with ==, elementwise.
+    return free.pop(min(fits, key=lambda i: free[i].nbytes))
 
 
 def _fresh(n: int) -> npt.NDArray[np.uint8]:
@@ -184,10 +192,8 @@ class LandingPool:
             kept = sum(a.nbytes for a in self._free)
             while kept > self.max_bytes:
                 kept -= self._free.pop(0).nbytes
-            fits = [i for i, a in enumerate(self._free) if MIN_FILL * a.nbytes <= n <= a.nbytes]
-            if fits:
-                # By position: list.remove would compare arrays with ==, elementwise.
-                backing = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
+            backing = _pop_fitting(self._free, n)
+            if backing is not None:
                 self.reused += 1
             else:
                 backing = _fresh(n)
