@@ -35,9 +35,13 @@ typecheck: $(STAMP)
 # Both sets run on both cores (pytest-xdist): first the fast set, then the slow set (real node
 # swarms, network namespaces, browsers) two tests at a time, never beside the CPU-bound fast
 # tests. Its tests wait on conditions with deadlines, so they hold on a busy box (.ci/busy).
+# Last, the tests marked `alone` (sim-to-real calibration) with the box to themselves: they
+# compare a model of this machine's spare CPU with what real nodes got, and another test's
+# training that grabs whatever the nodes leave idle is not a machine the model describes.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n 2
-	$(BIN)/python -m pytest -q -m slow -n 2
+	$(BIN)/python -m pytest -q -m "slow and not alone" -n 2
+	$(BIN)/python -m pytest -q -m alone
 
 test: lint typecheck pytest
 

@@ -158,6 +158,7 @@ def _twin(profile: str, workdir: Path, nodes: int = 6, rounds: int = 6) -> Calib
     return cal
 
 
+@pytest.mark.alone
 @pytest.mark.timeout(patience(600))
 def test_calibration_six_real_nodes_on_three_links_match_the_sim(tmp_path: Path) -> None:
     """Sim-to-real calibration's acceptance (issue 15): ``scenarios/calibrate-6.yaml``, six
@@ -167,7 +168,15 @@ def test_calibration_six_real_nodes_on_three_links_match_the_sim(tmp_path: Path)
     nodes on 2 cores) took 200 s each instead of 59 s and a wan10 round fell back. Cost:
     ~150 s for the three on a quiet box (39.5 s lossy40, 55.7 s wan10), 110-116 s a profile
     at load 12 (mostly six processes importing torch on two cores). It replaced the 3-node
-    twin of earlier stops (same helper, a 2x bound), which it covers."""
+    twin of earlier stops (same helper, a 2x bound), which it covers.
+
+    Marked ``alone``: CI runs it after the slow set, with the box to itself. Beside another
+    xdist worker's CPU-bound tests (CI, load ~10) the sim came out 1.03 / 1.06 / 1.16x the
+    real median (lossy40 missed), against 0.90-0.93 on a quiet box. The likely reason, not
+    measured directly: sim/host_cpu.py counts what the rest of the machine took as
+    unavailable to the nodes, but a training test takes whatever the nodes leave idle and
+    yields part of it when they are busy (the scheduler shares by runnable thread), so the
+    nodes had more CPU when they needed it than the sim was told. Not modelled."""
     require_root_tools("ip", "tc", "nft")
     cals = {p: _twin(p, tmp_path / p) for p in PROFILES}
     print("profile   median round s sim / real  ratio   bytes/node-round ratio")
