@@ -45,6 +45,7 @@ from swarm_tune.runtime.net.errors import NetError
 from swarm_tune.runtime.net.events import Incoming, PeerMisbehaved
 from swarm_tune.runtime.net.events import PeerConnected as NetPeerConnected
 from swarm_tune.runtime.net.events import PeerDisconnected as NetPeerDisconnected
+from swarm_tune.runtime.net.heap import keep_freed_memory
 from swarm_tune.runtime.net.metrics import NodeMetrics
 from swarm_tune.runtime.net.node import NetNode
 from swarm_tune.runtime.net.protocol_codec import from_envelope, to_envelope
@@ -201,6 +202,7 @@ class NodeDriver:
 
     async def run(self, stop: trio.Event) -> None:
         """Join, train until ``stop`` is set or ``max_rounds`` is reached, leave cleanly."""
+        keep_freed_memory()  # a round's big arrays reuse the last round's memory (heap.py)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._timers.run)

@@ -5,12 +5,16 @@ Reused receive buffers (LandingPool): back only once nothing refers to their mem
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 
 import numpy as np
+import pytest
 import torch
 
 from swarm_tune.runtime.net.buffers import LENT_AVERAGES, AverageBuffers, LandingPool
+from swarm_tune.runtime.net.heap import keep_freed_memory
 from swarm_tune.runtime.net.protocol_codec import from_envelope, to_envelope
 from swarm_tune.runtime.protocol.group import digest
 from swarm_tune.runtime.protocol.messages import SliceResult
@@ -83,3 +87,29 @@ def test_a_received_buffer_is_reused_only_once_nothing_refers_to_its_memory() ->
     assert two_kept.reused == 1 and two_kept.held == 0, two_kept.held
     del reused_again
     assert two_kept.held <= 2 * kept_bytes
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def test_a_big_array_lives_in_the_heap_and_its_memory_is_reused_after_free() -> None:
+    if not keep_freed_memory():
+        pytest.skip("not glibc: malloc's thresholds cannot be set")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallinfo2.restype = _MallInfo2
+    size = 48 << 20  # over glibc's default mmap ceiling (32 MiB): a fresh mapping without
+    mapped = libc.mallinfo2().hblkhd
+    first = np.ones(size, dtype=np.uint8)
+    assert libc.mallinfo2().hblkhd - mapped < size // 2  # not a mapping of its own
+    heap = libc.mallinfo2().arena
+    del first
+    again = np.ones(size, dtype=np.uint8)  # the freed memory serves it: the heap stays
+    assert libc.mallinfo2().arena - heap < size // 2 and int(again.sum()) == size
+    assert libc.mallinfo2().hblkhd - mapped < size // 2
