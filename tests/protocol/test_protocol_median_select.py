@@ -6,7 +6,8 @@ exactly the value of the computation it replaced, ties, NaN and infinities inclu
 
 * ``weighted_median``: equal weights select (np.partition); other weights sort each
   coordinate on the transposed rows and gather only the chosen value (the reference is the
-  sort along axis 0 with take_along_axis);
+  sort along axis 0 with take_along_axis); up to six equal-weight rows take min/max steps,
+  whose bits must be np.partition's, the select they replaced, even for signed zeros and NaN;
 * ``geometric_median``: ``np.linalg.norm`` spelled out (the reference keeps the call);
 * near-duplicates' ``_median``: ``np.median``'s own steps.
 * ``weighted_medians_with_each``: one sort of the rest for many extra rows (the reference is
@@ -66,6 +67,24 @@ def test_weighted_median_paths_give_the_sorted_lower_median_bit_for_bit() -> Non
     with np.errstate(invalid="ignore"):  # 0/0: both paths take the sort's first value
         zeros = np.zeros(6)
         assert np.array_equal(weighted_median(rows, zeros), _by_sort(rows, zeros))
+
+
+def test_few_equal_rows_give_the_bits_of_the_select_they_replaced() -> None:
+    # A gossip close's medians (2-6 rows): the min/max steps or, for -0.0 or NaN, the select.
+    rng = np.random.default_rng(27)
+    special = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan])
+    for trial in range(300):
+        n, d = int(rng.integers(2, 7)), int(rng.integers(1, 12))
+        rows = rng.standard_normal((n, d))
+        if trial % 3:  # ties, signed zeros, infinities, NaN
+            mask = rng.random((n, d)) < (0.5 if trial % 3 == 1 else 0.1)
+            rows[mask] = rng.choice(special[: 4 if trial % 2 else 7], size=int(mask.sum()))
+        rows = rows.astype(np.float32 if trial % 2 else np.float64)
+        if trial % 5 == 0:
+            rows = np.asfortranarray(rows)[:, ::-1]  # strided rows
+        kth = (n + 1) // 2 - 1
+        want = np.partition(rows, kth, axis=0)[kth].astype(np.float32)
+        assert weighted_median(rows, np.full(n, 0.3)).tobytes() == want.tobytes(), trial
 
 
 def test_geometric_median_and_pair_median_keep_their_reference_bits() -> None:
