@@ -38,6 +38,11 @@ F64 = npt.NDArray[np.float64]
 
 MIN_POOL = 3  # below this, no median distance to be near relative to
 MEMO_ENTRIES = 8  # pools whose grouping is kept (the rounds closing now)
+# Pools of fewer updates are computed, never memoised (here and in protocol/shared_work.py):
+# a gossip close's pool - its own update and a few neighbours' - is no other node's, so its
+# key and entry were pure cost (scale-10k 1,000 x 4: 0 hits in ~10,000 lookups of the three
+# memos), and a small flat pool is cheap to compute again. A flat round's pools are N.
+MEMO_MIN_POOL = 8
 
 # key (ratio, ids of the samples) -> (the samples, kept alive with the key; their labels)
 _memo: dict[tuple[object, ...], tuple[Sequence[F64], tuple[int | None, ...]]] = {}
@@ -52,7 +57,7 @@ def duplicate_labels(
     if len(fingerprints) != len(samples):
         raise ValueError("one sample per fingerprint")
     arrays = [a for a in samples if a is not None]
-    if ratio > 0 and len(arrays) == len(samples) >= MIN_POOL:
+    if ratio > 0 and len(arrays) == len(samples) >= max(MIN_POOL, MEMO_MIN_POOL):
         # The usual pool: every update summarised. A sample's fingerprint comes from the
         # same summary, so the ids of the samples key both kinds of copy.
         key = (ratio, tuple(map(id, arrays)))

@@ -24,6 +24,8 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from swarm_tune.runtime.aggregation.near_duplicates import MEMO_MIN_POOL
+
 F32 = npt.NDArray[np.float32]
 V = TypeVar("V")
 
@@ -61,6 +63,8 @@ def shared_aggregate(
     """``compute()``, or a copy of its result for the same rule, row objects, weights, seed.
 
     Every hit returns a copy, so replicas never share a buffer they might apply in place."""
+    if len(rows) < MEMO_MIN_POOL:
+        return compute()  # a gossip close's pool: no other node's (near_duplicates.py)
     key = (rule, seed, tuple(weights), tuple(map(id, rows)))
     hit = _aggregates.get(key)
     if hit is not None:

@@ -58,7 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from swarm_tune.runtime.aggregation.coordinate import weighted_median, weighted_medians_with_each
-from swarm_tune.runtime.aggregation.near_duplicates import find_root, join_roots
+from swarm_tune.runtime.aggregation.near_duplicates import MEMO_MIN_POOL, find_root, join_roots
 from swarm_tune.runtime.aggregation.rules import collapse_duplicates
 from swarm_tune.runtime.aggregation.weighted import subnet_capped_weights
 from swarm_tune.runtime.protocol.config import ProtocolConfig
@@ -409,7 +409,7 @@ def direction_statistics(
     if len(pool) < 3:
         return [], 0.0, 0.0
     equal = bool(weights[0] > 0 and np.all(weights == weights[0]))
-    if not equal:
+    if not equal or len(pool) < MEMO_MIN_POOL:  # small: a gossip pool, no other node's
         return _direction_statistics(pool, weights, colluders, sharp)
     ids = [id(s.direction) for s in pool]
     # Ints alone when nobody has colluders (a flat round's usual pool): cheaper to sort than

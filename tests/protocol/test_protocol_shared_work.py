@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from swarm_tune.runtime.aggregation.near_duplicates import MEMO_MIN_POOL
 from swarm_tune.runtime.aggregation.rules import GeometricMedian, aggregate
 from swarm_tune.runtime.protocol import validation
 from swarm_tune.runtime.protocol.shared_work import shared_aggregate
@@ -57,6 +58,13 @@ def test_other_row_objects_weights_seed_or_rule_compute_again() -> None:
     run(rows, weights, 2, rule)
     run(rows, weights, 1, GeometricMedian(3))
     assert len(calls) == 5
+    # A pool under MEMO_MIN_POOL (a gossip close's) is no other node's: computed each time.
+    few = rows[: MEMO_MIN_POOL - 1]
+    assert (
+        run(few, weights[: len(few)], 1, rule).tobytes()
+        == run(few, weights[: len(few)], 1, rule).tobytes()
+    )
+    assert len(calls) == 7
     assert changed.tobytes() == aggregate(rule, rows, [2.0, *weights[1:]], 1).tobytes()
 
 
