@@ -78,8 +78,10 @@ def weighted_median(rows: Floats, weights: F64) -> F32:
 
 
 _NETWORK_MAX = 6  # rows up to which a min/max network beats np.partition (see below)
-# Each float size's integer twin: -0.0's bits are that integer type's minimum.
-_AS_INT: dict[int, np.dtype[np.signedinteger[Any]]] = {4: np.dtype(np.int32), 8: np.dtype(np.int64)}
+# Each float size's integer twin and that type's minimum: -0.0's bits.
+_AS_INT: dict[int, tuple[np.dtype[np.signedinteger[Any]], int]] = {
+    size: (np.dtype(t), int(np.iinfo(t).min)) for size, t in ((4, np.int32), (8, np.int64))
+}
 
 
 def _kth_smallest(rows: Floats, kth: int) -> Floats | None:
@@ -97,11 +99,11 @@ def _kth_smallest(rows: Floats, kth: int) -> Floats | None:
     implementation by CPU). So None when a row holds -0.0 (the caller selects as before), and
     when the result holds NaN: a NaN input reaches the output through every step (both
     ``minimum`` and ``maximum`` propagate it), where ``np.partition`` sorts NaN last."""
-    as_int = _AS_INT.get(rows.itemsize)
-    if as_int is None or rows.size == 0:
+    twin = _AS_INT.get(rows.itemsize)
+    if twin is None or rows.size == 0:
         return None
     # -0.0 is the one float whose bits are the smallest integer of its size.
-    if int(np.minimum.reduce(rows.view(as_int), axis=None)) == np.iinfo(as_int).min:
+    if int(np.minimum.reduce(rows.view(twin[0]), axis=None)) == twin[1]:
         return None
     lanes: list[Floats] = [rows[i] for i in range(rows.shape[0])]
     n = len(lanes)
