@@ -284,27 +284,52 @@ def run_children(
     cmds: list[list[str]], timeout: float, env: dict[str, str], logs: Path | None = None
 ) -> list[Any]:
     """Run the children together; each one not done by ``timeout`` is killed and reported
-    (with which child it was), and with ``logs`` every child's output is kept there."""
-    procs = [
-        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        for c in cmds
-    ]
+    (with which child it was), and with ``logs`` every child's output is kept there.
+
+    Each child writes to its own file, never to a pipe: pipes were drained one child at a
+    time (``communicate`` on child 0, then 1, ...), so once a later child had written 64 KiB
+    (N = 8: a node logs a line per transfer and per failed heartbeat) its next log line
+    blocked its event loop until every earlier child had exited. A watcher thread caught
+    loop threads stuck in structlog's write for 1-3 s and more; peers' sends to them timed
+    out, which logged more lines (note of issue 13, part A)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [open(Path(tmp) / f"{i}.out", "w+") for i in range(len(cmds))]  # noqa: SIM115
+        try:
+            procs = [
+                subprocess.Popen(c, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
+                for c, f in zip(cmds, files, strict=True)
+            ]
+            return _collect(cmds, procs, files, timeout, logs)
+        finally:
+            for f in files:
+                f.close()
+
+
+def _collect(
+    cmds: list[list[str]],
+    procs: list[subprocess.Popen[str]],
+    files: list[Any],
+    timeout: float,
+    logs: Path | None,
+) -> list[Any]:
     outs: list[Any] = []
     deadline = time.monotonic() + timeout
-    for i, p in enumerate(procs):
+    for i, (p, f) in enumerate(zip(procs, files, strict=True)):
         late = ""
         try:
-            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
-            out, err = p.communicate()
+            p.wait()
             late = f"child {i} gave no result within {timeout:g} s (killed); "
+        f.seek(0)
+        out = f.read()
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
-            (logs / f"{Path(cmds[i][1]).stem}-{len(cmds)}-{i}.log").write_text(out + err)
+            (logs / f"{Path(cmds[i][1]).stem}-{len(cmds)}-{i}.log").write_text(out)
         lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
         if not lines:
-            outs.append({"error": late + (err or out)[-600:]})
+            outs.append({"error": late + out[-600:]})
         else:
             outs.append(json.loads(lines[-1][len("RESULT ") :]))
     return outs
