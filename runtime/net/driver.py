@@ -50,6 +50,7 @@ from swarm_tune.runtime.net.metrics import NodeMetrics
 from swarm_tune.runtime.net.node import NetNode
 from swarm_tune.runtime.net.protocol_codec import from_envelope, to_envelope
 from swarm_tune.runtime.net.timers import TimerService
+from swarm_tune.runtime.net.workers import WorkerPool
 from swarm_tune.runtime.ops.logging import get_logger
 from swarm_tune.runtime.protocol import effects as fx
 from swarm_tune.runtime.protocol.events import (
@@ -97,9 +98,6 @@ THREAD_CODEC_BYTES = 1 << 20
 #: What the reused send buffers may keep between messages: a 124 MB update's round at
 #: N = 4 has ~5 slices in flight at once (pieces, slice, audit piece).
 SEND_BUFFERS_BYTES = 1 << 30
-#: Worker threads that check group data (hash, finite, sum of squares) beside the loop: two
-#: keep a 2-core box's loop thread a core while pieces of several members land at once.
-CHECK_THREADS = 2
 ATTACKER_POLL_S = 0.05  # how often a waiting omniscient attacker looks at what it received
 
 CheckpointFn = Callable[[int, dict[str, Any]], Path | None]
@@ -174,7 +172,9 @@ class NodeDriver:
         self._checkpoint_fn = checkpoint
         self._adversary = adversary or Adversary("none")
         self._replay = ReplayGuard()
-        self._checks = trio.CapacityLimiter(CHECK_THREADS)
+        # Large encodes, decodes and group-data checks: a few threads started with ``run``,
+        # before any traffic, never by the loop's thread mid-round (see workers.py).
+        self._workers = WorkerPool()
         self._send_buffers = BufferPool(SEND_BUFFERS_BYTES)
         self._averages = AverageBuffers()
         protocol.average_out = self._averages.take
@@ -203,6 +203,13 @@ class NodeDriver:
     async def run(self, stop: trio.Event) -> None:
         """Join, train until ``stop`` is set or ``max_rounds`` is reached, leave cleanly."""
         keep_freed_memory()  # a round's big arrays reuse the last round's memory (heap.py)
+        self._workers.start()
+        try:
+            await self._run(stop)
+        finally:
+            self._workers.close()
+
+    async def _run(self, stop: trio.Event) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._timers.run)
@@ -445,7 +452,7 @@ class NodeDriver:
             if env.nbytes() > THREAD_CODEC_BYTES:
                 # Into a reused buffer (buffers.py): a fresh 62 MB one cost ~15 k page faults
                 # (~40 ms of system time) per message, several messages a round.
-                data = await trio.to_thread.run_sync(
+                data = await self._workers.run(
                     partial(encode_buffer, env, self.identity, alloc=self._send_buffers.take)
                 )
             else:
@@ -535,7 +542,7 @@ class NodeDriver:
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         try:
             if len(inc.data) > THREAD_CODEC_BYTES:
-                env = await trio.to_thread.run_sync(_decode, inc.data, self.config.run_id)
+                env = await self._workers.run(_decode, inc.data, self.config.run_id)
             else:
                 env = _decode(inc.data, self.config.run_id)
             if env.sender != peer:
@@ -545,7 +552,7 @@ class NodeDriver:
             if isinstance(message, Piece | SliceResult) and len(inc.data) > THREAD_CODEC_BYTES:
                 # The core's per-piece checks read these facts instead of computing them on
                 # the loop's thread (group.with_facts), while other transfers keep landing.
-                message = await trio.to_thread.run_sync(with_facts, message, limiter=self._checks)
+                message = await self._workers.run(with_facts, message)
         except WireError as err:
             m.wire_rejected[err.reason] += 1
             log.warning("wire.rejected", peer=peer, reason=err.reason, bytes=len(inc.data))

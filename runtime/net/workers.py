@@ -1,0 +1,107 @@
+"""A few long-lived worker threads for the driver's codec and check work.
+
+Why not ``trio.to_thread.run_sync``: trio starts a new OS thread whenever none of its cached
+ones is idle (and retires a cached one after 10 s without work), and ``Thread.start`` blocks
+the *event loop's* thread until the new thread has run far enough to say it started. On a
+busy box that wait is long: in the N = 8 group benchmark on 2 cores (8 nodes, ~16 runnable
+threads) a watcher thread caught the loop thread stuck in ``Thread.start`` for 1.1-2.8 s,
+half of all its stalls over 1 s (``/work/notes/issue-13-note.md``, part A). While it waits,
+nothing on the node runs: no stream negotiation is answered, no heartbeat acknowledged, no
+data read, so peers' control messages time out. Each round's burst (one encode per group
+member, decodes and checks of every piece that lands) started up to ~14 such threads.
+
+Here the threads are started once, when the pool is built (before any traffic), and live as
+long as the node; at most ``size`` jobs run at once, the rest wait in order. Fewer threads
+also means fewer contenders for the GIL and the cores beside the loop thread.
+
+A job is not cancellable once submitted (as with ``to_thread.run_sync``'s default): the
+caller waits for its result; its exception is re-raised in the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import outcome
+import trio
+
+T = TypeVar("T")
+
+#: At most this many threads, whatever the core count (the loop thread needs one core too).
+MAX_THREADS = 4
+
+_Job = tuple[Callable[[], Any], trio.lowlevel.TrioToken, Callable[[outcome.Outcome[Any]], None]]
+
+
+def default_size() -> int:
+    """Worker threads for this machine: its usable cores, at least 1, at most MAX_THREADS."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cores))
+
+
+class WorkerPool:
+    """``size`` threads, started by :meth:`start` and ended by :meth:`close`;
+    ``await pool.run(fn, *args)`` runs one job on one of them."""
+
+    def __init__(self, size: int | None = None, name: str = "swarm-tune-worker") -> None:
+        self.size = default_size() if size is None else size
+        if self.size < 1:
+            raise ValueError(f"a worker pool needs at least one thread (got {self.size})")
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the threads (before any traffic: this is the only time they start)."""
+        if self._threads:
+            raise RuntimeError("worker pool already started")
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
+            for i in range(self.size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def thread_ids(self) -> frozenset[int]:
+        """Identities of the pool's threads (fixed for its life)."""
+        return frozenset(t.ident for t in self._threads if t.ident is not None)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on one of the threads; returns its result or raises its error."""
+        if not self._threads:
+            raise RuntimeError("worker pool not started (or closed)")
+        task = trio.lowlevel.current_task()
+        token = trio.lowlevel.current_trio_token()
+
+        def deliver(result: outcome.Outcome[Any]) -> None:
+            trio.lowlevel.reschedule(task, result)
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._jobs.put((lambda: fn(*args), token, deliver))
+        value: T = await trio.lowlevel.wait_task_rescheduled(
+            lambda _raise_cancel: trio.lowlevel.Abort.FAILED
+        )
+        return value
+
+    def close(self) -> None:
+        """Let the threads end once the jobs queued before this are done (idempotent)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        self._threads = []
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, token, deliver = job
+            result = outcome.capture(fn)
+            # The caller's run may have ended (nobody waits for the result then).
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(deliver, result)

@@ -1,0 +1,55 @@
+"""The driver's worker pool: jobs run on the threads started with it, never on new ones."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import trio
+
+from swarm_tune.runtime.net.workers import WorkerPool
+
+
+@pytest.mark.trio
+async def test_jobs_run_on_the_pools_own_threads_at_most_size_at_once() -> None:
+    pool = WorkerPool(2)
+    pool.start()
+    started_threads = threading.active_count()
+    lock = threading.Lock()
+    running, peak, seen = 0, 0, set()
+
+    def job(i: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            seen.add(threading.get_ident())
+        time.sleep(0.02)  # the work itself (a stand-in for hashing a piece)
+        with lock:
+            running -= 1
+        return i * i
+
+    results: dict[int, int] = {}
+
+    async def one(i: int) -> None:
+        results[i] = await pool.run(job, i)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(one, i)
+        assert results == {i: i * i for i in range(8)}
+        assert seen <= pool.thread_ids  # no thread but the pool's own ran a job
+        assert peak <= 2
+        assert threading.active_count() == started_threads  # nothing started mid-burst
+
+        def boom() -> None:
+            raise ValueError("bad piece")
+
+        with pytest.raises(ValueError, match="bad piece"):
+            await pool.run(boom)
+    finally:
+        pool.close()
+    with pytest.raises(RuntimeError):
+        await pool.run(job, 0)
