@@ -93,16 +93,19 @@ class Mean:
 MEAN_BLOCK = 1 << 16
 
 
-def weighted_mean(rows: F32 | Sequence[F32], weights: F64) -> F32:
+def weighted_mean(rows: F32 | Sequence[F32], weights: F64, out: F32 | None = None) -> F32:
     """``sum_i w_i x_i / sum_i w_i`` accumulated in float64, block by block.
 
     Why not ``weights @ rows.astype(float64)``: that converts the whole [n, d] stack to
     float64 first (2x its size in a temporary) and leaves the summation order to the BLAS
     kernel, which may differ between CPUs. Here every value is one IEEE multiply and one
     add per row in row order (numpy ufuncs, no fused multiply-add): the same bits on every
-    machine, ~3x faster on a 124 MB update (memory-bound: each input is read once)."""
+    machine, ~3x faster on a 124 MB update (memory-bound: each input is read once).
+    ``out``: float32 memory of ``d`` to write the mean into (a driver's reused buffer),
+    else a new array; the same bits either way."""
     n, d = len(rows), len(rows[0])
-    out = np.empty(d, dtype=np.float32)
+    if out is None:
+        out = np.empty(d, dtype=np.float32)
     total = float(weights.sum())
     acc = np.empty(min(d, MEAN_BLOCK), dtype=np.float64)
     tmp = np.empty_like(acc)
@@ -292,8 +295,11 @@ def collapse_duplicates(weights: Sequence[float], copy_labels: Sequence[int | No
     return out
 
 
-def aggregate(rule: Rule, rows: Sequence[F32], weights: Sequence[float], seed: int) -> F32:
-    """``rule`` on flat rows (already in peer-id order) with positive total weight."""
+def aggregate(
+    rule: Rule, rows: Sequence[F32], weights: Sequence[float], seed: int, out: F32 | None = None
+) -> F32:
+    """``rule`` on flat rows (already in peer-id order) with positive total weight. ``out``:
+    memory the weighted mean of flat float32 rows is written into (other rules ignore it)."""
     if not rows or len(rows) != len(weights):
         raise ValueError("need one weight per update and at least one update")
     w = np.asarray(weights, dtype=np.float64)
@@ -302,6 +308,6 @@ def aggregate(rule: Rule, rows: Sequence[F32], weights: Sequence[float], seed: i
     shape = rows[0].shape
     flat = len(shape) == 1 and all(r.dtype == np.float32 and r.shape == shape for r in rows)
     if isinstance(rule, Mean) and flat:
-        return weighted_mean(rows, w)  # reads the rows in place: no [n, d] stack
+        return weighted_mean(rows, w, out)  # reads the rows in place: no [n, d] stack
     # np.array: np.stack's copy without its per-call checks (~4 us of ~6 on a gossip pool).
     return rule.combine(np.array(rows).astype(np.float32, copy=False), w, seed)

@@ -770,6 +770,7 @@ class ProtocolNode:
             self.config.group_audit,
             self._judge.hostile_lately(members) if rnd.kind == "grad" else (),
             self._rng,
+            out=self.average_out(self.spec.numel),
         )
         self._group = g
         # Stop waiting halfway to the round deadline: time left for the flat fallback.
@@ -890,7 +891,7 @@ class ProtocolNode:
         assert rnd is not None
         self._open = self._group = None
         self._transition(Trigger.CLOSE)
-        avg = self.spec.unflatten(torch.from_numpy(g.average(self.average_out(self.spec.numel))))
+        avg = self.spec.unflatten(torch.from_numpy(g.average()))
         self.progress = max(self.progress, rnd.number + 1)
         contributors = g.contributors()
         accepted = tuple(p for p in contributors if p != self.node_id)

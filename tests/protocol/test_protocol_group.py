@@ -93,6 +93,10 @@ def test_members_agree_bit_for_bit_on_the_weighted_mean_at_2n_minus_1_over_n() -
     w.nodes["a"].average_out = garbage
     w.run_until(3.5)
     assert lent and all(bool(np.isfinite(a).all()) for a in lent)
+    # a's own slice was averaged straight into its place in the lent memory (no new array)
+    mine = [e.message for _, n, e in w.log if n == "a" and isinstance(e, effects.Send)]
+    slices = [m for m in mine if isinstance(m, SliceResult)]
+    assert slices and all(any(np.shares_memory(m.data, a) for a in lent) for m in slices)
     per_node = {n: _applied(w, n) for n in NODES}
     rounds = sorted(set.intersection(*(set(p) for p in per_node.values())))
     assert len(rounds) >= 3
