@@ -41,7 +41,12 @@ from pathlib import Path
 from typing import Any
 
 MB = 1_000_000
-ROUNDS = 3  # rounds 0..2; round 0 waits for everyone to start, the rest are measured
+ROUNDS = 4  # rounds 0..3, each system alike; rounds from WARM on are measured
+# Round 0 waits for everyone to start (and syncs state); round 1 still carries its skew: a
+# peer's clock for round 1 starts when it closed round 0, while a slower peer may still be
+# in round 0 (seen: 2.5-4 s of a 124 MB N = 2 round 1 was the other peer finishing round 0,
+# whose first transfers land in cold memory). From round 2 on, every peer is in step.
+WARM = 2
 
 
 def free_port() -> int:
@@ -339,10 +344,10 @@ def summarize(name: str, n: int, mb: float, per_peer: list[Any]) -> dict[str, An
     if any(isinstance(r, dict) for r in per_peer):
         errors = [r["error"] for r in per_peer if isinstance(r, dict)]
         return {"name": name, "n": n, "error": errors[0]}
-    measured = [[x for x in rows if x["round"] >= 1] for rows in per_peer]
+    measured = [[x for x in rows if x["round"] >= WARM] for rows in per_peer]
     seconds = [statistics.median(x["seconds"] for x in rows) for rows in measured if rows]
     goodput = [mb / s for s in seconds]
-    digests = {x["digest"] for rows in measured for x in rows if x["round"] == 1}
+    digests = {x["digest"] for rows in measured for x in rows if x["round"] == WARM}
     cpu = [x["cpu"] for rows in measured for x in rows if "cpu" in x]
     return {
         "name": name,
