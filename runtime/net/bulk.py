@@ -526,7 +526,7 @@ class BulkPlane:
         size = len(view)
         try:
             with trio.fail_after(cfg.control_timeout):
-                stream = await open_stream(self._host, peer, [BULK_PROTOCOL])
+                stream = await open_stream(self._host, peer, BULK_PROTOCOL)
         except trio.TooSlowError:
             raise SendTimeout(f"opening a bulk stream to {peer} timed out") from None
         except NotConnected:

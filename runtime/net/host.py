@@ -28,6 +28,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import time
@@ -50,6 +51,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.utils.address_validation import expand_wildcard_address
 
 from swarm_tune.runtime.net.errors import ConfigError, NotConnected
+from swarm_tune.runtime.net.negotiate import select
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +177,25 @@ def _refuse_dials_while_sending(swarm: Swarm) -> None:
     setattr(swarm, "dial_peer", guarded)  # noqa: B010 (an instance attribute on purpose)
 
 
-async def open_stream(host: IHost, peer: ID, protocols: Sequence[TProtocol]) -> INetStream:
-    """A new stream to ``peer`` on a connection that is already open; never dials.
+async def open_stream(host: IHost, peer: ID, protocol: TProtocol) -> INetStream:
+    """A new stream to ``peer`` speaking ``protocol``, on a connection that is already
+    open; never dials. The protocol is agreed in one round trip (``negotiate.py``).
 
-    Raises :class:`NotConnected` when there is none, anything py-libp2p raises otherwise.
+    Raises :class:`NotConnected` when there is none, anything py-libp2p or the
+    negotiation raises otherwise (the stream is reset then).
     """
     token = _SENDING.set(True)
     try:
-        return await host.new_stream(peer, protocols)
+        stream = await host.get_network().new_stream(peer)
     finally:
         _SENDING.reset(token)
+    try:
+        await select(stream, protocol)
+    except BaseException:
+        with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await stream.reset()
+        raise
+    return stream
 
 
 def full_multiaddrs(host: IHost) -> list[str]:

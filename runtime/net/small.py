@@ -79,7 +79,7 @@ class SmallPlane:
         stream: INetStream | None = None
         try:
             with trio.fail_after(self._cfg.control_timeout):
-                stream = await open_stream(self._host, peer, [SMALL_PROTOCOL])
+                stream = await open_stream(self._host, peer, SMALL_PROTOCOL)
                 await stream.write(_LEN.pack(len(data)) + data)
                 ack = await read_exactly(stream, 1, self._cfg.control_timeout)
         except trio.TooSlowError:
