@@ -78,6 +78,10 @@ def weighted_median(rows: Floats, weights: F64) -> F32:
 
 
 _NETWORK_MAX = 6  # rows up to which a min/max network beats np.partition (see below)
+# Columns up to which it is used: each step makes two row-wide arrays (peak ~1.7-1.8x the
+# rows, measured at 2M columns, where np.partition copies once), so a real node's whole-update
+# rows (tens of MB, N <= 6) keep the select; a gossip pool's ~1,200 columns take the network.
+_NETWORK_MAX_COLUMNS = 1 << 16
 # Each float size's integer twin and that type's minimum: -0.0's bits.
 _AS_INT: dict[int, tuple[np.dtype[np.signedinteger[Any]], int]] = {
     size: (np.dtype(t), int(np.iinfo(t).min)) for size, t in ((4, np.int32), (8, np.int64))
@@ -100,7 +104,11 @@ def _kth_smallest(rows: Floats, kth: int) -> Floats | None:
     when the result holds NaN: a NaN input reaches the output through every step (both
     ``minimum`` and ``maximum`` propagate it), where ``np.partition`` sorts NaN last."""
     twin = _AS_INT.get(rows.itemsize)
-    if twin is None or rows.size == 0:
+    # 2-D native-order rows only: the -0.0 test reads the bits in native order (a '>f8' row's
+    # -0.0 would pass it) and the NaN test below takes a row's dot product.
+    if twin is None or rows.size == 0 or rows.ndim != 2 or not rows.dtype.isnative:
+        return None
+    if rows.shape[1] > _NETWORK_MAX_COLUMNS:
         return None
     # -0.0 is the one float whose bits are the smallest integer of its size.
     if int(np.minimum.reduce(rows.view(twin[0]), axis=None)) == twin[1]:

@@ -405,7 +405,8 @@ def direction_statistics(
     Shared (shared_work.py): with equal weights both medians are selections, whose values do
     not depend on the pool's order, and each cosine is its own row's, so every replica of a
     flat round - each holding the same direction objects, its own last - gets the result of
-    one computation instead of repeating an O(pool x columns) median."""
+    one computation instead of repeating an O(pool x columns) median. Pools under
+    ``MEMO_MIN_POOL`` are computed each time: a gossip close's pool is no other node's."""
     if len(pool) < 3:
         return [], 0.0, 0.0
     equal = bool(weights[0] > 0 and np.all(weights == weights[0]))

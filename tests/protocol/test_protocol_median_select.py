@@ -22,6 +22,8 @@ import numpy as np
 
 from swarm_tune.runtime.aggregation.centered import SMOOTHING, geometric_median
 from swarm_tune.runtime.aggregation.coordinate import (
+    _NETWORK_MAX_COLUMNS,
+    _kth_smallest,
     _sorted_with_weights,
     weighted_median,
     weighted_medians_with_each,
@@ -85,6 +87,15 @@ def test_few_equal_rows_give_the_bits_of_the_select_they_replaced() -> None:
         kth = (n + 1) // 2 - 1
         want = np.partition(rows, kth, axis=0)[kth].astype(np.float32)
         assert weighted_median(rows, np.full(n, 0.3)).tobytes() == want.tobytes(), trial
+    # Byte-swapped rows (the -0.0 test reads native bits: it would miss this -0.0), rows
+    # wider than the column cap (the steps' peak memory) and rows of more than 2-D take the
+    # select.
+    swapped = np.array([[-0.0], [0.0], [0.0], [1.0], [-1.0], [-1.0]], dtype=">f8")
+    want = np.partition(swapped, 2, axis=0)[2].astype(np.float32)
+    assert weighted_median(swapped, np.ones(6)).tobytes() == want.tobytes()
+    assert _kth_smallest(np.ones((3, _NETWORK_MAX_COLUMNS + 1), np.float32), 1) is None
+    assert _kth_smallest(np.ones((3, 2, 2), np.float32), 1) is None
+    assert _kth_smallest(np.ones((3, 2), np.float32), 1) is not None
 
 
 def test_geometric_median_and_pair_median_keep_their_reference_bits() -> None:
