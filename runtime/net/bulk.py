@@ -24,8 +24,15 @@ The protocol (``/swarm-tune/bulk/2.0.0``), always opened by the sender:
 Failure is never final on the first path: any failure of a DIRECT attempt (connect
 refused, token arrived late and was dropped, tampered chunk, reset) is retried once in
 STREAM mode on a fresh stream. BUSY is retried with backoff until the caller's deadline
-(slots free up; stalled ones are evicted). Only TOO_LARGE and BAD_REQUEST are returned to
-the caller as :class:`SendRejected` at once.
+(slots free up; stalled ones are evicted). A message whose stream could not be opened or
+was reset before the receiver accepted the offer is sent again, at most ``SEND_TRIES``
+times in all with a short backoff, while the peer stays connected: at N = 8 under load an
+open failed now and then while a connection was being replaced, and the lost group piece
+held its slice's owner until the group timeout. Only failures before the receiver's OK are
+retried: after it the bytes may have arrived, and a second copy would be a replay that
+costs the sender reputation. A receiver that resets every stream costs at most
+``SEND_TRIES`` offers per message (no payload). Only TOO_LARGE and BAD_REQUEST are
+returned to the caller as :class:`SendRejected` at once.
 
 Hostile peers (see ``admission.py`` for slots):
 * memory is taken only as bytes arrive, never on an OFFER: the receive buffer's pages
@@ -99,6 +106,8 @@ STREAM_WRITE_CHUNK = 1 << 20
 SOCK_BUF = 4 << 20
 BUSY_BACKOFF = 0.1  # first retry after a BUSY answer (s), doubling up to the max
 BUSY_BACKOFF_MAX = 1.0
+SEND_TRIES = 3  # offers of one message whose stream failed before the receiver accepted it
+RETRY_BACKOFF = 0.25  # first wait before such a retry (s), doubling
 #: What the reused receive buffers may keep between messages (``buffers.LandingPool``):
 #: a 124 MB update's group round at N = 4 holds ~7 received quarter-updates at once.
 LANDING_KEEP_BYTES = 1 << 30
@@ -495,7 +504,7 @@ class BulkPlane:
         except Exception as exc:
             raise SendError(f"invalid peer id {peer_id!r}") from exc
         view = memoryview(data).cast("B")
-        backoff = BUSY_BACKOFF
+        backoff, tries = BUSY_BACKOFF, 1
         while True:
             try:
                 await self._send_any(peer, view)
@@ -503,6 +512,16 @@ class BulkPlane:
             except SendRejected as exc:
                 if exc.reason != Status.BUSY.name:
                     raise
+            except _Unaccepted as exc:
+                # Nothing was delivered (see the module docstring); a lost peer is
+                # NotConnected at the next open and is not retried.
+                if tries >= SEND_TRIES:
+                    raise exc.error from None
+                self._refusals.count("send_open_retry")
+                log.info("bulk offer to %s failed (%s); retrying", peer, exc.error)
+                await trio.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
+                tries += 1
+                continue
             # BUSY is transient by definition (slots free up, stalled transfers are evicted
             # after stall_grace): retry with backoff until the caller's deadline.
             self._refusals.count("send_busy_retry")
@@ -516,7 +535,7 @@ class BulkPlane:
                 return
             except (SendRejected, NotConnected):
                 raise  # the receiver said no / no connection: the other path is no better
-            except (SendError, _FallBack) as exc:
+            except (SendError, _FallBack, _Unaccepted) as exc:
                 self._refusals.count("send_direct_fallback")
                 log.info("direct transfer to %s failed (%s); using the libp2p stream", peer, exc)
         await self._send_once(peer, view, Mode.STREAM)
@@ -528,17 +547,23 @@ class BulkPlane:
             with trio.fail_after(cfg.control_timeout):
                 stream = await open_stream(self._host, peer, BULK_PROTOCOL)
         except trio.TooSlowError:
-            raise SendTimeout(f"opening a bulk stream to {peer} timed out") from None
+            raise _Unaccepted(SendTimeout(f"opening a bulk stream to {peer} timed out")) from None
         except NotConnected:
             self._refusals.count("send_not_connected")
             raise
         except Exception as exc:
-            raise SendError(f"cannot open a bulk stream to {peer}: {exc}") from exc
+            raise _Unaccepted(SendError(f"cannot open a bulk stream to {peer}: {exc}")) from exc
         ok = False
         try:
-            with trio.fail_after(cfg.control_timeout):
-                await stream.write(Offer(mode, size).encode())
-                reply = Reply.decode(await read_exactly(stream, REPLY_LEN, cfg.control_timeout))
+            try:
+                with trio.fail_after(cfg.control_timeout):
+                    await stream.write(Offer(mode, size).encode())
+                    raw = await read_exactly(stream, REPLY_LEN, cfg.control_timeout)
+            except trio.TooSlowError:
+                raise _Unaccepted(SendTimeout(f"no answer to a bulk offer to {peer}")) from None
+            except Exception as exc:  # reset or closed before the receiver answered
+                raise _Unaccepted(SendError(f"bulk offer to {peer} failed: {exc}")) from exc
+            reply = Reply.decode(raw)
             if reply.status is Status.NO_DIRECT and mode is Mode.DIRECT:
                 raise _FallBack("receiver has no direct data listener")
             if reply.status is not Status.OK:
@@ -556,7 +581,7 @@ class BulkPlane:
             ok = True
         except trio.TooSlowError:
             raise SendTimeout(f"bulk transfer of {size} bytes to {peer} timed out") from None
-        except (SendError, _FallBack):
+        except (SendError, _FallBack, _Unaccepted):
             raise
         except Exception as exc:  # stream reset, EOF, muxer errors
             raise SendError(f"bulk transfer to {peer} failed: {exc}") from exc
@@ -595,6 +620,15 @@ class BulkPlane:
 
 class _FallBack(Exception):
     """Internal: the DIRECT attempt cannot work; retry in STREAM mode."""
+
+
+class _Unaccepted(Exception):
+    """Internal: the stream failed before the receiver accepted the offer, so nothing was
+    delivered and the message may be offered again; ``error`` is what the caller gets."""
+
+    def __init__(self, error: SendError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 async def _cancel_on_read(stream: INetStream, scope: trio.CancelScope) -> None:

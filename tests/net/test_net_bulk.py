@@ -9,8 +9,11 @@ import random
 import numpy as np
 import pytest
 import trio
+from libp2p.abc import INetStream
 
 from swarm_tune.runtime.net import Incoming, NetConfig, SendError, SendRejected, open_net_node
+from swarm_tune.runtime.net.bulk import BULK_PROTOCOL, SEND_TRIES
+from swarm_tune.runtime.net.node import NetNode
 
 MiB = 1 << 20
 
@@ -132,3 +135,44 @@ def test_a_landing_buffer_is_whole_writable_aligned_and_a_refused_one_is_a_full_
     assert np.frombuffer(buf, dtype=np.uint8).ctypes.data % 16 == 0  # decode aliases it
     with pytest.raises(bulk._MemoryFull):  # counted as bulk_memory_full by both paths
         bulk.landing(1 << 62)  # an address range no kernel grants: refused, not raised on
+
+
+def _reset_first(node: NetNode, n: int) -> list[int]:
+    """Fault injected at the transport boundary: ``node`` resets the first ``n`` bulk
+    streams it is offered (as a connection being torn down under them does), then serves
+    the rest with its own handler. Returns the count of streams it was offered."""
+    seen = [0]
+
+    async def handler(stream: INetStream) -> None:
+        seen[0] += 1
+        if seen[0] <= n:
+            await stream.reset()
+            return
+        await node.bulk.handle_offer(stream)
+
+    node.host.set_stream_handler(BULK_PROTOCOL, handler)
+    return seen
+
+
+@pytest.mark.trio
+async def test_an_offer_reset_before_it_was_accepted_is_sent_again_a_bounded_number_of_times() -> (
+    None
+):
+    data = payload(MiB + 5, 9)
+    async with open_net_node(seed(5)) as a, open_net_node(seed(6)) as b:
+        await a.connect(b.multiaddrs[0])
+        # DIRECT reset, its STREAM fallback reset: the message is offered again and lands.
+        offered = _reset_first(b, 2)
+        with trio.fail_after(30):
+            await a.send_bulk(b.peer_id, data)
+            msg = await b.incoming.receive()
+        assert msg.data == data and offered[0] == 3
+        assert a.refusals.counts["send_open_retry"] == 1
+        # A receiver that resets every stream gets SEND_TRIES offers (two streams each:
+        # DIRECT, then STREAM), no payload, and the sender a SendError.
+        offered = _reset_first(b, 1 << 30)
+        with trio.fail_after(30), pytest.raises(SendError, match="bulk"):
+            await a.send_bulk(b.peer_id, data)
+        assert offered[0] == 2 * SEND_TRIES
+        assert a.refusals.counts["send_open_retry"] == SEND_TRIES
+        assert b.bulk.idle and b.incoming.statistics().current_buffer_used == 0
