@@ -60,11 +60,14 @@ from swarm_tune.runtime.protocol.events import (
     PeerConnected,
     PeerDisconnected,
     PeersFound,
+    SendFailed,
     TimerFired,
     WireRejected,
 )
 from swarm_tune.runtime.protocol.group import with_facts
 from swarm_tune.runtime.protocol.messages import (
+    AuditRequest,
+    AuditVerdict,
     Contribution,
     Heartbeat,
     Message,
@@ -466,16 +469,33 @@ class NodeDriver:
             if bulk:
                 _log_cpu("message.encoded", msg, len(data), wall0, cpu0)
             payload: bytes | bytearray | memoryview = data if bulk else bytes(data)
+            group = (
+                msg.round
+                if isinstance(msg, Piece | SliceResult | AuditRequest | AuditVerdict)
+                else None
+            )
             async with trio.open_nursery() as n:
                 for peer in eff.peers:
-                    n.start_soon(self._send_one, peer, payload, bulk, type(msg).__name__)
+                    n.start_soon(
+                        self._send_one,
+                        peer,
+                        payload,
+                        bulk,
+                        type(msg).__name__,
+                        group,
+                    )
         finally:
             # Every send of it is over (sent, failed or cancelled): nothing reads it now.
             if isinstance(data, memoryview):
                 self._send_buffers.give(data)
 
     async def _send_one(
-        self, peer: str, data: bytes | bytearray | memoryview, bulk: bool, what: str
+        self,
+        peer: str,
+        data: bytes | bytearray | memoryview,
+        bulk: bool,
+        what: str,
+        group_round: int | None = None,
     ) -> None:
         limit = self.config.send_timeout + self.net.config.transfer_deadline(len(data))
         started = time.perf_counter()
@@ -488,6 +508,11 @@ class NodeDriver:
         except (NetError, trio.TooSlowError) as exc:
             self.metrics.send_failures += 1
             log.info("send.failed", peer=peer, message=what, bytes=len(data), error=str(exc))
+            if group_round is not None and peer in self.net.connected_peers():
+                # The net layer's bounded retries are spent (bulk.py) and the peer is still
+                # connected (else PeerDisconnected says so): the group cannot finish, and the
+                # core degrades now instead of at the group deadline.
+                self._feed(SendFailed(peer, group_round))
             return
         if bulk:  # calibration: offer, data and confirmation, against the sim's link time
             seconds = round(time.perf_counter() - started, 4)

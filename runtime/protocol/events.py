@@ -52,6 +52,17 @@ class WireRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class SendFailed:
+    """A group message of round ``round`` (a piece, slice, audit request or verdict) could
+    not be delivered to ``peer``, which is still connected, after the driver's bounded
+    retries. The simulator never loses a message to a live peer, so only the real driver
+    feeds it; a peer that went away is ``PeerDisconnected`` instead."""
+
+    peer: str
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     key: TimerKey
 
@@ -94,6 +105,7 @@ Event = (
     | PeerDisconnected
     | MessageReceived
     | WireRejected
+    | SendFailed
     | TimerFired
     | LocalUpdateReady
 )

@@ -39,7 +39,9 @@ What flat mode guarantees and how it is kept (a node sees only 1/N of every upda
   (a digest of all of this) in what they return: a member that told owners different
   things makes the round degrade, blaming no owner.
 * Degrading, never silently. A group that cannot finish (a member died or went silent, a
-  check failed, views of the membership differ, the verdicts do not come) falls back to a
+  check failed, views of the membership differ, the verdicts do not come, the driver could
+  not deliver a message to a member still connected (``SendFailed``), a member sent its
+  whole update instead because its own group degraded) falls back to a
   flat round among the members not gone or caught: each sends its whole update, and
   the round closes as a flat round does (rules, validation, ``min_peers``), naming its
   contributors. Halfway between the group's start and the round deadline is when a node

@@ -44,6 +44,7 @@ from swarm_tune.runtime.protocol.events import (
     PeerConnected,
     PeerDisconnected,
     PeersFound,
+    SendFailed,
     TimerFired,
     TimerKey,
     WireRejected,
@@ -513,6 +514,13 @@ class ProtocolNode:
             rec = self.peers.get(peer)
             subnet = rec.subnet if rec is not None else "unknown"
         admitted[peer] = (c, subnet, check)
+        g = self._group
+        if g is not None and g.number == c.round and not g.failed and g.owes(peer):
+            # A member that still owes us its part sent its whole update instead: it left
+            # the group (it degraded), so ours cannot finish either; go flat now rather than
+            # at the group deadline.
+            g.failed = "went flat"
+            return self._group_step(now)
         return self._maybe_close_on_quorum(now)
 
     def _verdict(self, peer: str, rnd: int, reason: RejectReason | None, now: float) -> Effects:
@@ -870,6 +878,19 @@ class ProtocolNode:
         g.failed = g.failed or "gone"
         return self._group_step(now)
 
+    def _on_send_failed(self, ev: SendFailed, now: float) -> Effects:
+        """A group message could not reach a member still connected: that member cannot
+        finish its part (a lost piece leaves its slice short), so degrade now, as for a
+        member gone, instead of waiting for the group deadline. Nobody is counted out: the
+        flat round is offered to every member, the unreachable one too (its stream may
+        open again), and members that are still in the group follow when our flat
+        contribution reaches them (``_admit``)."""
+        g = self._group
+        if g is None or g.number != ev.round or g.failed or ev.peer not in g.members:
+            return []
+        g.failed = "unreachable"
+        return self._group_step(now)
+
     def _degrade(self, g: GroupRound, now: float) -> Effects:
         """The group cannot finish: a flat round among the members that sent their pieces
         (each sends its whole update; the round closes as flat rounds do, naming whom it
@@ -1178,6 +1199,7 @@ _HANDLERS: dict[type[Any], Callable[[ProtocolNode, Any, float], Effects]] = {
     PeerDisconnected: ProtocolNode._on_disconnected,
     MessageReceived: ProtocolNode._on_message,
     WireRejected: ProtocolNode._on_wire_rejected,
+    SendFailed: ProtocolNode._on_send_failed,
     TimerFired: ProtocolNode._on_timer,
     LocalUpdateReady: ProtocolNode._on_local_update,
 }

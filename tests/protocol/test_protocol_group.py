@@ -20,7 +20,7 @@ from harness import SPEC, World, grad_like
 
 from swarm_tune.runtime.protocol import ProtocolConfig, RejectReason, effects
 from swarm_tune.runtime.protocol.config import ProtocolConfigError
-from swarm_tune.runtime.protocol.events import PeerDisconnected
+from swarm_tune.runtime.protocol.events import PeerDisconnected, SendFailed
 from swarm_tune.runtime.protocol.group import bounds, digest, owners
 from swarm_tune.runtime.protocol.messages import AuditRequest, Contribution, Piece, SliceResult
 from swarm_tune.runtime.protocol.validation import DIRECTION_EVIDENCE
@@ -163,6 +163,41 @@ def test_a_member_silent_mid_round_degrades_at_the_group_deadline() -> None:
     assert all(torch.equal(_flat(r0[n]), _flat(r0["a"])) for n in survivors)
     assert r0["a"].contributors == survivors and not r0["a"].fallback
     assert torch.allclose(_flat(r0["a"]).double(), _weighted_mean(survivors, 0), atol=1e-6)
+
+
+class _LostPiece(World):
+    """a's round-0 piece to d never arrives (its stream would not open): the driver, after
+    its bounded retries, reports the failed send to a's core while d stays connected."""
+
+    def execute(self, node_id: str, out: list[effects.Effect]) -> None:
+        kept: list[effects.Effect] = []
+        for e in out:
+            m = e.message if isinstance(e, effects.Send) else None
+            if node_id == "a" and isinstance(m, Piece) and m.round == 0 and not m.audit:
+                assert isinstance(e, effects.Send)
+                e = dataclasses.replace(e, peers=tuple(p for p in e.peers if p != "d"))
+                self.push(self.now + 0.3, "a", SendFailed("d", 0))
+            kept.append(e)
+        super().execute(node_id, kept)
+
+
+def test_a_piece_that_cannot_be_delivered_degrades_the_whole_group_at_once() -> None:
+    w = _world(_LostPiece)
+    # Round 0's group starts at 0.5; its deadline (halfway to the round's) is at ~5.2 s.
+    w.run_until(2.0)
+    for n in NODES:  # every member went flat within a few message delays, d included
+        r0 = _applied(w, n)[0]
+        assert r0.contributors == NODES and not r0.fallback, n
+        assert torch.equal(_flat(r0), _flat(_applied(w, "a")[0]))
+    assert torch.allclose(_flat(r0).double(), _weighted_mean(NODES, 0), atol=1e-6)
+    assert {c.trigger for c in w.effects_of(effects.RoundClosed) if c.round == 0} == {"quorum"}
+    assert not w.effects_of(effects.ContributionRejected) and not w.effects_of(effects.Evict)
+    # A late or foreign report changes nothing: round 1 is a group round of four again.
+    w.nodes["b"].handle(SendFailed("c", 0), w.now)
+    w.nodes["b"].handle(SendFailed("stranger", 1), w.now)
+    w.run_until(4.0)
+    assert all(_applied(w, n)[1].contributors == NODES for n in NODES)
+    assert {c.trigger for c in w.effects_of(effects.RoundClosed) if c.round == 1} == {"group"}
 
 
 class _Liar(World):
