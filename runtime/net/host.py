@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 SEED_LEN = 32
 #: How long the interface addresses a wildcard listen address expands to are reused.
 INTERFACE_TTL_S = 10.0
+RESET_GRACE_S = 1.0  # the longest a failed open waits to reset its stream (open_stream)
 _WILDCARDS = ("/ip4/0.0.0.0/", "/ip6/::/")
 #: Set while one of our sends opens a stream: the swarm's dial_peer then refuses to dial.
 _SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar("swarm_tune_sending", default=False)
@@ -182,7 +183,9 @@ async def open_stream(host: IHost, peer: ID, protocol: TProtocol) -> INetStream:
     open; never dials. The protocol is agreed in one round trip (``negotiate.py``).
 
     Raises :class:`NotConnected` when there is none, anything py-libp2p or the
-    negotiation raises otherwise (the stream is reset then).
+    negotiation raises otherwise (the stream is reset then). Not bounded in time itself:
+    every caller wraps it in its own deadline (a listener that never answers is stopped
+    there, not here).
     """
     token = _SENDING.set(True)
     try:
@@ -192,7 +195,11 @@ async def open_stream(host: IHost, peer: ID, protocol: TProtocol) -> INetStream:
     try:
         await select(stream, protocol)
     except BaseException:
-        with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+        # Shielded, so a cancelled open still resets its stream, but bounded: the reset's
+        # RST frame waits for the connection's write lock and the socket, and a peer that
+        # stopped reading would otherwise hold this task past every caller's deadline.
+        deadline = trio.current_time() + RESET_GRACE_S
+        with trio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(Exception):
             await stream.reset()
         raise
     return stream

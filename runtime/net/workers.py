@@ -14,8 +14,10 @@ Here the threads are started once, when the pool is built (before any traffic), 
 long as the node; at most ``size`` jobs run at once, the rest wait in order. Fewer threads
 also means fewer contenders for the GIL and the cores beside the loop thread.
 
-A job is not cancellable once submitted (as with ``to_thread.run_sync``'s default): the
-caller waits for its result; its exception is re-raised in the caller.
+A cancelled caller whose job has not started yet leaves at once and the job is skipped (a
+cancelled send or shutdown does not wait behind the whole queue); once a thread has started
+the job, the caller waits for it (as with ``to_thread.run_sync``'s default). The job's
+exception is re-raised in the caller.
 """
 
 from __future__ import annotations
@@ -35,7 +37,30 @@ T = TypeVar("T")
 #: At most this many threads, whatever the core count (the loop thread needs one core too).
 MAX_THREADS = 4
 
-_Job = tuple[Callable[[], Any], trio.lowlevel.TrioToken, Callable[[outcome.Outcome[Any]], None]]
+
+class _Job:
+    """One submitted call; ``claim`` decides, under a lock, whether a worker runs it or its
+    cancelled caller dropped it first."""
+
+    __slots__ = ("_lock", "_state", "deliver", "fn", "token")
+
+    def __init__(
+        self,
+        fn: Callable[[], Any],
+        token: trio.lowlevel.TrioToken,
+        deliver: Callable[[outcome.Outcome[Any]], None],
+    ) -> None:
+        self.fn, self.token, self.deliver = fn, token, deliver
+        self._lock = threading.Lock()
+        self._state = "queued"
+
+    def claim(self, by: str) -> bool:
+        """Move a queued job to ``by`` ("running" or "dropped"); False if it was not queued."""
+        with self._lock:
+            if self._state != "queued":
+                return False
+            self._state = by
+            return True
 
 
 def default_size() -> int:
@@ -86,10 +111,14 @@ class WorkerPool:
             trio.lowlevel.reschedule(task, result)
 
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._jobs.put((lambda: fn(*args), token, deliver))
-        value: T = await trio.lowlevel.wait_task_rescheduled(
-            lambda _raise_cancel: trio.lowlevel.Abort.FAILED
-        )
+        job = _Job(lambda: fn(*args), token, deliver)
+        self._jobs.put(job)
+
+        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+            dropped = job.claim("dropped")
+            return trio.lowlevel.Abort.SUCCEEDED if dropped else trio.lowlevel.Abort.FAILED
+
+        value: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return value
 
     def close(self) -> None:
@@ -100,8 +129,9 @@ class WorkerPool:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            fn, token, deliver = job
-            result = outcome.capture(fn)
+            if not job.claim("running"):
+                continue  # its caller was cancelled while it waited
+            result = outcome.capture(job.fn)
             # The caller's run may have ended (nobody waits for the result then).
             with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(deliver, result)
+                job.token.run_sync_soon(job.deliver, result)

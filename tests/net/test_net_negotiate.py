@@ -6,11 +6,13 @@ import pytest
 import trio
 import trio.testing
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from libp2p.protocol_muxer.multiselect import Multiselect
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
 from libp2p.utils.varint import encode_delim, encode_uvarint
 
 from swarm_tune.runtime.net.errors import FrameError
+from swarm_tune.runtime.net.host import RESET_GRACE_S, open_stream
 from swarm_tune.runtime.net.negotiate import ProtocolRefused, select
 
 PROTO = TProtocol("/swarm-tune/small/1.0.0")
@@ -76,3 +78,44 @@ async def test_the_protocol_is_agreed_in_one_write_and_refusals_and_garbage_are_
         with pytest.raises(FrameError), trio.fail_after(10):
             await select(client, PROTO)  # type: ignore[arg-type]
         assert client.protocol is None
+
+
+class _StuckReset:
+    """A stream whose negotiation write fails and whose reset then waits 30 s: what a reset
+    does when its RST frame queues behind a connection a peer stopped reading."""
+
+    def __init__(self) -> None:
+        self.reset_started = False
+
+    async def write(self, data: bytes) -> None:
+        raise OSError("connection broke under the negotiation")
+
+    async def reset(self) -> None:
+        self.reset_started = True
+        await trio.sleep(30)
+
+
+class _OneStreamHost:
+    """The host calls ``open_stream`` makes, answered with one given stream (the transport
+    boundary: the code under test is open_stream's own failure path)."""
+
+    def __init__(self, stream: _StuckReset) -> None:
+        self._stream = stream
+
+    def get_network(self) -> _OneStreamHost:
+        return self
+
+    async def new_stream(self, _peer: object) -> _StuckReset:
+        return self._stream
+
+
+@pytest.mark.trio
+async def test_a_failed_open_resets_its_stream_but_not_past_the_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stream = _StuckReset()
+    start = trio.current_time()
+    with pytest.raises(OSError, match="broke under"):
+        await open_stream(_OneStreamHost(stream), ID(b"peer"), PROTO)  # type: ignore[arg-type]
+    assert stream.reset_started
+    assert trio.current_time() - start <= RESET_GRACE_S + 0.01  # not the reset's 30 s

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import trio
+import trio.testing
 
 from swarm_tune.runtime.net.workers import WorkerPool
 
@@ -53,3 +54,32 @@ async def test_jobs_run_on_the_pools_own_threads_at_most_size_at_once() -> None:
         pool.close()
     with pytest.raises(RuntimeError):
         await pool.run(job, 0)
+
+
+@pytest.mark.trio
+async def test_a_cancelled_caller_leaves_at_once_and_its_queued_job_never_runs() -> None:
+    pool = WorkerPool(1)
+    pool.start()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> None:
+        release.wait(timeout=2)  # bounded: the old pool made the caller wait for it
+        ran.append("blocker")
+
+    def queued() -> None:
+        ran.append("queued")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.run, blocker)
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(0.05) as scope:
+                await pool.run(queued)  # waits behind the blocker: cancelled while queued
+            assert scope.cancelled_caught
+            release.set()
+        assert await pool.run(lambda: "after") == "after"  # the pool still works
+        assert ran == ["blocker"]  # the cancelled job was skipped, not run late
+    finally:
+        release.set()
+        pool.close()
