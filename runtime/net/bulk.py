@@ -529,6 +529,7 @@ class BulkPlane:
             backoff = min(2 * backoff, BUSY_BACKOFF_MAX)
 
     async def _send_any(self, peer: ID, view: memoryview) -> None:
+        maybe_delivered = False
         if self._cfg.direct_tcp and not _is_relayed(self._host, peer):
             try:
                 await self._send_once(peer, view, Mode.DIRECT)
@@ -536,9 +537,17 @@ class BulkPlane:
             except (SendRejected, NotConnected):
                 raise  # the receiver said no / no connection: the other path is no better
             except (SendError, _FallBack, _Unaccepted) as exc:
+                # A SendError came after the receiver's OK: the payload may have landed with
+                # only its DONE lost, so nothing of this message may be offered again.
+                maybe_delivered = isinstance(exc, SendError)
                 self._refusals.count("send_direct_fallback")
                 log.info("direct transfer to %s failed (%s); using the libp2p stream", peer, exc)
-        await self._send_once(peer, view, Mode.STREAM)
+        try:
+            await self._send_once(peer, view, Mode.STREAM)
+        except _Unaccepted as exc:
+            if maybe_delivered:  # a second copy would be the receiver's replay, counted on us
+                raise exc.error from None
+            raise
 
     async def _send_once(self, peer: ID, view: memoryview, mode: Mode) -> None:
         cfg = self._cfg

@@ -3,6 +3,7 @@ fallback to libp2p streams, and refusal of oversized offers."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 
@@ -176,3 +177,41 @@ async def test_an_offer_reset_before_it_was_accepted_is_sent_again_a_bounded_num
         assert offered[0] == 2 * SEND_TRIES
         assert a.refusals.counts["send_open_retry"] == SEND_TRIES
         assert b.bulk.idle and b.incoming.statistics().current_buffer_used == 0
+
+
+@pytest.mark.trio
+async def test_a_message_whose_done_was_lost_after_acceptance_is_never_offered_again() -> None:
+    # Faults injected at the receiver's boundary: the first (DIRECT) transfer is delivered
+    # but its stream is reset before the DONE (as a connection being replaced does), and
+    # the STREAM fallback's stream is reset before it is accepted. The payload may have
+    # landed, so the sender gives up: a retry would deliver a second copy, which the
+    # receiver counts against the sender as a replay.
+    data = payload(MiB + 7, 11)
+    async with open_net_node(seed(7)) as a, open_net_node(seed(8)) as b:
+        await a.connect(b.multiaddrs[0])
+        deliver, delivered, seen = b.bulk._deliver, [0], [0]
+
+        async def deliver_then_break(msg: Incoming) -> None:
+            await deliver(msg)
+            delivered[0] += 1
+            if delivered[0] == 1:
+                raise OSError("connection replaced before the DONE")
+
+        b.bulk._deliver = deliver_then_break
+
+        async def handler(stream: INetStream) -> None:
+            seen[0] += 1
+            if seen[0] == 2:
+                await stream.reset()
+                return
+            with contextlib.suppress(Exception):
+                await b.bulk.handle_offer(stream)
+
+        b.host.set_stream_handler(BULK_PROTOCOL, handler)
+        with trio.fail_after(30), pytest.raises(SendError):
+            await a.send_bulk(b.peer_id, data)
+        assert seen[0] == 2 and delivered[0] == 1  # no third offer, no second copy
+        assert a.refusals.counts.get("send_open_retry", 0) == 0
+        msg = b.incoming.receive_nowait()
+        assert msg.data == data
+        assert b.incoming.statistics().current_buffer_used == 0
