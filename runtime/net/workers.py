@@ -121,11 +121,18 @@ class WorkerPool:
         value: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return value
 
-    def close(self) -> None:
-        """Let the threads end once the jobs queued before this are done (idempotent)."""
-        for _ in self._threads:
+    def close(self, timeout: float = 5.0) -> None:
+        """End the threads once the jobs queued before this are done, and wait for them
+        (each at most ``timeout`` seconds; idempotent). Joined, not left as daemons: a
+        thread still alive when the interpreter finalizes is stopped inside whatever C/C++
+        code it is in (a node once aborted at exit, "terminate called without an active
+        exception", cause not established: this removes our threads from the suspects).
+        The driver closes the pool after its nursery ended, so no job is running then."""
+        threads, self._threads = self._threads, []
+        for _ in threads:
             self._jobs.put(None)
-        self._threads = []
+        for thread in threads:
+            thread.join(timeout)
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:

@@ -51,7 +51,9 @@ async def test_jobs_run_on_the_pools_own_threads_at_most_size_at_once() -> None:
         with pytest.raises(ValueError, match="bad piece"):
             await pool.run(boom)
     finally:
+        threads = [t for t in threading.enumerate() if t.ident in pool.thread_ids]
         pool.close()
+    assert len(threads) == 2 and not any(t.is_alive() for t in threads)  # joined, not left
     with pytest.raises(RuntimeError):
         await pool.run(job, 0)
 
