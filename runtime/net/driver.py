@@ -66,9 +66,8 @@ from swarm_tune.runtime.protocol.events import (
 )
 from swarm_tune.runtime.protocol.group import with_facts
 from swarm_tune.runtime.protocol.messages import (
-    AuditRequest,
-    AuditVerdict,
     Contribution,
+    GroupMessage,
     Heartbeat,
     Message,
     Piece,
@@ -469,21 +468,11 @@ class NodeDriver:
             if bulk:
                 _log_cpu("message.encoded", msg, len(data), wall0, cpu0)
             payload: bytes | bytearray | memoryview = data if bulk else bytes(data)
-            group = (
-                msg.round
-                if isinstance(msg, Piece | SliceResult | AuditRequest | AuditVerdict)
-                else None
-            )
+            group = msg.round if isinstance(msg, GroupMessage) else None
+            what = type(msg).__name__
             async with trio.open_nursery() as n:
                 for peer in eff.peers:
-                    n.start_soon(
-                        self._send_one,
-                        peer,
-                        payload,
-                        bulk,
-                        type(msg).__name__,
-                        group,
-                    )
+                    n.start_soon(self._send_one, peer, payload, bulk, what, group)
         finally:
             # Every send of it is over (sent, failed or cancelled): nothing reads it now.
             if isinstance(data, memoryview):
