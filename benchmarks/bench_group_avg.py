@@ -11,9 +11,19 @@ Issue 13, benchmark (b). For each N in ``--sizes`` it runs, in the same run:
   ``DecentralizedAverager`` over the same tensors (``target_group_size`` = N).
 
 It prints per-peer goodput (update bytes / seconds from the update being ready to the
-average being in hand, the median over peers of the measured round; for hivemind the time
-of ``step()``), the max abs error of every peer's result against the exact mean (float64),
-whether every peer holds the same bits, and the ratio swarm-tune / hivemind (goal >= 2).
+average being in hand: each peer's median over the measured rounds, ``WARM`` to ``ROUNDS``
+- 1, then the median over peers; for hivemind the time of ``step()``), the max abs error of
+every peer's result against the exact mean (float64), whether every peer holds the same bits
+in every measured round, and the ratio swarm-tune / hivemind (goal >= 2).
+
+What the harness does between rounds is alike for both systems and takes no fresh memory:
+each child writes its update into memory it reuses (ours: two buffers in turn; hivemind's:
+``copy_`` into the averager's tensor) and copies each measured round's result into a slot
+allocated and written before the run (``touched``); results are checked after the run.
+Until issue 13's h13a our learner made a new 124 MB update and both kept a new 124 MB clone
+each round, so every round began and ended with fresh pages for the kernel to map (the
+largest source of page faults in a perf record of an N = 2 run), and only rounds 2-3 were
+measured.
 A child that gives no result within ``--timeout`` is killed and named in the table;
 ``--logs DIR`` keeps every child's output (its node log, with each round's CPU) there.
 
@@ -41,12 +51,28 @@ from pathlib import Path
 from typing import Any
 
 MB = 1_000_000
-ROUNDS = 4  # rounds 0..3, each system alike; rounds from WARM on are measured
+ROUNDS = 6  # rounds 0..5, each system alike; rounds from WARM on are measured
 # Round 0 waits for everyone to start (and syncs state); round 1 still carries its skew: a
 # peer's clock for round 1 starts when it closed round 0, while a slower peer may still be
 # in round 0 (seen: 2.5-4 s of a 124 MB N = 2 round 1 was the other peer finishing round 0,
 # whose first transfers land in cold memory). From round 2 on, every peer is in step.
+# Four measured rounds, not two: what a user gets is the steady state of many rounds, and
+# with two the "median" of a peer was the mean of a round that still met some memory for
+# the first time (a send buffer for a first audit piece, seen in round 2 or 3) and one that
+# did not.
 WARM = 2
+
+
+def touched(numel: int) -> Any:
+    """A float32 tensor of ``numel`` whose pages are all mapped: between-round memory of
+    either system's child (kept results, our learner's update) is taken and written once
+    before the run, so no round of either system pays the kernel for fresh pages of the
+    harness's own (it was 2 x 124 MB of 4 KiB faults a round for ours, ~0.2-0.6 s of system
+    time between rounds, and on a freshly booted VM first-touched memory costs up to ~7 s
+    per GiB; measured for issue 13)."""
+    import torch
+
+    return torch.zeros(numel).fill_(1.0)
 
 
 def free_port() -> int:
@@ -105,12 +131,17 @@ class FixedLearner:
         self.index, self.n, self.numel = index, n, numel
         self.params = {"w": torch.zeros(numel)}
         self.update = update_of(index, numel)
+        # Two update buffers, used in turn: round r's update may be referred to by the node
+        # until round r + 1 starts (its group round keeps its pieces), never later.
+        self.buffers = [touched(numel), touched(numel)]
         self.ready_at: dict[int, float] = {}
         self.cpu_at: dict[int, float] = {}
         self.sys_at: dict[int, float] = {}  # the kernel's share (sockets, page faults)
+        self.flt_at: dict[int, int] = {}  # minor page faults (fresh memory) at the start
         self.round = 0
         self.results: list[dict[str, Any]] = []
-        self.kept: list[Any] = []  # each round's average, checked once the run is over
+        # Each measured round's average, checked once the run is over.
+        self.kept: list[Any] = [touched(numel) for _ in range(ROUNDS - WARM)]
 
     @property
     def dataset_size(self) -> int:
@@ -120,22 +151,32 @@ class FixedLearner:
         return self.params
 
     def compute_update(self, kind: str) -> Any:
+        import torch
+
         from swarm_tune.runtime.training.learner import LocalResult
 
         # The update exists before the clock starts (hivemind's child copies its update in
         # before it starts timing, too): averaging is what is measured, not this addition.
-        update = self.update + float(self.round)
+        # Written into memory the learner reuses, as hivemind's child copies its update into
+        # the averager's tensor.
+        update = torch.add(self.update, float(self.round), out=self.buffers[self.round % 2])
         self.ready_at[self.round] = time.perf_counter()
         self.cpu_at[self.round] = time.process_time()
-        self.sys_at[self.round] = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.sys_at[self.round], self.flt_at[self.round] = usage.ru_stime, usage.ru_minflt
         return LocalResult({"w": update}, 0.0, 1)
 
     def apply_average(self, kind: str, averaged: Any) -> None:
         seconds = time.perf_counter() - self.ready_at.get(self.round, time.perf_counter())
         cpu = time.process_time() - self.cpu_at.get(self.round, time.process_time())
-        sys_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - self.sys_at.get(self.round, 0.0)
-        self.results.append({"round": self.round, "seconds": seconds, "cpu": cpu, "sys": sys_s})
-        self.kept.append(averaged["w"].clone())  # lent for the call (Learner contract)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        sys_s = usage.ru_stime - self.sys_at.get(self.round, 0.0)
+        faults = usage.ru_minflt - self.flt_at.get(self.round, 0)
+        self.results.append(
+            {"round": self.round, "seconds": seconds, "cpu": cpu, "sys": sys_s, "minflt": faults}
+        )
+        if self.round >= WARM:  # lent for the call only (Learner contract): copied
+            self.kept[self.round - WARM].copy_(averaged["w"])
         self.round += 1
 
     def check(self) -> None:
@@ -145,7 +186,8 @@ class FixedLearner:
         import hashlib
 
         mean = exact_mean(self.n, self.numel)
-        for row, got in zip(self.results, self.kept, strict=True):
+        measured = [row for row in self.results if row["round"] >= WARM]
+        for row, got in zip(measured, self.kept, strict=True):
             row["err"] = max_abs_err(got, mean, shift=float(row["round"]))
             row["digest"] = hashlib.blake2b(got.numpy().tobytes(), digest_size=8).hexdigest()
 
@@ -247,6 +289,7 @@ HIVEMIND_CHILD = textwrap.dedent(
                            host_maddrs=["/ip4/127.0.0.1/tcp/0"])
     mine = update_of(index)
     tensor = mine.clone()
+    kept = [touched(numel) for _ in range(ROUNDS - WARM)]  # as for ours, see touched()
     avg = hivemind.averaging.DecentralizedAverager(
         [tensor], dht, prefix="bench", target_group_size=n, min_group_size=n,
         min_matchmaking_time=2.0, request_timeout=60.0, start=True)
@@ -254,31 +297,36 @@ HIVEMIND_CHILD = textwrap.dedent(
         import psutil
         me = psutil.Process()
         return sum(sum(p.cpu_times()[:2]) for p in [me] + me.children(recursive=True))
-    results, kept = [], []
+    results = []
     for r in range(ROUNDS):
         with avg.get_tensors() as ts:
             ts[0].copy_(mine)
         t0, c0 = time.perf_counter(), cpu()
         out = avg.step(timeout=600)
         seconds, used = time.perf_counter() - t0, cpu() - c0
-        with avg.get_tensors() as ts:
-            kept.append(ts[0].clone())
+        if r >= WARM:
+            with avg.get_tensors() as ts:
+                kept[r - WARM].copy_(ts[0])
         results.append({"round": r, "seconds": seconds, "cpu": used,
                         "group": 0 if out is None else len(out)})
     mean = torch.zeros(numel, dtype=torch.float64)  # checked after the run, as for ours
     for i in range(n):
         mean += update_of(i).double()
     mean /= n
-    for row, got in zip(results, kept):
+    for row, got in zip([row for row in results if row["round"] >= WARM], kept):
         row["err"] = max_abs_err(got, mean)
         row["digest"] = hashlib.blake2b(got.numpy().tobytes(), digest_size=8).hexdigest()
     print("RESULT " + json.dumps(results), flush=True)
     avg.shutdown(); dht.shutdown()
     """
-).replace("ROUNDS", str(ROUNDS))
-# One definition of the error, shared with the child (annotations stay unevaluated there).
+)
+# One definition of the error and of pre-touched memory, shared with the child
+# (annotations stay unevaluated there).
 HIVEMIND_CHILD = (
-    "from __future__ import annotations\n" + inspect.getsource(max_abs_err) + HIVEMIND_CHILD
+    "from __future__ import annotations\n"
+    + inspect.getsource(max_abs_err)
+    + inspect.getsource(touched)
+    + HIVEMIND_CHILD.replace("ROUNDS", str(ROUNDS)).replace("WARM", str(WARM))
 )
 
 
@@ -347,14 +395,19 @@ def summarize(name: str, n: int, mb: float, per_peer: list[Any]) -> dict[str, An
     measured = [[x for x in rows if x["round"] >= WARM] for rows in per_peer]
     seconds = [statistics.median(x["seconds"] for x in rows) for rows in measured if rows]
     goodput = [mb / s for s in seconds]
-    digests = {x["digest"] for rows in measured for x in rows if x["round"] == WARM}
+    rounds = {x["round"] for rows in measured for x in rows}
+    # Every measured round: one digest among all peers.
+    same = all(
+        len({x["digest"] for rows in measured for x in rows if x["round"] == r}) == 1
+        for r in rounds
+    )
     cpu = [x["cpu"] for rows in measured for x in rows if "cpu" in x]
     return {
         "name": name,
         "n": n,
         "goodput": statistics.median(goodput) if goodput else float("nan"),
         "err": max((x["err"] for rows in measured for x in rows), default=float("nan")),
-        "same_bits": len(digests) == 1,
+        "same_bits": bool(rounds) and same,
         "cpu": statistics.median(cpu) if cpu else float("nan"),
     }
 
