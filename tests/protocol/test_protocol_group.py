@@ -521,3 +521,18 @@ def test_the_audit_comparison_is_exact_and_makes_no_slice_sized_temporary() -> N
     assert not matches(a, b)
     b[-1] = a[-1] + 0.1 * AUDIT_RTOL * scale
     assert matches(a, b)
+
+
+def test_a_digest_is_the_same_whether_hashed_on_one_core_or_all() -> None:
+    """``digest`` hashes big data with every core (PARALLEL_HASH_BYTES): members on
+    machines with different core counts must still agree on every manifest and slice
+    digest. Cost: ~10 ms."""
+    import blake3
+
+    from swarm_tune.runtime.protocol.group import DIGEST_BYTES, PARALLEL_HASH_BYTES
+
+    rng = np.random.default_rng(5)
+    for nbytes in (4, PARALLEL_HASH_BYTES - 4, PARALLEL_HASH_BYTES, 4 * PARALLEL_HASH_BYTES + 4):
+        data = rng.standard_normal(nbytes // 4).astype(np.float32)
+        one_core = blake3.blake3(data.view(np.uint8).data, max_threads=1)
+        assert digest(data) == one_core.hexdigest(DIGEST_BYTES)
