@@ -762,6 +762,11 @@ class ProtocolNode:
         members = subgroup(list(everyone), self.node_id, rnd.number, self.config.group_size)
         if len(members) < max(2, self.config.min_peers):
             return None
+        if any(m in rnd.admitted for m in members):
+            # A member's whole update came while ours was still training: its group went
+            # flat, so ours could never finish (it would only wait for the group deadline).
+            # Go flat at once, as ``_admit`` does for a group already started.
+            return None
         flat = check.flat_np
         if flat is None:
             assert rnd.own is not None

@@ -181,6 +181,34 @@ class _LostPiece(World):
         super().execute(node_id, kept)
 
 
+class _LostPieceSlowB(_LostPiece):
+    """As ``_LostPiece``, and b's round-0 update is still training (ready at 2.0 s) when a,
+    gone flat, sends its whole update (it lands at ~0.9 s)."""
+
+    def execute(self, node_id: str, out: list[effects.Effect]) -> None:
+        if node_id == "b" and any(isinstance(e, effects.TrainLocal) and e.round == 0 for e in out):
+            self.train_delay = 2.0
+            super().execute(node_id, out)
+            self.train_delay = 0.5
+            return
+        super().execute(node_id, out)
+
+
+def test_a_member_whose_update_is_still_training_goes_flat_when_the_group_already_did() -> None:
+    """A member's whole update admitted before our own is ready means that member's group
+    went flat: forming ours would only wait for the group deadline (~6 s here)."""
+    w = _world(_LostPieceSlowB)
+    w.run_until(3.0)
+    for n in NODES:  # b went flat as its update came (2.0 s), the others with it
+        r0 = _applied(w, n)[0]
+        assert r0.contributors == NODES and not r0.fallback, n
+        assert torch.equal(_flat(r0), _flat(_applied(w, "a")[0]))
+    assert torch.allclose(_flat(r0).double(), _weighted_mean(NODES, 0), atol=1e-6)
+    assert {c.trigger for c in w.effects_of(effects.RoundClosed) if c.round == 0} == {"quorum"}
+    b_sent = [e.message for _, n, e in w.log if n == "b" and isinstance(e, effects.Send)]
+    assert not any(isinstance(m, Piece) and m.round == 0 for m in b_sent)  # no group formed
+
+
 def test_a_piece_that_cannot_be_delivered_degrades_the_whole_group_at_once() -> None:
     w = _world(_LostPiece)
     # Round 0's group starts at 0.5; its deadline (halfway to the round's) is at ~5.2 s.
