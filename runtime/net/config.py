@@ -50,6 +50,10 @@ class NetConfig:
     min_rate: float = 1.0 * MiB
     #: Timeout of the offer/ack handshake and of small messages (seconds).
     control_timeout: float = 10.0
+    #: How long a peer's kept control stream may sit idle between small messages before
+    #: the receiver closes it (small.py): a heartbeat every few seconds keeps it in use, a
+    #: peer cannot park it for longer.
+    small_idle_timeout: float = 20.0
     #: Timeout for the direct TCP connect before falling back to libp2p streams.
     direct_connect_timeout: float = 5.0
     #: Use the direct TCP data channel when possible (else always libp2p streams).
@@ -99,6 +103,7 @@ class NetConfig:
             "idle_timeout": self.idle_timeout,
             "min_rate": self.min_rate,
             "control_timeout": self.control_timeout,
+            "small_idle_timeout": self.small_idle_timeout,
             "direct_connect_timeout": self.direct_connect_timeout,
             "max_preauth_conns": self.max_preauth_conns,
             "max_preauth_per_ip": self.max_preauth_per_ip,

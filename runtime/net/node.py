@@ -216,6 +216,7 @@ class NetNode:
         peer = str(conn.muxed_conn.peer_id)
         n = self._conn_counts.get(peer, 0)
         if n <= 1:
+            self.small.forget(peer)
             if self._conn_counts.pop(peer, None) is not None:
                 self._emit(PeerDisconnected(peer))
         else:

@@ -5,6 +5,7 @@ peers afterwards, and release every reservation."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
 import tracemalloc
 
@@ -31,7 +32,7 @@ from swarm_tune.runtime.net.guard import (
     push_verdict,
 )
 from swarm_tune.runtime.net.host import build_host
-from swarm_tune.runtime.net.small import SMALL_PROTOCOL
+from swarm_tune.runtime.net.small import ACK_OK, BYE, SMALL_PROTOCOL
 from swarm_tune.runtime.protocol.reasons import RejectReason
 
 MiB = 1 << 20
@@ -446,3 +447,58 @@ async def test_strangers_holding_every_slot_never_make_a_member_wait() -> None:
         await still_serves(victim, honest, idle=False)
         assert victim.refusals.counts["bulk_busy"] == 1  # the third stranger only
         assert victim.refusals.counts["bulk_stalled"] == 1  # the stranger that made room
+
+
+@pytest.mark.trio
+async def test_kept_control_streams_are_capped_per_peer_and_closed_when_idle() -> None:
+    """The small-message plane keeps a peer's stream open between messages (small.py). A
+    raw py-libp2p peer that opens many, sends one valid frame on each and then holds them
+    gets at most ``KEPT_PER_PEER`` kept: the rest are closed after their ack; the kept ones
+    are told ``BYE`` and closed once idle for ``small_idle_timeout``; a frame that starts
+    and stalls is cut after ``control_timeout``. Cost: ~1.5 s."""
+    cfg = dataclasses.replace(FAST, small_idle_timeout=0.8)
+    attacker = build_host(seed(40))
+    async with (
+        open_net_node(seed(41), config=cfg) as victim,
+        open_net_node(seed(42)) as honest,
+        attacker.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+    ):
+        await honest.connect(victim.multiaddrs[0])
+        frame = struct.pack(">I", 2) + b"hi"
+        streams = [await _raw_stream(attacker, victim, SMALL_PROTOCOL) for _ in range(5)]
+        for s in streams:
+            await s.write(frame)
+            assert await s.read(1) == ACK_OK
+        assert [(await victim.incoming.receive()).data for _ in streams] == [b"hi"] * 5
+
+        async def ends(s: INetStream) -> bytes:
+            got = b""
+            with trio.fail_after(5):
+                while chunk := await _read_or_eof(s):
+                    got += chunk
+            return got
+
+        started = trio.current_time()
+        tails = [await ends(s) for s in streams]
+        assert sorted(tails) == [b"", b"", b"", BYE, BYE], tails  # 2 kept, 3 closed at once
+        assert trio.current_time() - started >= 0.5  # the kept ones lived out their idle time
+        # A kept stream whose next frame starts and stalls is cut at control_timeout.
+        s = await _raw_stream(attacker, victim, SMALL_PROTOCOL)
+        await s.write(frame)
+        assert await s.read(1) == ACK_OK
+        assert (await victim.incoming.receive()).data == b"hi"
+        await s.write(b"\x00\x00")  # half a length prefix, then nothing
+        with trio.move_on_after(5):
+            while not victim.refusals.counts["small_timeout"]:
+                await trio.sleep(0.05)  # bounded poll of the victim's own bookkeeping
+        assert victim.refusals.counts["small_timeout"] == 1
+        await honest.send_small(victim.peer_id, b"still here")
+        assert (await victim.incoming.receive()).data == b"still here"
+        await still_serves(victim, honest)
+
+
+async def _read_or_eof(s: INetStream) -> bytes:
+    try:
+        return await s.read(64)
+    except Exception:  # EOF or reset: the victim hung up
+        return b""
