@@ -48,7 +48,7 @@ from swarm_tune.runtime.net.errors import (
 )
 from swarm_tune.runtime.net.events import Incoming
 from swarm_tune.runtime.net.framing import read_exactly
-from swarm_tune.runtime.net.host import open_stream
+from swarm_tune.runtime.net.host import RESET_GRACE_S, open_stream
 from swarm_tune.runtime.net.refusals import Refusals
 from swarm_tune.runtime.protocol.reasons import RejectReason
 
@@ -186,7 +186,10 @@ class SmallPlane:
             raise SendError(f"small message to {peer_id} failed: {exc}") from exc
         finally:
             if stream is not None and not ok:
-                await _quiet_reset(stream)
+                # Even when cancelled (the caller's deadline), bounded as in open_stream: a
+                # stream left open would hold one of the receiver's kept places until idle.
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + RESET_GRACE_S):
+                    await _quiet_reset(stream)
             elif stream is not None and not keep:
                 with contextlib.suppress(Exception):
                     await stream.close()

@@ -502,3 +502,31 @@ async def _read_or_eof(s: INetStream) -> bytes:
         return await s.read(64)
     except Exception:  # EOF or reset: the victim hung up
         return b""
+
+
+@pytest.mark.trio
+async def test_a_small_send_cancelled_before_its_ack_resets_its_stream() -> None:
+    """A send whose caller's deadline fires while it waits for the ack must not leave its
+    stream open: the receiver (here a bare py-libp2p host that reads and never answers)
+    would hold it, and with kept streams one of its few kept places, until idle. Cost:
+    ~1 s."""
+    receiver = build_host(seed(50))
+    ended = trio.Event()
+
+    async def never_acks(stream: INetStream) -> None:
+        with contextlib.suppress(Exception):
+            while await stream.read(64):
+                pass  # read everything, answer nothing
+        ended.set()  # EOF or reset
+
+    receiver.set_stream_handler(SMALL_PROTOCOL, never_acks)
+    async with (
+        open_net_node(seed(51)) as sender,
+        receiver.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+    ):
+        await sender.connect(f"{receiver.get_addrs()[0]}/p2p/{receiver.get_id()}")
+        with trio.move_on_after(0.5) as scope:
+            await sender.send_small(str(receiver.get_id()), b"hi")
+        assert scope.cancelled_caught
+        with trio.fail_after(3):
+            await ended.wait()
