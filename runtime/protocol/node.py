@@ -610,9 +610,16 @@ class ProtocolNode:
         return out + self._group_lost((peer,), now)
 
     def _gone(self, peer: str) -> bool:
-        """Mark ``peer`` gone; an open round stops waiting for it. True if it was live."""
-        if self._open is not None:
-            self._open.expected.discard(peer)
+        """Mark ``peer`` gone; an open round stops waiting for it. True if it was live.
+
+        A peer whose contribution is already admitted stays expected: the quorum counts
+        admitted updates against the expected set, so dropping a contributor from the set
+        while its update stays counted closed the round one update early (seen in the
+        6-node calibration: two finished nodes' Goodbyes, then the 5th update closed the
+        round as a fallback below min_peers while the 6th was still landing)."""
+        rnd = self._open
+        if rnd is not None and peer not in rnd.admitted:
+            rnd.expected.discard(peer)
         return self.peers.mark_gone(peer)
 
     def _expected_peers(self, number: int) -> set[str]:
@@ -967,8 +974,10 @@ class ProtocolNode:
         silent = self.peers.expire(now)
         out += [fx.Evict(p, "silent") for p in silent]
         out += self._group_lost(silent, now)
-        if self._open is not None:
-            self._open.expected.intersection_update(self.peers.live_peers())
+        if (rnd := self._open) is not None:  # contributors stay expected: see _gone
+            gone = rnd.expected.difference(self.peers.live_peers())
+            gone.difference_update(rnd.admitted)
+            rnd.expected.difference_update(gone)
         if self.config.dial_peers:
             # Advertised peers first, then evicted ones (they may be back). One budget per
             # tick, whoever sends how many heartbeats: strangers cannot make us dial more.
