@@ -194,7 +194,7 @@ class SmallPlane:
                 with contextlib.suppress(Exception):
                     await stream.close()
         if ack == BYE:
-            raise _Unread()
+            raise _Unread(f"{peer_id} closed the stream before reading the message")
         if ack != ACK_OK:
             raise SendRejected("receiver refused the small message")
         if keep:
@@ -210,8 +210,9 @@ class SmallPlane:
             del self._locks[peer_id]
 
 
-class _Unread(Exception):
-    """Internal: the receiver closed the kept stream for idleness; the frame was not read."""
+class _Unread(SendError):
+    """The receiver closed the stream before reading the frame (BYE): the kept-stream
+    attempt retries once on a fresh stream; anywhere else it is a SendError."""
 
 
 async def _given(stream: INetStream) -> INetStream:

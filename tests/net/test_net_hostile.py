@@ -20,7 +20,7 @@ from libp2p.identity.identify_push.identify_push import push_identify_to_peer
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from swarm_tune.runtime.net import NetConfig, NetNode, PeerMisbehaved, open_net_node
+from swarm_tune.runtime.net import NetConfig, NetNode, PeerMisbehaved, SendError, open_net_node
 from swarm_tune.runtime.net.bulk import BULK_PROTOCOL
 from swarm_tune.runtime.net.framing import REPLY_LEN, Mode, Offer, Reply, Status
 from swarm_tune.runtime.net.guard import (
@@ -530,3 +530,37 @@ async def test_a_small_send_cancelled_before_its_ack_resets_its_stream() -> None
         assert scope.cancelled_caught
         with trio.fail_after(3):
             await ended.wait()
+
+
+@pytest.mark.trio
+async def test_a_receiver_that_answers_bye_gives_a_send_error_after_one_resend() -> None:
+    """BYE means "your frame was not read": a send on the kept stream goes once more on a
+    fresh stream, and a fresh stream's BYE is a SendError like any refusal. A stranger
+    answering BYE to the hello every node sends on a new connection used to raise a bare
+    internal exception out of send_small, which ended the node's driver. Cost: ~1 s."""
+    receiver = build_host(seed(52))
+    streams = 0
+
+    async def acks_once_then_says_bye(stream: INetStream) -> None:
+        nonlocal streams
+        streams += 1
+        answer = ACK_OK if streams == 1 else BYE
+        with contextlib.suppress(Exception):
+            while await stream.read(64):
+                await stream.write(answer)
+                answer = BYE
+
+    receiver.set_stream_handler(SMALL_PROTOCOL, acks_once_then_says_bye)
+    async with (
+        open_net_node(seed(53)) as sender,
+        receiver.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+    ):
+        peer = str(receiver.get_id())
+        await sender.connect(f"{receiver.get_addrs()[0]}/p2p/{peer}")
+        await sender.send_small(peer, b"kept")  # acked: the stream is kept
+        with pytest.raises(SendError):  # kept: BYE, once more fresh: BYE, then no more
+            await sender.send_small(peer, b"hi")
+        assert streams == 2  # the kept one and one fresh resend
+        with pytest.raises(SendError):  # no kept stream now: a fresh one, BYE
+            await sender.send_small(peer, b"hi")
+        assert streams == 3
