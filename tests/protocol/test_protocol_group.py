@@ -270,22 +270,45 @@ def test_an_owner_returning_a_wrong_slice_is_proven_wrong_and_banned() -> None:
         assert torch.allclose(_flat(e).double(), _weighted_mean(honest, e.round), atol=1e-6)
 
 
-def test_two_members_audit_without_asking_and_still_prove_a_liar() -> None:
-    # Two members: the auditor's only choice is the other's slice, so its owner sends the
-    # audited piece with the reduce-scatter; nobody asks, and the lie is still proven.
-    w = _Liar(_config(group_audit=2))
+def test_two_contributors_exchange_whole_updates_and_agree_bit_for_bit() -> None:
+    """A round of two contributors in all is a flat exchange (no pieces, no slices): a
+    reduce-scatter would move as many bytes plus the forced audit's half, in two phases.
+    Both apply the same bits: the weighted mean of the two."""
+    w = World(_config(group_audit=2))
     w.updates = _update
     for n in ("a", "b"):
         w.add(n, dataset_size=SIZES[n])
     w.connect_all()
     for n in ("a", "b"):
         w.start(n)
+    w.run_until(3.0)
+    sent = [e.message for _, _, e in w.log if isinstance(e, effects.Send)]
+    assert not any(isinstance(m, Piece | SliceResult) for m in sent)
+    assert any(isinstance(m, Contribution) for m in sent)
+    a, b = _applied(w, "a")[0], _applied(w, "b")[0]
+    assert a.contributors == b.contributors == ("a", "b") and not a.fallback
+    assert torch.equal(_flat(a), _flat(b))
+    torch.testing.assert_close(_flat(a).double(), _weighted_mean(("a", "b"), 0))
+
+
+def test_two_members_audit_without_asking_and_still_prove_a_liar() -> None:
+    # A 2-member subgroup (five nodes in groups of at most 3: round 0 deals {a, b} and
+    # {c, d, e}): the auditor's only choice is the other's slice, so its owner sends the
+    # audited piece with the reduce-scatter; nobody asks, and the lie is still proven.
+    w = _Liar(_config(group_audit=2, group_size=3))
+    w.updates = _update
+    for n in ("a", "b", "c", "d", "e"):
+        w.add(n, dataset_size=SIZES.get(n, 50))
+    w.connect_all()
+    for n in ("a", "b", "c", "d", "e"):
+        w.start(n)
     w.run_until(1.0)
     assert [b.peer for b in w.effects_of(effects.Ban, "a")] == ["b"]
     assert {e.reason for e in w.effects_of(effects.ContributionRejected, "a")} == {
         RejectReason.BAD_SLICE
     }
-    sent = [e.message for _, _, e in w.log if isinstance(e, effects.Send)]
+    pair = ("a", "b")  # the other subgroup (three members) may ask for its audit
+    sent = [e.message for _, n, e in w.log if isinstance(e, effects.Send) and n in pair]
     assert any(isinstance(m, Piece) and m.audit for m in sent)
     assert not any(isinstance(m, AuditRequest) for m in sent)
 
