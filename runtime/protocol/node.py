@@ -617,10 +617,14 @@ class ProtocolNode:
         while its update stays counted closed the round one update early (seen in the
         6-node calibration: two finished nodes' Goodbyes, then the 5th update closed the
         round as a fallback below min_peers while the 6th was still landing)."""
-        rnd = self._open
-        if rnd is not None and peer not in rnd.admitted:
-            rnd.expected.discard(peer)
+        self._stop_expecting((peer,))
         return self.peers.mark_gone(peer)
+
+    def _stop_expecting(self, peers: Iterable[str]) -> None:
+        """The open round stops waiting for ``peers``, except those whose update it has
+        admitted (the quorum counts them: see ``_gone``)."""
+        if (rnd := self._open) is not None:
+            rnd.expected.difference_update([p for p in peers if p not in rnd.admitted])
 
     def _expected_peers(self, number: int) -> set[str]:
         """Live peers round ``number`` waits for: those that contributed recently.
@@ -982,10 +986,8 @@ class ProtocolNode:
         silent = self.peers.expire(now)
         out += [fx.Evict(p, "silent") for p in silent]
         out += self._group_lost(silent, now)
-        if (rnd := self._open) is not None:  # contributors stay expected: see _gone
-            gone = rnd.expected.difference(self.peers.live_peers())
-            gone.difference_update(rnd.admitted)
-            rnd.expected.difference_update(gone)
+        if self._open is not None:
+            self._stop_expecting(self._open.expected.difference(self.peers.live_peers()))
         if self.config.dial_peers:
             # Advertised peers first, then evicted ones (they may be back). One budget per
             # tick, whoever sends how many heartbeats: strangers cannot make us dial more.
