@@ -172,11 +172,7 @@ class RayParts:
             "log_to_driver": False,
             "runtime_env": ray_ship.runtime_env(shipped),
         }
-        if address is None:  # a Ray of our own, even where another one is running
-            kwargs["address"], kwargs["num_cpus"] = "local", parts
-        else:
-            kwargs["address"] = address
-        ray.init(**kwargs)
+        ray.init(**kwargs, **ray_ship.init_target(address, parts))
         actor = ray.remote(num_cpus=1)(PartActor)
         self.actors: list[Any] = [actor.remote(scenario, k, parts) for k in range(parts)]
         # Blobs posted to each partition in the last window, per sender partition.

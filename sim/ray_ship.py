@@ -25,6 +25,7 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "swarm_tune"
 
@@ -107,6 +108,21 @@ def stage(dest: Path, wheel: Path | None = None) -> CodeOrigin:
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
     return CodeOrigin(str(target), tree_sha256(target))
+
+
+def init_target(address: str | None, cpus: int) -> dict[str, Any]:
+    """``ray.init`` arguments for a cluster at ``address``, or (None) a fresh Ray of our own.
+
+    Why ``"local"`` and not None: ``ray.init(address=None)`` may join the cluster named in
+    ``<ray temp dir>/ray_current_cluster`` (the last ``ray start`` on this machine), even a
+    dead one or somebody else's (Flower's run in benchmarks/ did, and retried for minutes).
+    Why a loopback node address: Ray's default is the first network interface's, and a run
+    on this machine alone has no business on the network. Why ``127.0.0.2``: ``ray.init``
+    rewrites ``127.0.0.1`` (and ``localhost``) to that same interface address and keeps any
+    other address as given; ``127.0.0.0/8`` is all loopback."""
+    if address is not None:
+        return {"address": address}
+    return {"address": "local", "num_cpus": cpus, "_node_ip_address": "127.0.0.2"}
 
 
 def runtime_env(staged: CodeOrigin) -> dict[str, object]:

@@ -188,12 +188,8 @@ def _run_ray(
             "log_to_driver": False,
             "runtime_env": ray_ship.runtime_env(shipped),
         }
-        if address is None:
-            kwargs["num_cpus"] = workers
-        else:
-            kwargs["address"] = address
         try:
-            ray.init(**kwargs)
+            ray.init(**kwargs, **ray_ship.init_target(address, workers))
         except Exception as exc:  # ConnectionError, RuntimeError, ... from a bad address
             raise SweepBackendError(f"cannot start/join Ray ({address or 'local'}): {exc}") from exc
         try:
@@ -214,6 +210,7 @@ def _run_ray(
                 "ray_version": ray.__version__,
                 # Counted at the end: a node that joined mid-sweep has worked in it.
                 "ray_nodes": sum(n["Alive"] for n in ray.nodes()),  # type: ignore[no-untyped-call]
+                "ray_node_ips": sorted({n["NodeManagerAddress"] for n in ray.nodes()}),  # type: ignore[no-untyped-call]
                 "code_sha256": shipped.sha256,
                 "code_from": "wheel" if wheel is not None else "driver",
             }

@@ -190,3 +190,33 @@ def test_two_node_cluster_runs_the_shipped_code(tmp_path: Path, two_node_cluster
         assert summary["worker_python"] == str(cluster.worker_python)
         assert summary["code_sha256"] == shipped.sha256
     assert (out / "sweep.parquet").is_file() and (out / "report.html").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(patience(300))
+def test_a_local_ray_starts_its_own_on_loopback_past_a_stale_cluster_file(tmp_path: Path) -> None:
+    """``--backend ray`` without an address starts a Ray of its own on loopback: it does not
+    join the dead cluster that ``ray_current_cluster`` names (the file a killed ``ray start``
+    leaves behind) and does not bind the first network interface's address (before: the
+    node's address was the interface's, 192.0.2.2 here)."""
+    import tempfile
+
+    # Ray's socket paths must stay short: its temp dir directly under /tmp, not tmp_path.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    try:
+        (ray_tmp / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")  # dead
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+        env |= {"RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO / ".pkg")}
+        out = tmp_path / "out"
+        argv = [PY, "-m", "swarm_tune.runtime.cli", "sim", "sweep", str(_small_sweep(tmp_path)),
+                "--backend", "ray", "--workers", "2", "--out", str(out)]  # fmt: skip
+        res = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=patience(240), check=False,
+        )  # fmt: skip
+        assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+        said = " ".join(res.stdout.split())  # the console wraps long lines
+        assert "'ray_nodes': 1," in said and "'ray_node_ips': ['127." in said, said
+        assert len(list(out.glob(f"points/*/{DONE}"))) == 2
+    finally:
+        subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
