@@ -2,8 +2,9 @@
 
 Why a column store filled row by row: a 10,000-node, 100-round run produces a million
 per-round rows. Python dicts per row would cost gigabytes; appending to one ``array`` per
-numeric column (and a list per string column, whose few distinct values are interned) keeps
-it to tens of bytes a row, and pyarrow turns the columns into parquet without copying twice.
+numeric column (and a list per string column, whose few distinct values are interned; the
+mostly-zero per-reason rejection counts kept sparse) keeps it to ~250 bytes a row, and pyarrow
+turns the columns into parquet without copying twice.
 
 Output folder (stable names and columns; ``analysis/`` builds reports on them):
 
@@ -89,6 +90,9 @@ _ROUND_INT = (
 )
 _ROUND_FLOAT = ("t_open", "t_close", "duration", "loss", "eval_loss", "drift")
 _ROUND_STR = ("node", "trigger", "outcome", "digest", "adversary")
+# Interned on append: columns of few distinct values. Not the digest: one distinct value a
+# row, so interning only grew the intern table by an entry a row (~40 bytes, never freed).
+_ROUND_STR_INTERNED = tuple(c != "digest" for c in _ROUND_STR)
 # add_round's argument order.
 _ADD_INT = (
     "node_index",
@@ -125,11 +129,36 @@ _SWARM_FLOAT = (
 
 
 class _Columns:
-    def __init__(self, ints: tuple[str, ...], floats: tuple[str, ...], strs: tuple[str, ...]):
-        self.ints = {c: array("q") for c in ints}
+    """One table's columns. ``sparse`` int columns (mostly zero: the per-reason rejection
+    counts, ~19 of them, usually all zero in a row) keep only their non-zero entries as
+    (row, value) arrays and are written out dense: 16 bytes per non-zero entry instead of
+    8 bytes per row and column (~150 of a rounds row's ~400 bytes)."""
+
+    def __init__(
+        self,
+        ints: tuple[str, ...],
+        floats: tuple[str, ...],
+        strs: tuple[str, ...],
+        sparse: tuple[str, ...] = (),
+    ):
+        self.ints = {c: array("q") for c in ints if c not in sparse}
+        self.sparse = {c: (array("q"), array("q")) for c in sparse}
         self.floats = {c: array("d") for c in floats}
         self.strs: dict[str, list[str]] = {c: [] for c in strs}
         self.order = [*strs[:1], *ints, *floats, *strs[1:]]
+
+    def set_sparse(self, name: str, row: int, value: int) -> None:
+        """Column ``name``'s value in ``row`` (0 until set; each row set at most once)."""
+        if value:
+            rows, values = self.sparse[name]
+            rows.append(row)
+            values.append(value)
+
+    def _dense(self, name: str, n: int) -> array[int]:
+        out = array("q", bytes(8 * n))
+        for row, value in zip(*self.sparse[name], strict=True):
+            out[row] = value
+        return out
 
     def __len__(self) -> int:
         cols: list[Sized] = [*self.ints.values(), *self.floats.values(), *self.strs.values()]
@@ -141,6 +170,8 @@ class _Columns:
         for name in self.order:
             if name in self.ints:
                 cols[name] = pa.array(self.ints[name], pa.int64())
+            elif name in self.sparse:
+                cols[name] = pa.array(self._dense(name, n), pa.int64())
             elif name in self.floats:
                 cols[name] = pa.array(self.floats[name], pa.float64())
             else:
@@ -153,7 +184,7 @@ class Recorder:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.rounds = _Columns(_ROUND_INT, _ROUND_FLOAT, _ROUND_STR)
+        self.rounds = _Columns(_ROUND_INT, _ROUND_FLOAT, _ROUND_STR, REJECT_COLUMNS)
         self.swarm = _Columns(_SWARM_INT + _SWARM_INT2, _SWARM_FLOAT, ())
         self.rejections = _Columns(("round",), ("t",), ("node", "peer", "reason"))
         self.events = _Columns((), ("t", "value"), ("kind", "node", "peer", "detail"))
@@ -166,13 +197,17 @@ class Recorder:
     def round_row(self, values: dict[str, Any]) -> int:
         """Append one rounds row; returns its index (to fill eval_loss later)."""
         r = self.rounds
+        row = len(r)
         for c, col in r.ints.items():
             col.append(int(values.get(c, 0)))
+        for c in r.sparse:
+            r.set_sparse(c, row, int(values.get(c, 0)))
         for c, fcol in r.floats.items():
             fcol.append(float(values.get(c, math.nan)))
-        for c, scol in r.strs.items():
-            scol.append(self._s(str(values.get(c, ""))))
-        return len(r.strs["node"]) - 1
+        for (c, scol), interned in zip(r.strs.items(), _ROUND_STR_INTERNED, strict=True):
+            text = str(values.get(c, ""))
+            scol.append(self._s(text) if interned else text)
+        return row
 
     def add_round(
         self,
@@ -192,28 +227,26 @@ class Recorder:
             r = self.rounds
             self._round_apps = (
                 [r.ints[c].append for c in _ADD_INT],
-                [r.ints[c] for c in REJECT_COLUMNS],
                 r.ints["rejected"].append,
                 [r.floats[c].append for c in _ADD_FLOAT],
                 r.floats["eval_loss"].append,
                 [r.strs[c].append for c in _ROUND_STR],
             )
-        int_apps, rej_cols, rej_total, float_apps, eval_app, str_apps = self._round_apps
+        int_apps, rej_total, float_apps, eval_app, str_apps = self._round_apps
+        row = len(self.rounds)
         for app, v in zip(int_apps, ints, strict=True):
             app(v)
-        for col in rej_cols:
-            col.append(0)
         if rejected:
             for reason, count in rejected.items():
-                self.rounds.ints[f"rej_{reason}"][-1] = count
+                self.rounds.set_sparse(f"rej_{reason}", row, count)
         rej_total(sum(rejected.values()))
         for fapp, f in zip(float_apps, floats, strict=True):
             fapp(f)
         eval_app(math.nan)
         intern = self._intern
-        for sapp, text in zip(str_apps, strs, strict=True):
-            sapp(intern.setdefault(text, text))
-        return len(self.rounds.strs["node"]) - 1
+        for sapp, text, interned in zip(str_apps, strs, _ROUND_STR_INTERNED, strict=True):
+            sapp(intern.setdefault(text, text) if interned else text)
+        return row
 
     def set_eval_loss(self, row: int, value: float) -> None:
         self.rounds.floats["eval_loss"][row] = value
