@@ -69,3 +69,46 @@ def test_sigterm_to_pytest_kills_the_children_a_test_started(tmp_path: Path) -> 
         wait_until(lambda: not _alive(child), 10, f"child {child} gone", context=log.read_text)
     finally:
         run.kill()
+
+
+FAILING = """
+import sys
+from procs import Proc
+
+def test_fails_after_its_child_logged(tmp_path):
+    child = Proc("n9")
+    code = "import sys\\n" + "\\n".join(
+        ['print(\\'{{"event": "net.connected", "peer": "P"}}\\', file=sys.stderr)']
+        + [f"print('line {{i}}', file=sys.stderr)" for i in range(100)]
+    )
+    child.spawn(["{python}", "-c", code], {{}})
+    child.proc.wait()
+    while len(child.err_lines()) < 101:  # the reader thread catches up
+        pass
+    assert False, "the nodes met late"
+"""
+
+
+def test_a_failed_test_reports_its_processes_logs(tmp_path: Path) -> None:
+    """A failed test that started processes carries each one's membership lines and last
+    lines in its report (the nodes are gone with their logs after it); SWARM_TEST_LOG_DIR
+    keeps the whole logs. Cost: one inner pytest, ~2 s."""
+    (tmp_path / "test_inner.py").write_text(FAILING.format(python=sys.executable))
+    path = os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+    keep = tmp_path / "logs"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest"]
+        + ["--basetemp", str(tmp_path / "t"), str(tmp_path / "test_inner.py")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path, "SWARM_TEST_LOG_DIR": str(keep)},
+        capture_output=True,
+        text=True,
+        timeout=patience(120),
+        check=False,
+    )
+    out = run.stdout
+    assert run.returncode == 1 and "the nodes met late" in out, out
+    assert "--- n9, membership" in out and '"event": "net.connected"' in out, out
+    assert "line 99" in out and "line 59" not in out, out  # the last 40 lines
+    (kept,) = keep.iterdir()
+    assert kept.name.endswith("-n9.log") and "line 0\n" in kept.read_text()

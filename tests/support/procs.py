@@ -83,6 +83,58 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+#: Every process spawned in this pytest worker since the last ``take_spawned``: the report
+#: hook in tests/conftest.py attaches their log tails to a failed test (see ``log_report``).
+_SPAWNED: list[Proc] = []
+#: Lines of each process's stderr a failed test's report carries: its last ones, and its
+#: first MEMBERSHIP_LINES that name one of MEMBERSHIP (who met whom, when, what was lost).
+REPORT_TAIL = 40
+MEMBERSHIP_LINES = 40
+MEMBERSHIP = (
+    "net.connected",
+    "net.disconnected",
+    "peer.joined",
+    "peer.evicted",
+    "send.failed",
+    "small message",
+    "node.waiting_for_peers",
+    "node.started_rounds",
+)
+
+
+def spawned() -> list[Proc]:
+    """The processes spawned since the last ``take_spawned`` (the current test's)."""
+    return list(dict.fromkeys(_SPAWNED))
+
+
+def take_spawned() -> list[Proc]:
+    """``spawned()``, forgotten."""
+    out = spawned()
+    _SPAWNED.clear()
+    return out
+
+
+def log_report(started: Sequence[Proc], failed: bool, keep_dir: str | None) -> str:
+    """What a test leaves of its processes' logs. Failed: each one's last REPORT_TAIL stderr
+    lines (the report section; the nodes of a failed real-node test are otherwise gone with
+    their logs, and "n2 joined late" cannot be explained from assertions). ``keep_dir`` (the
+    env SWARM_TEST_LOG_DIR, for reproduction runs): every process's whole stderr written
+    there, failed or not, one file per process, the file names returned in the report."""
+    parts: list[str] = []
+    if keep_dir:
+        folder = Path(keep_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for p in started:
+            dest = folder / f"{os.getpid()}-{time.time_ns()}-{p.name}.log"
+            dest.write_text("".join(p.err_lines()))
+            parts.append(f"{p.name}: whole log in {dest}")
+    for p in started if failed else ():
+        met = [line for line in p.err_lines() if any(m in line for m in MEMBERSHIP)]
+        parts.append(f"--- {p.name}, membership\n{''.join(met[:MEMBERSHIP_LINES])}")
+        parts.append(f"--- {p.name}, last {REPORT_TAIL} lines\n{p.tail(REPORT_TAIL)}")
+    return "\n".join(parts)
+
+
 class Proc:
     """A child process whose stdout lines and JSON stderr records are collected live."""
 
@@ -100,6 +152,7 @@ class Proc:
         full = dict(os.environ)
         full.update(env)
         self.killed = False
+        _SPAWNED.append(self)
         self.proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
@@ -186,6 +239,11 @@ class Proc:
     def tail(self, n: int = 30) -> str:
         with self._lock:
             return "".join(self.raw_err[-n:])
+
+    def err_lines(self) -> list[str]:
+        """Every stderr line so far (each with its newline)."""
+        with self._lock:
+            return list(self.raw_err)
 
 
 class NodeProc(Proc):
