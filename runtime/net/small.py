@@ -17,12 +17,19 @@ stream (the next send opens a fresh one): no framing state survives an error.
 
 Hostile-peer bounds (receiver): the first frame of a stream must start within
 ``control_timeout`` (as before); a frame's bytes, once its first byte arrived, within
-``control_timeout``; between frames a stream may sit idle for ``small_idle_timeout`` at
-most, then the receiver writes one ``BYE`` byte and closes it; at most ``KEPT_PER_PEER``
-streams of one peer are kept open at once (any more are answered once and closed, the
-old behaviour), so a peer cannot park an unbounded number of handlers. A sender that
-reads ``BYE`` instead of an ack knows its frame was never read (the receiver stops reading
-before it says goodbye) and sends it again once, on a fresh stream.
+``control_timeout`` (one deadline for the whole rest of the frame, not one per read); its
+ack, and a ``BYE``, are written within ``control_timeout`` too (a peer that never reads
+them cannot hold the handler); between frames a stream may sit idle for
+``small_idle_timeout`` at most, then the receiver writes one ``BYE`` byte and closes it;
+at most ``KEPT_PER_PEER`` streams of one peer are kept open at once (any more are answered
+once, told ``BYE`` and closed), so a peer cannot park an unbounded number of handlers.
+
+``BYE`` means "I read nothing after this and never will": the receiver writes it only
+before reading any byte of a next frame, on every close of a stream that a sender may
+still hold as its kept one. A sender that reads ``BYE`` instead of an ack knows its frame
+was never read and sends it again once, on a fresh stream: exactly once either way. (A
+close without ``BYE`` made the next frame on that stream fail as a ``SendError``, and the
+message was lost: review Low 3.)
 """
 
 from __future__ import annotations
@@ -85,8 +92,9 @@ class SmallPlane:
         if not await self._serve_frame(stream, peer_id, first=True):
             return
         if self._kept.get(peer_id, 0) >= KEPT_PER_PEER:
-            with contextlib.suppress(Exception):
-                await stream.close()
+            # The sender may keep this stream for its next message: BYE tells it that one
+            # will not be read here (it sends it again, fresh), where a bare close lost it.
+            await self._bye(stream)
             return
         self._kept[peer_id] = self._kept.get(peer_id, 0) + 1
         try:
@@ -108,8 +116,7 @@ class SmallPlane:
             with trio.move_on_after(wait):
                 start = await _first_byte(stream, between=not first)
             if start == b"" and not first:  # idle: nothing of a next frame was read
-                await stream.write(BYE)
-                await stream.close()
+                await self._bye(stream)
                 return False
             if start == b"":
                 raise trio.TooSlowError
@@ -118,15 +125,18 @@ class SmallPlane:
                     raise FrameError("stream ended before its frame")
                 await _quiet_reset(stream)  # the sender is done with it, or gone
                 return False
-            (n,) = _LEN.unpack(start + await read_exactly(stream, _LEN.size - 1, timeout))
-            if n > self._cfg.max_small_size:
-                self._refusals.count("small_too_large", peer_id, RejectReason.OVERSIZED)
-                await stream.write(ACK_TOO_LARGE)
-                await _quiet_reset(stream)
-                return False
-            data = await read_exactly(stream, n, timeout)
+            with trio.fail_after(timeout):  # the rest of the frame, all of it
+                (n,) = _LEN.unpack(start + await read_exactly(stream, _LEN.size - 1, timeout))
+                if n > self._cfg.max_small_size:
+                    self._refusals.count("small_too_large", peer_id, RejectReason.OVERSIZED)
+                    await stream.write(ACK_TOO_LARGE)
+                    await _quiet_reset(stream)
+                    return False
+                data = await read_exactly(stream, n, timeout)
+            # Not under that deadline: a full queue back-pressures the sender (its ack waits).
             await self._deliver(Incoming(peer_id, remote_ip_of(stream) or "", data))
-            await stream.write(ACK_OK)
+            with trio.fail_after(timeout):
+                await stream.write(ACK_OK)
             return True
         except trio.TooSlowError:
             self._refusals.count("small_timeout")
@@ -136,6 +146,18 @@ class SmallPlane:
             log.info("small message from %s dropped: %s", peer_id, exc)
             await _quiet_reset(stream)
         return False
+
+    async def _bye(self, stream: INetStream) -> None:
+        """Tell the sender its next frame will not be read (``BYE``), and close; bounded by
+        ``control_timeout`` (a peer that never reads cannot hold us), reset past it."""
+        with trio.move_on_after(self._cfg.control_timeout) as scope:
+            with contextlib.suppress(Exception):
+                await stream.write(BYE)
+                await stream.close()
+                return
+        if scope.cancelled_caught:
+            self._refusals.count("small_timeout")
+        await _quiet_reset(stream)
 
     async def send(self, peer_id: str, data: bytes) -> None:
         if len(data) > self._cfg.max_small_size:
