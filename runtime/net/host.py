@@ -21,6 +21,14 @@ Why these choices:
   has an address for when no connection is open (peer exchange puts addresses there), so a
   heartbeat to a peer we lost would reconnect behind the core's back, outside its per-tick
   budget. :func:`open_stream` opens streams with dialling refused (:class:`NotConnected`).
+* **A dial we ask for is a dial.** py-libp2p 0.8.1's swarm remembers a peer whose every
+  address failed and refuses to dial it for 60 s ("recently failed all addresses (negative
+  cache)"), without trying. A node that came up before its bootstrap peer listened had
+  that peer refused for a minute: its redials (every ``redial_interval``) never left the
+  process, the peer (with no bootstrap list of its own) never dialled, and both ran alone
+  from their 30 s start deadline (the dashboard test's CI failure; reproduced, see the
+  note of the change). Whom to dial and how often is the core's and the driver's (bounded
+  per tick and per peer), so the host's cache never blocks (:class:`_NoDialBackoff`).
 * **Bootstrap never blocks start-up.** Each bootstrap address is dialled concurrently under
   its own ``trio.move_on_after(timeout)``; failures are logged and counted, not raised. A
   node whose bootstrap list is entirely dead still starts and can be dialled.
@@ -43,7 +51,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.auto_connector import AutoConnector
-from libp2p.network.swarm import Swarm
+from libp2p.network.swarm import Swarm, _NegativePeerCache
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -141,9 +149,18 @@ class _NeverDials(AutoConnector):
         return None
 
 
+class _NoDialBackoff(_NegativePeerCache):
+    """The swarm's negative dial cache, never filled: a failed dial blocks no later one
+    (see the module docstring; our dials are paced by the core and the redial loop)."""
+
+    def mark_failed(self, peer_id: str) -> None:
+        return None
+
+
 def build_host(seed: bytes, *, enable_mdns: bool = False) -> IHost:
     """A libp2p host with a seed-derived identity, Noise-only security and yamux, which
-    dials only when asked to (no library auto-connector)."""
+    dials only when asked to (no library auto-connector), and always when asked to (no
+    library dial backoff)."""
     key_pair = keypair_from_seed(seed)
     # The Noise static key is ephemeral by design: it is bound to the Ed25519 identity
     # by the handshake payload signature, so it need not be stable.
@@ -159,6 +176,9 @@ def build_host(seed: bytes, *, enable_mdns: bool = False) -> IHost:
     if not isinstance(swarm, Swarm):  # new_host always builds a Swarm; fail loudly if not
         raise ConfigError(f"unexpected libp2p network type {type(swarm).__name__}")
     swarm.auto_connector = _NeverDials(swarm, swarm.auto_connector.auto_connect_interval)
+    if not isinstance(getattr(swarm, "_negative_peer_cache", None), _NegativePeerCache):
+        raise ConfigError("unexpected libp2p swarm: no negative dial cache to replace")
+    swarm._negative_peer_cache = _NoDialBackoff()
     _refuse_dials_while_sending(swarm)
     return host
 

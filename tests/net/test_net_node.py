@@ -29,6 +29,7 @@ from swarm_tune.runtime.net import (
     PeerConnected,
     PeerDisconnected,
     PeerEvent,
+    SendError,
     SendRejected,
     open_net_node,
     peer_id_from_seed,
@@ -161,6 +162,30 @@ async def test_dead_bootstrap_does_not_block_startup() -> None:
                 assert msg == (node.peer_id, "127.0.0.1", b"still alive")
     finally:
         silent.close()
+        refused.close()
+
+
+@pytest.mark.trio
+async def test_a_peer_that_refused_a_dial_is_dialled_again_when_asked() -> None:
+    """A node up before its bootstrap peer listens is refused; its next dial, a second
+    later, must reach the peer once it listens. py-libp2p's swarm refused every dial to a
+    peer whose addresses had all failed for 60 s, without trying ("negative cache"): the
+    redials never left the process, and the two nodes of the dashboard test ran alone from
+    their 30 s start deadline (seen in CI, reproduced at load ~8). Cost: ~1 s."""
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))  # bound, not listening -> connection refused
+    port = refused.getsockname()[1]
+    addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_from_seed(seed(97))}"
+    try:
+        async with open_net_node(seed(96)) as early:
+            with pytest.raises(SendError):
+                await early.connect(addr)
+            refused.close()
+            async with open_net_node(seed(97), listen=[f"/ip4/127.0.0.1/tcp/{port}"]) as late:
+                assert await early.connect(addr) == late.peer_id  # old: negative cache
+                await early.send_small(late.peer_id, b"met")
+                assert (await late.incoming.receive()).data == b"met"
+    finally:
         refused.close()
 
 
