@@ -407,6 +407,15 @@ class ProtocolNode:
         dialled; a hint is only a route (the connection proves the peer id)."""
         out: Effects = []
         budget = self.config.dial_peers
+        # An entry older than redial_interval blocks nothing (as if absent): forget it, or
+        # the table only grows, toward TRACKED_PEERS (~3 peers a node-round in a gossip
+        # world: ~200 KB a node by that bound). Oldest first: ``remember`` re-inserts.
+        dialed, expired = self._dialed, now - self.config.redial_interval
+        while dialed:
+            oldest = next(iter(dialed))
+            if dialed[oldest] > expired:
+                break
+            del dialed[oldest]
         for peer, hint in candidates:
             if len(out) >= budget:
                 break

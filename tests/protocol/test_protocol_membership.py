@@ -226,6 +226,23 @@ def test_the_core_dials_advertised_and_evicted_peers_within_a_budget() -> None:
     assert "c" not in {e.peer for e in dials}  # (b, silent since t=2, is evicted and dialled)
 
 
+def test_the_dial_memory_keeps_only_the_redial_interval() -> None:
+    """A node that keeps hearing of new peers (peer exchange in a big world) must not keep a
+    dial time for each forever: past redial_interval one blocks nothing. Cost ~0.05 s."""
+    from swarm_tune.runtime.protocol import PeersFound
+
+    cfg = ProtocolConfig(dial_peers=2, redial_interval=10.0, heartbeat_interval=1.0)
+    n = ProtocolNode("me", cfg, SPEC, 10, random.Random(0))
+    dialled = []
+    for t in range(200):
+        found = tuple((f"p{t}_{i}", f"/ip4/10.3.{t}.{i}/tcp/1/p2p/p{t}_{i}") for i in range(2))
+        n.handle(PeersFound(found), float(t))
+        dialled += [e.peer for e in _tick(n, t + 0.5) if isinstance(e, effects.Dial)]
+    assert len(dialled) == 400  # every new peer dialled once
+    # Dials of the last 10 s only (the old table held all 400, up to TRACKED_PEERS).
+    assert len(n._dialed) <= 2 * 11
+
+
 def test_peers_found_by_the_dht_are_dialled_by_the_core_within_its_budget() -> None:
     from swarm_tune.runtime.protocol import PeersFound
 
