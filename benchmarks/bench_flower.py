@@ -117,9 +117,11 @@ def main(grid, context):
 
 run_simulation(server_app=server, client_app=client, num_supernodes=N,
                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                               # loopback only: Ray's default node address is the first
-                               # interface's, which is not ours to use
-                               "init_args": {"_node_ip_address": "127.0.0.1"}})
+                               # a fresh Ray on loopback, as sim/ray_ship.init_target: not a
+                               # leftover cluster, and 127.0.0.2 because Ray rewrites 127.0.0.1
+                               # to the first interface's address
+                               "init_args": {"address": "local",
+                                             "_node_ip_address": "127.0.0.2"}})
 print(json.dumps({"done": True, "wall": time.perf_counter() - T0,
                   "cpu": time.process_time() - C0}), flush=True)
 """

@@ -206,11 +206,12 @@ def _run_ray(
                             f"{output.code.path}, not the shipped {shipped.sha256[:12]}"
                         )
                     on_done(commit_point(task, output))
+            # Counted at the end: a node that joined mid-sweep has worked in it.
+            nodes = ray.nodes()  # type: ignore[no-untyped-call]
             return {
                 "ray_version": ray.__version__,
-                # Counted at the end: a node that joined mid-sweep has worked in it.
-                "ray_nodes": sum(n["Alive"] for n in ray.nodes()),  # type: ignore[no-untyped-call]
-                "ray_node_ips": sorted({n["NodeManagerAddress"] for n in ray.nodes()}),  # type: ignore[no-untyped-call]
+                "ray_nodes": sum(n["Alive"] for n in nodes),
+                "ray_node_ips": sorted({n["NodeManagerAddress"] for n in nodes}),
                 "code_sha256": shipped.sha256,
                 "code_from": "wheel" if wheel is not None else "driver",
             }
